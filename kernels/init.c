@@ -1,0 +1,227 @@
+/*
+ * init.c - the /init program of the tinyvmm test initramfs.
+ *
+ * It is built freestanding (no C library) for x86-64 Linux and talks to
+ * the kernel with raw system calls, which keeps the binary around one
+ * kilobyte.  What it does, in order:
+ *
+ *   1. mounts proc on /proc and sysfs on /sys;
+ *   2. prints the marker line INIT_MARKER to /dev/console;
+ *   3. lists every QEMU fw_cfg file the kernel exposes under
+ *      /sys/firmware/qemu_fw_cfg/by_name, one "fw_cfg: NAME (size N)"
+ *      line each, or "fw_cfg: not present";
+ *   4. restarts the machine with reboot(LINUX_REBOOT_CMD_RESTART).  With
+ *      "reboot=k" on the kernel command line the kernel then writes 0xFE
+ *      to port 0x64 (keyboard-controller reset), which tinyvmm and
+ *      "qemu -no-reboot" both treat as the end of the guest.
+ *
+ * Should the restart call fail, init exits; the kernel then panics and,
+ * because the test kernel is built with CONFIG_PANIC_TIMEOUT=-1, resets
+ * the machine at once, so the guest still ends.
+ */
+
+/* The one place the marker text lives (see kernels/README.md). */
+#define INIT_MARKER "TINYVMM-INIT-OK"
+
+#define FW_CFG_BY_NAME "/sys/firmware/qemu_fw_cfg/by_name"
+
+/* x86-64 system call numbers. */
+#define NR_read 0
+#define NR_write 1
+#define NR_open 2
+#define NR_close 3
+#define NR_ioctl 16
+#define NR_exit 60
+#define NR_mkdir 83
+#define NR_sync 162
+#define NR_mount 165
+#define NR_reboot 169
+#define NR_getdents64 217
+
+#define O_RDONLY 0
+#define O_WRONLY 1
+#define O_NOCTTY 0400
+#define O_DIRECTORY 0200000
+#define O_CLOEXEC 02000000
+
+#define DT_DIR 4
+
+#define TCSBRK 0x5409
+
+#define REBOOT_MAGIC1 0xfee1deadUL
+#define REBOOT_MAGIC2 0x28121969UL
+#define REBOOT_CMD_RESTART 0x01234567UL
+
+#define PATH_BUF 512
+
+struct dirent64 {
+	unsigned long d_ino;
+	long d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+static long syscall3(long nr, long a, long b, long c)
+{
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static long syscall5(long nr, long a, long b, long c, long d, long e)
+{
+	long ret;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static int out_fd = 1;
+
+/* Appends src to the string in buf (capacity cap); returns the new length. */
+static unsigned long append(char *buf, unsigned long len, unsigned long cap,
+			    const char *src)
+{
+	while (*src && len + 1 < cap)
+		buf[len++] = *src++;
+	buf[len] = 0;
+	return len;
+}
+
+/* Writes a, b and c followed by a newline with a single write(). */
+static void put_line(const char *a, const char *b, const char *c)
+{
+	char line[PATH_BUF + 64];
+	unsigned long len = 0;
+
+	len = append(line, len, sizeof(line) - 1, a);
+	len = append(line, len, sizeof(line) - 1, b);
+	len = append(line, len, sizeof(line) - 1, c);
+	line[len++] = '\n';
+	syscall3(NR_write, out_fd, (long)line, (long)len);
+}
+
+static void mount_fs(const char *type, const char *target)
+{
+	syscall3(NR_mkdir, (long)target, 0755, 0);
+	if (syscall5(NR_mount, (long)type, (long)target, (long)type, 0, 0) < 0)
+		put_line("init: could not mount ", type, "");
+}
+
+/* Prints one fw_cfg entry; path is its by_name path, name starts inside it. */
+static void show_entry(char *path, unsigned long len, const char *name)
+{
+	char size[32];
+	long fd, n;
+
+	append(path, len, PATH_BUF, "/size");
+	fd = syscall3(NR_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
+	n = fd < 0 ? -1 : syscall3(NR_read, fd, (long)size, sizeof(size) - 1);
+	if (fd >= 0)
+		syscall3(NR_close, fd, 0, 0);
+	path[len] = 0;
+	if (n <= 0) {
+		size[0] = '?';
+		n = 1;
+	}
+	while (n > 0 && (size[n - 1] == '\n' || size[n - 1] == ' '))
+		n--;
+	size[n] = 0;
+	/* The line is "fw_cfg: NAME (size N)"; NAME ends the path buffer. */
+	n = append(path, len, PATH_BUF, " (size ");
+	n = append(path, n, PATH_BUF, size);
+	append(path, n, PATH_BUF, ")");
+	put_line("fw_cfg: ", name, "");
+	path[len] = 0;
+}
+
+/*
+ * Walks the by_name tree.  Directories there are the components of the
+ * entry names ("etc", "opt/tinyvmm"); each entry itself is a symbolic
+ * link to its by_key directory, which holds a "size" file.
+ */
+static long walk(char *path, unsigned long len, unsigned long name_at)
+{
+	char buf[1024];
+	long fd, n, pos, count = 0;
+
+	fd = syscall3(NR_open, (long)path, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+		      0);
+	if (fd < 0)
+		return -1;
+	while ((n = syscall3(NR_getdents64, fd, (long)buf, sizeof(buf))) > 0) {
+		for (pos = 0; pos < n;) {
+			struct dirent64 *d = (struct dirent64 *)(buf + pos);
+			unsigned long sub;
+
+			pos += d->d_reclen;
+			if (d->d_name[0] == '.' &&
+			    (!d->d_name[1] ||
+			     (d->d_name[1] == '.' && !d->d_name[2])))
+				continue;
+			sub = append(path, len, PATH_BUF, "/");
+			sub = append(path, sub, PATH_BUF, d->d_name);
+			if (d->d_type == DT_DIR) {
+				long k = walk(path, sub, name_at);
+
+				if (k > 0)
+					count += k;
+			} else {
+				show_entry(path, sub, path + name_at);
+				count++;
+			}
+			path[len] = 0;
+		}
+	}
+	syscall3(NR_close, fd, 0, 0);
+	return count;
+}
+
+static void list_fw_cfg(void)
+{
+	char path[PATH_BUF];
+	unsigned long len = append(path, 0, PATH_BUF, FW_CFG_BY_NAME);
+
+	if (walk(path, len, len + 1) < 0)
+		put_line("fw_cfg: not present", "", "");
+}
+
+__attribute__((noreturn, used)) static void init_main(void)
+{
+	long fd = syscall3(NR_open, (long)"/dev/console", O_WRONLY | O_NOCTTY,
+			   0);
+
+	if (fd >= 0)
+		out_fd = (int)fd;
+	mount_fs("proc", "/proc");
+	mount_fs("sysfs", "/sys");
+	put_line(INIT_MARKER, "", "");
+	list_fw_cfg();
+	put_line("init: restarting the machine", "", "");
+	/* Let the serial line finish sending before the reset. */
+	syscall3(NR_ioctl, out_fd, TCSBRK, 1);
+	syscall3(NR_sync, 0, 0, 0);
+	syscall5(NR_reboot, REBOOT_MAGIC1, REBOOT_MAGIC2, REBOOT_CMD_RESTART,
+		 0, 0);
+	put_line("init: reboot() failed, exiting", "", "");
+	for (;;)
+		syscall3(NR_exit, 1, 0, 0);
+}
+
+/* Entry point: align the stack as the ABI expects and run init_main. */
+__asm__(".text\n"
+	".global _start\n"
+	"_start:\n"
+	"	xor %ebp, %ebp\n"
+	"	and $-16, %rsp\n"
+	"	call init_main\n");

@@ -1,0 +1,140 @@
+"""Port-I/O and MMIO buses: devices registered on address ranges, accesses dispatched by offset.
+
+A device sees offsets into its own range, never absolute addresses. A string
+I/O exit (`rep insb` and friends, kvm_run.io.count > 1) reaches the device as
+one call covering all its elements, so a device can serve it with one slice.
+Accesses nobody claims read as all-ones and are dropped on write; both are
+counted, and reported to the bus's observer (the exit trace).
+"""
+
+import bisect
+
+
+class Device:
+    """Base class: a device that ignores writes and reads as all-ones.
+
+    read(offset, size, count) returns size * count bytes: `count` successive
+    accesses of `size` bytes each at the same offset (count > 1 for string I/O).
+    write(offset, size, data) receives len(data) // size such accesses.
+    """
+
+    name = "device"
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        return b"\xff" * (size * count)
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        pass
+
+
+class RegisterDevice(Device):
+    """A device whose registers are accessed one at a time, as integers.
+
+    Subclasses implement read_register/write_register; string I/O becomes one
+    register access per element, in order (each may have side effects, as a
+    UART's receive buffer does).
+    """
+
+    def read_register(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write_register(self, offset: int, size: int, value: int) -> None:
+        pass
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        if count == 1:
+            return self.read_register(offset, size).to_bytes(size, "little")
+        return b"".join(self.read_register(offset, size).to_bytes(size, "little")
+                        for _ in range(count))
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        for i in range(0, len(data), size):
+            self.write_register(offset, size, int.from_bytes(data[i:i + size], "little"))
+
+
+class BusError(ValueError):
+    """A registration that overlaps another or is malformed."""
+
+
+class Bus:
+    """Devices on non-overlapping [base, base + size) ranges of one address space."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._bases: list[int] = []
+        self._ranges: list[tuple[int, int, Device]] = []
+        self.unclaimed_reads = 0
+        self.unclaimed_writes = 0
+        # Called as observer(kind, address, size, data) for unclaimed accesses.
+        self.observer = None
+
+    def register(self, base: int, size: int, device: Device) -> None:
+        if size <= 0 or base < 0:
+            raise BusError(f"{self.name}: bad range {base:#x}+{size:#x} for {device.name}")
+        index = bisect.bisect_left(self._bases, base)
+        if index > 0:
+            prev_base, prev_end, prev = self._ranges[index - 1]
+            if prev_end > base:
+                raise BusError(f"{self.name}: {device.name} at {base:#x} overlaps {prev.name}")
+        if index < len(self._ranges) and base + size > self._ranges[index][0]:
+            raise BusError(f"{self.name}: {device.name} at {base:#x} overlaps "
+                           f"{self._ranges[index][2].name}")
+        self._bases.insert(index, base)
+        self._ranges.insert(index, (base, base + size, device))
+
+    def find(self, address: int, size: int = 1) -> tuple[int, Device] | None:
+        """The (base, device) whose range holds [address, address + size), if any."""
+        index = bisect.bisect_right(self._bases, address) - 1
+        if index >= 0:
+            base, end, device = self._ranges[index]
+            if address + size <= end:
+                return base, device
+        return None
+
+    def devices(self) -> list[tuple[int, int, Device]]:
+        return list(self._ranges)
+
+    def read(self, address: int, size: int, count: int = 1) -> bytes:
+        found = self.find(address, size)
+        if found is None:
+            self.unclaimed_reads += 1
+            if self.observer:
+                self.observer("read", address, size * count, None)
+            return b"\xff" * (size * count)
+        base, device = found
+        data = device.read(address - base, size, count)
+        if len(data) != size * count:
+            raise RuntimeError(f"{device.name} returned {len(data)} bytes for a "
+                               f"{size}x{count} read at {address:#x}")
+        return data
+
+    def write(self, address: int, size: int, data: bytes) -> None:
+        found = self.find(address, size)
+        if found is None:
+            self.unclaimed_writes += 1
+            if self.observer:
+                self.observer("write", address, len(data), data)
+            return
+        base, device = found
+        device.write(address - base, size, data)
+
+
+class PioBus(Bus):
+    """The 64 KiB port space, with a per-port table so dispatch is one dict lookup."""
+
+    def __init__(self):
+        super().__init__("pio")
+        self._table: dict[int, tuple[int, int, Device]] = {}
+
+    def register(self, base: int, size: int, device: Device) -> None:
+        if base + size > 0x10000:
+            raise BusError(f"pio: {device.name} at {base:#x}+{size} is beyond port 0xffff")
+        super().register(base, size, device)
+        for port in range(base, base + size):
+            self._table[port] = (base, base + size, device)
+
+    def find(self, address: int, size: int = 1):
+        entry = self._table.get(address)
+        if entry is not None and address + size <= entry[1]:
+            return entry[0], entry[2]
+        return None

@@ -1,0 +1,50 @@
+"""Where guest text goes: stdout, a file, or nowhere; with a tail kept for reports and a watcher for --expect."""
+
+import os
+import sys
+
+TAIL_SIZE = 4096
+
+
+class SinkSpecError(ValueError):
+    """A --serial/--debugcon value that is not stdio, none or file:PATH."""
+
+
+def open_sink(spec: str):
+    """Turn 'stdio', 'none' or 'file:PATH' into a write(bytes) callable and a close()."""
+    if spec == "none":
+        return (lambda data: None), (lambda: None)
+    if spec == "stdio":
+        fd = sys.stdout.fileno()
+        return (lambda data: os.write(fd, data)), (lambda: None)
+    if spec.startswith("file:") and len(spec) > 5:
+        path = spec[5:]
+        try:
+            f = open(path, "wb", buffering=0)
+        except OSError as exc:
+            raise SinkSpecError(f"cannot open {path}: {exc.strerror}") from None
+        return f.write, f.close
+    raise SinkSpecError(f"{spec!r}: expected stdio, none or file:PATH")
+
+
+class Console:
+    """A byte stream from the guest: forwarded to a sink, its tail remembered, watched for a text."""
+
+    def __init__(self, name: str, sink=None, expect: bytes | None = None, on_expect=None):
+        self.name = name
+        self.sink = sink or (lambda data: None)
+        self.tail = bytearray()
+        self.expect = expect
+        self.on_expect = on_expect or (lambda: None)
+        self.seen_expected = False
+        self.total = 0
+
+    def write(self, data: bytes) -> None:
+        self.sink(data)
+        self.total += len(data)
+        self.tail += data
+        if self.expect and not self.seen_expected and self.expect in self.tail:
+            self.seen_expected = True
+            self.on_expect()
+        if len(self.tail) > TAIL_SIZE:
+            del self.tail[:-TAIL_SIZE // 2]

@@ -1,0 +1,8 @@
+"""Typed wrappers over /dev/kvm that follow its file descriptors: Kvm -> Vm -> Vcpu."""
+
+from .ioctl import KvmError
+from .system import Kvm, KvmUnavailable
+from .vm import Vm
+from .vcpu import Vcpu
+
+__all__ = ["Kvm", "KvmError", "KvmUnavailable", "Vm", "Vcpu"]

@@ -1,0 +1,101 @@
+"""A KVM vCPU file descriptor: the shared kvm_run page, registers, CPUID, MSRs, guest debug."""
+
+import errno
+import mmap
+import os
+
+from . import abi
+from .ioctl import KvmError, get_errno, ioctl, raw_ioctl
+
+
+class Vcpu:
+    """A vCPU created by Vm.create_vcpu().
+
+    `run_page` is the kernel's kvm_run structure for this vCPU, viewed in place
+    (no copies); `run_mmap` is the same page as an mmap, for the I/O data area.
+    """
+
+    def __init__(self, vm, fd: int, vcpu_id: int):
+        self.vm = vm
+        self.fd = fd
+        self.id = vcpu_id
+        size = vm.kvm.vcpu_mmap_size()
+        self.run_mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.run_page = abi.kvm_run.from_buffer(self.run_mmap)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            del self.run_page
+            self.run_mmap.close()
+            os.close(self.fd)
+            self.fd = -1
+
+    def run(self) -> int:
+        """Enter the guest until the next exit; returns the exit reason.
+
+        Returns KVM_EXIT_INTR when a signal interrupted the run (EINTR): the
+        caller decides what the signal meant.
+        """
+        if raw_ioctl(self.fd, abi.KVM_RUN, None) < 0:
+            err = get_errno()
+            if err in (errno.EINTR, errno.EAGAIN):
+                return abi.KVM_EXIT_INTR
+            raise KvmError(err, f"KVM_RUN: {os.strerror(err)}")
+        return self.run_page.exit_reason
+
+    def get_regs(self) -> abi.kvm_regs:
+        regs = abi.kvm_regs()
+        ioctl(self.fd, abi.KVM_GET_REGS, regs)
+        return regs
+
+    def set_regs(self, regs: abi.kvm_regs) -> None:
+        ioctl(self.fd, abi.KVM_SET_REGS, regs)
+
+    def get_sregs(self) -> abi.kvm_sregs:
+        sregs = abi.kvm_sregs()
+        ioctl(self.fd, abi.KVM_GET_SREGS, sregs)
+        return sregs
+
+    def set_sregs(self, sregs: abi.kvm_sregs) -> None:
+        ioctl(self.fd, abi.KVM_SET_SREGS, sregs)
+
+    def get_fpu(self) -> abi.kvm_fpu:
+        fpu = abi.kvm_fpu()
+        ioctl(self.fd, abi.KVM_GET_FPU, fpu)
+        return fpu
+
+    def set_fpu(self, fpu: abi.kvm_fpu) -> None:
+        ioctl(self.fd, abi.KVM_SET_FPU, fpu)
+
+    def set_cpuid(self, entries: list[abi.kvm_cpuid_entry2]) -> None:
+        buf = abi.cpuid2_type(len(entries))(nent=len(entries))
+        for i, entry in enumerate(entries):
+            buf.entries[i] = entry
+        ioctl(self.fd, abi.KVM_SET_CPUID2, buf)
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        buf = abi.msrs_type(len(indices))(nmsrs=len(indices))
+        for i, index in enumerate(indices):
+            buf.entries[i].index = index
+        done = ioctl(self.fd, abi.KVM_GET_MSRS, buf)
+        return {buf.entries[i].index: buf.entries[i].data for i in range(done)}
+
+    def set_msrs(self, values: dict[int, int]) -> int:
+        """Set MSRs; returns how many were set (KVM stops at the first failure)."""
+        buf = abi.msrs_type(len(values))(nmsrs=len(values))
+        for i, (index, data) in enumerate(values.items()):
+            buf.entries[i].index = index
+            buf.entries[i].data = data
+        return ioctl(self.fd, abi.KVM_SET_MSRS, buf)
+
+    def set_guest_debug(self, control: int, debugreg: list[int] | None = None) -> None:
+        dbg = abi.kvm_guest_debug(control=control)
+        for i, value in enumerate(debugreg or []):
+            dbg.arch.debugreg[i] = value
+        ioctl(self.fd, abi.KVM_SET_GUEST_DEBUG, dbg)
+
+    def translate(self, linear_address: int) -> int | None:
+        """Guest linear to physical address through the guest's page tables, or None."""
+        tr = abi.kvm_translation(linear_address=linear_address)
+        ioctl(self.fd, abi.KVM_TRANSLATE, tr)
+        return tr.physical_address if tr.valid else None

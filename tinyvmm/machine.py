@@ -1,0 +1,110 @@
+"""The composition root: builds a VM, its memory per tinyvmm.layout, and its devices on the buses."""
+
+from dataclasses import dataclass, field
+
+from . import layout
+from .bus import Bus, Device, PioBus
+from .console import Console
+from .cpu import guest_cpuid
+from .devices.cmos import Cmos
+from .devices.debugcon import DebugConsole
+from .devices.i8042 import I8042
+from .devices.milestones import MilestonePort
+from .devices.misc import PostCode, Port92
+from .devices.serial import Serial
+from .kvm import Kvm
+from .kvm.system import is_emulating_host
+from .memory import GuestMemory
+from .runner import Outcome
+
+
+@dataclass
+class MachineConfig:
+    firmware: bytes
+    ram_size: int = 256 * layout.MiB
+    serial: Console = field(default_factory=lambda: Console("serial"))
+    debugcon: Console = field(default_factory=lambda: Console("debugcon"))
+    hide_xsave: bool | None = None      # None: hide it where the host cannot run it
+
+
+class Machine:
+    """One VM with one vCPU, ready to run from the reset vector."""
+
+    def __init__(self, config: MachineConfig, tracer=None):
+        layout.check(config.ram_size, len(config.firmware))
+        self.config = config
+        self.tracer = tracer
+        self.stop_request: tuple[Outcome, str] | None = None
+        self.first_run_ns: int | None = None
+        self.milestones: list = []
+        self.debug_handler = None        # set by the gdb stub
+        self.kvm = Kvm()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        config = self.config
+        self.vm = vm = self.kvm.create_vm()
+        # Both must be placed before the first vCPU exists, outside every memory slot.
+        vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
+        vm.set_tss_addr(layout.KVM_TSS_START)
+        vm.create_irqchip()
+        vm.create_pit2()
+
+        self.memory = GuestMemory.for_layout(config.ram_size, config.firmware)
+        for gpa, size, writable in self.memory.regions:
+            vm.set_user_memory_region(gpa, size, self.memory.host_address(gpa), readonly=not writable)
+
+        self.pio = PioBus()
+        self.mmio = Bus("mmio")
+        if self.tracer:
+            self.pio.observer = lambda *a: self.tracer.unclaimed("pio", *a)
+            self.mmio.observer = lambda *a: self.tracer.unclaimed("mmio", *a)
+
+        config.serial.on_expect = lambda: self.request_stop(Outcome.EXPECTED, "expected output seen")
+        config.debugcon.on_expect = config.serial.on_expect
+        self.serial = Serial(out=config.serial.write,
+                             irq=lambda level: vm.irq_line(layout.COM1_IRQ, level))
+        self.debugcon = DebugConsole(out=config.debugcon.write)
+        self.i8042 = I8042(on_reset=lambda: self.request_stop(Outcome.RESET, "keyboard controller reset"))
+        self.port92 = Port92(on_reset=lambda: self.request_stop(Outcome.RESET, "port 0x92 fast reset"))
+        self.post = PostCode()
+        self.cmos = Cmos(config.ram_size)
+        on_milestone = self.tracer.milestone if self.tracer else None
+        self.add_pio("com1", self.serial)
+        self.add_pio("debugcon", self.debugcon)
+        self.add_pio("debugexit", self.debugcon)
+        self.add_pio("i8042", self.i8042)
+        self.add_pio("port92", self.port92)
+        self.add_pio("post", self.post)
+        self.add_pio("cmos", self.cmos)
+        for name in ("milestone_linux", "milestone_fw"):
+            port = layout.PORTS[name][0]
+            self.add_pio(name, MilestonePort(port, self.milestones, on_milestone))
+
+        self.vcpu = vm.create_vcpu(0)
+        hide = is_emulating_host() if config.hide_xsave is None else config.hide_xsave
+        self.vcpu.set_cpuid(guest_cpuid(self.kvm.supported_cpuid(), hide_xsave=hide))
+
+    def add_pio(self, name: str, device: Device) -> None:
+        """Put a device on the port range tinyvmm.layout.PORTS names."""
+        base, size = layout.PORTS[name]
+        self.pio.register(base, size, device)
+
+    def request_stop(self, outcome: Outcome, message: str) -> None:
+        """Ask the run loop to end after the current exit (the first request wins)."""
+        if self.stop_request is None:
+            self.stop_request = (outcome, message)
+
+    def console_tails(self) -> dict[str, bytes]:
+        return {"serial": bytes(self.config.serial.tail), "debug console": bytes(self.config.debugcon.tail)}
+
+    def close(self) -> None:
+        for name in ("vcpu", "vm"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.close()
+        self.kvm.close()

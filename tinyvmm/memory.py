@@ -1,0 +1,109 @@
+"""Guest memory: RAM and firmware regions, with every guest address checked.
+
+Consumers (devices, loaders, the gdb stub) see only GuestMemory; whether it is
+backed by mmap (a real VM) or bytearray (tests) is invisible to them. An
+access must lie wholly inside one region; anything else raises
+GuestMemoryError, so no guest-supplied address can reach host memory outside
+the guest's own.
+"""
+
+import bisect
+import ctypes
+import mmap
+
+from . import layout
+
+
+class GuestMemoryError(ValueError):
+    """A guest-physical access outside RAM, into ROM for writing, or wrapping around."""
+
+
+ADDRESS_LIMIT = 1 << 64
+
+
+class GuestMemory:
+    """Guest-physical memory made of non-overlapping regions.
+
+    Each region is (gpa, size, buffer, writable), buffer being any writable
+    object supporting the buffer protocol (mmap, bytearray).
+    """
+
+    def __init__(self, regions: list[tuple[int, int, object, bool]]):
+        regions = sorted(regions, key=lambda r: r[0])
+        for (a, n, _, _), (b, _, _, _) in zip(regions, regions[1:]):
+            if a + n > b:
+                raise ValueError(f"guest memory regions overlap at {b:#x}")
+        self._starts = [r[0] for r in regions]
+        self._regions = [(gpa, gpa + size, memoryview(buf).cast("B"), writable)
+                         for gpa, size, buf, writable in regions]
+        for gpa, end, view, _ in self._regions:
+            if len(view) < end - gpa:
+                raise ValueError(f"region at {gpa:#x} has a buffer smaller than its size")
+
+    @classmethod
+    def for_layout(cls, ram_size: int, firmware: bytes) -> "GuestMemory":
+        """Allocate RAM (anonymous mmap) and place the firmware per tinyvmm.layout."""
+        ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                        mmap.PROT_READ | mmap.PROT_WRITE)
+        rom = mmap.mmap(-1, len(firmware), mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                        mmap.PROT_READ | mmap.PROT_WRITE)
+        rom[:] = firmware
+        memory = cls([(r.gpa, r.size,
+                       memoryview(ram if r.kind == "ram" else rom)[r.host_offset:r.host_offset + r.size],
+                       r.kind == "ram")
+                      for r in layout.memory_regions(ram_size, len(firmware))])
+        memory.ram, memory.rom = ram, rom
+        return memory
+
+    @property
+    def regions(self) -> list[tuple[int, int, bool]]:
+        """(gpa, size, writable) of every region."""
+        return [(start, end - start, writable) for start, end, _, writable in self._regions]
+
+    def host_address(self, gpa: int) -> int:
+        """Host virtual address of a region's first byte (for KVM memory slots)."""
+        index = self._region_index(gpa, 1)
+        start, _, view, _ = self._regions[index]
+        if gpa != start:
+            raise GuestMemoryError(f"{gpa:#x} is not the start of a region")
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+    def _region_index(self, gpa: int, size: int, write: bool = False) -> int:
+        if gpa < 0 or size < 0 or gpa + size > ADDRESS_LIMIT:
+            raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} wraps the address space")
+        index = bisect.bisect_right(self._starts, gpa) - 1
+        if index >= 0:
+            start, end, _, writable = self._regions[index]
+            if gpa + size <= end and (gpa < end or size == 0):
+                if write and not writable:
+                    raise GuestMemoryError(f"write of {size} bytes at {gpa:#x} into read-only memory")
+                return index
+        raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest memory")
+
+    def contains(self, gpa: int, size: int, writable: bool = False) -> bool:
+        try:
+            self._region_index(gpa, size, writable)
+        except GuestMemoryError:
+            return False
+        return True
+
+    def view(self, gpa: int, size: int, writable: bool = False) -> memoryview:
+        """A zero-copy view of [gpa, gpa + size), which must lie in one region."""
+        start, _, view, _ = self._regions[self._region_index(gpa, size, writable)]
+        offset = gpa - start
+        return view[offset:offset + size]
+
+    def read(self, gpa: int, size: int) -> bytes:
+        return bytes(self.view(gpa, size))
+
+    def write(self, gpa: int, data) -> None:
+        self.view(gpa, len(data), writable=True)[:] = data
+
+    def read_obj(self, gpa: int, ctype):
+        return ctype.from_buffer_copy(self.view(gpa, ctypes.sizeof(ctype)))
+
+    def write_obj(self, gpa: int, obj) -> None:
+        self.write(gpa, bytes(obj))
+
+    def fill(self, gpa: int, size: int, value: int = 0) -> None:
+        self.view(gpa, size, writable=True)[:] = bytes([value]) * size

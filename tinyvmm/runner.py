@@ -1,0 +1,228 @@
+"""The vCPU run loop: enter the guest, hand each exit to its handler, act on what it returns.
+
+Handlers return None to go on, or an Outcome to end the run. Devices that end
+the run (a reset, an expected console line) do it through Machine.request_stop,
+which the loop checks after every device access.
+"""
+
+import signal
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NamedTuple
+
+from .kvm import abi
+
+HISTORY_SIZE = 32
+
+
+class Outcome(Enum):
+    """How a run ended, and the process exit status that goes with it."""
+    RESET = ("guest reset", 0)
+    POWEROFF = ("guest powered off", 0)
+    EXPECTED = ("expected output seen", 0)
+    CRASH = ("guest crashed", 3)
+    TIMEOUT = ("timeout", 4)
+    INTERRUPTED = ("interrupted", 130)
+
+    @property
+    def description(self) -> str:
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        return self.value[1]
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    message: str = ""
+    report: str | None = None       # the crash report, for CRASH and TIMEOUT
+    exits: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> int:
+        return self.outcome.status
+
+
+class ExitRecord(NamedTuple):
+    """One exit as remembered for crash reports (kept as a plain tuple in the loop)."""
+    reason: int
+    address: int = 0           # port or guest-physical address
+    is_write: bool = False
+    size: int = 0
+    count: int = 0
+    data: bytes = b""
+
+    def describe(self) -> str:
+        name = abi.EXIT_REASON_NAMES.get(self.reason, str(self.reason))
+        if self.reason == abi.KVM_EXIT_IO:
+            what = "out" if self.is_write else "in "
+            rep = f" x{self.count}" if self.count > 1 else ""
+            return f"IO   {what} port {self.address:#06x} size {self.size}{rep} data {_hex(self.data)}"
+        if self.reason == abi.KVM_EXIT_MMIO:
+            what = "write" if self.is_write else "read "
+            return f"MMIO {what} {self.address:#010x} len {self.size} data {_hex(self.data)}"
+        return name
+
+
+def _hex(data: bytes, limit: int = 16) -> str:
+    text = data[:limit].hex(" ")
+    return text + (f" ... ({len(data)} bytes)" if len(data) > limit else "")
+
+
+_IO = struct.Struct("<BBHIQ")          # kvm_run.io at offset 32
+_MMIO = struct.Struct("<Q8sIB")        # kvm_run.mmio at offset 32
+_EXIT_UNION = 32
+
+
+class Runner:
+    """Runs one vCPU of a Machine until the guest ends, crashes or time runs out."""
+
+    def __init__(self, machine, timeout: float | None = None, tracer=None):
+        self.machine = machine
+        self.vcpu = machine.vcpu
+        self.timeout = timeout
+        self.tracer = tracer
+        self.history: deque[tuple] = deque(maxlen=HISTORY_SIZE)  # ExitRecord fields
+        self.exit_counts: dict[int, int] = {}
+        self._signal: Outcome | None = None
+
+    # --- signals: a timer and Ctrl-C kick the vCPU out of KVM_RUN -----------
+    def _on_signal(self, outcome: Outcome) -> None:
+        if self._signal is None:
+            self._signal = outcome
+        self.vcpu.run_page.immediate_exit = 1
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
+            signal.SIGALRM: signal.signal(signal.SIGALRM, lambda *_: self._on_signal(Outcome.TIMEOUT)),
+        }
+        if self.timeout:
+            signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        return previous
+
+    def _restore_signals(self, previous) -> None:
+        if previous is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    # --- the loop ----------------------------------------------------------
+    def run(self) -> RunResult:
+        previous = self._install_signals()
+        try:
+            outcome, message = self._loop()
+        finally:
+            self._restore_signals(previous)
+        result = RunResult(outcome, message, exits=sum(self.exit_counts.values()))
+        if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
+            from .report import crash_report
+            result.report = crash_report(self, outcome, message)
+        return result
+
+    def _loop(self) -> tuple[Outcome, str]:
+        machine = self.machine
+        vcpu_run = self.vcpu.run
+        run_page = self.vcpu.run_page
+        mm = self.vcpu.run_mmap
+        pio_read, pio_write = machine.pio.read, machine.pio.write
+        unpack_io = _IO.unpack_from
+        remember = self.history.append
+        counts = self.exit_counts
+        tracer = self.tracer
+        EXIT_IO, EXIT_MMIO, EXIT_INTR = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_INTR
+
+        machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        while True:
+            reason = vcpu_run()
+            counts[reason] = counts.get(reason, 0) + 1
+            if reason == EXIT_IO:
+                is_out, size, port, count, offset = unpack_io(mm, _EXIT_UNION)
+                length = size * count
+                if is_out:
+                    data = mm[offset:offset + length]
+                    pio_write(port, size, data)
+                else:
+                    data = pio_read(port, size, count)
+                    mm[offset:offset + length] = data
+                remember((reason, port, is_out, size, count, data))
+                if tracer:
+                    tracer.io(port, bool(is_out), size, count, data)
+            elif reason == EXIT_INTR:
+                run_page.immediate_exit = 0
+                if self._signal is Outcome.TIMEOUT:
+                    return self._signal, f"guest still running after {self.timeout:g} s"
+                if self._signal is not None:
+                    return self._signal, "stopped by a signal"
+                continue
+            else:
+                if reason == EXIT_MMIO:
+                    self._mmio(mm, tracer)
+                else:
+                    ended = self._other_exit(reason)
+                    if ended:
+                        return ended
+            if machine.stop_request is not None:
+                return machine.stop_request
+
+    def _mmio(self, mm, tracer) -> None:
+        address, raw, length, is_write = _MMIO.unpack_from(mm, _EXIT_UNION)
+        length = min(length, 8)
+        if is_write:
+            data = raw[:length]
+            self.machine.mmio.write(address, length, data)
+        else:
+            data = self.machine.mmio.read(address, length, 1)
+            mm[_EXIT_UNION + 8:_EXIT_UNION + 8 + length] = data
+        self.history.append((abi.KVM_EXIT_MMIO, address, is_write, length, 1, data))
+        if tracer:
+            tracer.mmio(address, bool(is_write), length, data)
+
+    def _other_exit(self, reason: int) -> tuple[Outcome, str] | None:
+        run = self.vcpu.run_page
+        self.history.append((reason, 0, False, 0, 0, b""))
+        if self.tracer:
+            self.tracer.exit(reason)
+        if reason == abi.KVM_EXIT_SHUTDOWN:
+            return Outcome.CRASH, "triple fault (KVM_EXIT_SHUTDOWN)"
+        if reason == abi.KVM_EXIT_SYSTEM_EVENT:
+            kind = run.exit.system_event.type
+            if kind == abi.KVM_SYSTEM_EVENT_SHUTDOWN:
+                return Outcome.POWEROFF, "system event: shutdown"
+            if kind == abi.KVM_SYSTEM_EVENT_RESET:
+                return Outcome.RESET, "system event: reset"
+            return Outcome.CRASH, f"system event {abi.KVM_SYSTEM_EVENT_NAMES.get(kind, kind)}"
+        if reason == abi.KVM_EXIT_HLT:
+            return Outcome.POWEROFF, "guest halted (KVM_EXIT_HLT)"
+        if reason == abi.KVM_EXIT_INTERNAL_ERROR:
+            internal = run.exit.internal
+            sub = abi.KVM_INTERNAL_ERROR_NAMES.get(internal.suberror, str(internal.suberror))
+            data = " ".join(f"{internal.data[i]:#x}" for i in range(min(internal.ndata, 16)))
+            detail = f" data {data}" if data else ""
+            return Outcome.CRASH, f"KVM internal error {sub}{detail}"
+        if reason == abi.KVM_EXIT_FAIL_ENTRY:
+            code = run.exit.fail_entry.hardware_entry_failure_reason
+            return Outcome.CRASH, f"VM entry failed, hardware reason {code:#x}"
+        if reason == abi.KVM_EXIT_EXCEPTION:
+            ex = run.exit.ex
+            return Outcome.CRASH, f"unhandled exception {ex.exception} error code {ex.error_code:#x}"
+        if reason == abi.KVM_EXIT_DEBUG:
+            handler = self.machine.debug_handler
+            if handler is not None:
+                return handler(run.exit.debug)
+            return None
+        if reason in (abi.KVM_EXIT_IRQ_WINDOW_OPEN, abi.KVM_EXIT_NMI):
+            return None
+        name = abi.EXIT_REASON_NAMES.get(reason, str(reason))
+        return Outcome.CRASH, f"unexpected exit {name}"
