@@ -86,7 +86,8 @@ static long syscall5(long nr, long a, long b, long c, long d, long e)
 	return ret;
 }
 
-static int out_fd = 1;
+/* Where messages go: /dev/console, or stdout if it cannot be opened. */
+static int out_fd;
 
 /* Appends src to the string in buf (capacity cap); returns the new length. */
 static unsigned long append(char *buf, unsigned long len, unsigned long cap,
@@ -201,8 +202,7 @@ __attribute__((noreturn, used)) static void init_main(void)
 	long fd = syscall3(NR_open, (long)"/dev/console", O_WRONLY | O_NOCTTY,
 			   0);
 
-	if (fd >= 0)
-		out_fd = (int)fd;
+	out_fd = fd >= 0 ? (int)fd : 1;
 	mount_fs("proc", "/proc");
 	mount_fs("sysfs", "/sys");
 	put_line(INIT_MARKER, "", "");

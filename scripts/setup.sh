@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what tinyvmm needs on a fresh Debian machine, then builds the test kernel.
+# Safe to run again: it installs only what is missing and rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    binutils gcc make libc6-dev             # firmware and test guests (GNU as, ld, objcopy)
+    gdb                                     # gdb stub tests
+    qemu-system-x86                         # side-by-side benchmarks
+    linux-source-6.1 bc flex bison libelf-dev lz4 cpio xz-utils   # the test kernel
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+echo "setup: installing the tinyvmm package"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "setup: building the test kernel (kernels/build)"
+make -C kernels

@@ -1,0 +1,32 @@
+"""Markers that need something from the machine skip, with the reason, where it is absent."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tinyvmm.kvm.system import kvm_status  # noqa: E402
+from guest_build import toolchain_missing  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = ROOT / "kernels" / "build" / "bzImage"
+
+_kvm_reason = kvm_status()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("kvm"):
+        if _kvm_reason:
+            pytest.skip(f"needs /dev/kvm: {_kvm_reason}")
+        missing = toolchain_missing()
+        if missing:
+            pytest.skip(f"needs the guest toolchain: {missing}")
+    if item.get_closest_marker("gdb") and shutil.which("gdb") is None:
+        pytest.skip("needs gdb on PATH (Debian package gdb)")
+    if item.get_closest_marker("qemu") and shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
+    if item.get_closest_marker("kernel") and not KERNEL.exists():
+        pytest.skip(f"needs the test kernel {KERNEL}: run make -C kernels")

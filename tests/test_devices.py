@@ -1,0 +1,209 @@
+"""UART, i8042, CMOS, debug console, milestones and small ports, alone with fake wiring."""
+
+import time
+
+from tinyvmm import layout
+from tinyvmm.devices import serial as uart
+from tinyvmm.devices.cmos import Cmos
+from tinyvmm.devices.debugcon import DebugConsole
+from tinyvmm.devices.i8042 import I8042
+from tinyvmm.devices.milestones import MilestonePort
+from tinyvmm.devices.misc import Port92, PostCode
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, *args):
+        self.events.append(args[0] if len(args) == 1 else args)
+
+
+def make_serial():
+    out, irq = bytearray(), Recorder()
+    return uart.Serial(out=out.extend, irq=irq), out, irq
+
+
+def reg(dev, offset):
+    return dev.read(offset, 1)[0]
+
+
+def put(dev, offset, value):
+    dev.write(offset, 1, bytes([value]))
+
+
+def test_serial_transmits_and_is_always_ready():
+    dev, out, _ = make_serial()
+    for ch in b"ok\n":
+        assert reg(dev, uart.LSR) & (uart.LSR_THRE | uart.LSR_TEMT) == 0x60
+        put(dev, uart.RBR_THR_DLL, ch)
+    assert bytes(out) == b"ok\n"
+
+
+def test_serial_scratch_and_ier_probe():
+    # Linux's 8250 probe: IER must read back 0 and 0x0F; the scratch register must hold a value.
+    dev, _, _ = make_serial()
+    put(dev, uart.SCR, 0xA5)
+    assert reg(dev, uart.SCR) == 0xA5
+    put(dev, uart.IER_DLM, 0)
+    assert reg(dev, uart.IER_DLM) == 0
+    put(dev, uart.IER_DLM, 0xFF)
+    assert reg(dev, uart.IER_DLM) == 0x0F
+
+
+def test_serial_divisor_latch_never_zero_by_default():
+    dev, out, _ = make_serial()
+    put(dev, uart.LCR, uart.LCR_DLAB | 3)
+    assert (reg(dev, uart.IER_DLM) << 8 | reg(dev, uart.RBR_THR_DLL)) == uart.DEFAULT_DIVISOR
+    put(dev, uart.RBR_THR_DLL, 0x01)
+    put(dev, uart.IER_DLM, 0x00)
+    put(dev, uart.LCR, 3)
+    assert dev.divisor == 1
+    assert out == b""            # divisor writes are not output
+
+
+def test_serial_loopback_msr_and_data():
+    dev, out, _ = make_serial()
+    put(dev, uart.MCR, uart.MCR_LOOP | 0x0A)        # what Linux writes during autoconfig
+    assert reg(dev, uart.MSR) & 0xF0 == 0x90
+    put(dev, uart.RBR_THR_DLL, 0x42)
+    assert reg(dev, uart.LSR) & uart.LSR_DR
+    assert reg(dev, uart.RBR_THR_DLL) == 0x42
+    assert out == b""
+    put(dev, uart.MCR, uart.MCR_OUT2)
+    assert reg(dev, uart.MSR) == uart.MSR_DCD | uart.MSR_DSR | uart.MSR_CTS
+
+
+def test_serial_fifo_identifies_as_16550a():
+    dev, _, _ = make_serial()
+    put(dev, uart.IIR_FCR, uart.FCR_FIFO_ENABLE)
+    assert reg(dev, uart.IIR_FCR) >> 6 == 3
+    put(dev, uart.IIR_FCR, 0)
+    assert reg(dev, uart.IIR_FCR) >> 6 == 0
+
+
+def test_serial_thre_interrupt_raised_and_acknowledged():
+    dev, _, irq = make_serial()
+    put(dev, uart.MCR, uart.MCR_OUT2)
+    put(dev, uart.IER_DLM, uart.IER_THRE)
+    assert irq.events == [True]                  # transmitter already empty
+    assert reg(dev, uart.IIR_FCR) & 0x0F == uart.IIR_THRE
+    assert irq.events == [True, False]           # reading IIR acknowledged it
+    assert reg(dev, uart.IIR_FCR) & 0x0F == uart.IIR_NONE
+    put(dev, uart.RBR_THR_DLL, ord("x"))
+    assert irq.events == [True, False, True]     # raised again after the byte went out
+
+
+def test_serial_receive_interrupt_and_priority():
+    dev, _, irq = make_serial()
+    put(dev, uart.MCR, uart.MCR_OUT2)
+    put(dev, uart.IER_DLM, uart.IER_RDA | uart.IER_THRE)
+    dev.feed(b"ab")
+    assert reg(dev, uart.IIR_FCR) & 0x0F == uart.IIR_RDA
+    assert reg(dev, uart.RBR_THR_DLL) == ord("a")
+    assert reg(dev, uart.RBR_THR_DLL) == ord("b")
+    assert reg(dev, uart.IIR_FCR) & 0x0F == uart.IIR_THRE
+    assert irq.events[-1] is False
+
+
+def test_serial_out2_gates_the_line():
+    dev, _, irq = make_serial()
+    put(dev, uart.MCR, 0)
+    put(dev, uart.IER_DLM, uart.IER_THRE)
+    assert irq.events == []
+
+
+def test_i8042_reset_command():
+    resets = Recorder()
+    dev = I8042(on_reset=lambda: resets("reset"))
+    assert dev.read(4, 1)[0] & 0x02 == 0         # input buffer empty: Linux waits for this
+    dev.write(4, 1, b"\xfe")
+    assert resets.events == ["reset"]
+
+
+def test_i8042_output_port_reset_line_and_config():
+    resets = Recorder()
+    dev = I8042(on_reset=lambda: resets("reset"))
+    dev.write(4, 1, b"\xd1")
+    dev.write(0, 1, b"\xdf")                     # A20 on, reset line high: no reset
+    assert resets.events == []
+    dev.write(4, 1, b"\xaa")
+    assert dev.read(4, 1)[0] & 0x01
+    assert dev.read(0, 1) == b"\x55"
+    dev.write(4, 1, b"\x60")
+    dev.write(0, 1, b"\x47")
+    dev.write(4, 1, b"\x20")
+    assert dev.read(0, 1) == b"\x47"
+    dev.write(4, 1, b"\xd1")
+    dev.write(0, 1, b"\x00")                     # reset line low
+    assert resets.events == ["reset"]
+
+
+def test_cmos_memory_size_and_clock():
+    ram = 256 * layout.MiB
+    frozen = time.mktime((2026, 11, 21, 13, 45, 59, 0, 0, -1)) - time.timezone
+    dev = Cmos(ram, clock=lambda: frozen)
+
+    def cmos(index):
+        dev.write(0, 1, bytes([index]))
+        return dev.read(1, 1)[0]
+
+    assert cmos(0x15) | cmos(0x16) << 8 == 639
+    assert cmos(0x17) | cmos(0x18) << 8 == 0xFFFF       # 255 MiB of KiB does not fit: capped
+    assert (cmos(0x34) | cmos(0x35) << 8) * 65536 + 16 * layout.MiB == ram
+    assert (cmos(0x04), cmos(0x02), cmos(0x00)) == (0x13, 0x45, 0x59)     # BCD
+    assert (cmos(0x09), cmos(0x08), cmos(0x07), cmos(0x32)) == (0x26, 0x11, 0x21, 0x20)
+    assert cmos(0x0D) & 0x80
+    dev.write(0, 1, b"\x8f")                      # NMI disabled, index 0x0f
+    assert dev.nmi_disabled
+    dev.write(1, 1, b"\x0a")
+    assert cmos(0x0F) == 0x0A
+
+
+def test_cmos_small_memory_in_kib():
+    dev = Cmos(32 * layout.MiB)
+    dev.write(0, 1, b"\x30")
+    low = dev.read(1, 1)[0]
+    dev.write(0, 1, b"\x31")
+    assert low | dev.read(1, 1)[0] << 8 == 31 * 1024
+
+
+def test_cmos_memory_above_4g():
+    dev = Cmos(5 * layout.GiB)
+    dev.write(0, 1, b"\x5c")
+    mid = dev.read(1, 1)[0]
+    dev.write(0, 1, b"\x5b")
+    low = dev.read(1, 1)[0]
+    assert (mid << 8 | low) * 65536 == 5 * layout.GiB - layout.LOW_RAM_MAX
+
+
+def test_debug_console_output_and_readback():
+    out = bytearray()
+    dev = DebugConsole(out=out.extend)
+    dev.write(0, 1, b"hi")
+    dev.write(0, 2, b"!\x00")
+    assert out == b"hi!"
+    assert dev.read(0, 1) == b"\xe9"
+
+
+def test_milestones_are_timestamped_in_order():
+    log = []
+    low, high = MilestonePort(0xF5, log), MilestonePort(0xF4, log)
+    low.write(0, 1, b"\x01")
+    high.write(0, 1, b"\x05")
+    high.write(0, 1, b"\x03")
+    assert [(m.port, m.value) for m in log] == [(0xF5, 1), (0xF4, 5), (0xF4, 3)]
+    assert log[0].time_ns <= log[1].time_ns <= log[2].time_ns
+    assert [m.name for m in log] == ["firmware start", "firmware do_boot", "jump to Linux boot code"]
+
+
+def test_port92_fast_reset_and_post_codes():
+    resets = Recorder()
+    dev = Port92(on_reset=lambda: resets("reset"))
+    dev.write(0, 1, b"\x02")
+    assert resets.events == [] and dev.read(0, 1) == b"\x02"
+    dev.write(0, 1, b"\x03")
+    assert resets.events == ["reset"]
+    post = PostCode()
+    post.write(0, 1, b"\x10\x20")
+    assert (post.last, post.writes) == (0x20, 2)

@@ -1,0 +1,118 @@
+"""`tinyvmm run` with tiny guests on /dev/kvm: output, statuses, crash reports, timeouts."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from guest_build import build_guest
+
+pytestmark = pytest.mark.kvm
+
+
+def tinyvmm(*args, timeout=60, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True,
+                          timeout=timeout, **kwargs)
+
+
+def test_hello_serial_and_debug_console(tmp_path):
+    image = build_guest("hello")
+    debug = tmp_path / "debug.txt"
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", f"file:{debug}",
+                     "--mem", "16M")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"Hello from COM1\n"
+    assert debug.read_bytes() == b"Hello from the debug console\n"
+
+
+def test_serial_to_file_and_none(tmp_path):
+    image = build_guest("hello")
+    out = tmp_path / "serial.txt"
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--serial", f"file:{out}")
+    assert result.returncode == 0
+    assert out.read_bytes() == b"Hello from COM1\n"
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--serial", "none")
+    assert result.returncode == 0 and result.stdout == b""
+
+
+def test_io_string_unclaimed_mmio_cmos():
+    image = build_guest("io_checks")
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "stdio",
+                     "--trace", "unclaimed")
+    assert result.returncode == 0, result.stderr.decode()
+    fields = result.stdout.decode().split()
+    assert fields[0] == "io-checks:"
+    assert fields[1:5] == ["ff", "ff", "7f", "ff"]
+    trace = result.stderr.decode()
+    assert "pio read 0x99" in trace
+    assert "mmio read 0xa0000" in trace
+
+
+def test_string_io_reaches_devices_in_few_exits():
+    image = build_guest("io_checks")
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--trace", "io")
+    reads = [line for line in result.stderr.decode().splitlines() if "in  0x0099" in line]
+    counts = [int(line.split(" x")[1].split()[0]) if " x" in line else 1 for line in reads]
+    assert sum(counts) == 3000 + 1          # the rep insb, and the single inb before it
+    assert len(reads) < 10                  # KVM hands over up to 1024 bytes per exit
+
+
+def test_crash_yields_report_and_status_3():
+    image = build_guest("triple_fault")
+    result = tinyvmm("run", "--bios", str(image.bin_path))
+    report = result.stderr.decode()
+    assert result.returncode == 3, report
+    assert "guest crashed" in report
+    for name in ("rax", "rbx", "rip", "rflags", "cr0", "cr2", "cr3", "cr4", "efer"):
+        assert name in report
+    for seg in (" cs sel", " ds sel", " ss sel"):
+        assert seg in report
+    assert "0x0000000000001234" in report               # AX as the guest left it
+    assert "exits:" in report
+
+
+def test_timeout_status_and_report():
+    image = build_guest("spin")
+    start = time.monotonic()
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--timeout", "0.5", "--debugcon", "stdio")
+    assert time.monotonic() - start < 20
+    assert result.returncode == 4
+    report = result.stderr.decode()
+    assert "timeout" in report and "cs sel 0xf000" in report
+    assert "spinning" in report                          # last debug console output
+    assert result.stdout == b"spinning\n"
+
+
+def test_ctrl_c_ends_cleanly():
+    image = build_guest("spin")
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
+                             "--debugcon", "stdio"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(9) == b"spinning\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert b"interrupted" in err and b"Traceback" not in err
+
+
+def test_expect_ends_run_early():
+    image = build_guest("spin")
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "none",
+                     "--expect", "spinn", "--timeout", "30")
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_in_process_machine_records_milestones():
+    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.runner import Outcome, Runner
+    image = build_guest("hello")
+    machine = Machine(MachineConfig(image.bin_path.read_bytes(), ram_size=16 << 20))
+    try:
+        result = Runner(machine, timeout=30).run()
+    finally:
+        machine.close()
+    assert result.outcome is Outcome.RESET
+    assert [(m.port, m.value) for m in machine.milestones] == [(0xF5, 1)]
+    assert machine.first_run_ns <= machine.milestones[0].time_ns
