@@ -133,6 +133,11 @@ class PioBus(Bus):
         for port in range(base, base + size):
             self._table[port] = (base, base + size, device)
 
+    @property
+    def table(self) -> dict[int, tuple[int, int, Device]]:
+        """port -> (base, end, device): the run loop's fast path reads it directly."""
+        return self._table
+
     def find(self, address: int, size: int = 1):
         entry = self._table.get(address)
         if entry is not None and address + size <= entry[1]:

@@ -55,7 +55,7 @@ def crash_report(runner, outcome, message: str) -> str:
         extra = machine.describe_location(regs, sregs) if hasattr(machine, "describe_location") else []
         lines += extra
     counts = ", ".join(f"{abi.EXIT_REASON_NAMES.get(r, r)} {n}"
-                       for r, n in sorted(runner.exit_counts.items(), key=lambda kv: -kv[1]))
+                       for r, n in sorted(enumerate(runner.exit_counts), key=lambda kv: -kv[1]) if n)
     lines.append(f"exits: {counts or 'none'}")
     if runner.history:
         lines.append(f"last {len(runner.history)} exits (oldest first):")

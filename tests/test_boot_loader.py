@@ -1,0 +1,107 @@
+"""The bzImage parser and the -kernel style loader, against synthetic images (no KVM)."""
+
+import struct
+
+import pytest
+
+from tinyvmm import layout
+from tinyvmm.boot import bzimage as bz
+from tinyvmm.boot import linux
+from tinyvmm.fw_cfg import items as fwc
+
+MiB = layout.MiB
+
+
+def make_bzimage(protocol=0x20F, setup_sects=4, kernel_size=64 * 1024, loadflags=bz.LOADED_HIGH,
+                 cmdline_size=2047, initrd_addr_max=0x7FFFFFFF, xloadflags=0, init_size=0,
+                 version=b"6.1.0-test (tests)"):
+    setup = bytearray(((setup_sects or 4) + 1) * 512)
+    setup[bz.HDR_SETUP_SECTS] = setup_sects
+    struct.pack_into("<H", setup, bz.HDR_BOOT_FLAG, bz.BOOT_FLAG)
+    setup[bz.HDR_MAGIC:bz.HDR_MAGIC + 4] = bz.MAGIC
+    struct.pack_into("<H", setup, bz.HDR_VERSION, protocol)
+    setup[bz.HDR_LOADFLAGS] = loadflags
+    struct.pack_into("<I", setup, bz.HDR_INITRD_ADDR_MAX, initrd_addr_max)
+    struct.pack_into("<H", setup, bz.HDR_XLOADFLAGS, xloadflags)
+    struct.pack_into("<I", setup, bz.HDR_CMDLINE_SIZE, cmdline_size)
+    struct.pack_into("<I", setup, bz.HDR_INIT_SIZE, init_size)
+    setup[0x400:0x400 + len(version) + 1] = version + b"\0"
+    struct.pack_into("<H", setup, bz.HDR_KERNEL_VERSION, 0x400 - 0x200)
+    return bytes(setup) + bytes(range(256)) * (kernel_size // 256)
+
+
+def test_parse_header():
+    image = bz.parse_bzimage(make_bzimage(setup_sects=0))
+    assert image.setup_size == 5 * 512             # 0 means 4 sectors
+    assert image.kernel_size == 64 * 1024
+    assert image.protocol_text == "2.15"
+    assert image.kernel_version == "6.1.0-test (tests)"
+    assert image.cmdline_size == 2047
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "not a bzImage"),
+    (b"\x7fELF" + bytes(4096), "not a bzImage"),
+    (make_bzimage(protocol=0x201), "2.02 or newer"),
+    (make_bzimage(loadflags=0), "zImage"),
+    (make_bzimage()[:2000], "truncated"),
+])
+def test_malformed_images_rejected(data, message):
+    with pytest.raises(bz.BzImageError, match=message):
+        bz.parse_bzimage(data)
+
+
+def test_plan_patches_header_and_places_initrd_at_top_of_ram():
+    image = bz.parse_bzimage(make_bzimage())
+    plan = linux.plan_boot(image, "console=ttyS0", b"i" * 5000, 64 * MiB)
+    setup = plan.setup
+    assert setup[bz.HDR_TYPE_OF_LOADER] == 0xB0
+    assert setup[bz.HDR_LOADFLAGS] & bz.CAN_USE_HEAP
+    assert struct.unpack_from("<H", setup, bz.HDR_HEAP_END_PTR)[0] == 0xFE00
+    assert struct.unpack_from("<I", setup, bz.HDR_CMD_LINE_PTR)[0] == 0x20000
+    addr, size = struct.unpack_from("<II", setup, bz.HDR_RAMDISK_IMAGE)
+    assert (addr, size) == (plan.initrd_addr, 5000)
+    assert addr % 4096 == 0 and addr + size <= 64 * MiB and addr + size > 64 * MiB - 8192
+    assert plan.cmdline == b"console=ttyS0\0"
+    assert bytes(image.setup)[bz.HDR_TYPE_OF_LOADER] == 0   # the image itself is untouched
+
+
+def test_initrd_respects_the_kernels_limit():
+    image = bz.parse_bzimage(make_bzimage(initrd_addr_max=32 * MiB - 1))
+    plan = linux.plan_boot(image, "", b"x" * 100, 256 * MiB)
+    assert plan.initrd_addr + 100 <= 32 * MiB
+
+
+def test_command_line_too_long():
+    image = bz.parse_bzimage(make_bzimage(cmdline_size=16))
+    with pytest.raises(linux.BootConfigError, match="at most 16"):
+        linux.plan_boot(image, "x" * 17, None, 64 * MiB)
+    linux.plan_boot(image, "x" * 16, None, 64 * MiB)
+
+
+def test_kernel_and_initrd_too_large_for_ram():
+    image = bz.parse_bzimage(make_bzimage(init_size=20 * MiB))
+    with pytest.raises(linux.BootConfigError, match="do not fit"):
+        linux.plan_boot(image, "", b"\0" * (12 * MiB), 32 * MiB)
+    with pytest.raises(linux.BootConfigError, match="kernel needs memory"):
+        linux.plan_boot(image, "", None, 16 * MiB)
+
+
+def test_publish_fills_the_kernel_keys_rom_and_bootorder():
+    image = bz.parse_bzimage(make_bzimage())
+    plan = linux.plan_boot(image, "quiet", b"RD" * 10, 64 * MiB)
+    items = fwc.FwCfgItems()
+    linux.publish(plan, items, linux.ROM_DMA, b"\x55\xaa" + bytes(510))
+
+    def u32(key):
+        return struct.unpack("<I", bytes(items.lookup(key).data))[0]
+
+    assert u32(fwc.FW_CFG_SETUP_ADDR) == 0x10000 and u32(fwc.FW_CFG_SETUP_SIZE) == image.setup_size
+    assert bytes(items.lookup(fwc.FW_CFG_SETUP_DATA).data) == plan.setup
+    assert u32(fwc.FW_CFG_KERNEL_ADDR) == 0x100000 and u32(fwc.FW_CFG_KERNEL_SIZE) == image.kernel_size
+    assert bytes(items.lookup(fwc.FW_CFG_KERNEL_DATA).data) == bytes(image.kernel)
+    assert u32(fwc.FW_CFG_CMDLINE_SIZE) == 6
+    assert bytes(items.lookup(fwc.FW_CFG_CMDLINE_DATA).data) == b"quiet\0"
+    assert u32(fwc.FW_CFG_INITRD_ADDR) == plan.initrd_addr and u32(fwc.FW_CFG_INITRD_SIZE) == 20
+    assert "genroms/linuxboot_dma.bin" in items.file_names()
+    assert bytes(items.file("bootorder").data) == b"/rom@genroms/linuxboot_dma.bin\0"

@@ -1,0 +1,107 @@
+"""Loading Linux the way QEMU's -kernel does: place and patch, then publish everything through fw_cfg.
+
+Nothing is written into guest memory here. The loader decides where setup,
+command line, kernel and initrd go, patches the header fields a boot loader
+owns, and publishes the pieces as fw_cfg items; the linuxboot option ROM
+(chosen here, shipped in tinyvmm/firmware) copies them into place.
+"""
+
+import struct
+from dataclasses import dataclass
+
+from .. import layout
+from ..fw_cfg import items as fwc
+from . import bzimage as bz
+
+# Where the pieces go (boot protocol 2.02+, as QEMU places them).
+SETUP_ADDR = 0x10000
+CMDLINE_ADDR = 0x20000
+KERNEL_ADDR = 0x100000
+LOADER_TYPE = 0xB0            # boot loader id 0xB (QEMU), version 0: Linux treats us like QEMU
+HEAP_END = CMDLINE_ADDR - SETUP_ADDR - 0x200
+INITRD_ALIGN = 4096
+
+ROM_DMA = "linuxboot_dma.bin"
+ROM_LEGACY = "linuxboot.bin"
+
+
+class BootConfigError(ValueError):
+    """Kernel, initrd and command line that cannot be booted in this machine."""
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    image: bz.BzImage
+    setup: bytes               # patched boot sector + setup
+    cmdline: bytes             # with its NUL
+    initrd: bytes | memoryview | None
+    initrd_addr: int
+
+    def summary(self) -> str:
+        parts = [f"Linux {self.image.kernel_version or '(unknown version)'}, boot protocol "
+                 f"{self.image.protocol_text}, setup {self.image.setup_size} B, "
+                 f"kernel {self.image.kernel_size} B"]
+        if self.initrd is not None:
+            parts.append(f"initrd {len(self.initrd)} B at {self.initrd_addr:#x}")
+        return ", ".join(parts)
+
+
+def initrd_limit(image: bz.BzImage, ram_size: int) -> int:
+    """The highest address the initrd may end at, below RAM's end and the kernel's limit."""
+    if image.protocol >= 0x20C and image.xloadflags & bz.XLF_CAN_BE_LOADED_ABOVE_4G:
+        kernel_max = 0xFFFFFFFF
+    else:
+        kernel_max = image.initrd_addr_max
+    return min(kernel_max + 1, min(ram_size, layout.LOW_RAM_MAX))
+
+
+def plan_boot(image: bz.BzImage, cmdline: str, initrd: bytes | None, ram_size: int) -> BootPlan:
+    raw_cmdline = cmdline.encode()
+    if len(raw_cmdline) > image.cmdline_size:
+        raise BootConfigError(f"the command line is {len(raw_cmdline)} bytes; this kernel "
+                              f"accepts at most {image.cmdline_size}")
+    if b"\0" in raw_cmdline:
+        raise BootConfigError("the command line contains a NUL byte")
+    kernel_end = KERNEL_ADDR + max(image.kernel_size, image.init_size)
+    low_ram_end = min(ram_size, layout.LOW_RAM_MAX)
+    if kernel_end > low_ram_end:
+        raise BootConfigError(f"the kernel needs memory up to {kernel_end / layout.MiB:.1f} MiB; "
+                              f"RAM below 4 GiB ends at {low_ram_end / layout.MiB:.0f} MiB")
+    initrd_addr = 0
+    if initrd is not None:
+        limit = initrd_limit(image, ram_size)
+        initrd_addr = (limit - len(initrd)) & ~(INITRD_ALIGN - 1)
+        if initrd_addr < kernel_end:
+            raise BootConfigError(
+                f"kernel ({image.kernel_size / layout.MiB:.1f} MiB, needing "
+                f"{(kernel_end - KERNEL_ADDR) / layout.MiB:.1f} MiB) plus initrd "
+                f"({len(initrd) / layout.MiB:.1f} MiB) do not fit below "
+                f"{limit / layout.MiB:.0f} MiB; give the guest more --mem")
+    setup = bytearray(image.setup)
+    setup[bz.HDR_TYPE_OF_LOADER] = LOADER_TYPE
+    setup[bz.HDR_LOADFLAGS] |= bz.CAN_USE_HEAP
+    struct.pack_into("<H", setup, bz.HDR_HEAP_END_PTR, HEAP_END)
+    struct.pack_into("<I", setup, bz.HDR_CMD_LINE_PTR, CMDLINE_ADDR)
+    if initrd is not None:
+        struct.pack_into("<II", setup, bz.HDR_RAMDISK_IMAGE, initrd_addr, len(initrd))
+    return BootPlan(image, bytes(setup), raw_cmdline + b"\0", initrd, initrd_addr)
+
+
+def publish(plan: BootPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes) -> None:
+    """Put the plan into fw_cfg: the kernel keys, the ROM under genroms/, and bootorder."""
+    items.add_u32(fwc.FW_CFG_SETUP_ADDR, SETUP_ADDR)
+    items.add_u32(fwc.FW_CFG_SETUP_SIZE, len(plan.setup))
+    items.add_item(fwc.FW_CFG_SETUP_DATA, plan.setup)
+    items.add_u32(fwc.FW_CFG_KERNEL_ADDR, KERNEL_ADDR)
+    items.add_u32(fwc.FW_CFG_KERNEL_SIZE, plan.image.kernel_size)
+    items.add_item(fwc.FW_CFG_KERNEL_DATA, plan.image.kernel)
+    items.add_u32(fwc.FW_CFG_CMDLINE_ADDR, CMDLINE_ADDR)
+    items.add_u32(fwc.FW_CFG_CMDLINE_SIZE, len(plan.cmdline))
+    items.add_item(fwc.FW_CFG_CMDLINE_DATA, plan.cmdline)
+    if plan.initrd is not None:
+        items.add_u32(fwc.FW_CFG_INITRD_ADDR, plan.initrd_addr)
+        items.add_u32(fwc.FW_CFG_INITRD_SIZE, len(plan.initrd))
+        items.add_item(fwc.FW_CFG_INITRD_DATA, plan.initrd)
+    path = fwc.GENROMS_PREFIX + rom_name
+    items.add_file(path, rom)
+    items.add_file(fwc.FILE_BOOTORDER, f"/rom@{path}".encode() + b"\0")
