@@ -56,6 +56,12 @@ def parse_timeout(text: str) -> float:
     return value
 
 
+def parse_runs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of runs must be 1 to 1000")
+    return int(text)
+
+
 def parse_sink(text: str) -> str:
     if text in ("stdio", "none") or (text.startswith("file:") and len(text) > 5):
         return text
@@ -89,22 +95,87 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .fw_cfg.options import add_fw_cfg_list_options, add_fw_cfg_options
+
     parser = argparse.ArgumentParser(
         prog="tinyvmm", description="A minimal virtual machine monitor over /dev/kvm.",
         epilog=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    run = commands.add_parser(
-        "run", help="run a raw firmware image from the reset vector (like QEMU's -bios)",
-        description="Run a raw firmware image from the reset vector, as QEMU's -bios does: the "
-                    "image (64, 128, 192 or 256 KiB) is mapped read-only ending at 4 GiB, and its "
-                    "last 64 or 128 KiB also ending at 1 MiB.",
-        epilog=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name, help, description):
+        return commands.add_parser(name, help=help, description=description, epilog=STATUS_HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run", "run a raw firmware image from the reset vector (like QEMU's -bios)",
+                  "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
+                  "(64, 128, 192 or 256 KiB) is mapped read-only ending at 4 GiB, and its last 64 "
+                  "or 128 KiB also ending at 1 MiB.")
     run.add_argument("--bios", required=True, metavar="FILE", help="the firmware image")
     add_machine_options(run)
+    add_fw_cfg_options(run)
     run.set_defaults(func=cmd_run)
+
+    boot = command("boot", "boot a Linux bzImage through the built-in BIOS and a linuxboot ROM",
+                   "Boot a Linux bzImage as QEMU's -kernel does: tinyvmm's BIOS finds the "
+                   "linuxboot option ROM in fw_cfg, and the ROM loads setup, kernel, initrd and "
+                   "command line through fw_cfg (DMA by default, `rep insb` with "
+                   "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. Without "
+                   "--kernel, boots the test kernel and initramfs built by `make -C kernels`.")
+    add_boot_options(boot)
+    boot.add_argument("--timing-json", metavar="PATH",
+                      help="write the boot timeline (milestones, banner; exits and bytes moved "
+                           "at each) as JSON, for tinyvmm bench")
+    boot.add_argument("--stop-at-kernel", action="store_true",
+                      help="end the run (status 0) when the ROM jumps into the kernel")
+    add_machine_options(boot)
+    add_fw_cfg_options(boot)
+    boot.set_defaults(func=cmd_boot)
+
+    bench = command("bench", "the boot-time table: legacy against DMA fw_cfg (and QEMU)",
+                    "Boot the kernel N times with the DMA ROM and N times with the legacy ROM, "
+                    "interleaved, each in a fresh process, and print the phases of the 2015 "
+                    "fw_cfg DMA posting: VMM startup (process start to first KVM_RUN), BIOS "
+                    "startup (to the hand-over to the boot ROM), kernel setup (to the jump into "
+                    "the kernel), total; plus the time to the \"Linux version\" banner.")
+    add_boot_options(bench)
+    bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
+                       help="boots per system (default 5; medians are reported)")
+    bench.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
+                       help="guest RAM (default 256M)")
+    bench.add_argument("--timeout", type=parse_timeout, default=300, metavar="S",
+                       help="give up on a boot after S seconds (default 300)")
+    bench.add_argument("--no-banner", action="store_true",
+                       help="stop each boot when the ROM jumps into the kernel instead of waiting "
+                            "for the banner (for large kernels, slow to reach it under emulation)")
+    bench.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
+    bench.set_defaults(func=cmd_bench)
+
+    fw_cfg = commands.add_parser("fw-cfg", help="inspect what the fw_cfg device will serve")
+    fw_cfg_commands = fw_cfg.add_subparsers(dest="fw_cfg_command", metavar="COMMAND")
+    fw_cfg_commands.required = True
+    listing = fw_cfg_commands.add_parser(
+        "list", help="print the items the guest will see (key, name, size, writable)",
+        description="Print the fw_cfg items a guest started with the same options would see. "
+                    "Accepts the options of run and boot; with --kernel the boot items appear too.")
+    listing.add_argument("--bios", metavar="FILE", help="the firmware image (its size shapes etc/e820)")
+    add_boot_options(listing)
+    listing.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
+                         help="guest RAM (default 256M)")
+    add_fw_cfg_list_options(listing)
+    listing.set_defaults(func=cmd_fw_cfg_list)
     return parser
+
+
+def add_boot_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", metavar="FILE",
+                        help="a bzImage (default: kernels/build/bzImage from `make -C kernels`)")
+    parser.add_argument("--initrd", metavar="FILE",
+                        help="an initrd or initramfs (default with the default kernel: "
+                             "kernels/build/initramfs.cpio)")
+    parser.add_argument("--append", metavar="CMDLINE",
+                        help="the kernel command line (default: serial console on ttyS0, "
+                             "reboot=k, panic=-1, and the fw_cfg location)")
 
 
 def read_firmware(path: str) -> bytes:
@@ -119,26 +190,93 @@ def read_firmware(path: str) -> bytes:
     return data
 
 
-def run_machine(config, args) -> int:
-    """Build the machine, run it to its end, report; returns the exit status."""
+def boot_firmware(args) -> bytes:
+    from . import firmware as shipped
+    return read_firmware(args.bios) if getattr(args, "bios", None) else shipped.read_image("bios.bin")
+
+
+def prepare_items(args, firmware: bytes, with_linux: bool):
+    """All fw_cfg items for these options, checked before KVM is touched."""
+    from .boot.payload import PayloadError, load_payload, publish
+    from .fw_cfg.items import FwCfgConfigError
+    from .fw_cfg.options import build_fw_cfg_items
+    try:
+        items = build_fw_cfg_items(args, args.mem, len(firmware))
+        if with_linux:
+            payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem)
+            publish(payload, items)
+    except (FwCfgConfigError, PayloadError) as exc:
+        raise UsageError(str(exc)) from None
+    return items
+
+
+def cmd_run(args) -> int:
+    firmware = read_firmware(args.bios)
+    return launch(args, firmware, prepare_items(args, firmware, with_linux=False))
+
+
+def cmd_boot(args) -> int:
+    firmware = boot_firmware(args)
+    return launch(args, firmware, prepare_items(args, firmware, with_linux=True))
+
+
+def cmd_fw_cfg_list(args) -> int:
+    from .fw_cfg.options import print_listing
+    firmware = boot_firmware(args)
+    with_linux = args.kernel is not None
+    return print_listing(args, prepare_items(args, firmware, with_linux), as_json=args.json)
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    from .boot.payload import PayloadError, load_payload
+    try:    # fail early, with the loader's own message, on a kernel that cannot boot
+        load_payload(args.kernel, args.initrd, args.append, True, args.mem)
+    except PayloadError as exc:
+        raise UsageError(str(exc)) from None
+    return bench.cmd_bench(args)
+
+
+def launch(args, firmware: bytes, items) -> int:
+    """Build the machine with these fw_cfg items, run it to its end, report; the exit status."""
+    from .console import SinkSpecError
+    from .fw_cfg.options import attach_fw_cfg
     from .kvm import KvmError, KvmUnavailable
-    from .machine import Machine
+    from .machine import Machine, MachineConfig
     from .runner import Runner
+    from .timeline import BootTimeline
     from .trace import Tracer
 
+    try:
+        serial, debugcon, close_consoles = make_consoles(args)
+    except SinkSpecError as exc:
+        raise UsageError(str(exc)) from None
     tracer = Tracer(sys.stderr, args.trace) if args.trace else None
     try:
-        machine = Machine(config, tracer=tracer)
-    except (KvmUnavailable, KvmError) as exc:
-        print(f"tinyvmm: {exc}", file=sys.stderr)
-        return EXIT_HOST_ERROR
-    try:
-        result = Runner(machine, timeout=args.timeout, tracer=tracer).run()
-    except KvmError as exc:
-        print(f"tinyvmm: {exc}", file=sys.stderr)
-        return EXIT_HOST_ERROR
+        try:
+            machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon), tracer=tracer)
+        except (KvmUnavailable, KvmError) as exc:
+            print(f"tinyvmm: {exc}", file=sys.stderr)
+            return EXIT_HOST_ERROR
+        try:
+            fw_cfg = attach_fw_cfg(machine, args, items)
+            runner = Runner(machine, timeout=args.timeout, tracer=tracer)
+            timeline = BootTimeline(machine, runner, fw_cfg) if getattr(args, "timing_json", None) else None
+            if getattr(args, "stop_at_kernel", False):
+                machine.milestone_listeners.append(
+                    lambda m: m.port == layout.PORTS["milestone_linux"][0]
+                    and m.value == layout.MILESTONE_LINUX_START_BOOT
+                    and machine.request_stop(Outcome.EXPECTED, "the ROM jumped into the kernel"))
+            result = runner.run()
+            if timeline:
+                timeline.write(args.timing_json, result.outcome.name)
+        except KvmError as exc:
+            print(f"tinyvmm: {exc}", file=sys.stderr)
+            return EXIT_HOST_ERROR
+        finally:
+            machine.close()
     finally:
-        machine.close()
+        close_consoles()
     if result.report:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:
@@ -153,20 +291,6 @@ def make_consoles(args):
     expect = args.expect.encode() if args.expect else None
     return (Console("serial", serial_sink, expect), Console("debugcon", debug_sink, expect),
             lambda: (close_serial(), close_debug()))
-
-
-def cmd_run(args) -> int:
-    from .console import SinkSpecError
-    from .machine import MachineConfig
-    firmware = read_firmware(args.bios)
-    try:
-        serial, debugcon, close = make_consoles(args)
-    except SinkSpecError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        return run_machine(MachineConfig(firmware, args.mem, serial, debugcon), args)
-    finally:
-        close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,23 +28,35 @@ def open_sink(spec: str):
 
 
 class Console:
-    """A byte stream from the guest: forwarded to a sink, its tail remembered, watched for a text."""
+    """A byte stream from the guest: forwarded to a sink, its tail remembered, watched for texts.
+
+    `expect` (with `on_expect`) is the --expect watch; watch() adds more, each
+    called once, the first time its text has appeared.
+    """
 
     def __init__(self, name: str, sink=None, expect: bytes | None = None, on_expect=None):
         self.name = name
         self.sink = sink or (lambda data: None)
         self.tail = bytearray()
+        self.total = 0
+        self._watches: list[tuple[bytes, object]] = []
         self.expect = expect
         self.on_expect = on_expect or (lambda: None)
-        self.seen_expected = False
-        self.total = 0
+        if expect:
+            self.watch(expect, lambda: self.on_expect())
+
+    def watch(self, text: bytes, callback) -> None:
+        if len(text) > TAIL_SIZE // 2:
+            raise ValueError(f"cannot watch for more than {TAIL_SIZE // 2} bytes")
+        self._watches.append((text, callback))
 
     def write(self, data: bytes) -> None:
         self.sink(data)
         self.total += len(data)
         self.tail += data
-        if self.expect and not self.seen_expected and self.expect in self.tail:
-            self.seen_expected = True
-            self.on_expect()
+        if self._watches:
+            for watch in [w for w in self._watches if w[0] in self.tail]:
+                self._watches.remove(watch)
+                watch[1]()
         if len(self.tail) > TAIL_SIZE:
             del self.tail[:-TAIL_SIZE // 2]

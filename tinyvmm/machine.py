@@ -38,6 +38,7 @@ class Machine:
         self.first_run_ns: int | None = None
         self.milestones: list = []
         self.debug_handler = None        # set by the gdb stub
+        self.milestone_listeners: list = []   # called with each Milestone as it is written
         self.kvm = Kvm()
         try:
             self._build()
@@ -73,7 +74,8 @@ class Machine:
         self.port92 = Port92(on_reset=lambda: self.request_stop(Outcome.RESET, "port 0x92 fast reset"))
         self.post = PostCode()
         self.cmos = Cmos(config.ram_size)
-        on_milestone = self.tracer.milestone if self.tracer else None
+        if self.tracer:
+            self.milestone_listeners.append(self.tracer.milestone)
         self.add_pio("com1", self.serial)
         self.add_pio("debugcon", self.debugcon)
         self.add_pio("debugexit", self.debugcon)
@@ -83,7 +85,7 @@ class Machine:
         self.add_pio("cmos", self.cmos)
         for name in ("milestone_linux", "milestone_fw"):
             port = layout.PORTS[name][0]
-            self.add_pio(name, MilestonePort(port, self.milestones, on_milestone))
+            self.add_pio(name, MilestonePort(port, self.milestones, self._on_milestone))
 
         self.vcpu = vm.create_vcpu(0)
         hide = is_emulating_host() if config.hide_xsave is None else config.hide_xsave
@@ -93,6 +95,10 @@ class Machine:
         """Put a device on the port range tinyvmm.layout.PORTS names."""
         base, size = layout.PORTS[name]
         self.pio.register(base, size, device)
+
+    def _on_milestone(self, milestone) -> None:
+        for listener in self.milestone_listeners:
+            listener(milestone)
 
     def request_stop(self, outcome: Outcome, message: str) -> None:
         """Ask the run loop to end after the current exit (the first request wins)."""

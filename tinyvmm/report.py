@@ -42,6 +42,45 @@ def format_registers(regs, sregs) -> list[str]:
     return lines
 
 
+_SHORT_MODE = {"real": "real", "protected16": "pm16", "protected32": "pm32", "long": "long",
+               "compat": "compat"}
+
+
+def where(regs, sregs, symbols=None) -> str:
+    """'real f000:fff0 reset': mode, CS:IP (or CS:RIP in long mode), and the symbol if known."""
+    mode = cpu_mode(sregs)
+    width = 16 if mode == "long" else 8 if mode != "real" else 4
+    text = f"{_SHORT_MODE[mode]:<6} {sregs.cs.selector:04x}:{regs.rip:0{width}x}"
+    name = symbols.name(instruction_pointer(regs, sregs)) if symbols else ""
+    return f"{text} {name}" if name else text
+
+
+def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> list[str]:
+    """The instructions from the instruction pointer on, decoded in the vCPU's mode."""
+    from .disasm import MAX_INSTRUCTION, DisassemblerUnavailable, code_bits, disassemble
+    from .gdb.target import LinearMemory
+    from .memory import GuestMemoryError
+    pc = instruction_pointer(regs, sregs)
+    bits = code_bits(sregs)
+    try:
+        code = LinearMemory(vcpu, memory).read(pc, count * MAX_INSTRUCTION, sregs)
+    except (GuestMemoryError, OSError) as exc:
+        return [f"code: cannot read the instruction bytes: {exc}"]
+    try:
+        instructions = disassemble(code, regs.rip, bits, count)
+    except DisassemblerUnavailable as exc:
+        return [f"code: {code[:MAX_INSTRUCTION].hex(' ')} ({exc})"]
+    if not instructions:
+        return [f"code: {code[:MAX_INSTRUCTION].hex(' ')} (does not decode as {bits}-bit code)"]
+    lines = [f"code ({bits}-bit), from the instruction pointer:"]
+    width = 16 if bits == 64 else 8 if bits == 32 else 4
+    for i, insn in enumerate(instructions):
+        name = symbols.name(pc + insn.address - regs.rip) if symbols else ""
+        lines.append(f"  {'=>' if i == 0 else '  '} {sregs.cs.selector:04x}:{insn.address:0{width}x}  "
+                     f"{insn.raw.hex(' '):<30} {insn.text}{f'   <{name}>' if name else ''}")
+    return lines
+
+
 def crash_report(runner, outcome, message: str) -> str:
     from .runner import ExitRecord
     machine = runner.machine
@@ -52,6 +91,9 @@ def crash_report(runner, outcome, message: str) -> str:
         lines.append(f"(registers unavailable: {exc})")
     else:
         lines += format_registers(regs, sregs)
+        symbols = getattr(runner, "symbols", None)
+        lines.append(f"where: {where(regs, sregs, symbols)}")
+        lines += code_listing(machine.vcpu, machine.memory, regs, sregs, symbols)
         extra = machine.describe_location(regs, sregs) if hasattr(machine, "describe_location") else []
         lines += extra
     counts = ", ".join(f"{abi.EXIT_REASON_NAMES.get(r, r)} {n}"

@@ -98,7 +98,18 @@ class Runner:
         self.tracer = tracer
         self.history: deque[tuple] = deque(maxlen=HISTORY_SIZE)  # ExitRecord fields
         self.exit_counts = [0] * 256      # by exit reason
+        self.pio_bytes = 0                 # data moved by port I/O, both directions
         self._signal: Outcome | None = None
+        # Debugging aids (tinyvmm.gdb.options attaches them). With either of the
+        # first two set the run goes through _observed_loop; _loop stays lean.
+        self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
+        self.stats = None       # a trace.ExitStats for --stats
+        self.symbols = None     # a symbols.SymbolTable, for crash reports
+
+    @property
+    def signalled(self) -> bool:
+        """A timeout, Ctrl-C or SIGTERM arrived: whoever holds the loop should give it back."""
+        return self._signal is not None
 
     # --- signals: a timer and Ctrl-C kick the vCPU out of KVM_RUN -----------
     def _on_signal(self, outcome: Outcome) -> None:
@@ -128,8 +139,10 @@ class Runner:
     # --- the loop ----------------------------------------------------------
     def run(self) -> RunResult:
         previous = self._install_signals()
+        observed = self.debugger is not None or self.stats is not None
+        loop = self._observed_loop if observed else self._loop
         try:
-            outcome, message = self._loop()
+            outcome, message = loop()
         finally:
             self._restore_signals(previous)
         result = RunResult(outcome, message, exits=sum(self.exit_counts))
@@ -160,10 +173,8 @@ class Runner:
             except InterruptedError:
                 counts[EXIT_INTR] += 1
                 run_page.immediate_exit = 0
-                if self._signal is Outcome.TIMEOUT:
-                    return self._signal, f"guest still running after {self.timeout:g} s"
                 if self._signal is not None:
-                    return self._signal, "stopped by a signal"
+                    return self._signal_outcome()
                 continue
             except OSError as exc:
                 raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
@@ -171,6 +182,7 @@ class Runner:
             counts[reason] += 1
             if reason == EXIT_IO:
                 length = size * count
+                self.pio_bytes += length
                 entry = ports.get(port)
                 if entry is not None and port + size <= entry[1]:
                     if is_out:
@@ -194,6 +206,87 @@ class Runner:
                 ended = self._other_exit(reason)
                 if ended:
                     return ended
+            if machine.stop_request is not None:
+                return machine.stop_request
+
+    def _signal_outcome(self) -> tuple[Outcome, str]:
+        if self._signal is Outcome.TIMEOUT:
+            return self._signal, f"guest still running after {self.timeout:g} s"
+        return self._signal, "stopped by a signal"
+
+    def _observed_loop(self) -> tuple[Outcome, str]:
+        """_loop with the hooks --stats and the gdb stub need; handles exits the same way.
+
+        Stats time KVM_RUN, each exit's handling (from KVM_RUN returning to the
+        next entry) and each port's device calls. The debugger may take the
+        loop over before the first entry, when a kick (its signal) interrupts
+        KVM_RUN, at debug exits, and after each device access.
+        """
+        machine = self.machine
+        fd = self.vcpu.fd
+        run_page = self.vcpu.run_page
+        mm = self.vcpu.run_mmap
+        pio = machine.pio
+        unpack_exit = _EXIT_IO.unpack_from
+        remember = self.history.append
+        counts = self.exit_counts
+        tracer, stats, debugger = self.tracer, self.stats, self.debugger
+        clock = time.perf_counter_ns
+        EXIT_IO, EXIT_MMIO, EXIT_INTR = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_INTR
+
+        if debugger is not None:
+            ended = debugger.on_start()
+            if ended:
+                return ended
+        machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        while True:
+            if stats is not None:
+                entered = clock()
+            try:
+                _kvm_run(fd, KVM_RUN, 0)
+            except InterruptedError:
+                counts[EXIT_INTR] += 1
+                run_page.immediate_exit = 0
+                if self._signal is not None:
+                    return self._signal_outcome()
+                if debugger is not None:
+                    ended = debugger.on_kick()
+                    if ended:
+                        return ended
+                continue
+            except OSError as exc:
+                raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
+            if stats is not None:
+                left = clock()
+                stats.run_ns += left - entered
+            reason, is_out, size, port, count, offset = unpack_exit(mm, _EXIT_REASON)
+            counts[reason] += 1
+            if reason == EXIT_IO:
+                length = size * count
+                self.pio_bytes += length
+                if is_out:
+                    data = mm[offset:offset + length]
+                    pio.write(port, size, data)
+                else:
+                    data = pio.read(port, size, count)
+                    mm[offset:offset + length] = data
+                if stats is not None:
+                    stats.port_access(port, is_out, length, clock() - left)
+                remember((reason, port, is_out, size, count, data))
+                if tracer:
+                    tracer.io(port, bool(is_out), size, count, data)
+                if debugger is not None:
+                    debugger.after_access()
+            elif reason == EXIT_MMIO:
+                self._mmio(mm, tracer)
+                if debugger is not None:
+                    debugger.after_access()
+            else:
+                ended = self._other_exit(reason)
+                if ended:
+                    return ended
+            if stats is not None:
+                stats.handler_ns[reason] += clock() - left
             if machine.stop_request is not None:
                 return machine.stop_request
 
@@ -239,6 +332,8 @@ class Runner:
             ex = run.exit.ex
             return Outcome.CRASH, f"unhandled exception {ex.exception} error code {ex.error_code:#x}"
         if reason == abi.KVM_EXIT_DEBUG:
+            if self.debugger is not None:
+                return self.debugger.on_debug_exit(run.exit.debug)
             handler = self.machine.debug_handler
             if handler is not None:
                 return handler(run.exit.debug)

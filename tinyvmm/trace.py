@@ -4,7 +4,7 @@ import time
 
 from .kvm import abi
 
-CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits")
+CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg")
 
 
 class TraceSpecError(ValueError):
@@ -57,6 +57,59 @@ class Tracer:
         if "milestones" in self.categories:
             self.line("milestone", f"port {milestone.port:#x} value {milestone.value}: {milestone.name}")
 
+    def fw_cfg(self, event: str, text: str) -> None:
+        """An fw_cfg select, data read or DMA transfer (the device formats the details)."""
+        if "fw_cfg" in self.categories:
+            self.line("fw_cfg", f"{event} {text}")
+
     def exit(self, reason: int) -> None:
         if "exits" in self.categories:
             self.line("exit", abi.EXIT_REASON_NAMES.get(reason, str(reason)))
+
+
+class ExitStats:
+    """--stats: exits per reason and per port, and where the time went.
+
+    The run loop fills it: time inside KVM_RUN (guest and kernel), time from
+    each exit to the next entry by exit reason, and time in the device by port.
+    """
+
+    def __init__(self):
+        self.run_ns = 0
+        self.handler_ns = [0] * 256                 # by exit reason
+        self.ports: dict[tuple[int, bool], list[int]] = {}   # (port, is_out) -> [accesses, bytes, ns]
+
+    def port_access(self, port: int, is_out: bool, length: int, ns: int) -> None:
+        entry = self.ports.get((port, is_out))
+        if entry is None:
+            entry = self.ports[(port, is_out)] = [0, 0, 0]
+        entry[0] += 1
+        entry[1] += length
+        entry[2] += ns
+
+    def table(self, exit_counts, port_name=lambda port: "") -> str:
+        """The report printed at the end of a run; port_name(port) names the device."""
+        lines = [f"{'exit reason':<18}{'count':>10}{'handling':>13}{'per exit':>12}"]
+        for reason, count in sorted(enumerate(exit_counts), key=lambda rc: -rc[1]):
+            if count:
+                ns = self.handler_ns[reason]
+                lines.append(f"{abi.EXIT_REASON_NAMES.get(reason, str(reason)):<18}{count:>10}"
+                             f"{_seconds(ns):>13}{_micro(ns / count):>12}")
+        lines.append(f"{'in KVM_RUN':<18}{'':>10}{_seconds(self.run_ns):>13}")
+        if self.ports:
+            lines.append("")
+            lines.append(f"{'port':<8}{'device':<12}{'dir':<5}{'accesses':>10}{'bytes':>11}"
+                         f"{'in device':>13}{'per access':>12}")
+            for (port, is_out), (accesses, size, ns) in sorted(
+                    self.ports.items(), key=lambda item: -item[1][2]):
+                lines.append(f"{port:#06x}  {port_name(port) or '-':<12}{'out' if is_out else 'in':<5}"
+                             f"{accesses:>10}{size:>11}{_seconds(ns):>13}{_micro(ns / accesses):>12}")
+        return "\n".join(lines)
+
+
+def _seconds(ns: float) -> str:
+    return f"{ns / 1e9:.6f} s"
+
+
+def _micro(ns: float) -> str:
+    return f"{ns / 1e3:.1f} us"

@@ -116,6 +116,11 @@ def _as_view(data, writable: bool) -> memoryview:
     return memoryview(bytes(data))
 
 
+def name_bytes(name: str) -> bytes:
+    """A name as the guest sees it (command-line bytes that are not UTF-8 survive)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
 def key_name(key: int) -> str:
     return KEY_NAMES.get(key, f"key {key:#06x}")
 
@@ -185,7 +190,7 @@ class FwCfgItems:
 
     def file_names(self) -> list[str]:
         """File names in directory order (byte order of the names, as QEMU's strcmp)."""
-        return sorted(self._files, key=lambda name: name.encode())
+        return sorted(self._files, key=name_bytes)
 
     def file_key(self, name: str) -> int:
         self._index_files()
@@ -214,7 +219,7 @@ class FwCfgItems:
         struct.pack_into(">I", blob, 0, len(files))
         for i, entry in enumerate(sorted(files.values(), key=lambda e: e.key)):
             FILE_DIR_ENTRY.pack_into(blob, 4 + FILE_DIR_ENTRY.size * i, entry.size, entry.key,
-                                     0, entry.name.encode())
+                                     0, name_bytes(entry.name))
         return bytes(blob)
 
     # --- lookup -----------------------------------------------------------------
@@ -245,7 +250,7 @@ class FwCfgItems:
 
 
 def check_file_name(name: str) -> None:
-    encoded = name.encode()
+    encoded = name_bytes(name)
     if not encoded:
         raise FwCfgConfigError("fw_cfg: a file name cannot be empty")
     if b"\0" in encoded:
@@ -275,7 +280,7 @@ class UserItemSpec:
     def load(self) -> bytes:
         """The item's content: the string without a NUL (as QEMU), or the file's bytes."""
         if self.string is not None:
-            return self.string.encode()
+            return os.fsencode(self.string)
         try:
             with open(self.file, "rb") as f:
                 return f.read()

@@ -1,0 +1,137 @@
+/* The memory map: etc/e820 from fw_cfg, kept in the EBDA for INT 15h E820h, and
+   the older E801h/88h answers derived from it. */
+
+    .code16
+    .include "bios.inc"
+
+    .set E820_BASE, 0                   /* qword */
+    .set E820_LENGTH, 8                 /* qword */
+    .set E820_TYPE, 16                  /* dword */
+    .set KB_1M, 1024
+    .set KB_16M, 16 * 1024
+    .set KB_4G, 4 * 1024 * 1024
+    .set E801_LOW_MAX_KB, 15 * 1024
+    .set EXT_88_MAX_KB, 63 * 1024
+
+    .globl e820_load
+e820_load:
+    pushal
+    push %es
+    mov $e820_name, %si
+    call fw_cfg_find
+    jc 8f
+    mov %ax, %bx                        /* key */
+    mov %ecx, %eax
+    xor %edx, %edx
+    mov $E820_ENTRY_SIZE, %ecx
+    div %ecx                            /* whole entries in the file */
+    cmp $E820_MAX, %eax
+    jbe 1f
+    PRINT "e820: table truncated\n"
+    mov $E820_MAX, %eax
+1:  imul $E820_ENTRY_SIZE, %eax, %ecx
+    push %fs
+    pop %es
+    mov $EBDA_E820_TABLE, %di
+    push %ax
+    mov %bx, %ax
+    call fw_cfg_read
+    pop %ax
+    jc 9f
+    mov %ax, %fs:EBDA_E820_COUNT
+    call e820_print
+    call e820_derive_legacy_sizes
+2:  pop %es
+    popal
+    ret
+8:  PRINT "e820: no etc/e820 in fw_cfg; INT 15h will report no memory map\n"
+    jmp 2b
+9:  PRINT "e820: cannot read etc/e820\n"
+    jmp 2b
+
+/* E801h and 88h describe the RAM that starts at 1 MiB, so find the RAM entry
+   holding 1 MiB and take its end (capped at 4 GiB). */
+e820_derive_legacy_sizes:
+    pushal
+    mov $EBDA_E820_TABLE, %si
+    mov %fs:EBDA_E820_COUNT, %cx
+    jcxz 9f
+1:  cmpl $E820_RAM, %fs:E820_TYPE(%si)
+    jne 2f
+    cmpl $0, %fs:E820_BASE + 4(%si)
+    jne 2f
+    mov %fs:E820_BASE(%si), %eax
+    cmp $HIGH_MEMORY_START, %eax
+    ja 2f
+    xor %edx, %edx                      /* EDX:EAX = base + length */
+    add %fs:E820_LENGTH(%si), %eax
+    adc %fs:E820_LENGTH + 4(%si), %edx
+    mov $KB_4G, %ebx
+    test %edx, %edx
+    jnz 3f
+    mov %eax, %ebx
+    shr $10, %ebx                       /* end in KiB */
+    cmp $KB_1M, %ebx
+    ja 3f
+2:  add $E820_ENTRY_SIZE, %si
+    loop 1b
+9:  popal
+    ret
+
+3:  sub $KB_1M, %ebx                    /* EBX = KiB above 1 MiB */
+    mov $E801_LOW_MAX_KB, %eax
+    cmp %eax, %ebx
+    jae 4f
+    mov %ebx, %eax
+4:  mov %ax, %fs:EBDA_E801_LOW_KB
+    xor %eax, %eax
+    cmp $KB_16M - KB_1M, %ebx
+    jbe 5f
+    lea -(KB_16M - KB_1M)(%ebx), %eax
+    shr $6, %eax                        /* 64 KiB blocks above 16 MiB */
+5:  mov %ax, %fs:EBDA_E801_HIGH_64K
+    mov $EXT_88_MAX_KB, %eax
+    cmp %eax, %ebx
+    jae 6f
+    mov %ebx, %eax
+6:  mov %ax, %fs:EBDA_EXT_KB
+    PRINT "e820: "
+    mov %ebx, %eax
+    mov $8, %cx
+    call debugcon_hex
+    PRINT " KiB above 1 MiB\n"
+    popal
+    ret
+
+/* One line per entry: base, length, type. */
+e820_print:
+    pushal
+    mov $EBDA_E820_TABLE, %si
+    mov %fs:EBDA_E820_COUNT, %bx
+    test %bx, %bx
+    jz 2f
+1:  PRINT "e820: "
+    mov $8, %cx
+    mov %fs:E820_BASE + 4(%si), %eax
+    call debugcon_hex
+    mov %fs:E820_BASE(%si), %eax
+    call debugcon_hex
+    PRINT " "
+    mov %fs:E820_LENGTH + 4(%si), %eax
+    call debugcon_hex
+    mov %fs:E820_LENGTH(%si), %eax
+    call debugcon_hex
+    PRINT " type "
+    mov %fs:E820_TYPE(%si), %eax
+    mov $2, %cx
+    call debugcon_hex
+    PRINT "\n"
+    add $E820_ENTRY_SIZE, %si
+    dec %bx
+    jnz 1b
+2:  popal
+    ret
+
+    .section .rodata
+e820_name:
+    .asciz "etc/e820"

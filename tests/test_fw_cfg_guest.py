@@ -1,0 +1,182 @@
+"""fw_cfg from a real guest on /dev/kvm: tests/guests/fwcfg_test.S through the ports and through MMIO.
+
+The guest prints one line per observation on the debug console; these tests
+compute what each line must say from the items the host put in fw_cfg.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyvmm import layout
+from tinyvmm.fw_cfg.options import add_fw_cfg_options, attach_fw_cfg
+from tinyvmm.kvm.system import kvm_status
+
+GUESTS = Path(__file__).parent / "guests"
+MMIO_BASE = 0xFEF00000
+RAM_SIZE = 256 * layout.MiB
+BLOB = bytes((i * 131 + (i >> 7) * 17 + 5) & 0xFF for i in range(5000))
+RW_INITIAL = b"rw-initial-16byt"
+
+pytestmark = pytest.mark.kvm
+
+
+def _missing_tools() -> list[str]:
+    return [tool for tool in ("gcc", "as", "ld", "objcopy") if shutil.which(tool) is None]
+
+
+@pytest.fixture(scope="module")
+def guest_image(tmp_path_factory) -> bytes:
+    reason = kvm_status()
+    if reason:
+        pytest.skip(f"/dev/kvm is not usable: {reason}")
+    missing = _missing_tools()
+    if missing:
+        pytest.skip(f"cannot build the guest without {', '.join(missing)}")
+    return build_guest(GUESTS / "fwcfg_test.S", tmp_path_factory.mktemp("fwcfg"))
+
+
+def build_guest(source: Path, workdir: Path) -> bytes:
+    """Preprocess, assemble, link and flatten a test guest into its 64 KiB image."""
+    preprocessed = subprocess.run(["gcc", "-E", "-x", "assembler-with-cpp", f"-I{GUESTS}",
+                                   str(source)], check=True, capture_output=True).stdout
+    obj, elf, image = workdir / "guest.o", workdir / "guest.elf", workdir / "guest.bin"
+    subprocess.run(["as", "--32", "-o", str(obj)], input=preprocessed, check=True,
+                   capture_output=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(GUESTS / "guest.ld"), "-o", str(elf),
+                    str(obj)], check=True, capture_output=True)
+    subprocess.run(["objcopy", "-O", "binary", str(elf), str(image)], check=True,
+                   capture_output=True)
+    data = image.read_bytes()
+    assert len(data) == 64 * layout.KiB, f"guest image is {len(data)} bytes"
+    return data
+
+
+def fw_cfg_args(extra: list[str], blob_path: Path) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_fw_cfg_options(parser)
+    return parser.parse_args(["--fw-cfg", f"name=opt/test/blob,file={blob_path}"] + extra)
+
+
+def run_guest(image: bytes, extra: list[str], tmp_path: Path):
+    """Run the guest with these fw_cfg options; returns (lines by (mode, label), fw_cfg, outcome)."""
+    from tinyvmm.console import Console
+    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.runner import Outcome, Runner
+
+    blob_path = tmp_path / "blob.bin"
+    blob_path.write_bytes(BLOB)
+    output = bytearray()
+    config = MachineConfig(image, RAM_SIZE, debugcon=Console("debugcon", sink=output.extend))
+    machine = Machine(config)
+    try:
+        fw_cfg = attach_fw_cfg(machine, fw_cfg_args(extra, blob_path))
+        fw_cfg.items.add_file("opt/test/rw", RW_INITIAL, writable=True)
+        result = Runner(machine, timeout=60).run()
+    finally:
+        machine.close()
+    text = output.decode("latin-1")
+    assert result.outcome is Outcome.RESET, f"{result.outcome}: {result.message}\n{result.report}\n{text}"
+    lines = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("pio", "mmio"):
+            lines[(words[0], words[1])] = words[2:]
+    assert text.endswith("end\n"), text
+    return lines, fw_cfg
+
+
+def checksum(data: bytes) -> str:
+    value = 0
+    for byte in data:
+        value = (value * 31 + byte) & 0xFFFFFFFF
+    return f"{value:08x}"
+
+
+def expect_common(lines, mode, fw_cfg, dma: bool):
+    items = fw_cfg.items
+    assert lines[(mode, "sig")] == ["554d4551"]                      # "QEMU"
+    assert lines[(mode, "id")] == ["00000003" if dma else "00000001"]
+    assert lines[(mode, "dmasig")] == (["554d4551", "47464320"] if dma else ["ffffffff"] * 2)
+    assert lines[(mode, "ram")] == [f"{RAM_SIZE >> 32:08x}", f"{RAM_SIZE & 0xFFFFFFFF:08x}"]
+    assert lines[(mode, "files")] == [f"{len(items.file_names()):08x}"]
+    assert lines[(mode, "blob")] == [f"{items.file_key('opt/test/blob'):08x}", f"{len(BLOB):08x}"]
+    assert lines[(mode, "rw")] == [f"{items.file_key('opt/test/rw'):08x}", f"{len(RW_INITIAL):08x}"]
+    assert lines[(mode, "sum-data")] == [checksum(BLOB)]
+
+
+def expect_dma(lines, mode):
+    ok, error = "00000000", "00000001"
+    assert lines[(mode, "sum-dma")] == [ok, checksum(BLOB)]
+    assert lines[(mode, "skip")] == [ok, ok, BLOB[100:116].hex()]
+    assert lines[(mode, "tail")] == [ok, (BLOB[-4:] + bytes(4)).hex()]
+    assert lines[(mode, "shared")] == [ok, BLOB[:4].hex()]
+    assert lines[(mode, "write")] == [ok, (b"WRITTEN!" + RW_INITIAL[8:]).hex()]
+    assert lines[(mode, "write-ro")] == [error]
+    assert lines[(mode, "write-long")] == [error]
+    assert lines[(mode, "read-rom")] == [error, b"ROM!".hex()]
+    assert lines[(mode, "read-hole")] == [error]
+    assert lines[(mode, "read-edge")] == [error, "55" * 8]
+    # Beyond RAM with the high half set: nothing happens; low half alone: the transfer runs.
+    assert lines[(mode, "high")] == ["0000000a", "00000000", ok, "554d4551"]
+
+
+def test_ports_and_mmio_with_dma(guest_image, tmp_path):
+    lines, fw_cfg = run_guest(guest_image, ["--fw-cfg-mmio", hex(MMIO_BASE)], tmp_path)
+    for mode in ("pio", "mmio"):
+        expect_common(lines, mode, fw_cfg, dma=True)
+        expect_dma(lines, mode)
+    assert bytes(fw_cfg.items.file("opt/test/rw").data) == b"WRITTEN!" + RW_INITIAL[8:]
+
+
+def test_without_dma_the_guest_sees_id_1_and_no_dma_register(guest_image, tmp_path):
+    lines, fw_cfg = run_guest(guest_image, ["--no-fw-cfg-dma", "--fw-cfg-mmio", hex(MMIO_BASE)],
+                              tmp_path)
+    for mode in ("pio", "mmio"):
+        expect_common(lines, mode, fw_cfg, dma=False)
+        assert (mode, "nodma") in lines and (mode, "sum-dma") not in lines
+    assert bytes(fw_cfg.items.file("opt/test/rw").data) == RW_INITIAL
+
+
+def test_mmio_instead_of_the_ports(guest_image, tmp_path):
+    lines, fw_cfg = run_guest(guest_image, ["--no-fw-cfg-ports", "--fw-cfg-mmio", hex(MMIO_BASE)],
+                              tmp_path)
+    assert ("pio", "absent") in lines and ("pio", "sig") not in lines
+    expect_common(lines, "mmio", fw_cfg, dma=True)
+    expect_dma(lines, "mmio")
+
+
+def test_ports_only_guest_finds_no_mmio(guest_image, tmp_path):
+    lines, fw_cfg = run_guest(guest_image, [], tmp_path)
+    expect_common(lines, "pio", fw_cfg, dma=True)
+    expect_dma(lines, "pio")
+    assert ("mmio", "absent") in lines
+
+
+def test_cli_run_with_fw_cfg_options_and_trace(guest_image, tmp_path):
+    """The same guest through `python3 -m tinyvmm run --bios`, with --fw-cfg and --trace fw_cfg."""
+    image = tmp_path / "fwcfg_test.bin"
+    image.write_bytes(guest_image)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(BLOB)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "tinyvmm", "run", "--bios", str(image), "--debugcon", "stdio",
+         "--serial", "none", "--timeout", "60", "--trace", "fw_cfg",
+         "--fw-cfg", f"name=opt/test/blob,file={blob}", "--fw-cfg-mmio", hex(MMIO_BASE)],
+        cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.rstrip() for line in done.stdout.splitlines()]
+    for mode in ("pio", "mmio"):
+        assert f"{mode} sig 554d4551" in lines
+        assert f"{mode} dmasig 554d4551 47464320" in lines
+        assert f"{mode} nofile" in lines       # no writable opt/test/rw from the command line
+    trace = done.stderr.splitlines()
+    assert any("fw_cfg" in line and "select key 0x0019 (file_dir)" in line for line in trace)
+    assert any("fw_cfg" in line and "read key 0x0000 (signature)" in line and "length 4 moved 4"
+               in line for line in trace)

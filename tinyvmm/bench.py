@@ -1,0 +1,163 @@
+"""`tinyvmm bench`: the boot-time table of the 2015 fw_cfg DMA posting, legacy against DMA.
+
+Each run starts a fresh `tinyvmm boot` process and reads back its timeline.
+Phases, as the posting defines them:
+  VMM startup    bench starts the process -> first KVM_RUN
+  BIOS startup   first KVM_RUN -> milestone 5 (the BIOS hands over to the boot ROM)
+  kernel setup   milestone 5 -> milestone 3 (the ROM jumps into the kernel)
+  total          the sum of the three
+and, beside them, the time from process start to the "Linux version" banner.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import layout
+
+PHASES = ("vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s", "banner_s")
+PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup",
+                "kernel_setup_s": "kernel setup", "total_s": "total", "banner_s": "banner"}
+DO_BOOT = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_DO_BOOT}"
+KERNEL_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_LINUX_START_BOOT}"
+SYSTEMS = {"tinyvmm-dma": True, "tinyvmm-legacy": False}
+
+
+class BenchError(RuntimeError):
+    """A run that did not produce a complete timeline."""
+
+
+def tinyvmm_run(args, dma: bool, workdir: Path, index: int) -> dict:
+    """One `tinyvmm boot` in a fresh process; its phases in seconds and counters per phase."""
+    timing = workdir / f"timing-{index}-{'dma' if dma else 'legacy'}.json"
+    serial = workdir / f"serial-{index}-{'dma' if dma else 'legacy'}.txt"
+    command = [sys.executable, "-m", "tinyvmm", "boot", "--serial", f"file:{serial}",
+               "--timing-json", str(timing), "--mem", str(args.mem // layout.MiB),
+               "--timeout", str(args.timeout)]
+    command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
+    if not dma:
+        command.append("--no-fw-cfg-dma")
+    for option in ("kernel", "initrd", "append"):
+        value = getattr(args, option)
+        if value is not None:
+            command += [f"--{option}", value]
+    start_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0 or not timing.exists():
+        raise BenchError(f"tinyvmm boot ({'DMA' if dma else 'legacy'}) ended with status "
+                         f"{proc.returncode}:\n{proc.stderr.strip()[-2000:]}")
+    return phases_from_timeline(json.loads(timing.read_text()), start_ns)
+
+
+def phases_from_timeline(timeline: dict, start_ns: int) -> dict:
+    marks = {}
+    for mark in timeline["marks"]:
+        marks.setdefault(mark["event"], mark)
+    for needed in (DO_BOOT, KERNEL_JUMP):
+        if needed not in marks:
+            raise BenchError(f"the boot never reached {needed}; outcome {timeline['outcome']}")
+    first = {"time_ns": timeline["start_ns"], "exits": 0, "pio_bytes": 0, "dma_bytes": 0}
+    do_boot, jump = marks[DO_BOOT], marks[KERNEL_JUMP]
+
+    def seconds(a, b):
+        return (b["time_ns"] - a["time_ns"]) / 1e9
+
+    def counters(a, b):
+        return {key: b[key] - a[key] for key in ("exits", "pio_bytes", "dma_bytes")}
+
+    result = {
+        "vmm_startup_s": (first["time_ns"] - start_ns) / 1e9,
+        "bios_startup_s": seconds(first, do_boot),
+        "kernel_setup_s": seconds(do_boot, jump),
+        "banner_s": (marks["banner"]["time_ns"] - start_ns) / 1e9 if "banner" in marks else None,
+        "bios": counters(first, do_boot),
+        "setup": counters(do_boot, jump),
+    }
+    result["total_s"] = result["vmm_startup_s"] + result["bios_startup_s"] + result["kernel_setup_s"]
+    return result
+
+
+def summarize(runs: list[dict]) -> dict:
+    summary = {}
+    for system in dict.fromkeys(run["system"] for run in runs):
+        mine = [run for run in runs if run["system"] == system]
+        entry = {}
+        for phase in PHASES:
+            values = [run[phase] for run in mine if run.get(phase) is not None]
+            if values:
+                entry[phase] = statistics.median(values)
+                entry[phase.replace("_s", "_min_s")] = min(values)
+                entry[phase.replace("_s", "_max_s")] = max(values)
+        for part in ("bios", "setup"):
+            if part in mine[0]:
+                entry[part] = {key: statistics.median(run[part][key] for run in mine)
+                               for key in mine[0][part]}
+        summary[system] = entry
+    return summary
+
+
+def _cell(entry: dict, phase: str) -> str:
+    if phase not in entry:
+        return "-"
+    low, high = entry[phase.replace("_s", "_min_s")], entry[phase.replace("_s", "_max_s")]
+    return f"{entry[phase]:.3f} s ({low:.3f}-{high:.3f})"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_table(summary: dict, runs: int) -> str:
+    systems = list(summary)
+    header = ["phase (median, min-max)"] + systems
+    rows = [[PHASE_LABELS[p]] + [_cell(summary[s], p) for s in systems] for p in PHASES]
+    for part, label in (("bios", "BIOS startup"), ("setup", "kernel setup")):
+        for key, what in (("exits", "exits"), ("pio_bytes", "port I/O bytes"), ("dma_bytes", "DMA bytes")):
+            row = [f"{label}: {what}"]
+            for s in systems:
+                value = summary[s].get(part, {}).get(key)
+                row.append("-" if value is None else (f"{value:.0f}" if key == "exits" else _size(value)))
+            rows.append(row)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(header, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    notes = [f"{runs} run(s) per system, interleaved."]
+    dma, legacy = summary.get("tinyvmm-dma", {}), summary.get("tinyvmm-legacy", {})
+    if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
+        notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
+                     f"faster than legacy; total: {legacy['total_s'] / dma['total_s']:.1f}x.")
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+def cmd_bench(args) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="tinyvmm-bench-"))
+    runs = []
+    total = args.runs * len(SYSTEMS)
+    done = 0
+    for index in range(args.runs):
+        for system, dma in SYSTEMS.items():
+            done += 1
+            print(f"[{done}/{total}] {system} run {index + 1} ...", file=sys.stderr, end="", flush=True)
+            try:
+                run = tinyvmm_run(args, dma, workdir, index)
+            except BenchError as exc:
+                print(f" failed\ntinyvmm: {exc}", file=sys.stderr)
+                return 1
+            run.update(system=system, run=index)
+            runs.append(run)
+            print(f" total {run['total_s']:.3f} s", file=sys.stderr, flush=True)
+    summary = summarize(runs)
+    sys.stdout.write(format_table(summary, args.runs))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": runs, "summary": summary}, f, indent=1)
+    return 0

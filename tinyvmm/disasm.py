@@ -1,0 +1,58 @@
+"""Guest instructions as text (capstone), decoded in the mode the vCPU is in."""
+
+from dataclasses import dataclass
+
+CR0_PE = 1 << 0
+EFER_LMA = 1 << 10
+MAX_INSTRUCTION = 15             # the longest x86 instruction, in bytes
+
+
+class DisassemblerUnavailable(RuntimeError):
+    """capstone is not installed."""
+
+
+@dataclass(frozen=True)
+class Instruction:
+    address: int
+    raw: bytes
+    text: str
+
+
+def code_bits(sregs) -> int:
+    """16, 32 or 64: the default operand size of the code the vCPU runs."""
+    if not sregs.cr0 & CR0_PE:
+        return 16
+    if sregs.efer & EFER_LMA and sregs.cs.l:
+        return 64
+    return 32 if sregs.cs.db else 16
+
+
+_engines: dict[int, object] = {}
+
+
+def _engine(bits: int):
+    if bits not in _engines:
+        try:
+            import capstone
+        except ImportError:
+            raise DisassemblerUnavailable(
+                "capstone is not installed (pip install capstone); instructions are shown as bytes") from None
+        mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
+        _engines[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
+    return _engines[bits]
+
+
+def disassemble(code: bytes, address: int, bits: int, count: int = 8) -> list[Instruction]:
+    """Up to `count` instructions from the start of `code`, which sits at `address`.
+
+    Stops early at bytes that do not decode; raises DisassemblerUnavailable
+    without capstone.
+    """
+    engine = _engine(bits)
+    out = []
+    for insn in engine.disasm(code, address):
+        text = f"{insn.mnemonic} {insn.op_str}".strip()
+        out.append(Instruction(insn.address, bytes(insn.bytes), text))
+        if len(out) >= count:
+            break
+    return out

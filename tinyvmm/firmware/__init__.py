@@ -1,0 +1,35 @@
+"""The firmware images shipped in the package, built from firmware/ by `make -C firmware`.
+
+bios.bin is the 64 KiB BIOS; linuxboot.bin (fw_cfg through the data port) and
+linuxboot_dma.bin (fw_cfg DMA) are the option ROMs that boot a Linux kernel
+from fw_cfg. Each *.bin has its ELF beside it (*.elf) for symbols.
+"""
+
+from pathlib import Path
+
+DIRECTORY = Path(__file__).resolve().parent
+
+BIOS = "bios.bin"
+LINUXBOOT = "linuxboot.bin"
+LINUXBOOT_DMA = "linuxboot_dma.bin"
+IMAGES = (BIOS, LINUXBOOT, LINUXBOOT_DMA)
+
+
+def image_path(name: str) -> Path:
+    """The path of a shipped image (or its ELF, "bios.elf"); FileNotFoundError if absent."""
+    if Path(name).name != name:
+        raise ValueError(f"{name!r}: expected a bare file name such as {BIOS!r}")
+    path = DIRECTORY / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make -C firmware`")
+    return path
+
+
+def read_image(name: str) -> bytes:
+    """The bytes of a shipped image, e.g. read_image("bios.bin")."""
+    return image_path(name).read_bytes()
+
+
+def linuxboot_name(dma: bool = True) -> str:
+    """The file name of the linuxboot ROM for a fw_cfg device with or without DMA."""
+    return LINUXBOOT_DMA if dma else LINUXBOOT

@@ -1,0 +1,318 @@
+"""The fw_cfg device: selector, data offset and DMA engine, plus its three bus-facing faces.
+
+The state machine (FwCfg) follows QEMU's hw/nvram/fw_cfg.c behaviour as
+restated in the project's platform notes, section A. The faces are thin:
+FwCfgIoPorts (0x510 selector, 0x511 data), FwCfgDmaPorts (0x514/0x518) and
+FwCfgMmio (the Arm `virt` register layout). Every guest-supplied address goes
+through GuestMemory, and a transfer checks its whole guest range before it
+copies anything, so a bad descriptor sets ERROR and leaves memory untouched.
+"""
+
+import struct
+import time
+
+from ..bus import Device
+from ..memory import ADDRESS_LIMIT, GuestMemoryError
+from .items import (FW_CFG_ENTRY_MASK, FW_CFG_ID, FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES,
+                    FW_CFG_VERSION, FW_CFG_VERSION_DMA, FwCfgItems, key_name)
+
+# DMA control bits (qemu_fw_cfg.h)
+FW_CFG_DMA_CTL_ERROR = 0x01
+FW_CFG_DMA_CTL_READ = 0x02
+FW_CFG_DMA_CTL_SKIP = 0x04
+FW_CFG_DMA_CTL_SELECT = 0x08
+FW_CFG_DMA_CTL_WRITE = 0x10
+
+DMA_SIGNATURE = b"QEMU CFG"          # what the DMA address register reads as, byte by byte
+DMA_DESCRIPTOR = struct.Struct(">IIQ")  # FWCfgDmaAccess: control, length, address (big-endian)
+DMA_REGISTER_SIZE = 8
+
+# MMIO register offsets (QEMU's Arm `virt` layout)
+MMIO_DATA = 0
+MMIO_DATA_WIDTH = 8
+MMIO_SELECTOR = 8
+MMIO_DMA = 16
+MMIO_SIZE = 0x18
+
+_EMPTY = memoryview(b"")
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def guest_views(memory, gpa: int, size: int, writable: bool) -> list[memoryview]:
+    """Views covering [gpa, gpa + size), which may span adjacent regions; else GuestMemoryError."""
+    try:
+        return [memory.view(gpa, size, writable)]
+    except GuestMemoryError:
+        if size <= 0 or gpa < 0 or gpa + size > ADDRESS_LIMIT:
+            raise
+    views, cursor, end = [], gpa, gpa + size
+    for start, length, region_writable in memory.regions:
+        if start <= cursor < start + length:
+            pass
+            take = min(end, start + length) - cursor
+            views.append(memory.view(cursor, take, writable))
+            cursor += take
+            if cursor == end:
+                return views
+    raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest memory")
+
+
+def _zero_fill(view: memoryview) -> None:
+    for start in range(0, len(view), len(_ZEROS)):
+        chunk = view[start:start + len(_ZEROS)]
+        chunk[:] = _ZEROS[:len(chunk)]
+
+
+class FwCfg:
+    """One fw_cfg device: what is selected, where reading stands, and the DMA engine.
+
+    `memory` is the GuestMemory DMA works on (None: every transfer fails).
+    `tracer`, if its categories include "fw_cfg", gets each select, data read and
+    transfer through tracer.fw_cfg(event, text).
+    """
+
+    def __init__(self, items: FwCfgItems, memory=None, dma_enabled: bool = True, tracer=None):
+        self.items = items
+        self.memory = memory
+        self.dma_enabled = dma_enabled
+        # Like QEMU's device realize: the device itself provides these two.
+        items.add_item(FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES, replace=True)
+        items.add_u32(FW_CFG_ID, FW_CFG_VERSION | (FW_CFG_VERSION_DMA if dma_enabled else 0),
+                      replace=True)
+        self._trace = None
+        if tracer is not None and "fw_cfg" in getattr(tracer, "categories", ()):
+            self._trace = tracer.fw_cfg
+            # Only a traced device pays for timing the data-port hot path.
+            self.read_data = self._read_data_traced
+        self.reset()
+
+    def reset(self) -> None:
+        self._dma_address = 0
+        self.select(FW_CFG_SIGNATURE)
+
+    # --- selector and data register ---------------------------------------------
+    def select(self, key: int) -> None:
+        """Make `key` current and rewind to its first byte (also for keys with nothing behind them)."""
+        key &= 0xFFFF
+        self.selected = key
+        self._offset = 0
+        if key & FW_CFG_ENTRY_MASK >= self.items.max_entry:
+            entry = None                         # out of range: QEMU's FW_CFG_INVALID
+        else:
+            entry = self.items.lookup(key)
+        self._entry = entry
+        self._data = entry.data if entry is not None else _EMPTY
+        self._length = len(self._data)
+        if self._trace:
+            what = entry.name if entry is not None else (
+                "invalid" if key & FW_CFG_ENTRY_MASK >= self.items.max_entry else "unpopulated")
+            self._trace("select", f"key {key:#06x} ({what}) size {self._length}")
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def read_data(self, count: int) -> bytes:
+        """The next `count` bytes of the selected item; 0 past its end, where the offset stops."""
+        offset = self._offset
+        end = offset + count
+        if end <= self._length:
+            self._offset = end
+            return self._data[offset:end].tobytes()
+        if offset >= self._length:
+            return bytes(count)
+        self._offset = self._length
+        return self._data[offset:].tobytes() + bytes(end - self._length)
+
+    def _read_data_traced(self, count: int) -> bytes:
+        start = time.perf_counter_ns()
+        offset = self._offset
+        data = FwCfg.read_data(self, count)
+        moved = self._offset - offset
+        self._trace("read", f"key {self.selected:#06x} ({self._name()}) offset {offset} "
+                            f"length {count} moved {moved} in {_micros(start)} us")
+        return data
+
+    def _name(self) -> str:
+        return self._entry.name if self._entry is not None else key_name(self.selected)
+
+    # --- DMA address register -------------------------------------------------------
+    def read_dma_register(self, offset: int, size: int) -> bytes:
+        """Reads give the "QEMU CFG" signature; misaligned or oversized ones read 0 (invalid in QEMU)."""
+        if size <= 0 or offset % size or offset + size > DMA_REGISTER_SIZE:
+            return bytes(max(size, 0))
+        return DMA_SIGNATURE[offset:offset + size]
+
+    def write_dma_register(self, offset: int, data: bytes) -> None:
+        """A big-endian write: the high half stores, the low half (or all 8 bytes) starts a transfer."""
+        size = len(data)
+        if size == 4 and offset == 0:
+            self._dma_address = int.from_bytes(data, "big") << 32
+        elif size == 4 and offset == 4:
+            self.dma_transfer(self._dma_address | int.from_bytes(data, "big"))
+        elif size == 8 and offset == 0:
+            self.dma_transfer(int.from_bytes(data, "big"))
+
+    # --- DMA transfer -------------------------------------------------------------
+    def dma_transfer(self, descriptor: int) -> int:
+        """Run the transfer described at guest address `descriptor`; returns the control written back."""
+        start = time.perf_counter_ns() if self._trace else 0
+        self._dma_address = 0                    # every transfer starts from a clean register
+        memory = self.memory
+        try:
+            if memory is None:
+                raise GuestMemoryError("this fw_cfg has no guest memory")
+            raw = b"".join(guest_views(memory, descriptor, DMA_DESCRIPTOR.size, False))
+        except GuestMemoryError:
+            self._store_control(descriptor, FW_CFG_DMA_CTL_ERROR)
+            if self._trace:
+                self._trace("dma", f"descriptor at {descriptor:#x} unreadable: ERROR "
+                                   f"in {_micros(start)} us")
+            return FW_CFG_DMA_CTL_ERROR
+        control, length, address = DMA_DESCRIPTOR.unpack(raw)
+        if control & FW_CFG_DMA_CTL_SELECT:
+            self.select(control >> 16)
+        offset = self._offset
+        if control & FW_CFG_DMA_CTL_READ:      # READ wins over WRITE
+            op, (status, moved) = "read", self._dma_read(address, length)
+        elif control & FW_CFG_DMA_CTL_WRITE:
+            op, (status, moved) = "write", self._dma_write(address, length)
+        elif control & FW_CFG_DMA_CTL_SKIP:
+            op, status = "skip", 0
+            moved = min(length, max(self._length - offset, 0))
+            self._offset = offset + moved
+        else:
+            op, status, moved = "none", 0, 0
+        self._store_control(descriptor, status)
+        if self._trace:
+            self._trace("dma", f"{op} key {self.selected:#06x} ({self._name()}) offset {offset} "
+                               f"address {address:#x} length {length} moved {moved} "
+                               f"{'ERROR' if status else 'ok'} in {_micros(start)} us")
+        return status
+
+    def _dma_read(self, address: int, length: int) -> tuple[int, int]:
+        if length == 0:
+            return 0, 0
+        offset = self._offset
+        count = min(length, max(self._length - offset, 0))
+        # QEMU moves the offset past the item bytes even when the copy fails.
+        self._offset = offset + count
+        try:
+            views = guest_views(self.memory, address, length, True)
+        except GuestMemoryError:
+            return FW_CFG_DMA_CTL_ERROR, 0
+        source = self._data[offset:offset + count]
+        done = 0
+        for view in views:
+            take = max(0, min(len(view), count - done))
+            if take:
+                view[:take] = source[done:done + take]    # the one copy, item to guest RAM
+                done += take
+            if take < len(view):
+                _zero_fill(view[take:])                  # past the end of the item reads as 0
+        return 0, count
+
+    def _dma_write(self, address: int, length: int) -> tuple[int, int]:
+        if length == 0:
+            return 0, 0
+        entry, offset = self._entry, self._offset
+        if entry is None or offset >= self._length:
+            return FW_CFG_DMA_CTL_ERROR, 0
+        count = min(length, self._length - offset)
+        self._offset = offset + count                    # as QEMU, even when refused
+        # Truncated writes are dropped entirely; read-only items are never written.
+        if not entry.writable or count != length:
+            return FW_CFG_DMA_CTL_ERROR, 0
+        try:
+            views = guest_views(self.memory, address, length, False)
+        except GuestMemoryError:
+            return FW_CFG_DMA_CTL_ERROR, 0
+        target = self._data
+        for view in views:
+            target[offset:offset + len(view)] = view
+            offset += len(view)
+        return 0, count
+
+    def _store_control(self, descriptor: int, value: int) -> None:
+        """Write the final control word back, if the descriptor's control field is writable RAM."""
+        if self.memory is None:
+            return
+        try:
+            views = guest_views(self.memory, descriptor, 4, True)
+        except GuestMemoryError:
+            return
+        raw = value.to_bytes(4, "big")
+        done = 0
+        for view in views:
+            view[:] = raw[done:done + len(view)]
+            done += len(view)
+
+
+def _micros(start_ns: int) -> str:
+    return f"{(time.perf_counter_ns() - start_ns) / 1000:.1f}"
+
+
+# --- bus-facing devices ---------------------------------------------------------------
+class FwCfgIoPorts(Device):
+    """x86 ports 0x510-0x511: a 16-bit write selects; 1-byte reads at either port give data.
+
+    As in QEMU, 1-byte writes (data-register writes) are ignored and wider
+    reads are invalid accesses that read as 0.
+    """
+
+    name = "fw_cfg"
+
+    def __init__(self, fw_cfg: FwCfg):
+        self.fw_cfg = fw_cfg
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        if size == 1:
+            return self.fw_cfg.read_data(count)  # a whole `rep insb` exit as one slice
+        return bytes(size * count)
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        if size == 2 and offset == 0:
+            for i in range(0, len(data) - 1, 2):
+                self.fw_cfg.select(data[i] | data[i + 1] << 8)
+
+
+class FwCfgDmaPorts(Device):
+    """x86 ports 0x514-0x51b: the big-endian DMA address; the write to 0x518 starts a transfer."""
+
+    name = "fw_cfg_dma"
+
+    def __init__(self, fw_cfg: FwCfg):
+        self.fw_cfg = fw_cfg
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        return self.fw_cfg.read_dma_register(offset, size) * count
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        for i in range(0, len(data) - size + 1, size):
+            self.fw_cfg.write_dma_register(offset, bytes(data[i:i + size]))
+
+
+class FwCfgMmio(Device):
+    """The MMIO window: data at +0 (1 to 8 bytes), selector at +8 and DMA at +16, both big-endian."""
+
+    name = "fw_cfg_mmio"
+
+    def __init__(self, fw_cfg: FwCfg, dma_enabled: bool = True):
+        self.fw_cfg = fw_cfg
+        self.dma_enabled = dma_enabled
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        fw_cfg = self.fw_cfg
+        if offset == MMIO_DATA and size <= MMIO_DATA_WIDTH:
+            return b"".join(fw_cfg.read_data(size) for _ in range(count))
+        if self.dma_enabled and offset >= MMIO_DMA:
+            return fw_cfg.read_dma_register(offset - MMIO_DMA, size) * count
+        return bytes(size * count)               # selector reads and the gap read as 0
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        if offset == MMIO_SELECTOR and size == 2:
+            for i in range(0, len(data) - 1, 2):
+                self.fw_cfg.select(data[i] << 8 | data[i + 1])
+        elif self.dma_enabled and offset >= MMIO_DMA:
+            for i in range(0, len(data) - size + 1, size):
+                self.fw_cfg.write_dma_register(offset - MMIO_DMA, bytes(data[i:i + size]))

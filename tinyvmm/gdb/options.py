@@ -1,0 +1,133 @@
+"""The debugging options of `run` and `boot` (--gdb, --gdb-wait, --stats, --symbols), and wiring them up."""
+
+import argparse
+import signal
+import sys
+import threading
+
+from ..symbols import SymbolFileError, SymbolTable, parse_symbol_spec
+from .server import AddressError, ListenAddress
+
+
+class DebugSetupError(ValueError):
+    """The debugging options cannot be honoured (bad combination, socket in use)."""
+
+
+def parse_gdb_address(text: str) -> ListenAddress:
+    try:
+        return ListenAddress.parse(text)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_symbols(text: str):
+    try:
+        return parse_symbol_spec(text)
+    except SymbolFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_debug_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("debugging")
+    group.add_argument("--gdb", type=parse_gdb_address, metavar="tcp::PORT|unix:PATH",
+                       help="serve gdb's remote protocol: tcp::PORT (localhost), tcp:HOST:PORT, "
+                            "or a unix socket path; port 0 picks a free one (printed)")
+    group.add_argument("--gdb-wait", action="store_true",
+                       help="with --gdb: stop before the first instruction until gdb connects")
+    group.add_argument("--stats", action="store_true",
+                       help="print exits per reason and per port, and the time in each handler, "
+                            "at the end")
+    group.add_argument("--symbols", type=parse_symbols, nargs="+", action="extend", default=[],
+                       metavar="ELF[@ADDRESS]",
+                       help="ELF files whose symbols name addresses in traces, crash reports and "
+                            "gdb; @ADDRESS is where link address 0 sits (default: 0xF0000 for "
+                            "real-mode images linked at 0, else the link addresses)")
+
+
+class DebugSession:
+    """The debugging aids of one run; use as a context manager around run()."""
+
+    def __init__(self, machine, runner, args, err=None):
+        from ..kvm.system import is_emulating_host
+        from ..report import where
+        from ..trace import ExitStats
+        self.runner = runner
+        self.err = err or sys.stderr
+        self.stub = self.server = None
+        self._previous_kick = None
+        gdb = getattr(args, "gdb", None)
+        if getattr(args, "gdb_wait", False) and gdb is None:
+            raise DebugSetupError("--gdb-wait needs --gdb")
+        self.symbols = SymbolTable(getattr(args, "symbols", None) or [])
+        runner.symbols = self.symbols
+        tracer = runner.tracer
+        if tracer is not None and tracer.locate is None:
+            vcpu, symbols = machine.vcpu, self.symbols
+            tracer.locate = lambda: where(vcpu.get_regs(), vcpu.get_sregs(), symbols)
+        if getattr(args, "stats", False):
+            runner.stats = ExitStats()
+        if gdb is not None:
+            self._start_gdb(machine, runner, gdb, args.gdb_wait, not is_emulating_host())
+
+    def _start_gdb(self, machine, runner, address, wait: bool, software_breakpoints: bool) -> None:
+        from .server import GdbServer
+        from .stub import KICK_SIGNAL, GdbStub
+        from .target import KvmTarget
+        if threading.current_thread() is threading.main_thread():
+            # The kick only has to interrupt KVM_RUN; the default action would end the process.
+            self._previous_kick = signal.signal(KICK_SIGNAL, lambda *_: None)
+        target = KvmTarget(machine.vcpu, machine.memory, software_breakpoints,
+                           notice=self.notice, symbols=self.symbols)
+        self.server = GdbServer(address)
+        try:
+            bound = self.server.open()
+        except OSError as exc:
+            self.close()
+            raise DebugSetupError(f"--gdb {address.describe()}: {exc.strerror or exc}") from None
+        self.stub = GdbStub(self.server, target, runner, wait=wait, notice=self.notice)
+        runner.debugger = self.stub
+        arch = {"i386": "i8086", "i386:x86-64": "i386:x86-64"}[target.choose_layout().name]
+        if arch == "i8086" and machine.vcpu.get_sregs().cr0 & 1:
+            arch = "i386"
+        self.notice(f"listening on {bound.describe()}; connect with: "
+                    f"gdb -ex 'set architecture {arch}' -ex 'target remote {bound.gdb_target()}'")
+        for command in self.symbols.gdb_commands():
+            self.notice(f"symbols: {command}")
+
+    def notice(self, text: str) -> None:
+        print(f"tinyvmm: gdb: {text}", file=self.err, flush=True)
+
+    def run(self):
+        """Run the guest; tell gdb how it ended and print --stats."""
+        result = self.runner.run()
+        if self.stub is not None:
+            self.stub.finish(result)
+        if self.runner.stats is not None:
+            machine = self.runner.machine
+            table = machine.pio.table
+
+            def port_name(port: int) -> str:
+                entry = table.get(port)
+                return entry[2].name if entry else ""
+            print(self.runner.stats.table(self.runner.exit_counts, port_name), file=self.err)
+        return result
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self._previous_kick is not None:
+            from .stub import KICK_SIGNAL
+            signal.signal(KICK_SIGNAL, self._previous_kick)
+            self._previous_kick = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def attach_debug_tools(machine, runner, args, err=None) -> DebugSession:
+    """Give the run its --symbols, --stats, --gdb and trace locations; raises DebugSetupError."""
+    return DebugSession(machine, runner, args, err)

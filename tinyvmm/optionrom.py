@@ -1,0 +1,152 @@
+"""Legacy x86 option ROMs: signing an image after linking, and checking one.
+
+Layout (platform.md B.5): bytes 55 AA, the size in 512-byte blocks at offset 2,
+the init entry at offset 3, the offset of a PCI data structure at 0x18 and of a
+PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
+256; so do the bytes of the PnP header (its length field counts 16-byte units).
+
+    python3 -m tinyvmm.optionrom sign IN OUT     pad, set the size byte and checksums
+    python3 -m tinyvmm.optionrom check FILE      print what validate() finds
+"""
+
+import sys
+from dataclasses import dataclass
+
+SIGNATURE = b"\x55\xaa"
+BLOCK = 512
+MAX_BLOCKS = 255
+SIZE_OFFSET = 2
+INIT_OFFSET = 3
+PCI_POINTER = 0x18
+PNP_POINTER = 0x1A
+HEADER_SIZE = 0x1C
+
+PNP_SIGNATURE = b"$PnP"
+PNP_LENGTH = 0x05             # in 16-byte units
+PNP_CHECKSUM = 0x09
+PNP_MANUFACTURER = 0x0E
+PNP_PRODUCT = 0x10
+PNP_BEV = 0x1A
+PNP_MIN_SIZE = 0x20
+
+
+class OptionRomError(ValueError):
+    """An image that is not a valid option ROM, or cannot be made one."""
+
+
+@dataclass(frozen=True)
+class OptionRomInfo:
+    size: int                 # bytes, from the size byte
+    pnp_offset: int
+    bev: int                  # bootstrap entry vector, offset into the ROM
+    manufacturer: str
+    product: str
+
+
+def _checksum_byte(data: bytes) -> int:
+    return -sum(data) & 0xFF
+
+
+def _pnp_range(image: bytes) -> tuple[int, int] | None:
+    """(offset, length) of the PnP header the ROM header points at, if it has one."""
+    offset = int.from_bytes(image[PNP_POINTER:PNP_POINTER + 2], "little")
+    if offset == 0:
+        return None
+    if offset + PNP_MIN_SIZE > len(image):
+        raise OptionRomError(f"PnP header offset {offset:#x} is outside the ROM")
+    if image[offset:offset + 4] != PNP_SIGNATURE:
+        raise OptionRomError(f"no $PnP signature at {offset:#x}")
+    length = image[offset + PNP_LENGTH] * 16
+    if length < PNP_MIN_SIZE or offset + length > len(image):
+        raise OptionRomError(f"PnP header length {length} at {offset:#x} is invalid")
+    return offset, length
+
+
+def sign(raw: bytes) -> bytes:
+    """The ROM padded to whole 512-byte blocks, with its size byte and checksums set.
+
+    One byte past the code is always left for the ROM checksum, which becomes
+    the last byte of the image.
+    """
+    if len(raw) < HEADER_SIZE or raw[:2] != SIGNATURE:
+        raise OptionRomError("not an option ROM: no 55 AA header")
+    blocks = (len(raw) + 1 + BLOCK - 1) // BLOCK
+    if blocks > MAX_BLOCKS:
+        raise OptionRomError(f"{len(raw)} bytes do not fit in {MAX_BLOCKS} blocks of {BLOCK}")
+    image = bytearray(raw) + bytes(blocks * BLOCK - len(raw))
+    image[SIZE_OFFSET] = blocks
+    pnp = _pnp_range(image)
+    if pnp is not None:
+        offset, length = pnp
+        image[offset + PNP_CHECKSUM] = 0
+        image[offset + PNP_CHECKSUM] = _checksum_byte(image[offset:offset + length])
+    image[-1] = 0
+    image[-1] = _checksum_byte(image)
+    return bytes(image)
+
+
+def _string_at(image: bytes, offset: int) -> str:
+    if offset == 0:
+        return ""
+    if offset >= len(image):
+        raise OptionRomError(f"string offset {offset:#x} is outside the ROM")
+    end = image.find(b"\0", offset)
+    if end < 0:
+        raise OptionRomError(f"string at {offset:#x} has no terminating NUL")
+    return image[offset:end].decode("ascii", "replace")
+
+
+def validate(image: bytes) -> OptionRomInfo:
+    """Check signature, size, checksums and the PnP header; raise OptionRomError if bad."""
+    if len(image) < HEADER_SIZE or image[:2] != SIGNATURE:
+        raise OptionRomError("no 55 AA signature")
+    size = image[SIZE_OFFSET] * BLOCK
+    if size == 0:
+        raise OptionRomError("size byte is 0")
+    if size > len(image):
+        raise OptionRomError(f"size byte says {size} bytes, the image has {len(image)}")
+    rom = image[:size]
+    if sum(rom) & 0xFF:
+        raise OptionRomError(f"checksum: the bytes sum to {sum(rom) & 0xFF:#04x}, not 0")
+    pnp = _pnp_range(rom)
+    if pnp is None:
+        raise OptionRomError("no PnP expansion header, so no bootstrap entry vector")
+    offset, length = pnp
+    if sum(rom[offset:offset + length]) & 0xFF:
+        raise OptionRomError(f"PnP header checksum at {offset:#x} does not sum to 0")
+    bev = int.from_bytes(rom[offset + PNP_BEV:offset + PNP_BEV + 2], "little")
+    if bev == 0 or bev >= size:
+        raise OptionRomError(f"bootstrap entry vector {bev:#x} is not inside the ROM")
+    word = lambda at: int.from_bytes(rom[at:at + 2], "little")  # noqa: E731
+    return OptionRomInfo(size=size, pnp_offset=offset, bev=bev,
+                         manufacturer=_string_at(rom, word(offset + PNP_MANUFACTURER)),
+                         product=_string_at(rom, word(offset + PNP_PRODUCT)))
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: python3 -m tinyvmm.optionrom sign IN OUT | check FILE"
+    try:
+        if len(argv) == 3 and argv[0] == "sign":
+            with open(argv[1], "rb") as f:
+                signed = sign(f.read())
+            with open(argv[2], "wb") as f:
+                f.write(signed)
+            return 0
+        if len(argv) == 2 and argv[0] == "check":
+            with open(argv[1], "rb") as f:
+                info = validate(f.read())
+            print(f"{argv[1]}: {info.size} bytes, BEV {info.bev:#x}, "
+                  f"{info.manufacturer!r} {info.product!r}")
+            return 0
+    except OptionRomError as exc:
+        print(f"{argv[1]}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(usage, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

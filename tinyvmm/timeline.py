@@ -1,0 +1,47 @@
+"""The boot timeline of one run: time, exits and bytes moved at each milestone and at the banner.
+
+Times are CLOCK_MONOTONIC nanoseconds, so a parent process (tinyvmm bench)
+can set them against the moment it started this one.
+"""
+
+import json
+import time
+
+from .devices.milestones import MILESTONE_NAMES
+
+BANNER = b"Linux version"
+
+
+class BootTimeline:
+    def __init__(self, machine, runner, fw_cfg=None):
+        self.machine = machine
+        self.runner = runner
+        self.fw_cfg = fw_cfg
+        self.marks: list[dict] = []
+        machine.milestone_listeners.append(self._on_milestone)
+        machine.config.serial.watch(BANNER, lambda: self.mark("banner"))
+
+    def _on_milestone(self, milestone) -> None:
+        self.mark(f"milestone {milestone.port:#x}:{milestone.value}", milestone.time_ns)
+
+    def mark(self, event: str, time_ns: int | None = None) -> None:
+        self.marks.append({
+            "event": event,
+            "time_ns": time_ns if time_ns is not None else time.clock_gettime_ns(time.CLOCK_MONOTONIC),
+            "exits": sum(self.runner.exit_counts),
+            "pio_bytes": self.runner.pio_bytes,
+            "dma_bytes": getattr(self.fw_cfg, "dma_bytes", 0),
+        })
+
+    def to_dict(self, outcome: str) -> dict:
+        return {
+            "start_ns": self.machine.first_run_ns,
+            "outcome": outcome,
+            "marks": self.marks,
+            "milestone_names": {f"{port:#x}:{value}": name
+                                for (port, value), name in MILESTONE_NAMES.items()},
+        }
+
+    def write(self, path: str, outcome: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(outcome), f, indent=1)
