@@ -9,7 +9,8 @@ through a real guest on /dev/kvm, beside QEMU's on the same machine.
 2. guest: tests/guests/fwcfg_bench.S loads the file "opt/bench/blob" (SIZE random bytes) to
           1 MiB with one `addr32 rep insb`, then with one DMA read. tinyvmm is timed by the
           guest's milestone writes (port 0xf4); QEMU (`-bios`, same image, same -fw_cfg item)
-          by when the guest's debug-console markers reach the host.
+          by when the guest's debug-console markers reach the host. The two VMMs run
+          alternately, and the speed-up is the median over back-to-back pairs.
 MB/s here means 10**6 bytes per second. Best and median of the repeats are reported.
 """
 
@@ -196,11 +197,15 @@ def bench_guests(size: int, repeat: int, with_qemu: bool) -> dict:
         payload = os.urandom(size)
         blob = workdir / "blob.bin"
         blob.write_bytes(payload)
-        results = {"tinyvmm": [run_tinyvmm(image, blob, payload) for _ in range(repeat)]}
         accel = qemu_accel() if with_qemu else None
+        results = {"tinyvmm": []}
         if accel:
-            results["qemu"] = [run_qemu(image, blob, payload, accel) for _ in range(repeat)]
-            results["qemu_accel"] = accel
+            results.update(qemu=[], qemu_accel=accel)
+        # Alternate the two VMMs so both see the same background load.
+        for _ in range(repeat):
+            results["tinyvmm"].append(run_tinyvmm(image, blob, payload))
+            if accel:
+                results["qemu"].append(run_qemu(image, blob, payload, accel))
     out = {}
     for vmm in ("tinyvmm", "qemu"):
         if vmm in results:
@@ -208,8 +213,8 @@ def bench_guests(size: int, repeat: int, with_qemu: bool) -> dict:
                         for phase in MILESTONES if all(phase in run for run in results[vmm])}
     if "qemu_accel" in results:
         out["qemu_accel"] = results["qemu_accel"]
-        out["legacy_speedup_vs_qemu"] = (out["tinyvmm"]["legacy"]["median_mb_s"]
-                                         / out["qemu"]["legacy"]["median_mb_s"])
+        out["legacy_speedup_vs_qemu"] = statistics.median(
+            q["legacy"] / t["legacy"] for t, q in zip(results["tinyvmm"], results["qemu"]))
     return out
 
 
@@ -232,7 +237,7 @@ def report(size: int, host: dict, guests: dict) -> str:
                          f"{stats['median_mb_s']:.1f} MB/s  ({stats['median_s']:.3f} s)")
     if "legacy_speedup_vs_qemu" in guests:
         lines.append(f"  legacy: tinyvmm / QEMU    {guests['legacy_speedup_vs_qemu']:9.2f}x"
-                     "   (target >= 2)")
+                     "   (median of back-to-back pairs; target >= 2)")
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,6 @@ e820_load:
     pop %ax
     jc 9f
     mov %ax, %fs:EBDA_E820_COUNT
-    call e820_print
     call e820_derive_legacy_sizes
 2:  pop %es
     popal
@@ -96,40 +95,15 @@ e820_derive_legacy_sizes:
     mov %ebx, %eax
 6:  mov %ax, %fs:EBDA_EXT_KB
     PRINT "e820: "
+    movzwl %fs:EBDA_E820_COUNT, %eax
+    mov $2, %cx
+    call debugcon_hex
+    PRINT " entries, "
     mov %ebx, %eax
     mov $8, %cx
     call debugcon_hex
-    PRINT " KiB above 1 MiB\n"
+    PRINT " KiB of RAM above 1 MiB\n"
     popal
-    ret
-
-/* One line per entry: base, length, type. */
-e820_print:
-    pushal
-    mov $EBDA_E820_TABLE, %si
-    mov %fs:EBDA_E820_COUNT, %bx
-    test %bx, %bx
-    jz 2f
-1:  PRINT "e820: "
-    mov $8, %cx
-    mov %fs:E820_BASE + 4(%si), %eax
-    call debugcon_hex
-    mov %fs:E820_BASE(%si), %eax
-    call debugcon_hex
-    PRINT " "
-    mov %fs:E820_LENGTH + 4(%si), %eax
-    call debugcon_hex
-    mov %fs:E820_LENGTH(%si), %eax
-    call debugcon_hex
-    PRINT " type "
-    mov %fs:E820_TYPE(%si), %eax
-    mov $2, %cx
-    call debugcon_hex
-    PRINT "\n"
-    add $E820_ENTRY_SIZE, %si
-    dec %bx
-    jnz 1b
-2:  popal
     ret
 
     .section .rodata

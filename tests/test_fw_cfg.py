@@ -353,6 +353,16 @@ def test_dma_read_with_select_copies_the_item(rig):
     assert status == 0
     assert rig.memory.read(0x2000, len(BLOB)) == BLOB
     assert rig.fw.offset == len(BLOB)
+    assert (rig.fw.dma_transfers, rig.fw.dma_bytes) == (1, len(BLOB))
+
+
+def test_dma_counters_count_item_bytes_moved_not_skips_or_zero_fill(rig):
+    rig.port.dma(rig.key("opt/rw") << 16 | SELECT | SKIP, 4, 0)
+    rig.port.dma(WRITE, 4, 0x4000)
+    rig.port.dma(READ, 100, 0x4000)                # 8 item bytes, then zeros
+    rig.port.dma(READ, 4, HOLE)                    # an error moves nothing
+    rig.port.start_dma(HOLE)                       # nor does an unreadable descriptor
+    assert (rig.fw.dma_transfers, rig.fw.dma_bytes) == (5, 4 + 8)
 
 
 def test_dma_control_is_written_back_big_endian_and_only_there(rig):
@@ -602,7 +612,7 @@ def test_dma_read_of_a_large_item_is_a_straight_copy():
 
 
 # --- MMIO ------------------------------------------------------------------------------------
-def test_mmio_selector_is_big_endian_and_data_is_string_preserving(rig):
+def test_mmio_selector_is_big_endian_and_data_comes_out_in_item_order(rig):
     rig.mmio.write(MMIO_BASE + 8, 2, b"\x00\x01")
     assert rig.mmio.read(MMIO_BASE, 4) == b"\3\0\0\0"
     rig.mm.select(fwi.FW_CFG_SIGNATURE)

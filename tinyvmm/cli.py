@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. Without "
                    "--kernel, boots the test kernel and initramfs built by `make -C kernels`.")
     add_boot_options(boot)
+    boot.add_argument("--bios", metavar="FILE",
+                      help="firmware to run instead of the built-in BIOS (it must find the "
+                           "linuxboot ROM in fw_cfg genroms/, as SeaBIOS does)")
     boot.add_argument("--timing-json", metavar="PATH",
                       help="write the boot timeline (milestones, banner; exits and bytes moved "
                            "at each) as JSON, for tinyvmm bench")

@@ -50,7 +50,7 @@ def where(regs, sregs, symbols=None) -> str:
     """'real f000:fff0 reset': mode, CS:IP (or CS:RIP in long mode), and the symbol if known."""
     mode = cpu_mode(sregs)
     width = 16 if mode == "long" else 8 if mode != "real" else 4
-    text = f"{_SHORT_MODE[mode]:<6} {sregs.cs.selector:04x}:{regs.rip:0{width}x}"
+    text = f"{_SHORT_MODE[mode]} {sregs.cs.selector:04x}:{regs.rip:0{width}x}"
     name = symbols.name(instruction_pointer(regs, sregs)) if symbols else ""
     return f"{text} {name}" if name else text
 

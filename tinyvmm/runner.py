@@ -264,14 +264,17 @@ class Runner:
             if reason == EXIT_IO:
                 length = size * count
                 self.pio_bytes += length
+                data = mm[offset:offset + length] if is_out else None
+                if stats is not None:
+                    device_entered = clock()
                 if is_out:
-                    data = mm[offset:offset + length]
                     pio.write(port, size, data)
                 else:
                     data = pio.read(port, size, count)
-                    mm[offset:offset + length] = data
                 if stats is not None:
-                    stats.port_access(port, is_out, length, clock() - left)
+                    stats.port_access(port, is_out, length, clock() - device_entered)
+                if not is_out:
+                    mm[offset:offset + length] = data
                 remember((reason, port, is_out, size, count, data))
                 if tracer:
                     tracer.io(port, bool(is_out), size, count, data)

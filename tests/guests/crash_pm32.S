@@ -1,8 +1,13 @@
-/* Enters 32-bit protected mode with an empty IDT and executes ud2 at crash_here:
-   the exception cannot be delivered, so the CPU triple-faults there. */
+/* Writes port 0x80 forty times, enters 32-bit protected mode with an empty IDT
+   and executes ud2 at crash_here: the exception cannot be delivered, so the CPU
+   triple-faults there. */
 #include "common.inc"
     RESET_VECTOR start
 start:
+    mov $40, %cx                    /* 40 port writes first: more than the report keeps */
+1:  mov %cl, %al
+    outb %al, $0x80
+    loop 1b
     cs lgdtl gdt_descriptor
     cs lidtl empty_idt
     mov %cr0, %eax

@@ -48,7 +48,8 @@ def guest_views(memory, gpa: int, size: int, writable: bool) -> list[memoryview]
     views, cursor, end = [], gpa, gpa + size
     for start, length, region_writable in memory.regions:
         if start <= cursor < start + length:
-            pass
+            if writable and not region_writable:
+                break
             take = min(end, start + length) - cursor
             views.append(memory.view(cursor, take, writable))
             cursor += take
@@ -79,6 +80,8 @@ class FwCfg:
         items.add_item(FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES, replace=True)
         items.add_u32(FW_CFG_ID, FW_CFG_VERSION | (FW_CFG_VERSION_DMA if dma_enabled else 0),
                       replace=True)
+        self.dma_transfers = 0                   # transfers started, for timelines and tests
+        self.dma_bytes = 0                       # item bytes moved by DMA READ and WRITE
         self._trace = None
         if tracer is not None and "fw_cfg" in getattr(tracer, "categories", ()):
             self._trace = tracer.fw_cfg
@@ -164,6 +167,7 @@ class FwCfg:
                 raise GuestMemoryError("this fw_cfg has no guest memory")
             raw = b"".join(guest_views(memory, descriptor, DMA_DESCRIPTOR.size, False))
         except GuestMemoryError:
+            self.dma_transfers += 1
             self._store_control(descriptor, FW_CFG_DMA_CTL_ERROR)
             if self._trace:
                 self._trace("dma", f"descriptor at {descriptor:#x} unreadable: ERROR "
@@ -184,6 +188,9 @@ class FwCfg:
         else:
             op, status, moved = "none", 0, 0
         self._store_control(descriptor, status)
+        self.dma_transfers += 1
+        if op in ("read", "write"):
+            self.dma_bytes += moved
         if self._trace:
             self._trace("dma", f"{op} key {self.selected:#06x} ({self._name()}) offset {offset} "
                                f"address {address:#x} length {length} moved {moved} "
@@ -220,7 +227,7 @@ class FwCfg:
             return FW_CFG_DMA_CTL_ERROR, 0
         count = min(length, self._length - offset)
         self._offset = offset + count                    # as QEMU, even when refused
-        # Truncated writes are dropped entirely; read-only items are never written.
+        # All or nothing: a write must fit the item, and read-only items refuse it.
         if not entry.writable or count != length:
             return FW_CFG_DMA_CTL_ERROR, 0
         try:

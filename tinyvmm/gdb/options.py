@@ -44,6 +44,36 @@ def add_debug_options(parser: argparse.ArgumentParser) -> None:
                             "real-mode images linked at 0, else the link addresses)")
 
 
+def default_symbol_files(args, given) -> list:
+    """The ELF files kept beside the firmware this run uses, unless --symbols named them.
+
+    `run --bios X.bin`: X.elf if it exists. `boot`: the shipped BIOS, and the
+    linuxboot ROM at the first option ROM slot, where the BIOS copies it.
+    """
+    from pathlib import Path
+
+    from .. import layout
+    from ..symbols import SymbolFile
+    wanted = []
+    bios = getattr(args, "bios", None)
+    if bios:
+        wanted.append((Path(bios).with_suffix(".elf"), None))
+    elif getattr(args, "command", None) == "boot":
+        from .. import firmware
+        rom = firmware.linuxboot_name(getattr(args, "fw_cfg_dma", True))
+        wanted += [(firmware.DIRECTORY / "bios.elf", None),
+                   (firmware.DIRECTORY / rom.replace(".bin", ".elf"), (layout.OPTION_ROM_START,))]
+    known = {f.path.resolve() for f in given}
+    files = []
+    for path, bases in wanted:
+        if path.is_file() and path.resolve() not in known:
+            try:
+                files.append(SymbolFile(path, bases))
+            except SymbolFileError:
+                pass                     # a stray file with that name: no symbols from it
+    return files
+
+
 class DebugSession:
     """The debugging aids of one run; use as a context manager around run()."""
 
@@ -58,7 +88,8 @@ class DebugSession:
         gdb = getattr(args, "gdb", None)
         if getattr(args, "gdb_wait", False) and gdb is None:
             raise DebugSetupError("--gdb-wait needs --gdb")
-        self.symbols = SymbolTable(getattr(args, "symbols", None) or [])
+        given = list(getattr(args, "symbols", None) or [])
+        self.symbols = SymbolTable(given + default_symbol_files(args, given))
         runner.symbols = self.symbols
         tracer = runner.tracer
         if tracer is not None and tracer.locate is None:
@@ -67,17 +98,20 @@ class DebugSession:
         if getattr(args, "stats", False):
             runner.stats = ExitStats()
         if gdb is not None:
-            self._start_gdb(machine, runner, gdb, args.gdb_wait, not is_emulating_host())
+            # An emulating KVM (kvm_pvm) lets int3 reach the guest and never checks DR0-3
+            # on data accesses: measured on the development host.
+            self._start_gdb(machine, runner, gdb, args.gdb_wait, full_debug=not is_emulating_host())
 
-    def _start_gdb(self, machine, runner, address, wait: bool, software_breakpoints: bool) -> None:
+    def _start_gdb(self, machine, runner, address, wait: bool, full_debug: bool) -> None:
+        from ..report import cpu_mode
         from .server import GdbServer
         from .stub import KICK_SIGNAL, GdbStub
         from .target import KvmTarget
         if threading.current_thread() is threading.main_thread():
             # The kick only has to interrupt KVM_RUN; the default action would end the process.
             self._previous_kick = signal.signal(KICK_SIGNAL, lambda *_: None)
-        target = KvmTarget(machine.vcpu, machine.memory, software_breakpoints,
-                           notice=self.notice, symbols=self.symbols)
+        target = KvmTarget(machine.vcpu, machine.memory, software_breakpoints=full_debug,
+                           data_breakpoints=full_debug, notice=self.notice, symbols=self.symbols)
         self.server = GdbServer(address)
         try:
             bound = self.server.open()
@@ -86,9 +120,9 @@ class DebugSession:
             raise DebugSetupError(f"--gdb {address.describe()}: {exc.strerror or exc}") from None
         self.stub = GdbStub(self.server, target, runner, wait=wait, notice=self.notice)
         runner.debugger = self.stub
-        arch = {"i386": "i8086", "i386:x86-64": "i386:x86-64"}[target.choose_layout().name]
-        if arch == "i8086" and machine.vcpu.get_sregs().cr0 & 1:
-            arch = "i386"
+        target.choose_layout()
+        mode = cpu_mode(machine.vcpu.get_sregs())
+        arch = "i8086" if mode == "real" else "i386:x86-64" if mode == "long" else "i386"
         self.notice(f"listening on {bound.describe()}; connect with: "
                     f"gdb -ex 'set architecture {arch}' -ex 'target remote {bound.gdb_target()}'")
         for command in self.symbols.gdb_commands():

@@ -31,7 +31,7 @@ class GdbStub:
         self.wait = wait
         self.notice = notice or (lambda text: None)
         self.handler = CommandHandler(target)
-        self.run_page = runner.vcpu.run_page
+        self.vcpu = runner.vcpu          # its run page is looked up each time: it goes away at close
         self._lock = threading.Lock()
         self._running = False
         self._pause = False
@@ -48,7 +48,7 @@ class GdbStub:
             self._pause = True
             self._pause_reason = why
             thread = self._loop_thread
-        self.run_page.immediate_exit = 1
+        self.vcpu.run_page.immediate_exit = 1
         if thread is not None:
             signal.pthread_kill(thread, KICK_SIGNAL)
 
@@ -84,7 +84,7 @@ class GdbStub:
 
     def after_access(self) -> None:
         if self.target.stepping:
-            self.run_page.immediate_exit = 1       # let KVM finish the I/O, then stop
+            self.vcpu.run_page.immediate_exit = 1  # let KVM finish the I/O, then stop
 
     def finish(self, result) -> None:
         """The run ended: tell a connected gdb how, then hang up."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..kvm import abi
 from ..memory import GuestMemoryError
-from ..report import cpu_mode, format_registers
+from ..report import format_registers
 from . import tdesc
 
 CR0_PE = 1 << 0
@@ -204,10 +204,12 @@ def abridged_tag(tag_word: int) -> int:
 class KvmTarget:
     """The stub's view of one vCPU and its memory."""
 
-    def __init__(self, vcpu, memory, software_breakpoints: bool = False, notice=None, symbols=None):
+    def __init__(self, vcpu, memory, software_breakpoints: bool = False, data_breakpoints: bool = True,
+                 notice=None, symbols=None):
         self.vcpu = vcpu
         self.linear = LinearMemory(vcpu, memory)
-        self.software_breakpoints = software_breakpoints
+        self.software_breakpoints = software_breakpoints    # KVM traps int3 for us
+        self.data_breakpoints = data_breakpoints            # KVM reports DR0-3 data hits
         self.notice = notice or (lambda text: None)
         self.symbols = symbols
         self.layout = tdesc.I386
@@ -217,12 +219,23 @@ class KvmTarget:
         self._step_over = False
         self._suspended_int3: int | None = None
         self._told_fallback = False
+        self._told_segmented = False
 
     # --- layout -------------------------------------------------------------
     def choose_layout(self) -> tdesc.Layout:
-        """x86-64 registers when the vCPU is in long mode at connection time, i386 otherwise."""
+        """The registers and code size gdb gets, from the vCPU's mode when gdb connects.
+
+        gdb reads the description once: a guest that changes mode later keeps
+        the layout (the i386 one shows the low 32 bits of 64-bit registers;
+        `set architecture` changes how gdb decodes code).
+        """
         sregs = self.vcpu.get_sregs()
-        self.layout = tdesc.AMD64 if sregs.efer & EFER_LMA else tdesc.I386
+        if sregs.efer & EFER_LMA:
+            self.layout = tdesc.AMD64
+        elif sregs.cr0 & CR0_PE:
+            self.layout = tdesc.I386
+        else:
+            self.layout = tdesc.I8086
         return self.layout
 
     # --- registers ----------------------------------------------------------
@@ -266,7 +279,7 @@ class KvmTarget:
         for name, value in changed.items():
             if name in gprs:
                 field = gprs[name]
-                if self.layout is tdesc.I386 and name != "eip":
+                if self.layout is not tdesc.AMD64 and name != "eip":
                     value = (getattr(regs, field) & ~0xFFFFFFFF) | value
                 setattr(regs, field, value)
                 touched.add("regs")
@@ -356,6 +369,10 @@ class KvmTarget:
                                "(KVM_GUESTDBG_USE_SW_BP)")
         if kind > WATCH_ACCESS:
             raise TargetError(f"unknown breakpoint type {kind}")
+        if kind >= WATCH_WRITE and not self.data_breakpoints:
+            self.notice("this host's KVM does not report data breakpoints, so hardware watchpoints "
+                        "never fire; 'set can-use-hw-watchpoints 0' makes gdb single-step instead")
+            raise TargetError("no hardware watchpoints on this host", errno=95)
         self.hardware.add(kind, address, length)
 
     def _fallback(self, why: str) -> None:
@@ -420,21 +437,39 @@ class KvmTarget:
     def debug_exit(self, exception: int, dr6: int) -> StopEvent | None:
         """Why the vCPU stopped (KVM_EXIT_DEBUG), or None when it should simply go on."""
         watch = self.hardware.hit(dr6) if exception != BP_VECTOR else None
-        if watch and watch[0] in (BREAK_SOFTWARE, BREAK_HARDWARE) and self.stepping:
-            watch = None
         if self.stepping:
+            if watch and watch[0] in (BREAK_SOFTWARE, BREAK_HARDWARE):
+                watch = None                # instruction breakpoints are off while stepping
             ours = self._end_step()
-            if ours and watch is None:
-                self._program()
-                return None
             self._program()
+            if ours and watch is None:
+                return None                 # stepped off a breakpoint: on with the continue
         if exception == BP_VECTOR:
-            return StopEvent(SIGTRAP, "swbreak")
+            return self._breakpoint_stop("swbreak")
         if watch is not None:
             kind, address, _ = watch
-            reason = {BREAK_SOFTWARE: "swbreak", BREAK_HARDWARE: "hwbreak", WATCH_WRITE: "watch",
-                      WATCH_READ: "rwatch", WATCH_ACCESS: "awatch"}[kind]
-            return StopEvent(SIGTRAP, reason, address if kind >= WATCH_WRITE else 0)
+            if kind in (BREAK_SOFTWARE, BREAK_HARDWARE):
+                return self._breakpoint_stop("swbreak" if kind == BREAK_SOFTWARE else "hwbreak")
+            reason = {WATCH_WRITE: "watch", WATCH_READ: "rwatch", WATCH_ACCESS: "awatch"}[kind]
+            return StopEvent(SIGTRAP, reason, address)
+        return StopEvent(SIGTRAP)
+
+    def _breakpoint_stop(self, reason: str) -> StopEvent:
+        """A breakpoint stop, named as such only where gdb can see the breakpoint at its pc.
+
+        gdb's pc is EIP/RIP, breakpoints are linear: with a non-zero CS base
+        (real mode outside segment 0) they differ, and gdb would take a stop
+        "at a breakpoint" that is not at its pc for a stale one and resume.
+        Without the reason gdb reports a plain SIGTRAP and stays stopped.
+        """
+        regs, sregs = self.vcpu.get_regs(), self.vcpu.get_sregs()
+        if sregs.cs.base == 0:
+            return StopEvent(SIGTRAP, reason)
+        if not self._told_segmented:
+            self._told_segmented = True
+            self.notice("a breakpoint hit with CS base != 0 (real mode) shows in gdb as SIGTRAP: "
+                        "gdb's $pc is the IP, breakpoints are linear ($cs*16+$eip); "
+                        "'monitor where' names the spot")
         return StopEvent(SIGTRAP)
 
     def step_cut_short(self) -> StopEvent | None:
@@ -473,8 +508,7 @@ class KvmTarget:
         if words[0] == "regs":
             return "\n".join(format_registers(regs, sregs)) + "\n"
         if words[0] == "where":
-            return f"{where(regs, sregs, self.symbols)} (linear {linear_pc(regs, sregs):#x}, " \
-                   f"{cpu_mode(sregs)})\n"
+            return f"{where(regs, sregs, self.symbols)} (linear {linear_pc(regs, sregs):#x})\n"
         if words[0] == "symbols":
             if not self.symbols:
                 return "no symbol files (use --symbols FILE)\n"

@@ -1,7 +1,8 @@
 """Register layouts gdb is told about (target descriptions) and their `g`-packet encoding.
 
-Two layouts: i386 (real and protected mode; also what gdb's `set architecture
-i8086` expects) and x86-64 (long mode). Each has gdb's standard core and SSE
+Three layouts: i8086 and i386 (the same registers, 16-bit or 32-bit code; the
+i386 register set is also what gdb's `set architecture i8086` expects) and
+x86-64 (long mode). Each has gdb's standard core and SSE
 features, whose register names and order gdb checks, plus a feature of our
 own with the segment bases, descriptor tables and control registers, which
 gdb shows by name (`p $cr0`, `info registers cs_base`).
@@ -103,6 +104,10 @@ I386 = Layout("i386", tuple(
     + [Register(f"xmm{i}", 128, "vec128", "vector", SSE) for i in range(8)]
     + [Register("mxcsr", 32, "int", "vector", SSE)]
     + _system(32)))
+
+# The same registers under gdb's 16-bit architecture name, so that gdb decodes
+# real-mode code as 16-bit without being told (`set architecture i8086`).
+I8086 = Layout("i8086", I386.registers)
 
 AMD64 = Layout("i386:x86-64", tuple(
     [Register(name, 64, "int64") for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")]
