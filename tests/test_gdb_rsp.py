@@ -500,3 +500,20 @@ def test_detach_clears_everything():
     target.add_breakpoint(BREAK_HARDWARE, 0x7D00, 1)
     target.detach()
     assert ram[0x7C00] == 0 and not target.hardware and vcpu.debug[-1][0] == 0
+
+
+def test_an_int3_hit_is_stepped_over_with_the_original_byte_back_in_place():
+    target, vcpu, ram = make_target(software_breakpoints=True)
+    vcpu.sregs.cs.base, vcpu.sregs.cs.selector, vcpu.regs.rip = 0, 0, 0x7C00
+    ram[0x7C00] = 0x90
+    target.add_breakpoint(BREAK_SOFTWARE, 0x7C00, 1)
+    assert target.debug_exit(3, 0) == StopEvent(5, "swbreak")
+    target.resume(step=False)
+    control = vcpu.debug[-1][0]
+    assert ram[0x7C00] == 0x90 and control & abi.KVM_GUESTDBG_SINGLESTEP
+    assert control & abi.KVM_GUESTDBG_USE_SW_BP
+    vcpu.regs.rip = 0x7C01
+    assert target.debug_exit(1, DR6_BS) is None                          # on with the continue
+    assert ram[0x7C00] == 0xCC and not target.stepping
+    vcpu.regs.rip = 0x7D00
+    assert target.debug_exit(3, 0) == StopEvent(5)                        # the guest's own int3

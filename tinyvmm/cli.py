@@ -91,7 +91,7 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
                              "debug console has shown TEXT")
     parser.add_argument("--trace", type=parse_trace, default=set(), metavar="CATEGORIES",
                         help="log events to stderr: comma-separated io, mmio, unclaimed, "
-                             "milestones, exits, or all")
+                             "milestones, exits, fw_cfg, or all")
 
 
 def build_parser() -> argparse.ArgumentParser:

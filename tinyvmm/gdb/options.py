@@ -103,11 +103,11 @@ class DebugSession:
             self._start_gdb(machine, runner, gdb, args.gdb_wait, full_debug=not is_emulating_host())
 
     def _start_gdb(self, machine, runner, address, wait: bool, full_debug: bool) -> None:
-        from ..report import cpu_mode
         from .server import GdbServer
         from .stub import KICK_SIGNAL, GdbStub
         from .target import KvmTarget
-        if threading.current_thread() is threading.main_thread():
+        can_kick = threading.current_thread() is threading.main_thread()
+        if can_kick:
             # The kick only has to interrupt KVM_RUN; the default action would end the process.
             self._previous_kick = signal.signal(KICK_SIGNAL, lambda *_: None)
         target = KvmTarget(machine.vcpu, machine.memory, software_breakpoints=full_debug,
@@ -118,13 +118,12 @@ class DebugSession:
         except OSError as exc:
             self.close()
             raise DebugSetupError(f"--gdb {address.describe()}: {exc.strerror or exc}") from None
-        self.stub = GdbStub(self.server, target, runner, wait=wait, notice=self.notice)
+        self.stub = GdbStub(self.server, target, runner, wait=wait, notice=self.notice,
+                            can_kick=can_kick)
         runner.debugger = self.stub
-        target.choose_layout()
-        mode = cpu_mode(machine.vcpu.get_sregs())
-        arch = "i8086" if mode == "real" else "i386:x86-64" if mode == "long" else "i386"
         self.notice(f"listening on {bound.describe()}; connect with: "
-                    f"gdb -ex 'set architecture {arch}' -ex 'target remote {bound.gdb_target()}'")
+                    f"gdb -ex 'target remote {bound.gdb_target()}' (gdb is told the vCPU's mode "
+                    f"when it connects: i8086, i386 or i386:x86-64)")
         for command in self.symbols.gdb_commands():
             self.notice(f"symbols: {command}")
 

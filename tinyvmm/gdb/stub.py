@@ -24,7 +24,7 @@ POLL_SECONDS = 0.2
 
 
 class GdbStub:
-    def __init__(self, server, target, runner, wait: bool = False, notice=None):
+    def __init__(self, server, target, runner, wait: bool = False, notice=None, can_kick: bool = True):
         self.server = server
         self.target = target
         self.runner = runner
@@ -37,6 +37,9 @@ class GdbStub:
         self._pause = False
         self._pause_reason = ""
         self._loop_thread: int | None = None
+        # Without a handler for KICK_SIGNAL (attached off the main thread) only
+        # immediate_exit is left: the guest stops at its next exit.
+        self._can_kick = can_kick
         server.wake = self.request_pause
 
     # --- the reader thread's side ----------------------------------------------
@@ -49,7 +52,7 @@ class GdbStub:
             self._pause_reason = why
             thread = self._loop_thread
         self.vcpu.run_page.immediate_exit = 1
-        if thread is not None:
+        if thread is not None and self._can_kick:
             signal.pthread_kill(thread, KICK_SIGNAL)
 
     # --- the run loop's side ----------------------------------------------------

@@ -340,15 +340,17 @@ class KvmTarget:
         return bytes(data)
 
     def write_memory(self, address: int, data: bytes) -> None:
-        data = bytearray(data)
-        for where in self.int3:
-            if address <= where < address + len(data):
-                self.int3[where] = data[where - address]
-                data[where - address] = INT3
+        """Write; bytes under our int3s become what the int3 will restore instead."""
+        patched = bytearray(data)
+        covered = {where: patched[where - address] for where in self.int3
+                   if address <= where < address + len(patched)}
+        for where in covered:
+            patched[where - address] = INT3
         try:
-            self.linear.write(address, bytes(data))
+            self.linear.write(address, bytes(patched))
         except GuestMemoryError as exc:
             raise TargetError(str(exc), errno=14) from None
+        self.int3.update(covered)
 
     # --- breakpoints --------------------------------------------------------
     def add_breakpoint(self, kind: int, address: int, length: int) -> None:
@@ -445,7 +447,9 @@ class KvmTarget:
             if ours and watch is None:
                 return None                 # stepped off a breakpoint: on with the continue
         if exception == BP_VECTOR:
-            return self._breakpoint_stop("swbreak")
+            if self.pc() in self.int3:
+                return self._breakpoint_stop("swbreak")
+            return StopEvent(SIGTRAP)       # the guest's own int3
         if watch is not None:
             kind, address, _ = watch
             if kind in (BREAK_SOFTWARE, BREAK_HARDWARE):
