@@ -58,10 +58,7 @@ fw_read_blob:
     movzwl %bp, %edx
     add %edx, %ebx
     bswap %ebx
-    xor %eax, %eax
-    mov $FW_CFG_PORT_DMA_HIGH, %dx
-    outl %eax, %dx
-    mov %ebx, %eax
+    mov %ebx, %eax                      /* the high half stays 0: the device clears it per transfer */
     mov $FW_CFG_PORT_DMA_LOW, %dx
     outl %eax, %dx                      /* starts the transfer */
 1:  mov FW_CFG_DMA_CONTROL(%bp), %eax

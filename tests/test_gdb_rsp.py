@@ -9,9 +9,12 @@ from hypothesis import strategies as st
 
 from tinyvmm.gdb import commands, rsp, tdesc
 from tinyvmm.gdb.commands import CommandHandler, Detach, Kill, Resume
-from tinyvmm.gdb.target import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
-                                WATCH_WRITE, DebugRegisters, KvmTarget, LinearMemory, StopEvent,
-                                TargetError, abridged_tag, full_tag_word)
+from tinyvmm.gdb.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
+                                   WATCH_WRITE, DebugRegisters)
+from tinyvmm.gdb.events import StopEvent, TargetError
+from tinyvmm.gdb.linear import LinearMemory
+from tinyvmm.gdb.registers import abridged_tag, full_tag_word
+from tinyvmm.gdb.target import KvmTarget
 from tinyvmm.kvm import abi
 from tinyvmm.memory import GuestMemory, GuestMemoryError
 

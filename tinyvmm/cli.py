@@ -89,6 +89,8 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expect", metavar="TEXT",
                         help="end the run with status 0 as soon as the serial console or the "
                              "debug console has shown TEXT")
+    from .gdb.options import add_debug_options
+    add_debug_options(parser)
     parser.add_argument("--trace", type=parse_trace, default=set(), metavar="CATEGORIES",
                         help="log events to stderr: comma-separated io, mmio, unclaimed, "
                              "milestones, exits, fw_cfg, or all")
@@ -244,6 +246,7 @@ def launch(args, firmware: bytes, items) -> int:
     """Build the machine with these fw_cfg items, run it to its end, report; the exit status."""
     from .console import SinkSpecError
     from .fw_cfg.options import attach_fw_cfg
+    from .gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
     from .machine import Machine, MachineConfig
     from .runner import Runner
@@ -270,9 +273,12 @@ def launch(args, firmware: bytes, items) -> int:
                     lambda m: m.port == layout.PORTS["milestone_linux"][0]
                     and m.value == layout.MILESTONE_LINUX_START_BOOT
                     and machine.request_stop(Outcome.EXPECTED, "the ROM jumped into the kernel"))
-            result = runner.run()
+            with attach_debug_tools(machine, runner, args) as debug:
+                result = debug.run()
             if timeline:
                 timeline.write(args.timing_json, result.outcome.name)
+        except DebugSetupError as exc:
+            raise UsageError(str(exc)) from None
         except KvmError as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)
             return EXIT_HOST_ERROR

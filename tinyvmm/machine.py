@@ -37,7 +37,6 @@ class Machine:
         self.stop_request: tuple[Outcome, str] | None = None
         self.first_run_ns: int | None = None
         self.milestones: list = []
-        self.debug_handler = None        # set by the gdb stub
         self.milestone_listeners: list = []   # called with each Milestone as it is written
         self.kvm = Kvm()
         try:

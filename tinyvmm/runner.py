@@ -337,9 +337,6 @@ class Runner:
         if reason == abi.KVM_EXIT_DEBUG:
             if self.debugger is not None:
                 return self.debugger.on_debug_exit(run.exit.debug)
-            handler = self.machine.debug_handler
-            if handler is not None:
-                return handler(run.exit.debug)
             return None
         if reason in (abi.KVM_EXIT_IRQ_WINDOW_OPEN, abi.KVM_EXIT_NMI):
             return None

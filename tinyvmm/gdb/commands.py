@@ -8,7 +8,7 @@ reply, which tells gdb the feature is absent.
 from dataclasses import dataclass, field
 
 from . import rsp, tdesc
-from .target import SIGTRAP, StopEvent, TargetError
+from .events import SIGTRAP, StopEvent, TargetError
 
 THREAD_ID = 1
 SUPPORTED = (b"PacketSize=%x;qXfer:features:read+;swbreak+;hwbreak+;QStartNoAckMode+;vContSupported+"

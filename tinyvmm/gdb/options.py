@@ -47,22 +47,24 @@ def add_debug_options(parser: argparse.ArgumentParser) -> None:
 def default_symbol_files(args, given) -> list:
     """The ELF files kept beside the firmware this run uses, unless --symbols named them.
 
-    `run --bios X.bin`: X.elf if it exists. `boot`: the shipped BIOS, and the
-    linuxboot ROM at the first option ROM slot, where the BIOS copies it.
+    `--bios X.bin`: X.elf if it exists; `boot` without --bios: the shipped
+    BIOS. `boot` also gets the linuxboot ROM at the first option ROM slot,
+    where the BIOS copies it.
     """
     from pathlib import Path
 
-    from .. import layout
+    from .. import firmware, layout
     from ..symbols import SymbolFile
     wanted = []
+    booting = getattr(args, "command", None) == "boot"
     bios = getattr(args, "bios", None)
     if bios:
         wanted.append((Path(bios).with_suffix(".elf"), None))
-    elif getattr(args, "command", None) == "boot":
-        from .. import firmware
+    elif booting:
+        wanted.append((firmware.DIRECTORY / "bios.elf", None))
+    if booting:
         rom = firmware.linuxboot_name(getattr(args, "fw_cfg_dma", True))
-        wanted += [(firmware.DIRECTORY / "bios.elf", None),
-                   (firmware.DIRECTORY / rom.replace(".bin", ".elf"), (layout.OPTION_ROM_START,))]
+        wanted.append((firmware.DIRECTORY / rom.replace(".bin", ".elf"), (layout.OPTION_ROM_START,)))
     known = {f.path.resolve() for f in given}
     files = []
     for path, bases in wanted:

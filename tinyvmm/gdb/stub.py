@@ -16,8 +16,8 @@ import threading
 from ..runner import Outcome
 from . import rsp
 from .commands import CommandHandler, Detach, Kill, Resume, exit_reply, stop_reply
+from .events import SIGTRAP, StopEvent
 from .server import Connected, Disconnected
-from .target import SIGTRAP, StopEvent
 
 KICK_SIGNAL = signal.SIGUSR1
 POLL_SECONDS = 0.2
