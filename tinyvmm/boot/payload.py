@@ -56,7 +56,7 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     if kernel is None:
         if not DEFAULT_KERNEL.exists():
             raise PayloadError(f"no --kernel given and the default kernel {DEFAULT_KERNEL} is not "
-                               "built: run `make -C kernels` (about 80 s; see kernels/README.md)")
+                               "built: run `make -C kernels` (a few minutes; see kernels/README.md)")
         kernel_path = DEFAULT_KERNEL
         if initrd is None and DEFAULT_INITRD.exists():
             initrd = str(DEFAULT_INITRD)
