@@ -135,20 +135,70 @@ def format_table(summary: dict, runs: int) -> str:
     if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
         notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
                      f"faster than legacy; total: {legacy['total_s'] / dma['total_s']:.1f}x.")
+    notes += comparisons(summary)
     return "\n".join(lines + [""] + notes) + "\n"
+
+
+def comparisons(summary: dict) -> list[str]:
+    """The issue's ratios, where both sides were measured."""
+    def ratio(a, b, phase):
+        x, y = summary.get(a, {}).get(phase), summary.get(b, {}).get(phase)
+        return None if not x or not y else x / y
+    lines = []
+    for text, a, b, phase in (
+            ("tinyvmm DMA total / QEMU+SeaBIOS DMA total", "tinyvmm-dma", "qemu-seabios-dma", "total_s"),
+            ("tinyvmm DMA total / QEMU+qboot total", "tinyvmm-dma", "qemu-qboot", "total_s"),
+            ("tinyvmm BIOS startup / qboot's", "tinyvmm-dma", "qemu-qboot", "bios_startup_s"),
+            ("tinyvmm VMM startup / QEMU's", "tinyvmm-dma", "qemu-seabios-dma", "vmm_startup_s"),
+            ("QEMU+SeaBIOS kernel setup, legacy / DMA", "qemu-seabios-legacy", "qemu-seabios-dma",
+             "kernel_setup_s")):
+        value = ratio(a, b, phase)
+        if value is not None:
+            lines.append(f"{text}: {value:.2f}")
+    return lines
+
+
+def qemu_runner(args):
+    """A function running one QEMU boot of `system`, or None with the reason on stderr."""
+    from . import bench_qemu
+    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL, default_cmdline
+    missing = bench_qemu.qemu_missing()
+    if missing:
+        print(f"tinyvmm: no QEMU columns: {missing}", file=sys.stderr)
+        return None
+    kernel = args.kernel or str(DEFAULT_KERNEL)
+    initrd = args.initrd or (str(DEFAULT_INITRD) if args.kernel is None and DEFAULT_INITRD.exists()
+                             else None)
+
+    def run(system, workdir, index):
+        dma = system != "qemu-seabios-legacy"
+        cmdline = args.append if args.append is not None else default_cmdline(dma)
+        try:
+            return bench_qemu.qemu_run(system, args, cmdline, kernel, initrd, workdir, index)
+        except RuntimeError as exc:
+            raise BenchError(f"{system}: {exc}") from None
+    return run
 
 
 def cmd_bench(args) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tinyvmm-bench-"))
+    systems = {name: (lambda dma: lambda w, i: tinyvmm_run(args, dma, w, i))(dma)
+               for name, dma in SYSTEMS.items()}
+    if args.vs_qemu:
+        from .bench_qemu import SYSTEMS as QEMU_SYSTEMS
+        run_qemu = qemu_runner(args)
+        if run_qemu:
+            systems.update({name: (lambda n: lambda w, i: run_qemu(n, w, i))(name)
+                            for name in QEMU_SYSTEMS})
     runs = []
-    total = args.runs * len(SYSTEMS)
+    total = args.runs * len(systems)
     done = 0
     for index in range(args.runs):
-        for system, dma in SYSTEMS.items():
+        for system, run_one in systems.items():
             done += 1
             print(f"[{done}/{total}] {system} run {index + 1} ...", file=sys.stderr, end="", flush=True)
             try:
-                run = tinyvmm_run(args, dma, workdir, index)
+                run = run_one(workdir, index)
             except BenchError as exc:
                 print(f" failed\ntinyvmm: {exc}", file=sys.stderr)
                 return 1
@@ -160,4 +210,8 @@ def cmd_bench(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runs": runs, "summary": summary}, f, indent=1)
+    if args.plot:
+        from .plot import plot_phases
+        plot_phases(summary, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0

@@ -153,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-banner", action="store_true",
                        help="stop each boot when the ROM jumps into the kernel instead of waiting "
                             "for the banner (for large kernels, slow to reach it under emulation)")
+    bench.add_argument("--vs-qemu", action="store_true",
+                       help="also boot the same kernel under QEMU: SeaBIOS with linuxboot_dma, "
+                            "SeaBIOS with the legacy linuxboot, and qboot")
     bench.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
+    bench.add_argument("--plot", metavar="PATH",
+                       help="draw the phases as stacked bars, one per system (.svg or .png)")
     bench.set_defaults(func=cmd_bench)
 
     fw_cfg = commands.add_parser("fw-cfg", help="inspect what the fw_cfg device will serve")

@@ -1,0 +1,111 @@
+"""QEMU beside tinyvmm in `tinyvmm bench --vs-qemu`: the same boot, its phases from QEMU's trace log.
+
+QEMU timestamps nothing itself, so each run enables two trace events
+(`-trace enable=kvm_vcpu_ioctl,enable=fw_cfg_select`), whose log lines carry
+gettimeofday() stamps, and reads the serial console from a pipe:
+  VMM startup    process start -> the first KVM_RUN ioctl
+  BIOS startup   -> the first select of a kernel item (KERNEL_KEYS): the boot ROM
+                  (SeaBIOS's linuxboot ROMs) or qboot itself starts loading Linux
+  kernel setup   -> the last select of a kernel item: loading ends (the last item
+                  read is small, the command line, or moved by DMA)
+  banner         process start -> "Linux version" on the serial console
+"""
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+KVM_RUN_TYPE = "0xae80"
+# KERNEL_ADDR/SIZE, INITRD_ADDR/SIZE, KERNEL/INITRD_DATA, CMDLINE_*, SETUP_*: what only a Linux loader reads
+KERNEL_KEYS = frozenset({0x07, 0x08, 0x0A, 0x0B, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18})
+LINE = re.compile(r"^\d+@(\d+)\.(\d+):(\w+) (.*)$")
+SELECT_KEY = re.compile(r"key 0x([0-9a-fA-F]+)")
+QBOOT = "/usr/share/qemu/qboot.rom"
+
+SYSTEMS = {
+    "qemu-seabios-dma": [],
+    "qemu-seabios-legacy": ["-global", "fw_cfg_io.dma_enabled=off"],
+    "qemu-qboot": ["-bios", QBOOT],
+}
+
+
+def qemu_missing() -> str | None:
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 not found (Debian package qemu-system-x86)"
+    if not Path(QBOOT).exists():
+        return f"{QBOOT} not found (Debian package qemu-system-data)"
+    return None
+
+
+def parse_trace(log: str, start_wall_ns: int) -> dict:
+    """Phase boundaries (seconds from process start) from a QEMU trace log."""
+    first_run = first_kernel = last_kernel = None
+    for line in log.splitlines():
+        match = LINE.match(line)
+        if not match:
+            continue
+        stamp = int(match.group(1)) * 10**9 + int(match.group(2)) * 1000 - start_wall_ns
+        event, rest = match.group(3), match.group(4)
+        if event == "kvm_vcpu_ioctl" and f"type {KVM_RUN_TYPE}," in rest and first_run is None:
+            first_run = stamp
+        elif event == "fw_cfg_select" and first_run is not None:
+            key = SELECT_KEY.search(rest)
+            if key and int(key.group(1), 16) & 0x3FFF in KERNEL_KEYS:
+                first_kernel = stamp if first_kernel is None else first_kernel
+                last_kernel = stamp
+    if first_run is None or first_kernel is None:
+        raise RuntimeError("QEMU's trace shows no KVM_RUN or no kernel loading")
+    return {"vmm_startup_s": first_run / 1e9,
+            "bios_startup_s": (first_kernel - first_run) / 1e9,
+            "kernel_setup_s": (last_kernel - first_kernel) / 1e9,
+            "total_s": last_kernel / 1e9}
+
+
+def qemu_run(system: str, args, cmdline: str, kernel: str, initrd: str | None,
+             workdir: Path, index: int) -> dict:
+    log = workdir / f"qemu-{system}-{index}.log"
+    command = ["qemu-system-x86_64", "-accel", "kvm", "-m", str(args.mem // (1 << 20)),
+               "-kernel", kernel, "-append", cmdline, "-display", "none", "-nodefaults",
+               "-serial", "stdio", "-no-reboot", "-D", str(log), "-msg", "timestamp=on",
+               "-trace", "enable=kvm_vcpu_ioctl", "-trace", "enable=fw_cfg_select"]
+    if initrd:
+        command += ["-initrd", initrd]
+    command += SYSTEMS[system]
+    start_wall, start = time.time_ns(), time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    banner = _wait_for_banner(proc, start, args.timeout, log if args.no_banner else None)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    result = parse_trace(log.read_text(errors="replace"), start_wall)
+    result["banner_s"] = banner
+    log.unlink()
+    return result
+
+
+def _wait_for_banner(proc, start: float, timeout: float, log: Path | None) -> float | None:
+    """Seconds from start to "Linux version" on the console; with `log`, stop at the
+    command line's select instead (no banner)."""
+    seen = b""
+    fd = proc.stdout.fileno()
+    while time.monotonic() - start < timeout:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            data = os.read(fd, 65536)
+            if not data:
+                return None
+            seen = (seen + data)[-4096:]
+            if log is None and b"Linux version" in seen:
+                return time.monotonic() - start
+        if log is not None and log.exists() and "key 0x0015" in log.read_text(errors="replace"):
+            time.sleep(0.05)            # let the last transfer finish
+            return None
+    raise RuntimeError(f"QEMU did not reach the banner within {timeout:g} s")
