@@ -93,14 +93,6 @@ bootorder_load:
     jc 9f
     mov %cx, %di
     movb $0, %es:(%di)
-    PRINT "bootorder: "
-    push %ds
-    push %es
-    pop %ds
-    xor %si, %si
-    call debugcon_putsn
-    pop %ds
-    PRINT "\n"
     xor %di, %di
 2:  cmp %cx, %di
     jae 3f

@@ -94,15 +94,6 @@ e820_derive_legacy_sizes:
     jae 6f
     mov %ebx, %eax
 6:  mov %ax, %fs:EBDA_EXT_KB
-    PRINT "e820: "
-    movzwl %fs:EBDA_E820_COUNT, %eax
-    mov $2, %cx
-    call debugcon_hex
-    PRINT " entries, "
-    mov %ebx, %eax
-    mov $8, %cx
-    call debugcon_hex
-    PRINT " KiB of RAM above 1 MiB\n"
     popal
     ret
 

@@ -153,29 +153,7 @@ fw_cfg_load_dir:
     call fw_cfg_read
     jc 9f
 
-    PRINT "fw_cfg: "
-    movzwl %fs:EBDA_DIR_COUNT, %eax
-    mov $4, %cx
-    call debugcon_hex
-    PRINT " files (key, size, name)\n"
-    xor %bx, %bx
-2:  cmp %fs:EBDA_DIR_COUNT, %bx
-    jae 3f
-    call fw_cfg_dir_entry
-    PRINT "  "
-    push %cx
-    mov $4, %cx
-    call debugcon_hex
-    pop %cx
-    PRINT " "
-    mov %ecx, %eax
-    mov $8, %cx
-    call debugcon_hex
-    PRINT " "
-    call fw_cfg_print_name
-    PRINT "\n"
-    inc %bx
-    jmp 2b
+    /* No listing here: each byte on the debug console is an exit; `tinyvmm fw-cfg list` shows it. */
 3:  pop %es
     popal
     ret

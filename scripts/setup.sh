@@ -24,6 +24,7 @@ fi
 
 echo "setup: installing the tinyvmm package"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m compileall -q tinyvmm
 
 echo "setup: building the test kernel (kernels/build)"
 make -C kernels

@@ -6,14 +6,14 @@ import sys
 import threading
 
 from ..symbols import SymbolFileError, SymbolTable, parse_symbol_spec
-from .server import AddressError, ListenAddress
 
 
 class DebugSetupError(ValueError):
     """The debugging options cannot be honoured (bad combination, socket in use)."""
 
 
-def parse_gdb_address(text: str) -> ListenAddress:
+def parse_gdb_address(text: str):
+    from .server import AddressError, ListenAddress   # sockets only for runs that ask for gdb
     try:
         return ListenAddress.parse(text)
     except AddressError as exc:
@@ -76,6 +76,20 @@ def default_symbol_files(args, given) -> list:
     return files
 
 
+class LazySymbols:
+    """A SymbolTable loaded on first use: most runs never name an address, and
+    reading the ELF files (pyelftools) would otherwise delay every boot."""
+
+    def __init__(self, load):
+        self._load = load
+        self._table = None
+
+    def __getattr__(self, name):
+        if self._table is None:
+            self._table = self._load()
+        return getattr(self._table, name)
+
+
 class DebugSession:
     """The debugging aids of one run; use as a context manager around run()."""
 
@@ -91,7 +105,10 @@ class DebugSession:
         if getattr(args, "gdb_wait", False) and gdb is None:
             raise DebugSetupError("--gdb-wait needs --gdb")
         given = list(getattr(args, "symbols", None) or [])
-        self.symbols = SymbolTable(given + default_symbol_files(args, given))
+        load = lambda: SymbolTable(given + default_symbol_files(args, given))  # noqa: E731
+        debugging = gdb is not None or runner.tracer is not None or getattr(args, "stats", False)
+        # Load now when debugging (gdb's thread must not import pyelftools midway), else lazily.
+        self.symbols = load() if debugging else LazySymbols(load)
         runner.symbols = self.symbols
         tracer = runner.tracer
         if tracer is not None and tracer.locate is None:
