@@ -15,6 +15,10 @@
 
     .set FLAT_DATA, 0x08                /* GDT selector: data, base 0, limit 4 GiB */
 
+/* The data port needs no preparation. */
+fw_init:
+    ret
+
 /* AX = key -> EAX: four bytes from the data port. */
 fw_read32:
     push %cx

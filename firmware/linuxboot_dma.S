@@ -12,65 +12,93 @@
 
     .include "linuxboot_boot.inc"
 
-/* AX = key -> EAX: a 4-byte DMA read into the stack. */
-fw_read32:
-    push %ecx
-    push %edi
-    push %bx
-    sub $4, %sp
-    mov %sp, %bx
-    xor %edi, %edi
-    mov %ss, %di
-    shl $4, %edi
-    movzwl %bx, %ecx
-    add %ecx, %edi
-    mov $4, %ecx
-    call fw_read_blob
-    pop %eax
-    pop %bx
-    pop %edi
-    pop %ecx
+/* Two descriptors in TRANSPORT_AREA, their linear addresses worked out once:
+   number reads patch only the key into theirs (length 4 and destination, the
+   dword after it, never change); blob reads fill key, length and destination.
+   Every field is big-endian. */
+    .set NUMBER_DESC, TRANSPORT_AREA                  /* 16 bytes */
+    .set NUMBER_VALUE, TRANSPORT_AREA + 16            /* the 4 bytes read */
+    .set NUMBER_DESC_LINEAR_BE, TRANSPORT_AREA + 20   /* the descriptor's address, swapped */
+    .set BLOB_DESC, TRANSPORT_AREA + 24               /* 16 bytes */
+    .set BLOB_DESC_LINEAR_BE, TRANSPORT_AREA + 40
+    .set SELECT_READ_BE16, (FW_CFG_DMA_SELECT | FW_CFG_DMA_READ) << 8   /* control bits 15..0, big-endian */
+    .set LENGTH_4_BE, 0x04000000
+
+fw_init:
+    xor %eax, %eax
+    mov %ss, %ax
+    shl $4, %eax
+    movzwl %bp, %edx
+    add %edx, %eax                      /* EAX = linear address of BP */
+    lea NUMBER_VALUE(%eax), %edx
+    bswap %edx
+    movl $LENGTH_4_BE, NUMBER_DESC + FW_CFG_DMA_LENGTH(%bp)
+    movl $0, NUMBER_DESC + FW_CFG_DMA_ADDRESS(%bp)
+    mov %edx, NUMBER_DESC + FW_CFG_DMA_ADDRESS + 4(%bp)
+    movl $0, BLOB_DESC + FW_CFG_DMA_ADDRESS(%bp)
+    lea BLOB_DESC(%eax), %edx
+    bswap %edx
+    mov %edx, BLOB_DESC_LINEAR_BE(%bp)
+    add $NUMBER_DESC, %eax
+    bswap %eax
+    mov %eax, NUMBER_DESC_LINEAR_BE(%bp)
     ret
 
-/* AX = key, ECX = length, EDI = linear destination. The descriptor lives on the
-   stack; its linear address comes from SS, big-endian like every field. */
-fw_read_blob:
-    test %ecx, %ecx
-    jz 3f
-    pushal
+/* AX = key -> EAX: one 4-byte DMA read. */
+fw_read32:
+    push %dx
+    push %si
     mov %ax, %si                        /* the key, for an error message */
-    push %bp
-    sub $FW_CFG_DMA_SIZE, %sp
-    mov %sp, %bp
-    movzwl %ax, %eax
-    shl $16, %eax
-    or $FW_CFG_DMA_SELECT | FW_CFG_DMA_READ, %eax
-    bswap %eax
-    mov %eax, FW_CFG_DMA_CONTROL(%bp)
-    bswap %ecx
-    mov %ecx, FW_CFG_DMA_LENGTH(%bp)
-    movl $0, FW_CFG_DMA_ADDRESS(%bp)
-    bswap %edi
-    mov %edi, FW_CFG_DMA_ADDRESS + 4(%bp)
-    xor %ebx, %ebx
-    mov %ss, %bx
-    shl $4, %ebx
-    movzwl %bp, %edx
-    add %edx, %ebx
-    bswap %ebx
-    mov %ebx, %eax                      /* the high half stays 0: the device clears it per transfer */
+    xchg %al, %ah                       /* the key, big-endian, in control bits 31..16 */
+    mov %ax, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
+    movw $SELECT_READ_BE16, NUMBER_DESC + FW_CFG_DMA_CONTROL + 2(%bp)
+    mov NUMBER_DESC_LINEAR_BE(%bp), %eax
     mov $FW_CFG_PORT_DMA_LOW, %dx
-    outl %eax, %dx                      /* starts the transfer */
-1:  mov FW_CFG_DMA_CONTROL(%bp), %eax
+    outl %eax, %dx                      /* starts the transfer; the high half is 0 */
+1:  mov NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp), %eax
     test $FW_CFG_DMA_DONE_MASK_LE, %eax
     jnz 1b
-    test $FW_CFG_DMA_ERROR_LE, %eax
-    jnz 2f
-    add $FW_CFG_DMA_SIZE, %sp
-    pop %bp
-    popal
-3:  ret
-2:  PRINT "Linux loader DMA: fw_cfg DMA error reading key "
+    test %eax, %eax
+    jnz dma_error
+    mov NUMBER_VALUE(%bp), %eax
+    pop %si
+    pop %dx
+    ret
+
+/* AX = key, ECX = length, EDI = linear destination: one DMA read. */
+fw_read_blob:
+    test %ecx, %ecx
+    jz 2f
+    push %eax
+    push %ecx
+    push %edi
+    push %dx
+    push %si
+    mov %ax, %si                        /* the key, for an error message */
+    xchg %al, %ah
+    mov %ax, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
+    movw $SELECT_READ_BE16, BLOB_DESC + FW_CFG_DMA_CONTROL + 2(%bp)
+    bswap %ecx
+    mov %ecx, BLOB_DESC + FW_CFG_DMA_LENGTH(%bp)
+    bswap %edi
+    mov %edi, BLOB_DESC + FW_CFG_DMA_ADDRESS + 4(%bp)
+    mov BLOB_DESC_LINEAR_BE(%bp), %eax
+    mov $FW_CFG_PORT_DMA_LOW, %dx
+    outl %eax, %dx                      /* starts the transfer; the high half is 0 */
+1:  mov BLOB_DESC + FW_CFG_DMA_CONTROL(%bp), %eax
+    test $FW_CFG_DMA_DONE_MASK_LE, %eax
+    jnz 1b
+    test %eax, %eax
+    jnz dma_error
+    pop %si
+    pop %dx
+    pop %edi
+    pop %ecx
+    pop %eax
+2:  ret
+
+dma_error:                              /* SI = the key */
+    PRINT "Linux loader DMA: fw_cfg DMA error reading key "
     mov %si, %ax
     mov $4, %cx
     call debugcon_hex
