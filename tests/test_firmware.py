@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from tinyvmm import firmware, layout, optionrom
 from tinyvmm.optionrom import OptionRomError, sign, validate
 
+from payloads import FIRMWARE_SOURCES, initrd, make_firmware, payload, toolchain_missing  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE_SOURCES = ROOT / "firmware"
 KERNEL = ROOT / "kernels" / "build" / "bzImage"
 RAM_MIB = 256
 PAYLOAD_CMDLINE = "console=ttyS0 tinyvmm firmware test"
@@ -177,18 +178,6 @@ def test_optionrom_command_line(tmp_path, capsys):
 
 # --- rebuilding ------------------------------------------------------------
 
-def toolchain_missing() -> str | None:
-    for tool in ("make", "as", "ld", "objcopy"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (install make and binutils)"
-    return None
-
-
-def make_firmware(out: Path, *targets: str) -> None:
-    subprocess.run(["make", "-s", "-C", str(FIRMWARE_SOURCES), f"OUT={out}", f"BUILD={out / 'obj'}",
-                    f"PYTHON={sys.executable}", *targets], check=True, capture_output=True)
-
-
 def test_rebuild_from_source_gives_the_shipped_bytes(tmp_path):
     missing = toolchain_missing()
     if missing:
@@ -201,23 +190,6 @@ def test_rebuild_from_source_gives_the_shipped_bytes(tmp_path):
 
 
 # --- booting the test payload ----------------------------------------------
-
-@pytest.fixture(scope="module")
-def payload(tmp_path_factory) -> Path:
-    missing = toolchain_missing()
-    if missing:
-        pytest.skip(missing)
-    out = tmp_path_factory.mktemp("payload")
-    make_firmware(out, "payload")
-    return out / "obj" / "payload.bzImage"
-
-
-@pytest.fixture(scope="module")
-def initrd(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("initrd") / "initrd.bin"
-    path.write_bytes(bytes((i * 7919 >> 3) & 0xFF for i in range(300_001)))
-    return path
-
 
 def parse_payload_report(text: str) -> dict:
     """'payload: KEY a=1f b=2' lines -> {KEY: {a: 0x1f, b: 2}} (e820 lines: a list)."""
