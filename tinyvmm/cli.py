@@ -250,6 +250,7 @@ def cmd_bench(args) -> int:
 def launch(args, firmware: bytes, items) -> int:
     """Build the machine with these fw_cfg items, run it to its end, report; the exit status."""
     from .console import SinkSpecError
+    from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import attach_fw_cfg
     from .gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
@@ -274,15 +275,13 @@ def launch(args, firmware: bytes, items) -> int:
             runner = Runner(machine, timeout=args.timeout, tracer=tracer)
             timeline = BootTimeline(machine, runner, fw_cfg) if getattr(args, "timing_json", None) else None
             if getattr(args, "stop_at_kernel", False):
-                machine.milestone_listeners.append(
-                    lambda m: m.port == layout.PORTS["milestone_linux"][0]
-                    and m.value == layout.MILESTONE_LINUX_START_BOOT
-                    and machine.request_stop(Outcome.EXPECTED, "the ROM jumped into the kernel"))
+                machine.stop_at_milestone("milestone_linux", layout.MILESTONE_LINUX_START_BOOT,
+                                          "the ROM jumped into the kernel")
             with attach_debug_tools(machine, runner, args) as debug:
                 result = debug.run()
             if timeline:
                 timeline.write(args.timing_json, result.outcome.name)
-        except DebugSetupError as exc:
+        except (DebugSetupError, FwCfgConfigError) as exc:
             raise UsageError(str(exc)) from None
         except KvmError as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)

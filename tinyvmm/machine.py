@@ -99,6 +99,15 @@ class Machine:
         for listener in self.milestone_listeners:
             listener(milestone)
 
+    def stop_at_milestone(self, port_name: str, value: int, message: str) -> None:
+        """End the run (status 0) when `value` is written to the milestone port so named."""
+        port = layout.PORTS[port_name][0]
+
+        def check(milestone) -> None:
+            if milestone.port == port and milestone.value == value:
+                self.request_stop(Outcome.EXPECTED, message)
+        self.milestone_listeners.append(check)
+
     def request_stop(self, outcome: Outcome, message: str) -> None:
         """Ask the run loop to end after the current exit (the first request wins)."""
         if self.stop_request is None:
