@@ -31,21 +31,8 @@ fw_cfg_detect:
     stc
     ret
 
-/* AX = key -> EAX = its first four bytes, little-endian, through the data port. */
     .globl fw_cfg_read32
-fw_cfg_read32:
-    push %cx
-    push %dx
-    mov $FW_CFG_PORT_SELECT, %dx
-    outw %ax, %dx
-    mov $FW_CFG_PORT_DATA, %dx
-    mov $4, %cx
-1:  inb %dx, %al
-    ror $8, %eax
-    loop 1b
-    pop %dx
-    pop %cx
-    ret
+    FW_CFG_PORT_READ32 fw_cfg_read32
 
 /* AX = key, ECX = length, ES:DI = destination. CF set if a DMA transfer failed. */
     .globl fw_cfg_read

@@ -7,32 +7,19 @@
     .include "fw_cfg.inc"
     .include "debugcon.inc"
     .include "optionrom.inc"
+    .include "unreal.inc"
 
     OPTION_ROM_HEADER pnp_header
     PNP_HEADER linuxboot_bev, manufacturer, product
 
     .include "linuxboot_boot.inc"
 
-    .set FLAT_DATA, 0x08                /* GDT selector: data, base 0, limit 4 GiB */
 
 /* The data port needs no preparation. */
 fw_init:
     ret
 
-/* AX = key -> EAX: four bytes from the data port. */
-fw_read32:
-    push %cx
-    push %dx
-    mov $FW_CFG_PORT_SELECT, %dx
-    outw %ax, %dx
-    mov $FW_CFG_PORT_DATA, %dx
-    mov $4, %cx
-1:  inb %dx, %al
-    ror $8, %eax
-    loop 1b
-    pop %dx
-    pop %cx
-    ret
+    FW_CFG_PORT_READ32 fw_read32
 
 /* AX = key, ECX = length, EDI = linear destination: one `rep insb` with 32-bit
    addressing through a flat ES (a VMM sees it as a few exits of up to a page). */
@@ -48,36 +35,7 @@ fw_read_blob:
     popal
     ret
 
-/* Unreal mode for ES: load the flat selector in protected mode and go straight
-   back; real mode keeps the 4 GiB limit and base 0 until ES is reloaded. */
-flat_es:
-    pushal
-    xor %eax, %eax
-    mov %cs, %ax
-    shl $4, %eax
-    add $gdt, %eax                      /* the GDT's linear address */
-    push %eax
-    pushw $gdt_end - gdt - 1
-    mov %sp, %bx
-    lgdtl %ss:(%bx)
-    add $6, %sp
-    mov %cr0, %eax
-    or $1, %al                          /* PE */
-    mov %eax, %cr0
-    jmp 1f
-1:  mov $FLAT_DATA, %bx
-    mov %bx, %es
-    and $0xfe, %al
-    mov %eax, %cr0
-    jmp 2f
-2:  popal
-    ret
-
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf92000000ffff            /* FLAT_DATA: base 0, limit 4 GiB, writable data */
-gdt_end:
+    FLAT_ES_ROUTINE
 
 manufacturer:
     .asciz "tinyvmm"

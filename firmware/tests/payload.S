@@ -9,12 +9,12 @@
     .code16
     .include "layout.inc"
     .include "debugcon.inc"
+    .include "unreal.inc"
 
     .set SETUP_SECTS, 7                 /* setup = (7 + 1) * 512 bytes */
     .set SETUP_SIZE, (SETUP_SECTS + 1) * 512
     .set KERNEL_SIZE, 0x10000 + 123     /* protected-mode part: a byte pattern */
     .set ENTRY_OFFSET, 0x200            /* where CS:0 starts at entry */
-    .set FLAT_DATA, 0x08
     .set SMAP, 0x534d4150
     .set KBC_COMMAND, PORT_I8042 + 4
     .set KBC_RESET, 0xfe
@@ -284,37 +284,10 @@ sum_bytes:                              /* ES:ESI, ECX bytes -> EAX */
     jnz 1b
 2:  ret
 
-flat_es:
-    pushal
-    xor %eax, %eax
-    mov %cs, %ax
-    shl $4, %eax
-    add $gdt, %eax
-    push %eax
-    pushw $gdt_end - gdt - 1
-    mov %sp, %bx
-    lgdtl %ss:(%bx)
-    add $6, %sp
-    cli
-    mov %cr0, %eax
-    or $1, %al
-    mov %eax, %cr0
-    jmp 1f
-1:  mov $FLAT_DATA, %bx
-    mov %bx, %es
-    and $0xfe, %al
-    mov %eax, %cr0
-    jmp 2f
-2:  popal
-    ret
+    FLAT_ES_ROUTINE
 
     DEBUGCON_ROUTINES
 
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf92000000ffff
-gdt_end:
 int10_text:
     .asciz "payload: int10 teletype\n"
 entry_regs:
