@@ -29,13 +29,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
+from guest_build import GUESTS, assemble  # noqa: E402
 from tinyvmm import layout  # noqa: E402
 from tinyvmm.fw_cfg.device import DMA_DESCRIPTOR, FW_CFG_DMA_CTL_READ, FwCfg  # noqa: E402
 from tinyvmm.fw_cfg.items import FwCfgItems  # noqa: E402
 from tinyvmm.memory import GuestMemory  # noqa: E402
 
-GUESTS = ROOT / "tests" / "guests"
 LOAD_ADDRESS = 0x100000
 MARKERS = {"legacy": (b"A\n", b"B\n"), "dma": (b"C\n", b"D\n")}
 MILESTONES = {"legacy": (8, 9), "dma": (10, 11)}
@@ -87,17 +88,6 @@ def bench_host_dma(size: int, repeat: int) -> dict:
 
 
 # --- 2. guests -----------------------------------------------------------------------------------
-def build_guest(source: Path, workdir: Path) -> Path:
-    preprocessed = subprocess.run(["gcc", "-E", "-x", "assembler-with-cpp", f"-I{GUESTS}",
-                                   str(source)], check=True, capture_output=True).stdout
-    obj, elf, image = workdir / "guest.o", workdir / "guest.elf", workdir / "guest.bin"
-    subprocess.run(["as", "--32", "-o", str(obj)], input=preprocessed, check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(GUESTS / "guest.ld"), "-o", str(elf),
-                    str(obj)], check=True)
-    subprocess.run(["objcopy", "-O", "binary", str(elf), str(image)], check=True)
-    return image
-
-
 def check_ends(console: bytes, payload: bytes, phase: str) -> None:
     """The guest prints the first and last dword it loaded after each phase."""
     expected = f"{int.from_bytes(payload[:4], 'little'):08x} {int.from_bytes(payload[-4:], 'little'):08x}"
@@ -193,7 +183,7 @@ def bench_guests(size: int, repeat: int, with_qemu: bool) -> dict:
         return {"skipped": f"/dev/kvm is not usable: {reason}"}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        image = build_guest(GUESTS / "fwcfg_bench.S", workdir)
+        image = assemble(GUESTS / "fwcfg_bench.S", workdir / "guest").bin_path
         payload = os.urandom(size)
         blob = workdir / "blob.bin"
         blob.write_bytes(payload)

@@ -19,17 +19,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from guest_build import assemble  # noqa: E402
 
 
 def build_guest(workdir: Path, loops: int) -> Path:
-    out = workdir / f"out_loop_{loops}"
-    subprocess.run(["gcc", "-E", "-P", "-x", "assembler-with-cpp", f"-DLOOPS={loops}",
-                    str(HERE / "guests" / "out_loop.S"), "-o", f"{out}.s"], check=True)
-    subprocess.run(["as", "--32", "-o", f"{out}.o", f"{out}.s"], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(HERE.parent / "tests" / "guests" / "guest.ld"),
-                    "-o", f"{out}.elf", f"{out}.o"], check=True)
-    subprocess.run(["objcopy", "-O", "binary", f"{out}.elf", f"{out}.bin"], check=True)
-    return Path(f"{out}.bin")
+    return assemble(HERE / "guests" / "out_loop.S", workdir / f"out_loop_{loops}",
+                    defines={"LOOPS": loops}).bin_path
 
 
 def tinyvmm_loop_ns(image: Path) -> int:

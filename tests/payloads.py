@@ -1,21 +1,19 @@
 """The test bzImage payload (firmware/tests/payload.S) and an initrd, built once per session."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import guest_build
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_SOURCES = ROOT / "firmware"
 
 
 def toolchain_missing() -> str | None:
-    for tool in ("make", "as", "ld", "objcopy"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (install make and binutils)"
-    return None
+    return guest_build.toolchain_missing(("make", "as", "ld", "objcopy"))
 
 
 def make_firmware(out: Path, *targets: str) -> None:

@@ -5,19 +5,17 @@ compute what each line must say from the items the host put in fw_cfg.
 """
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from guest_build import build_guest, toolchain_missing
 from tinyvmm import layout
 from tinyvmm.fw_cfg.options import add_fw_cfg_options, attach_fw_cfg
 from tinyvmm.kvm.system import kvm_status
 
-GUESTS = Path(__file__).parent / "guests"
 MMIO_BASE = 0xFEF00000
 RAM_SIZE = 256 * layout.MiB
 BLOB = bytes((i * 131 + (i >> 7) * 17 + 5) & 0xFF for i in range(5000))
@@ -26,33 +24,15 @@ RW_INITIAL = b"rw-initial-16byt"
 pytestmark = pytest.mark.kvm
 
 
-def _missing_tools() -> list[str]:
-    return [tool for tool in ("gcc", "as", "ld", "objcopy") if shutil.which(tool) is None]
-
-
 @pytest.fixture(scope="module")
 def guest_image(tmp_path_factory) -> bytes:
     reason = kvm_status()
     if reason:
         pytest.skip(f"/dev/kvm is not usable: {reason}")
-    missing = _missing_tools()
+    missing = toolchain_missing()
     if missing:
-        pytest.skip(f"cannot build the guest without {', '.join(missing)}")
-    return build_guest(GUESTS / "fwcfg_test.S", tmp_path_factory.mktemp("fwcfg"))
-
-
-def build_guest(source: Path, workdir: Path) -> bytes:
-    """Preprocess, assemble, link and flatten a test guest into its 64 KiB image."""
-    preprocessed = subprocess.run(["gcc", "-E", "-x", "assembler-with-cpp", f"-I{GUESTS}",
-                                   str(source)], check=True, capture_output=True).stdout
-    obj, elf, image = workdir / "guest.o", workdir / "guest.elf", workdir / "guest.bin"
-    subprocess.run(["as", "--32", "-o", str(obj)], input=preprocessed, check=True,
-                   capture_output=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(GUESTS / "guest.ld"), "-o", str(elf),
-                    str(obj)], check=True, capture_output=True)
-    subprocess.run(["objcopy", "-O", "binary", str(elf), str(image)], check=True,
-                   capture_output=True)
-    data = image.read_bytes()
+        pytest.skip(f"cannot build the guest: {missing}")
+    data = build_guest("fwcfg_test").bin_path.read_bytes()
     assert len(data) == 64 * layout.KiB, f"guest image is {len(data)} bytes"
     return data
 
