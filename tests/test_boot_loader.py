@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from tinyvmm import layout
+from tinyvmm import firmware, layout
 from tinyvmm.boot import bzimage as bz
 from tinyvmm.boot import linux
 from tinyvmm.fw_cfg import items as fwc
@@ -91,7 +91,7 @@ def test_publish_fills_the_kernel_keys_rom_and_bootorder():
     image = bz.parse_bzimage(make_bzimage())
     plan = linux.plan_boot(image, "quiet", b"RD" * 10, 64 * MiB)
     items = fwc.FwCfgItems()
-    linux.publish(plan, items, linux.ROM_DMA, b"\x55\xaa" + bytes(510))
+    linux.publish(plan, items, firmware.LINUXBOOT_DMA, b"\x55\xaa" + bytes(510))
 
     def u32(key):
         return struct.unpack("<I", bytes(items.lookup(key).data))[0]

@@ -202,7 +202,7 @@ def read_firmware(path: str) -> bytes:
 
 def boot_firmware(args) -> bytes:
     from . import firmware as shipped
-    return read_firmware(args.bios) if getattr(args, "bios", None) else shipped.read_image("bios.bin")
+    return read_firmware(args.bios) if getattr(args, "bios", None) else shipped.read_image(shipped.BIOS)
 
 
 def prepare_items(args, firmware: bytes, with_linux: bool):

@@ -94,8 +94,6 @@ def crash_report(runner, outcome, message: str) -> str:
         symbols = getattr(runner, "symbols", None)
         lines.append(f"where: {where(regs, sregs, symbols)}")
         lines += code_listing(machine.vcpu, machine.memory, regs, sregs, symbols)
-        extra = machine.describe_location(regs, sregs) if hasattr(machine, "describe_location") else []
-        lines += extra
     counts = ", ".join(f"{abi.EXIT_REASON_NAMES.get(r, r)} {n}"
                        for r, n in sorted(enumerate(runner.exit_counts), key=lambda kv: -kv[1]) if n)
     lines.append(f"exits: {counts or 'none'}")

@@ -21,9 +21,6 @@ LOADER_TYPE = 0xB0            # boot loader id 0xB (QEMU), version 0: Linux trea
 HEAP_END = CMDLINE_ADDR - SETUP_ADDR - 0x200
 INITRD_ALIGN = 4096
 
-ROM_DMA = "linuxboot_dma.bin"
-ROM_LEGACY = "linuxboot.bin"
-
 
 class BootConfigError(ValueError):
     """Kernel, initrd and command line that cannot be booted in this machine."""

@@ -73,7 +73,7 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
         plan = linux.plan_boot(image, cmdline, initrd_data, ram_size)
     except linux.BootConfigError as exc:
         raise PayloadError(str(exc)) from None
-    rom_name = linux.ROM_DMA if dma else linux.ROM_LEGACY
+    rom_name = shipped.linuxboot_name(dma)
     return LinuxPayload(kernel_path, plan, rom_name, shipped.read_image(rom_name))
 
 
