@@ -24,18 +24,8 @@ start:
     xor %ax, %ax
     mov %ax, %ss
     mov $0x7000, %sp
-    cs lgdtl gdt_descriptor             /* unreal mode: flat DS/ES with 4 GiB limits */
-    mov %cr0, %eax
-    or $1, %al
-    mov %eax, %cr0
-    jmp 1f
-1:  mov $0x08, %bx
-    mov %bx, %ds
-    mov %bx, %es
-    and $0xfe, %al
-    mov %eax, %cr0
-    jmp 2f
-2:  xor %ax, %ax
+    ENTER_UNREAL ds, es
+    xor %ax, %ax
     mov %ax, %ds
     mov %ax, %es
 
@@ -190,12 +180,5 @@ putc:
     outb %al, %dx
     ret
 
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf93000000ffff            /* 0x08: flat 4 GiB data, accessed bit preset (ROM) */
-gdt_end:
-gdt_descriptor:
-    .word gdt_end - gdt - 1
-    .long 0xf0000 + gdt
+    TEST_GDT
 name: .asciz "opt/bench/blob"

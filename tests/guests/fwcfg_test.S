@@ -50,21 +50,8 @@ start:
     xor %ax, %ax
     mov %ax, %ss
     mov $0x7000, %sp
-    /* Unreal mode: load flat data segments in protected mode, return to real mode. */
-    cs lgdtl gdt_descriptor
-    mov %cr0, %eax
-    or $1, %al
-    mov %eax, %cr0
-    jmp 1f
-1:  mov $0x08, %bx
-    mov %bx, %ds
-    mov %bx, %es
-    mov %bx, %fs
-    mov %bx, %gs
-    and $0xfe, %al
-    mov %eax, %cr0
-    jmp 2f
-2:  xor %ax, %ax
+    ENTER_UNREAL ds, es, fs, gs
+    xor %ax, %ax
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %fs
@@ -593,14 +580,7 @@ print_bytes:
     mov $' ', %al
     jmp putc
 
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf93000000ffff            /* 0x08: flat 4 GiB data, accessed bit preset (ROM) */
-gdt_end:
-gdt_descriptor:
-    .word gdt_end - gdt - 1
-    .long 0xf0000 + gdt
+    TEST_GDT
 
 rom_target: .ascii "ROM!"
 n_blob:      .asciz "opt/test/blob"

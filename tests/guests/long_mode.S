@@ -7,15 +7,11 @@
 #define PD   0x3000
     RESET_VECTOR start
 start:
-    cs lgdtl gdt_descriptor
-    mov %cr0, %eax
-    or $1, %eax
-    mov %eax, %cr0
-    ljmpl $0x08, $(0xf0000 + protected)
+    ENTER_PROTECTED32 protected
 
     .code32
 protected:
-    mov $0x10, %ax
+    mov $SEL_DATA, %ax
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %ss
@@ -46,7 +42,7 @@ protected:
     mov %cr0, %eax
     or $0x80000000, %eax            /* PG */
     mov %eax, %cr0
-    ljmpl $0x18, $(0xf0000 + long_entry)
+    ljmpl $SEL_CODE64, $(0xf0000 + long_entry)
 
     .code64
 long_entry:
@@ -64,12 +60,4 @@ long_loop:
     jmp long_loop
 
 text: .asciz "long\n"
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff        /* 0x08: flat 32-bit code */
-    .quad 0x00cf93000000ffff        /* 0x10: flat data */
-    .quad 0x00af9b000000ffff        /* 0x18: 64-bit code */
-gdt_descriptor:
-    .word 31
-    .long 0xf0000 + gdt
+    TEST_GDT

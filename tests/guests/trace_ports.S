@@ -16,15 +16,11 @@ second_write:
     mov $0x22, %al
     outb %al, $0x80
     nop
-    cs lgdtl gdt_descriptor
-    mov %cr0, %eax
-    or $1, %eax
-    mov %eax, %cr0
-    ljmpl $0x08, $(0xf0000 + protected)
+    ENTER_PROTECTED32 protected
 
     .code32
 protected:
-    mov $0x10, %ax
+    mov $SEL_DATA, %ax
     mov %ax, %ds
 protected_write:
     mov $0x33, %al
@@ -33,11 +29,4 @@ protected_write:
     KBC_RESET
     hlt
 
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff        /* 0x08: flat 32-bit code */
-    .quad 0x00cf93000000ffff        /* 0x10: flat data */
-gdt_descriptor:
-    .word 23
-    .long 0xf0000 + gdt
+    TEST_GDT
