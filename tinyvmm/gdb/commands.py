@@ -148,19 +148,16 @@ class CommandHandler:
         return Response([self.target.read_memory(address, length).hex().encode()])
 
     def _write_memory(self, rest: bytes) -> Response:
-        where, _, data = rest.partition(b":")
-        address, length = self._address_length(where)
-        data = rsp.hex_bytes(data)
-        if len(data) != length:
-            raise TargetError("length does not match the data")
-        if data:
-            self.target.write_memory(address, data)
-        return Response([b"OK"])
+        return self._store(rest, rsp.hex_bytes)
 
     def _write_binary(self, rest: bytes) -> Response:
+        return self._store(rest, rsp.unescape)
+
+    def _store(self, rest: bytes, decode) -> Response:
+        """`ADDR,LEN:DATA` with DATA as `decode` reads it (hex for M, escaped binary for X)."""
         where, _, data = rest.partition(b":")
         address, length = self._address_length(where)
-        data = rsp.unescape(data)
+        data = decode(data)
         if len(data) != length:
             raise TargetError("length does not match the data")
         if data:
