@@ -12,7 +12,6 @@ import pytest
 from tinyvmm.boot.bzimage import parse_bzimage
 from tinyvmm.kvm.system import is_emulating_host
 
-from payloads import initrd, payload  # noqa: F401 (fixtures)
 
 
 def tinyvmm(*args, timeout=300):

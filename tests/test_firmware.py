@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tinyvmm import firmware, layout, optionrom
 from tinyvmm.optionrom import OptionRomError, sign, validate
 
-from payloads import FIRMWARE_SOURCES, initrd, make_firmware, payload, toolchain_missing  # noqa: F401
+from payloads import FIRMWARE_SOURCES, make_firmware, toolchain_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "kernels" / "build" / "bzImage"

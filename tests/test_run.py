@@ -1,6 +1,5 @@
 """`tinyvmm run` with tiny guests on /dev/kvm: output, statuses, crash reports, timeouts."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -189,7 +189,7 @@ class KvmTarget:
         "at a breakpoint" that is not at its pc for a stale one and resume.
         Without the reason gdb reports a plain SIGTRAP and stays stopped.
         """
-        regs, sregs = self.vcpu.get_regs(), self.vcpu.get_sregs()
+        sregs = self.vcpu.get_sregs()
         if sregs.cs.base == 0:
             return StopEvent(SIGTRAP, reason)
         if not self._told_segmented:
