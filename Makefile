@@ -8,7 +8,7 @@ test:
 	python3 -m pytest -q
 
 bench:
-	tinyvmm bench
+	python3 -m tinyvmm bench
 
 firmware:
 	$(MAKE) -C firmware
