@@ -55,7 +55,9 @@ class Console:
         self.total += len(data)
         self.tail += data
         if self._watches:
-            for watch in [w for w in self._watches if w[0] in self.tail]:
+            # Only the new bytes, plus what a match could have started in before them.
+            seen = [w for w in self._watches if w[0] in self.tail[-(len(data) + len(w[0]) - 1):]]
+            for watch in seen:
                 self._watches.remove(watch)
                 watch[1]()
         if len(self.tail) > TAIL_SIZE:
