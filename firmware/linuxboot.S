@@ -12,6 +12,18 @@
     OPTION_ROM_HEADER pnp_header
     PNP_HEADER linuxboot_bev, manufacturer, product
 
+    .macro FW_READ32 key
+    mov $\key, %ax
+    call fw_read32
+    .endm
+
+    .macro FW_READ_BLOB key, addr, size
+    mov $\key, %ax
+    mov \size(%bp), %ecx
+    mov \addr(%bp), %edi
+    call fw_read_blob
+    .endm
+
     .include "linuxboot_boot.inc"
 
 

@@ -10,18 +10,41 @@
     OPTION_ROM_HEADER pnp_header
     PNP_HEADER linuxboot_bev, manufacturer, product
 
+/* Every guest instruction costs microseconds under an emulating KVM, so a read
+   is a few stores and one OUT: the control word is an immediate worked out at
+   assembly time, and fw_init fills in what never changes. SI keeps the key for
+   the error message. */
+
+/* Store the control word "select `key`, read": big-endian key in bytes 0-1,
+   SELECT | READ in byte 3. */
+    .macro SET_SELECT_READ key, control
+    movl $(((\key >> 8) & 0xff) | ((\key & 0xff) << 8) | ((FW_CFG_DMA_SELECT | FW_CFG_DMA_READ) << 24)), \control
+    .endm
+
+    .macro FW_READ32 key
+    SET_SELECT_READ \key, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
+    mov $\key, %si
+    call fw_read32
+    .endm
+
+    .macro FW_READ_BLOB key, addr, size
+    SET_SELECT_READ \key, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
+    mov $\key, %si
+    mov \size(%bp), %ecx
+    mov \addr(%bp), %edi
+    call fw_read_blob
+    .endm
+
     .include "linuxboot_boot.inc"
 
-/* Two descriptors in TRANSPORT_AREA, their linear addresses worked out once:
-   number reads patch only the key into theirs (length 4 and destination, the
-   dword after it, never change); blob reads fill key, length and destination.
-   Every field is big-endian. */
+/* Two descriptors in TRANSPORT_AREA. The number descriptor's length (4) and
+   destination never change; the blob descriptor gets length and destination per
+   read. Their own linear addresses, byte-swapped for the OUT, are kept beside. */
     .set NUMBER_DESC, TRANSPORT_AREA                  /* 16 bytes */
     .set NUMBER_VALUE, TRANSPORT_AREA + 16            /* the 4 bytes read */
-    .set NUMBER_DESC_LINEAR_BE, TRANSPORT_AREA + 20   /* the descriptor's address, swapped */
+    .set NUMBER_DESC_LINEAR_BE, TRANSPORT_AREA + 20
     .set BLOB_DESC, TRANSPORT_AREA + 24               /* 16 bytes */
     .set BLOB_DESC_LINEAR_BE, TRANSPORT_AREA + 40
-    .set SELECT_READ_BE16, (FW_CFG_DMA_SELECT | FW_CFG_DMA_READ) << 8   /* control bits 15..0, big-endian */
     .set LENGTH_4_BE, 0x04000000
 
 fw_init:
@@ -44,40 +67,24 @@ fw_init:
     mov %eax, NUMBER_DESC_LINEAR_BE(%bp)
     ret
 
-/* AX = key -> EAX: one 4-byte DMA read. */
+/* The number descriptor's control is set: start it; EAX = the value. A device
+   that completes at once leaves control 0, the one test on the fast path. */
 fw_read32:
-    push %dx
-    push %si
-    mov %ax, %si                        /* the key, for an error message */
-    xchg %al, %ah                       /* the key, big-endian, in control bits 31..16 */
-    mov %ax, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
-    movw $SELECT_READ_BE16, NUMBER_DESC + FW_CFG_DMA_CONTROL + 2(%bp)
     mov NUMBER_DESC_LINEAR_BE(%bp), %eax
     mov $FW_CFG_PORT_DMA_LOW, %dx
     outl %eax, %dx                      /* starts the transfer; the high half is 0 */
-1:  mov NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp), %eax
-    test $FW_CFG_DMA_DONE_MASK_LE, %eax
-    jnz 1b
-    test %eax, %eax
-    jnz dma_error
+1:  cmpl $0, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
+    jne 2f
     mov NUMBER_VALUE(%bp), %eax
-    pop %si
-    pop %dx
     ret
+2:  testl $FW_CFG_DMA_ERROR_LE, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
+    jz 1b                               /* still running */
+    jmp dma_error
 
-/* AX = key, ECX = length, EDI = linear destination: one DMA read. */
+/* The blob descriptor's control is set; ECX = length, EDI = linear destination. */
 fw_read_blob:
     test %ecx, %ecx
-    jz 2f
-    push %eax
-    push %ecx
-    push %edi
-    push %dx
-    push %si
-    mov %ax, %si                        /* the key, for an error message */
-    xchg %al, %ah
-    mov %ax, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
-    movw $SELECT_READ_BE16, BLOB_DESC + FW_CFG_DMA_CONTROL + 2(%bp)
+    jz 3f
     bswap %ecx
     mov %ecx, BLOB_DESC + FW_CFG_DMA_LENGTH(%bp)
     bswap %edi
@@ -85,17 +92,11 @@ fw_read_blob:
     mov BLOB_DESC_LINEAR_BE(%bp), %eax
     mov $FW_CFG_PORT_DMA_LOW, %dx
     outl %eax, %dx                      /* starts the transfer; the high half is 0 */
-1:  mov BLOB_DESC + FW_CFG_DMA_CONTROL(%bp), %eax
-    test $FW_CFG_DMA_DONE_MASK_LE, %eax
-    jnz 1b
-    test %eax, %eax
-    jnz dma_error
-    pop %si
-    pop %dx
-    pop %edi
-    pop %ecx
-    pop %eax
-2:  ret
+1:  cmpl $0, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
+    jne 2f
+3:  ret
+2:  testl $FW_CFG_DMA_ERROR_LE, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
+    jz 1b                               /* still running */
 
 dma_error:                              /* SI = the key */
     PRINT "Linux loader DMA: fw_cfg DMA error reading key "
