@@ -58,6 +58,16 @@ def guest_views(memory, gpa: int, size: int, writable: bool) -> list[memoryview]
     raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest memory")
 
 
+def _descriptor_bytes(memory, descriptor: int) -> tuple[memoryview | bytes, memoryview | None]:
+    """The 16 descriptor bytes, and a writable view of its control word when the
+    whole descriptor lies in one RAM region (the common case)."""
+    try:
+        view = memory.view(descriptor, DMA_DESCRIPTOR.size, True)
+        return view, view[:4]
+    except GuestMemoryError:
+        return b"".join(guest_views(memory, descriptor, DMA_DESCRIPTOR.size, False)), None
+
+
 def _zero_fill(view: memoryview) -> None:
     for start in range(0, len(view), len(_ZEROS)):
         chunk = view[start:start + len(_ZEROS)]
@@ -165,7 +175,7 @@ class FwCfg:
         try:
             if memory is None:
                 raise GuestMemoryError("this fw_cfg has no guest memory")
-            raw = b"".join(guest_views(memory, descriptor, DMA_DESCRIPTOR.size, False))
+            raw, control_view = _descriptor_bytes(memory, descriptor)
         except GuestMemoryError:
             self.dma_transfers += 1
             self._store_control(descriptor, FW_CFG_DMA_CTL_ERROR)
@@ -187,7 +197,10 @@ class FwCfg:
             self._offset = offset + moved
         else:
             op, status, moved = "none", 0, 0
-        self._store_control(descriptor, status)
+        if control_view is not None:
+            control_view[:] = status.to_bytes(4, "big")
+        else:
+            self._store_control(descriptor, status)
         self.dma_transfers += 1
         if op in ("read", "write"):
             self.dma_bytes += moved
