@@ -105,3 +105,20 @@ def test_guest_memory_for_layout_places_firmware():
     memory.write(0x7FFFFF, b"z")
     with pytest.raises(GuestMemoryError):
         memory.write(0x800000, b"z")
+
+
+def _resident_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+
+
+def test_prefault_makes_ram_resident_and_keeps_its_contents():
+    memory = GuestMemory.for_layout(64 * layout.MiB, bytes(4096))
+    before = _resident_kib()
+    memory.write(0x1000000, b"kept")
+    # Ranges outside RAM (the VGA window, past the end, ROM) are skipped, not errors.
+    memory.prefault([(0x1000000, 16 * layout.MiB), (0xA0000, 4096), (64 * layout.MiB, 4096),
+                     (0xFFFFF000, 4096)]).join()
+    assert memory.read(0x1000000, 4) == b"kept"
+    assert memory.read(0x1800000, 4) == bytes(4)
+    assert _resident_kib() - before >= 15 * 1024

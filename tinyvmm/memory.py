@@ -10,6 +10,7 @@ the guest's own.
 import bisect
 import ctypes
 import mmap
+import threading
 
 from . import layout
 
@@ -19,6 +20,8 @@ class GuestMemoryError(ValueError):
 
 
 ADDRESS_LIMIT = 1 << 64
+PAGE_SIZE = mmap.PAGESIZE
+MADV_POPULATE_WRITE = 23        # Linux 5.14: fault pages in as if written, contents unchanged
 
 
 class GuestMemory:
@@ -83,6 +86,27 @@ class GuestMemory:
                 return index
         raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest memory")
 
+    def prefault(self, ranges) -> threading.Thread:
+        """Fault in the host pages behind these (gpa, size) RAM ranges on a thread of its own.
+
+        A copy into fresh anonymous memory pays a host page fault per page (and the
+        zeroing of a whole huge page); a boot loader's destinations are known before
+        the guest starts, so that cost can overlap with the firmware's run instead of
+        landing inside the copy. Contents never change; ranges outside RAM are
+        ignored, and so is a kernel without MADV_POPULATE_WRITE.
+        """
+        spans = []
+        for gpa, size in ranges:
+            if size <= 0 or not self.contains(gpa, size, writable=True):
+                continue
+            index = self._region_index(gpa, size, True)
+            start = self.host_address(self._regions[index][0]) + gpa - self._regions[index][0]
+            first = start - start % PAGE_SIZE
+            spans.append((first, start + size - first))
+        thread = threading.Thread(target=_populate, args=(spans,), name="prefault", daemon=True)
+        thread.start()
+        return thread
+
     def contains(self, gpa: int, size: int, writable: bool = False) -> bool:
         try:
             self._region_index(gpa, size, writable)
@@ -110,3 +134,13 @@ class GuestMemory:
 
     def fill(self, gpa: int, size: int, value: int = 0) -> None:
         self.view(gpa, size, writable=True)[:] = bytes([value]) * size
+
+
+_madvise = ctypes.CDLL(None, use_errno=True).madvise
+_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def _populate(spans: list[tuple[int, int]]) -> None:
+    for address, length in spans:
+        if _madvise(address, length, MADV_POPULATE_WRITE) != 0:
+            return              # an older kernel (EINVAL): each copy faults its own pages

@@ -7,7 +7,6 @@ owns, and publishes the pieces as fw_cfg items; the linuxboot option ROM
 """
 
 import struct
-from dataclasses import dataclass
 
 from .. import layout
 from ..fw_cfg import items as fwc
@@ -26,21 +25,26 @@ class BootConfigError(ValueError):
     """Kernel, initrd and command line that cannot be booted in this machine."""
 
 
-@dataclass(frozen=True)
 class BootPlan:
-    image: bz.BzImage
-    setup: bytes               # patched boot sector + setup
-    cmdline: bytes             # with its NUL
-    initrd: bytes | memoryview | None
-    initrd_addr: int
+    """Where each piece goes and what it holds once patched."""
 
-    def summary(self) -> str:
-        parts = [f"Linux {self.image.kernel_version or '(unknown version)'}, boot protocol "
-                 f"{self.image.protocol_text}, setup {self.image.setup_size} B, "
-                 f"kernel {self.image.kernel_size} B"]
+    __slots__ = ("image", "setup", "cmdline", "initrd", "initrd_addr")
+
+    def __init__(self, image: bz.BzImage, setup: bytes, cmdline: bytes,
+                 initrd: bytes | memoryview | None, initrd_addr: int):
+        self.image = image
+        self.setup = setup              # patched boot sector + setup
+        self.cmdline = cmdline          # with its NUL
+        self.initrd = initrd
+        self.initrd_addr = initrd_addr
+
+    def load_ranges(self) -> list[tuple[int, int]]:
+        """(guest address, size) of every piece the ROM will copy into RAM."""
+        ranges = [(SETUP_ADDR, len(self.setup)), (CMDLINE_ADDR, len(self.cmdline)),
+                  (KERNEL_ADDR, self.image.kernel_size)]
         if self.initrd is not None:
-            parts.append(f"initrd {len(self.initrd)} B at {self.initrd_addr:#x}")
-        return ", ".join(parts)
+            ranges.append((self.initrd_addr, len(self.initrd)))
+        return ranges
 
 
 def initrd_limit(image: bz.BzImage, ram_size: int) -> int:
