@@ -21,18 +21,39 @@
     movl $(((\key >> 8) & 0xff) | ((\key & 0xff) << 8) | ((FW_CFG_DMA_SELECT | FW_CFG_DMA_READ) << 24)), \control
     .endm
 
+/* Start the transfer described at desc(%bp), whose linear address, byte-swapped,
+   is at desc_be(%bp); wait only when the device did not complete it at once. */
+    .macro DMA_START desc, desc_be
+    mov \desc_be(%bp), %eax
+    mov $FW_CFG_PORT_DMA_LOW, %dx
+    outl %eax, %dx                      /* the high half is 0 */
+    cmpl $0, \desc + FW_CFG_DMA_CONTROL(%bp)
+    je dma_done\@
+    lea \desc(%bp), %bx
+    call dma_wait
+dma_done\@:
+    .endm
+
     .macro FW_READ32 key
     SET_SELECT_READ \key, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
     mov $\key, %si
-    call fw_read32
+    DMA_START NUMBER_DESC, NUMBER_DESC_LINEAR_BE
+    mov NUMBER_VALUE(%bp), %eax
     .endm
 
     .macro FW_READ_BLOB key, addr, size
+    mov \size(%bp), %ecx
+    test %ecx, %ecx
+    jz blob_done\@
     SET_SELECT_READ \key, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
     mov $\key, %si
-    mov \size(%bp), %ecx
+    bswap %ecx
+    mov %ecx, BLOB_DESC + FW_CFG_DMA_LENGTH(%bp)
     mov \addr(%bp), %edi
-    call fw_read_blob
+    bswap %edi
+    mov %edi, BLOB_DESC + FW_CFG_DMA_ADDRESS + 4(%bp)
+    DMA_START BLOB_DESC, BLOB_DESC_LINEAR_BE
+blob_done\@:
     .endm
 
     .include "linuxboot_boot.inc"
@@ -67,36 +88,14 @@ fw_init:
     mov %eax, NUMBER_DESC_LINEAR_BE(%bp)
     ret
 
-/* The number descriptor's control is set: start it; EAX = the value. A device
-   that completes at once leaves control 0, the one test on the fast path. */
-fw_read32:
-    mov NUMBER_DESC_LINEAR_BE(%bp), %eax
-    mov $FW_CFG_PORT_DMA_LOW, %dx
-    outl %eax, %dx                      /* starts the transfer; the high half is 0 */
-1:  cmpl $0, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
-    jne 2f
-    mov NUMBER_VALUE(%bp), %eax
+/* SS:BX = a descriptor the device has not finished: poll it until it has; stop
+   on ERROR. */
+dma_wait:
+    testl $FW_CFG_DMA_ERROR_LE, %ss:FW_CFG_DMA_CONTROL(%bx)
+    jnz dma_error
+    cmpl $0, %ss:FW_CFG_DMA_CONTROL(%bx)
+    jne dma_wait
     ret
-2:  testl $FW_CFG_DMA_ERROR_LE, NUMBER_DESC + FW_CFG_DMA_CONTROL(%bp)
-    jz 1b                               /* still running */
-    jmp dma_error
-
-/* The blob descriptor's control is set; ECX = length, EDI = linear destination. */
-fw_read_blob:
-    test %ecx, %ecx
-    jz 3f
-    bswap %ecx
-    mov %ecx, BLOB_DESC + FW_CFG_DMA_LENGTH(%bp)
-    bswap %edi
-    mov %edi, BLOB_DESC + FW_CFG_DMA_ADDRESS + 4(%bp)
-    mov BLOB_DESC_LINEAR_BE(%bp), %eax
-    mov $FW_CFG_PORT_DMA_LOW, %dx
-    outl %eax, %dx                      /* starts the transfer; the high half is 0 */
-1:  cmpl $0, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
-    jne 2f
-3:  ret
-2:  testl $FW_CFG_DMA_ERROR_LE, BLOB_DESC + FW_CFG_DMA_CONTROL(%bp)
-    jz 1b                               /* still running */
 
 dma_error:                              /* SI = the key */
     PRINT "Linux loader DMA: fw_cfg DMA error reading key "
