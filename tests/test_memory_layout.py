@@ -5,7 +5,7 @@ import ctypes
 import pytest
 
 from tinyvmm import layout
-from tinyvmm.memory import GuestMemory, GuestMemoryError
+from tinyvmm.memory import SPLIT_COPY_MIN, GuestMemory, GuestMemoryError, buffer_address, copy_into
 
 
 @pytest.fixture
@@ -122,3 +122,25 @@ def test_prefault_makes_ram_resident_and_keeps_its_contents():
     assert memory.read(0x1000000, 4) == b"kept"
     assert memory.read(0x1800000, 4) == bytes(4)
     assert _resident_kib() - before >= 15 * 1024
+
+
+def test_buffer_address_of_read_only_and_writable_buffers():
+    data = b"0123456789"
+    assert buffer_address(memoryview(data)[3:]) == ctypes.cast(data, ctypes.c_void_p).value + 3
+    array = bytearray(16)
+    assert buffer_address(array) == ctypes.addressof(ctypes.c_char.from_buffer(array))
+
+
+@pytest.mark.parametrize("size", [4096, SPLIT_COPY_MIN + 12345])
+def test_copy_into_copies_exactly_the_source(size):
+    source = memoryview(bytes(range(251)) * (size // 251 + 2))[7:7 + size]    # read-only, odd offset
+    memory = GuestMemory.for_layout(32 * layout.MiB, bytes(4096))
+    memory.fill(0x100000, size + 2, 0xAA)
+    copy_into(memory.view(0x100000, size + 1, writable=True), source)
+    assert memory.read(0x100000, size) == bytes(source)
+    assert memory.read(0x100000 + size, 2) == b"\xaa\xaa"              # nothing past the end
+
+
+def test_copy_into_refuses_a_short_destination():
+    with pytest.raises(ValueError):
+        copy_into(memoryview(bytearray(4)), b"12345")

