@@ -106,3 +106,16 @@ def test_svg_plot_has_a_bar_per_system():
     assert ">a<" in text and ">b<" in text and "0.600 s" in text
     with pytest.raises(ValueError):
         plot.plot_phases(summary, "plot.gif")
+
+
+def test_boots_find_this_package_first_on_pythonpath():
+    """Bench starts `python -S -m tinyvmm boot`; PYTHONPATH must lead to this very package."""
+    import os
+    from pathlib import Path
+
+    import tinyvmm
+    env = bench.child_env({"PYTHONPATH": "/elsewhere", "OTHER": "kept"})
+    first, rest = env["PYTHONPATH"].split(os.pathsep)
+    assert (Path(first) / "tinyvmm").resolve() == Path(tinyvmm.__file__).parent.resolve()
+    assert rest == "/elsewhere" and env["OTHER"] == "kept"
+    assert bench.child_env({})["PYTHONPATH"] == first

@@ -1,5 +1,6 @@
 """Command-line errors: each is caught before the guest starts, with a message and status 2."""
 
+import argparse
 import subprocess
 import sys
 
@@ -46,3 +47,77 @@ def test_help_documents_exit_statuses():
     text = result.stdout.decode()
     for line in ("0    the guest reset", "3    the guest crashed", "4    --timeout", "130  interrupted"):
         assert line in text
+
+
+def test_full_help_lists_every_command():
+    for argv in (["--help"], ["-h", "boot"]):
+        result = subprocess.run([sys.executable, "-m", "tinyvmm", *argv], capture_output=True)
+        assert result.returncode == 0
+        text = result.stdout.decode()
+        for command in cli.COMMANDS:
+            assert f"    {command} " in text, (argv, command)
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "bogus"], capture_output=True)
+    assert result.returncode == 2
+    assert ("invalid choice: 'bogus' (choose from 'run', 'boot', 'bench', 'fw-cfg')"
+            in result.stderr.decode())
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_one_commands_parser_parses_as_the_full_one(command):
+    argv = {"run": ["run", "--bios", "x.bin", "--mem", "64M", "--trace", "io"],
+            "boot": ["boot", "--stop-at-kernel", "--fw-cfg", "name=opt/a,string=b", "--stats"],
+            "bench": ["bench", "--runs", "3", "--no-banner"],
+            "fw-cfg": ["fw-cfg", "list", "--json", "--no-fw-cfg-dma"]}[command]
+    alone, full = cli.build_parser(command).parse_args(argv), cli.build_parser().parse_args(argv)
+    assert vars(alone) == vars(full)
+
+
+@pytest.mark.parametrize("columns", [None, "50", "200", "0", "junk"])
+@pytest.mark.parametrize("formatter", [argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter])
+def test_help_is_wrapped_as_argparse_wraps_it(monkeypatch, columns, formatter):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+
+    def help_text(parser_class):
+        parser = parser_class(prog="x", description="word " * 60, formatter_class=formatter)
+        parser.add_argument("--option", metavar="VALUE", help="word " * 40)
+        parser.add_argument("file", nargs="+", help="word " * 10)
+        return parser.format_help()
+    assert help_text(cli.Parser) == help_text(argparse.ArgumentParser)
+
+
+def test_boot_runs_under_python_S_as_bench_starts_it(tmp_path):
+    """-S: no site-packages; the package is found through the PYTHONPATH bench sets."""
+    from tinyvmm import bench
+    result = subprocess.run([sys.executable, "-S", "-m", "tinyvmm", "boot", "--help"],
+                            capture_output=True, cwd=tmp_path, env=bench.child_env())
+    assert result.returncode == 0, result.stderr.decode()
+    assert "--stop-at-kernel" in result.stdout.decode()
+
+
+# Modules a boot has no use for: heavy standard library ones, and those of site-packages
+# (absent under -S) that only --symbols, gdb and crash reports use.
+NOT_FOR_A_BOOT = ("dataclasses", "inspect", "typing", "pathlib", "elftools", "capstone",
+                  "tinyvmm.symbols", "tinyvmm.gdb.server", "tinyvmm.report", "tinyvmm.trace",
+                  "tinyvmm.bench")
+
+
+@pytest.mark.kvm
+def test_boot_imports_only_what_it_uses(payload, initrd, tmp_path):
+    from tinyvmm import bench
+    timing = tmp_path / "timing.json"
+    result = subprocess.run([sys.executable, "-S", "-X", "importtime", "-m", "tinyvmm", "boot",
+                             "--kernel", str(payload), "--initrd", str(initrd), "--mem", "64M",
+                             "--serial", "none", "--stop-at-kernel", "--timing-json", str(timing)],
+                            capture_output=True, cwd=tmp_path, env=bench.child_env(), timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert timing.exists()
+    # -X importtime names every module the process imports, one per line
+    imported = [line.rsplit("|", 1)[1].strip() for line in result.stderr.decode().splitlines()
+                if line.startswith("import time:") and "|" in line]
+    assert "tinyvmm.machine" in imported
+    unwanted = [name for name in imported
+                if any(name == m or name.startswith(m + ".") for m in NOT_FOR_A_BOOT)]
+    assert not unwanted, f"a boot imported {unwanted}"

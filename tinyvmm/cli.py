@@ -1,11 +1,11 @@
 """The `tinyvmm` command line: parse options, build the machine, run it, turn the outcome into a status."""
 
 import argparse
+import os
 import re
 import sys
 
 from . import layout
-from .runner import Outcome
 
 EXIT_OK = 0
 EXIT_HOST_ERROR = 1
@@ -96,34 +96,78 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
                              "milestones, exits, fw_cfg, or all")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .fw_cfg.options import add_fw_cfg_list_options, add_fw_cfg_options
+def terminal_columns() -> int:
+    """$COLUMNS, else the width of the terminal on stdout, else 80: the width help is wrapped to."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
-    parser = argparse.ArgumentParser(
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help formatters are told the terminal's width.
+
+    Left to find it themselves, argparse's formatters import shutil (and with it
+    zlib, bz2 and lzma), at the first add_argument: milliseconds of every start.
+    The width is the one they would find, less the same 2 columns of margin.
+    """
+
+    def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs):
+        def formatter(prog):
+            return formatter_class(prog, width=terminal_columns() - 2)
+        super().__init__(*args, formatter_class=formatter, **kwargs)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with `command` of that one alone.
+
+    One command's parser is all it takes to parse that command's arguments;
+    building the others' would only slow every start down.
+    """
+    parser = Parser(
         prog="tinyvmm", description="A minimal virtual machine monitor over /dev/kvm.",
         epilog=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    for name, add_command in COMMANDS.items():
+        if command is None or command == name:
+            add_command(commands)
+    return parser
 
-    def command(name, help, description):
-        return commands.add_parser(name, help=help, description=description, epilog=STATUS_HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    run = command("run", "run a raw firmware image from the reset vector (like QEMU's -bios)",
-                  "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
-                  "(64, 128, 192 or 256 KiB) is mapped read-only ending at 4 GiB, and its last 64 "
-                  "or 128 KiB also ending at 1 MiB.")
+def _command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help, description=description, epilog=STATUS_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_run(commands) -> None:
+    from .fw_cfg.options import add_fw_cfg_options
+    run = _command(commands, "run",
+                   "run a raw firmware image from the reset vector (like QEMU's -bios)",
+                   "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
+                   "(64, 128, 192 or 256 KiB) is mapped read-only ending at 4 GiB, and its last 64 "
+                   "or 128 KiB also ending at 1 MiB.")
     run.add_argument("--bios", required=True, metavar="FILE", help="the firmware image")
     add_machine_options(run)
     add_fw_cfg_options(run)
     run.set_defaults(func=cmd_run)
 
-    boot = command("boot", "boot a Linux bzImage through the built-in BIOS and a linuxboot ROM",
-                   "Boot a Linux bzImage as QEMU's -kernel does: tinyvmm's BIOS finds the "
-                   "linuxboot option ROM in fw_cfg, and the ROM loads setup, kernel, initrd and "
-                   "command line through fw_cfg (DMA by default, `rep insb` with "
-                   "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. Without "
-                   "--kernel, boots the test kernel and initramfs built by `make -C kernels`.")
+
+def _add_boot(commands) -> None:
+    from .fw_cfg.options import add_fw_cfg_options
+    boot = _command(commands, "boot",
+                    "boot a Linux bzImage through the built-in BIOS and a linuxboot ROM",
+                    "Boot a Linux bzImage as QEMU's -kernel does: tinyvmm's BIOS finds the "
+                    "linuxboot option ROM in fw_cfg, and the ROM loads setup, kernel, initrd and "
+                    "command line through fw_cfg (DMA by default, `rep insb` with "
+                    "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. Without "
+                    "--kernel, boots the test kernel and initramfs built by `make -C kernels`.")
     add_boot_options(boot)
     boot.add_argument("--bios", metavar="FILE",
                       help="firmware to run instead of the built-in BIOS (it must find the "
@@ -137,12 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_fw_cfg_options(boot)
     boot.set_defaults(func=cmd_boot)
 
-    bench = command("bench", "the boot-time table: legacy against DMA fw_cfg (and QEMU)",
-                    "Boot the kernel N times with the DMA ROM and N times with the legacy ROM, "
-                    "interleaved, each in a fresh process, and print the phases of the 2015 "
-                    "fw_cfg DMA posting: VMM startup (process start to first KVM_RUN), BIOS "
-                    "startup (to the hand-over to the boot ROM), kernel setup (to the jump into "
-                    "the kernel), total; plus the time to the \"Linux version\" banner.")
+
+def _add_bench(commands) -> None:
+    bench = _command(commands, "bench", "the boot-time table: legacy against DMA fw_cfg (and QEMU)",
+                     "Boot the kernel N times with the DMA ROM and N times with the legacy ROM, "
+                     "interleaved, each in a fresh process, and print the phases of the 2015 "
+                     "fw_cfg DMA posting: VMM startup (process start to first KVM_RUN), BIOS "
+                     "startup (to the hand-over to the boot ROM), kernel setup (to the jump into "
+                     "the kernel), total; plus the time to the \"Linux version\" banner.")
     add_boot_options(bench)
     bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
                        help="boots per system (default 5; medians are reported)")
@@ -161,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw the phases as stacked bars, one per system (.svg or .png)")
     bench.set_defaults(func=cmd_bench)
 
+
+def _add_fw_cfg(commands) -> None:
+    from .fw_cfg.options import add_fw_cfg_list_options
     fw_cfg = commands.add_parser("fw-cfg", help="inspect what the fw_cfg device will serve")
     fw_cfg_commands = fw_cfg.add_subparsers(dest="fw_cfg_command", metavar="COMMAND")
     fw_cfg_commands.required = True
@@ -174,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="guest RAM (default 256M)")
     add_fw_cfg_list_options(listing)
     listing.set_defaults(func=cmd_fw_cfg_list)
-    return parser
+
+
+# The commands, in the order `tinyvmm --help` lists them, and what adds each one's parser.
+COMMANDS = {"run": _add_run, "boot": _add_boot, "bench": _add_bench, "fw-cfg": _add_fw_cfg}
 
 
 def add_boot_options(parser: argparse.ArgumentParser) -> None:
@@ -206,35 +258,39 @@ def boot_firmware(args) -> bytes:
 
 
 def prepare_items(args, firmware: bytes, with_linux: bool):
-    """All fw_cfg items for these options, checked before KVM is touched."""
+    """All fw_cfg items for these options, checked before KVM is touched, and the
+    (guest address, size) ranges the boot ROM will copy them to."""
     from .boot.payload import PayloadError, load_payload, publish
     from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import build_fw_cfg_items
     try:
         items = build_fw_cfg_items(args, args.mem, len(firmware))
+        load_ranges = []
         if with_linux:
             payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem)
             publish(payload, items)
+            load_ranges = payload.plan.load_ranges()
     except (FwCfgConfigError, PayloadError) as exc:
         raise UsageError(str(exc)) from None
-    return items
+    return items, load_ranges
 
 
 def cmd_run(args) -> int:
     firmware = read_firmware(args.bios)
-    return launch(args, firmware, prepare_items(args, firmware, with_linux=False))
+    return launch(args, firmware, *prepare_items(args, firmware, with_linux=False))
 
 
 def cmd_boot(args) -> int:
     firmware = boot_firmware(args)
-    return launch(args, firmware, prepare_items(args, firmware, with_linux=True))
+    return launch(args, firmware, *prepare_items(args, firmware, with_linux=True))
 
 
 def cmd_fw_cfg_list(args) -> int:
     from .fw_cfg.options import print_listing
     firmware = boot_firmware(args)
     with_linux = args.kernel is not None
-    return print_listing(args, prepare_items(args, firmware, with_linux), as_json=args.json)
+    items, _ = prepare_items(args, firmware, with_linux)
+    return print_listing(args, items, as_json=args.json)
 
 
 def cmd_bench(args) -> int:
@@ -247,33 +303,40 @@ def cmd_bench(args) -> int:
     return bench.cmd_bench(args)
 
 
-def launch(args, firmware: bytes, items) -> int:
-    """Build the machine with these fw_cfg items, run it to its end, report; the exit status."""
+def launch(args, firmware: bytes, items, load_ranges=()) -> int:
+    """Build the machine with these fw_cfg items, run it to its end, report; the exit status.
+    The host pages behind `load_ranges` are faulted in while the firmware runs."""
     from .console import SinkSpecError
     from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import attach_fw_cfg
     from .gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
     from .machine import Machine, MachineConfig
-    from .runner import Runner
-    from .timeline import BootTimeline
-    from .trace import Tracer
+    from .runner import Outcome, Runner
 
     try:
         serial, debugcon, close_consoles = make_consoles(args)
     except SinkSpecError as exc:
         raise UsageError(str(exc)) from None
-    tracer = Tracer(sys.stderr, args.trace) if args.trace else None
+    tracer = None
+    if args.trace:
+        from .trace import Tracer
+        tracer = Tracer(sys.stderr, args.trace)
     try:
         try:
             machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon), tracer=tracer)
         except (KvmUnavailable, KvmError) as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)
             return EXIT_HOST_ERROR
+        if load_ranges:
+            machine.memory.prefault(load_ranges)
         try:
             fw_cfg = attach_fw_cfg(machine, args, items)
             runner = Runner(machine, timeout=args.timeout, tracer=tracer)
-            timeline = BootTimeline(machine, runner, fw_cfg) if getattr(args, "timing_json", None) else None
+            timeline = None
+            if getattr(args, "timing_json", None):
+                from .timeline import BootTimeline
+                timeline = BootTimeline(machine, runner, fw_cfg)
             if getattr(args, "stop_at_kernel", False):
                 machine.stop_at_milestone("milestone_linux", layout.MILESTONE_LINUX_START_BOOT,
                                           "the ROM jumped into the kernel")
@@ -307,7 +370,11 @@ def make_consoles(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    # A command's own parser is enough for its arguments; anything else (no command, --help,
+    # a misspelt command) gets the full parser, whose usage and help list every command.
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

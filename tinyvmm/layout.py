@@ -23,7 +23,7 @@ I/O ports are listed in PORTS; `python -m tinyvmm.layout --asm` prints the
 same facts as GNU as symbols for the firmware (firmware/layout.inc).
 """
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -87,14 +87,9 @@ MILESTONE_START_KERNEL = 6
 MILESTONE_INIT = 7
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(namedtuple("Region", "name gpa size kind host_offset")):
     """A guest-physical range: gpa, size, kind ('ram' or 'rom'), host offset into its backing."""
-    name: str
-    gpa: int
-    size: int
-    kind: str
-    host_offset: int
+    __slots__ = ()
 
     @property
     def end(self) -> int:

@@ -10,10 +10,8 @@ import signal
 import struct
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections import deque, namedtuple
 from enum import Enum
-from typing import NamedTuple
 
 from .kvm import abi
 from .kvm.ioctl import KvmError
@@ -42,27 +40,30 @@ class Outcome(Enum):
         return self.value[1]
 
 
-@dataclass
 class RunResult:
-    outcome: Outcome
-    message: str = ""
-    report: str | None = None       # the crash report, for CRASH and TIMEOUT
-    exits: int = 0
-    extra: dict = field(default_factory=dict)
+    """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits."""
+    __slots__ = ("outcome", "message", "report", "exits", "extra")
+
+    def __init__(self, outcome: Outcome, message: str = "", report: str | None = None,
+                 exits: int = 0, extra: dict | None = None):
+        self.outcome = outcome
+        self.message = message
+        self.report = report
+        self.exits = exits
+        self.extra = {} if extra is None else extra
 
     @property
     def status(self) -> int:
         return self.outcome.status
 
 
-class ExitRecord(NamedTuple):
-    """One exit as remembered for crash reports (kept as a plain tuple in the loop)."""
-    reason: int
-    address: int = 0           # port or guest-physical address
-    is_write: bool = False
-    size: int = 0
-    count: int = 0
-    data: bytes = b""
+class ExitRecord(namedtuple("ExitRecord", "reason address is_write size count data",
+                            defaults=(0, False, 0, 0, b""))):
+    """One exit as remembered for crash reports (kept as a plain tuple in the loop).
+
+    `address` is the port, or the guest-physical address of an MMIO access.
+    """
+    __slots__ = ()
 
     def describe(self) -> str:
         name = abi.EXIT_REASON_NAMES.get(self.reason, str(self.reason))

@@ -8,7 +8,7 @@ where the CPU starts it. Anything else is taken at its link addresses.
 """
 
 import bisect
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 SEGMENT_SIZE = 0x10000
@@ -19,12 +19,8 @@ class SymbolFileError(ValueError):
     """The file is missing, not ELF, or has no symbol table."""
 
 
-@dataclass(frozen=True)
-class Symbol:
-    address: int           # link address
-    size: int
-    name: str
-    section: int           # section index, so a name never covers another section
+# address: the link address; section: its section index, so a name never covers another section
+Symbol = namedtuple("Symbol", "address size name section")
 
 
 # Among symbols at one address, the most telling name wins.
@@ -34,8 +30,13 @@ _BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
 
 class SymbolFile:
     def __init__(self, path: str | Path, bases: tuple[int, ...] | None = None):
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
+        try:
+            from elftools.common.exceptions import ELFError
+            from elftools.elf.elffile import ELFFile
+        except ImportError:
+            # e.g. `python -S`, as tinyvmm bench starts its boots: no site-packages
+            raise SymbolFileError(f"cannot read symbols from {path}: pyelftools is not "
+                                  "installed (pip install pyelftools)") from None
         self.path = Path(path)
         try:
             with open(self.path, "rb") as f:

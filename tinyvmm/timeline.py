@@ -4,7 +4,6 @@ Times are CLOCK_MONOTONIC nanoseconds, so a parent process (tinyvmm bench)
 can set them against the moment it started this one.
 """
 
-import json
 import time
 
 from .devices.milestones import MILESTONE_NAMES
@@ -43,5 +42,6 @@ class BootTimeline:
         }
 
     def write(self, path: str, outcome: str) -> None:
+        import json     # after the run: VMM startup does not pay for it
         with open(path, "w") as f:
             json.dump(self.to_dict(outcome), f, indent=1)

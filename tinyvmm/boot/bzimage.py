@@ -4,7 +4,6 @@ Offsets are those of Documentation/arch/x86/boot.rst (absolute in the file).
 """
 
 import struct
-from dataclasses import dataclass
 
 SECTOR = 512
 HDR_SETUP_SECTS = 0x1F1
@@ -39,17 +38,28 @@ class BzImageError(ValueError):
     """The file is not a bzImage this loader can boot."""
 
 
-@dataclass(frozen=True)
 class BzImage:
-    data: bytes
-    protocol: int
-    setup_size: int            # boot sector + real-mode setup, bytes
-    loadflags: int
-    xloadflags: int
-    initrd_addr_max: int
-    cmdline_size: int          # longest command line accepted, without the NUL
-    init_size: int             # memory the kernel needs from its load address (0 if unknown)
-    kernel_version: str
+    """A parsed bzImage: the file's bytes and the header fields the loader needs.
+
+    setup_size: boot sector + real-mode setup, bytes; cmdline_size: the longest
+    command line accepted, without the NUL; init_size: memory the kernel needs
+    from its load address (0 if unknown).
+    """
+    __slots__ = ("data", "protocol", "setup_size", "loadflags", "xloadflags", "initrd_addr_max",
+                 "cmdline_size", "init_size", "kernel_version")
+
+    def __init__(self, data: bytes, protocol: int, setup_size: int, loadflags: int,
+                 xloadflags: int, initrd_addr_max: int, cmdline_size: int, init_size: int,
+                 kernel_version: str):
+        self.data = data
+        self.protocol = protocol
+        self.setup_size = setup_size
+        self.loadflags = loadflags
+        self.xloadflags = xloadflags
+        self.initrd_addr_max = initrd_addr_max
+        self.cmdline_size = cmdline_size
+        self.init_size = init_size
+        self.kernel_version = kernel_version
 
     @property
     def kernel_size(self) -> int:

@@ -1,18 +1,17 @@
 """What `tinyvmm boot` boots: kernel, initrd and command line from options or defaults, checked before KVM."""
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from .. import firmware as shipped
 from ..fw_cfg.items import FwCfgItems
 from ..kvm.system import is_emulating_host
 from . import bzimage, linux
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_KERNEL_DIR = Path(os.environ.get("TINYVMM_KERNELS", REPO_ROOT / "kernels" / "build"))
-DEFAULT_KERNEL = DEFAULT_KERNEL_DIR / "bzImage"
-DEFAULT_INITRD = DEFAULT_KERNEL_DIR / "initramfs.cpio"
+# Paths are plain strings: pathlib would add its imports to every boot.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+DEFAULT_KERNEL_DIR = os.environ.get("TINYVMM_KERNELS", os.path.join(REPO_ROOT, "kernels", "build"))
+DEFAULT_KERNEL = os.path.join(DEFAULT_KERNEL_DIR, "bzImage")
+DEFAULT_INITRD = os.path.join(DEFAULT_KERNEL_DIR, "initramfs.cpio")
 
 # Serial console from the first instruction of setup on; reboot through the keyboard
 # controller (the VMM ends the run on it); reboot at once on panic.
@@ -28,12 +27,15 @@ class PayloadError(ValueError):
     """A kernel, initrd or command line that cannot be booted; the message says why."""
 
 
-@dataclass(frozen=True)
 class LinuxPayload:
-    kernel_path: Path
-    plan: linux.BootPlan
-    rom_name: str
-    rom: bytes
+    """A checked boot plan and the linuxboot ROM (its fw_cfg file name and bytes) that carries it out."""
+    __slots__ = ("kernel_path", "plan", "rom_name", "rom")
+
+    def __init__(self, kernel_path: str, plan: linux.BootPlan, rom_name: str, rom: bytes):
+        self.kernel_path = kernel_path
+        self.plan = plan
+        self.rom_name = rom_name
+        self.rom = rom
 
 
 def default_cmdline(dma: bool) -> str:
@@ -43,9 +45,10 @@ def default_cmdline(dma: bool) -> str:
     return " ".join(parts)
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: str, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as exc:
         raise PayloadError(f"cannot read {what} {path}: {exc.strerror}") from None
 
@@ -54,20 +57,20 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
                  ram_size: int) -> LinuxPayload:
     """Read and check everything; with no kernel given, use the default kernel and initramfs."""
     if kernel is None:
-        if not DEFAULT_KERNEL.exists():
+        if not os.path.exists(DEFAULT_KERNEL):
             raise PayloadError(f"no --kernel given and the default kernel {DEFAULT_KERNEL} is not "
                                "built: run `make -C kernels` (a few minutes; see kernels/README.md)")
         kernel_path = DEFAULT_KERNEL
-        if initrd is None and DEFAULT_INITRD.exists():
-            initrd = str(DEFAULT_INITRD)
+        if initrd is None and os.path.exists(DEFAULT_INITRD):
+            initrd = DEFAULT_INITRD
     else:
-        kernel_path = Path(kernel)
+        kernel_path = kernel
     data = _read(kernel_path, "kernel")
     try:
-        image = bzimage.parse_bzimage(data, str(kernel_path))
+        image = bzimage.parse_bzimage(data, kernel_path)
     except bzimage.BzImageError as exc:
         raise PayloadError(str(exc)) from None
-    initrd_data = _read(Path(initrd), "initrd") if initrd is not None else None
+    initrd_data = _read(initrd, "initrd") if initrd is not None else None
     cmdline = default_cmdline(dma) if append is None else append
     try:
         plan = linux.plan_boot(image, cmdline, initrd_data, ram_size)

@@ -6,7 +6,7 @@ nanoseconds, comparable across processes.
 """
 
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 from ..bus import Device
 
@@ -21,11 +21,8 @@ MILESTONE_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Milestone:
-    port: int
-    value: int
-    time_ns: int
+class Milestone(namedtuple("Milestone", "port value time_ns")):
+    __slots__ = ()
 
     @property
     def name(self) -> str:

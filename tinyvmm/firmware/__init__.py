@@ -5,9 +5,9 @@ linuxboot_dma.bin (fw_cfg DMA) are the option ROMs that boot a Linux kernel
 from fw_cfg. Each *.bin has its ELF beside it (*.elf) for symbols.
 """
 
-from pathlib import Path
+import os
 
-DIRECTORY = Path(__file__).resolve().parent
+DIRECTORY = os.path.dirname(os.path.realpath(__file__))
 
 BIOS = "bios.bin"
 LINUXBOOT = "linuxboot.bin"
@@ -15,19 +15,20 @@ LINUXBOOT_DMA = "linuxboot_dma.bin"
 IMAGES = (BIOS, LINUXBOOT, LINUXBOOT_DMA)
 
 
-def image_path(name: str) -> Path:
+def image_path(name: str) -> str:
     """The path of a shipped image (or its ELF, "bios.elf"); FileNotFoundError if absent."""
-    if Path(name).name != name:
+    if os.path.basename(name) != name or name in ("", ".", ".."):
         raise ValueError(f"{name!r}: expected a bare file name such as {BIOS!r}")
-    path = DIRECTORY / name
-    if not path.is_file():
+    path = os.path.join(DIRECTORY, name)
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: run `make -C firmware`")
     return path
 
 
 def read_image(name: str) -> bytes:
     """The bytes of a shipped image, e.g. read_image("bios.bin")."""
-    return image_path(name).read_bytes()
+    with open(image_path(name), "rb") as f:
+        return f.read()
 
 
 def linuxboot_name(dma: bool = True) -> str:

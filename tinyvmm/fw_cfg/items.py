@@ -10,7 +10,7 @@ key is only final once every file has been added (before the guest starts).
 import os
 import struct
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .. import layout
 
@@ -93,14 +93,16 @@ class FwCfgConfigError(ValueError):
     """fw_cfg content that cannot be served: found before the guest starts."""
 
 
-@dataclass
 class FwCfgEntry:
     """One populated key. `data` is a memoryview: read-only unless the item is writable."""
-    key: int
-    name: str
-    data: memoryview
-    writable: bool
-    is_file: bool = False
+    __slots__ = ("key", "name", "data", "writable", "is_file")
+
+    def __init__(self, key: int, name: str, data: memoryview, writable: bool, is_file: bool = False):
+        self.key = key
+        self.name = name
+        self.data = data
+        self.writable = writable
+        self.is_file = is_file
 
     @property
     def size(self) -> int:
@@ -113,6 +115,8 @@ def _as_view(data, writable: bool) -> memoryview:
         return memoryview(bytearray(data))
     if isinstance(data, bytes):
         return memoryview(data)
+    if isinstance(data, memoryview) and isinstance(data.obj, bytes) and data.c_contiguous:
+        return data.cast("B")        # a slice of immutable bytes (a bzImage's kernel): no copy
     return memoryview(bytes(data))
 
 
@@ -270,12 +274,9 @@ def e820_file(ram_size: int, firmware_size: int) -> bytes:
                     for address, length, kind in layout.e820_map(ram_size, firmware_size))
 
 
-@dataclass(frozen=True)
-class UserItemSpec:
+class UserItemSpec(namedtuple("UserItemSpec", "name string file", defaults=(None, None))):
     """One `--fw-cfg name=...,string=...|file=...` option, checked for syntax only."""
-    name: str
-    string: str | None = None
-    file: str | None = None
+    __slots__ = ()
 
     def load(self) -> bytes:
         """The item's content: the string without a NUL (as QEMU), or the file's bytes."""

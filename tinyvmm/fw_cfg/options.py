@@ -1,7 +1,6 @@
 """fw_cfg on the command line: its options, the standard items of a machine, attaching it, `fw-cfg list`."""
 
 import argparse
-import json
 import os
 import sys
 
@@ -205,6 +204,7 @@ def print_listing(args, items: FwCfgItems | None = None, as_json: bool = False) 
         print(f"tinyvmm: {exc}", file=sys.stderr)
         return 2
     if as_json:
+        import json
         json.dump(description, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:

@@ -5,8 +5,6 @@ import signal
 import sys
 import threading
 
-from ..symbols import SymbolFileError, SymbolTable, parse_symbol_spec
-
 
 class DebugSetupError(ValueError):
     """The debugging options cannot be honoured (bad combination, socket in use)."""
@@ -21,6 +19,7 @@ def parse_gdb_address(text: str):
 
 
 def parse_symbols(text: str):
+    from ..symbols import SymbolFileError, parse_symbol_spec   # pyelftools only for runs that ask
     try:
         return parse_symbol_spec(text)
     except SymbolFileError as exc:
@@ -54,17 +53,17 @@ def default_symbol_files(args, given) -> list:
     from pathlib import Path
 
     from .. import firmware, layout
-    from ..symbols import SymbolFile
+    from ..symbols import SymbolFile, SymbolFileError
     wanted = []
     booting = getattr(args, "command", None) == "boot"
     bios = getattr(args, "bios", None)
     if bios:
         wanted.append((Path(bios).with_suffix(".elf"), None))
     elif booting:
-        wanted.append((firmware.DIRECTORY / "bios.elf", None))
+        wanted.append((Path(firmware.DIRECTORY, "bios.elf"), None))
     if booting:
         rom = firmware.linuxboot_name(getattr(args, "fw_cfg_dma", True))
-        wanted.append((firmware.DIRECTORY / rom.replace(".bin", ".elf"), (layout.OPTION_ROM_START,)))
+        wanted.append((Path(firmware.DIRECTORY, rom.replace(".bin", ".elf")), (layout.OPTION_ROM_START,)))
     known = {f.path.resolve() for f in given}
     files = []
     for path, bases in wanted:
@@ -94,9 +93,6 @@ class DebugSession:
     """The debugging aids of one run; use as a context manager around run()."""
 
     def __init__(self, machine, runner, args, err=None):
-        from ..kvm.system import is_emulating_host
-        from ..report import where
-        from ..trace import ExitStats
         self.runner = runner
         self.err = err or sys.stderr
         self.stub = self.server = None
@@ -105,18 +101,24 @@ class DebugSession:
         if getattr(args, "gdb_wait", False) and gdb is None:
             raise DebugSetupError("--gdb-wait needs --gdb")
         given = list(getattr(args, "symbols", None) or [])
-        load = lambda: SymbolTable(given + default_symbol_files(args, given))  # noqa: E731
+
+        def load():
+            from ..symbols import SymbolTable
+            return SymbolTable(given + default_symbol_files(args, given))
         debugging = gdb is not None or runner.tracer is not None or getattr(args, "stats", False)
         # Load now when debugging (gdb's thread must not import pyelftools midway), else lazily.
         self.symbols = load() if debugging else LazySymbols(load)
         runner.symbols = self.symbols
         tracer = runner.tracer
         if tracer is not None and tracer.locate is None:
+            from ..report import where
             vcpu, symbols = machine.vcpu, self.symbols
             tracer.locate = lambda: where(vcpu.get_regs(), vcpu.get_sregs(), symbols)
         if getattr(args, "stats", False):
+            from ..trace import ExitStats
             runner.stats = ExitStats()
         if gdb is not None:
+            from ..kvm.system import is_emulating_host
             # An emulating KVM (kvm_pvm) lets int3 reach the guest and never checks DR0-3
             # on data accesses: measured on the development host.
             self._start_gdb(machine, runner, gdb, args.gdb_wait, full_debug=not is_emulating_host())
