@@ -91,7 +91,7 @@ def test_help_is_wrapped_as_argparse_wraps_it(monkeypatch, columns, formatter):
 def test_boot_runs_under_python_S_as_bench_starts_it(tmp_path):
     """-S: no site-packages; the package is found through the PYTHONPATH bench sets."""
     from tinyvmm import bench
-    result = subprocess.run([sys.executable, "-S", "-m", "tinyvmm", "boot", "--help"],
+    result = subprocess.run(bench.TINYVMM + ["boot", "--help"],
                             capture_output=True, cwd=tmp_path, env=bench.child_env())
     assert result.returncode == 0, result.stderr.decode()
     assert "--stop-at-kernel" in result.stdout.decode()
@@ -99,7 +99,7 @@ def test_boot_runs_under_python_S_as_bench_starts_it(tmp_path):
 
 # Modules a boot has no use for: heavy standard library ones, and those of site-packages
 # (absent under -S) that only --symbols, gdb and crash reports use.
-NOT_FOR_A_BOOT = ("dataclasses", "inspect", "typing", "pathlib", "elftools", "capstone",
+NOT_FOR_A_BOOT = ("dataclasses", "inspect", "typing", "pathlib", "runpy", "elftools", "capstone",
                   "tinyvmm.symbols", "tinyvmm.gdb.server", "tinyvmm.report", "tinyvmm.trace",
                   "tinyvmm.bench")
 
@@ -108,9 +108,10 @@ NOT_FOR_A_BOOT = ("dataclasses", "inspect", "typing", "pathlib", "elftools", "ca
 def test_boot_imports_only_what_it_uses(payload, initrd, tmp_path):
     from tinyvmm import bench
     timing = tmp_path / "timing.json"
-    result = subprocess.run([sys.executable, "-S", "-X", "importtime", "-m", "tinyvmm", "boot",
-                             "--kernel", str(payload), "--initrd", str(initrd), "--mem", "64M",
-                             "--serial", "none", "--stop-at-kernel", "--timing-json", str(timing)],
+    command = bench.TINYVMM[:1] + ["-X", "importtime"] + bench.TINYVMM[1:]
+    result = subprocess.run(command + ["boot", "--kernel", str(payload), "--initrd", str(initrd),
+                                       "--mem", "64M", "--serial", "none", "--stop-at-kernel",
+                                       "--timing-json", str(timing)],
                             capture_output=True, cwd=tmp_path, env=bench.child_env(), timeout=120)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert timing.exists()

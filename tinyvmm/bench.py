@@ -27,6 +27,14 @@ PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup"
 DO_BOOT = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_DO_BOOT}"
 KERNEL_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_LINUX_START_BOOT}"
 SYSTEMS = {"tinyvmm-dma": True, "tinyvmm-legacy": False}
+# The host goes on tearing a VM down (freeing its RAM, destroying KVM's VM) after its
+# process has exited; without a pause that work lands in the next run's VMM startup.
+SETTLE_S = 0.5
+# How a run starts tinyvmm: the console script's own lines, without `site`. -S skips the
+# environment's .pth hooks (often tens of milliseconds of VMM startup) and -c the runpy
+# machinery -m brings; a boot needs only the standard library, and child_env()'s
+# PYTHONPATH finds this tinyvmm.
+TINYVMM = [sys.executable, "-S", "-c", "import sys; from tinyvmm.cli import main; sys.exit(main())"]
 
 
 class BenchError(RuntimeError):
@@ -37,11 +45,8 @@ def tinyvmm_run(args, dma: bool, workdir: Path, index: int) -> dict:
     """One `tinyvmm boot` in a fresh process; its phases in seconds and counters per phase."""
     timing = workdir / f"timing-{index}-{'dma' if dma else 'legacy'}.json"
     serial = workdir / f"serial-{index}-{'dma' if dma else 'legacy'}.txt"
-    # -S skips the environment's site hooks (.pth files, often tens of milliseconds of VMM
-    # startup); a VMM boot needs only the standard library, and PYTHONPATH finds this tinyvmm.
-    command = [sys.executable, "-S", "-m", "tinyvmm", "boot", "--serial", f"file:{serial}",
-               "--timing-json", str(timing), "--mem", str(args.mem // layout.MiB),
-               "--timeout", str(args.timeout)]
+    command = TINYVMM + ["boot", "--serial", f"file:{serial}", "--timing-json", str(timing),
+                         "--mem", str(args.mem // layout.MiB), "--timeout", str(args.timeout)]
     command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
     if not dma:
         command.append("--no-fw-cfg-dma")
@@ -212,6 +217,8 @@ def cmd_bench(args) -> int:
         for system, run_one in systems.items():
             done += 1
             print(f"[{done}/{total}] {system} run {index + 1} ...", file=sys.stderr, end="", flush=True)
+            if done > 1:
+                time.sleep(SETTLE_S)
             try:
                 run = run_one(workdir, index)
             except BenchError as exc:
