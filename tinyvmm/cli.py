@@ -119,8 +119,10 @@ class Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs):
+        width = terminal_columns() - 2      # once: add_argument makes a formatter every time
+
         def formatter(prog):
-            return formatter_class(prog, width=terminal_columns() - 2)
+            return formatter_class(prog, width=width)
         super().__init__(*args, formatter_class=formatter, **kwargs)
 
 

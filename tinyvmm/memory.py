@@ -100,10 +100,13 @@ class GuestMemory:
         """
         spans = []
         for gpa, size in ranges:
-            if size <= 0 or not self.contains(gpa, size, writable=True):
+            if size <= 0:
                 continue
-            index = self._region_index(gpa, size, True)
-            start = self.host_address(self._regions[index][0]) + gpa - self._regions[index][0]
+            try:
+                region_start, _, view, _ = self._regions[self._region_index(gpa, size, True)]
+            except GuestMemoryError:
+                continue
+            start = buffer_address(view) + gpa - region_start
             first = start - start % PAGE_SIZE
             spans.append((first, start + size - first))
         thread = threading.Thread(target=_populate, args=(spans,), name="prefault", daemon=True)
