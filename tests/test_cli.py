@@ -11,7 +11,7 @@ from tinyvmm import cli
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "--bios", "/nonexistent/bios.bin"], "cannot read firmware"),
-    (["run", "--bios", "{small}"], "must be 64, 128, 192 or 256 KiB"),
+    (["run", "--bios", "{small}"], "a multiple of 64 KiB from 64 KiB to 16 MiB"),
     (["run", "--bios", "{ok}", "--mem", "1M"], "RAM must be between"),
     (["run", "--bios", "{ok}", "--mem", "100T"], "RAM must be between"),
     (["run", "--bios", "{ok}", "--mem", "lots"], "is not a size"),

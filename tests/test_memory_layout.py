@@ -82,7 +82,8 @@ def test_e820_covers_ram_exactly():
 
 
 @pytest.mark.parametrize("ram,firmware", [(layout.MiB, 65536), (256 * layout.MiB, 1000),
-                                          (256 * layout.MiB, 512 * 1024), (layout.MiB * 3 + 1, 65536)])
+                                          (256 * layout.MiB, 17 * layout.MiB), (256 * layout.MiB, 0),
+                                              (256 * layout.MiB, 16 * layout.MiB + 65536), (layout.MiB * 3 + 1, 65536)])
 def test_layout_rejects_bad_sizes(ram, firmware):
     with pytest.raises(ValueError):
         layout.check(ram, firmware)

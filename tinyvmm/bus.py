@@ -82,6 +82,14 @@ class Bus:
         self._bases.insert(index, base)
         self._ranges.insert(index, (base, base + size, device))
 
+    def unregister(self, base: int) -> Device:
+        """Remove the device registered at exactly `base`; returns it."""
+        index = bisect.bisect_left(self._bases, base)
+        if index == len(self._bases) or self._bases[index] != base:
+            raise BusError(f"{self.name}: nothing registered at {base:#x}")
+        del self._bases[index]
+        return self._ranges.pop(index)[2]
+
     def find(self, address: int, size: int = 1) -> tuple[int, Device] | None:
         """The (base, device) whose range holds [address, address + size), if any."""
         index = bisect.bisect_right(self._bases, address) - 1
@@ -132,6 +140,12 @@ class PioBus(Bus):
         super().register(base, size, device)
         for port in range(base, base + size):
             self._table[port] = (base, base + size, device)
+
+    def unregister(self, base: int) -> Device:
+        device = super().unregister(base)
+        for port in [p for p, entry in self._table.items() if entry[0] == base]:
+            del self._table[port]
+        return device
 
     @property
     def table(self) -> dict[int, tuple[int, int, Device]]:

@@ -3,6 +3,7 @@
 import argparse
 import os
 import re
+import stat
 import sys
 
 from . import layout
@@ -153,8 +154,9 @@ def _add_run(commands) -> None:
     run = _command(commands, "run",
                    "run a raw firmware image from the reset vector (like QEMU's -bios)",
                    "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
-                   "(64, 128, 192 or 256 KiB) is mapped read-only ending at 4 GiB, and its last 64 "
-                   "or 128 KiB also ending at 1 MiB.")
+                   "(a multiple of 64 KiB, up to 16 MiB) is mapped read-only ending at 4 GiB, and "
+                   "its last 64 or 128 KiB also ending at 1 MiB, behind the i440FX's PAM shadow "
+                   "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified).")
     run.add_argument("--bios", required=True, metavar="FILE", help="the firmware image")
     add_machine_options(run)
     add_fw_cfg_options(run)
@@ -243,15 +245,28 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
 
 
 def read_firmware(path: str) -> bytes:
+    """The firmware image at `path`, its size checked (from stat, before reading) against
+    the machine's rule: a multiple of 64 KiB from 64 KiB to 16 MiB."""
     try:
         with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode):
+                _check_firmware_size(path, info.st_size)
             data = f.read(layout.FIRMWARE_MAX_SIZE + 1)
     except OSError as exc:
         raise UsageError(f"cannot read firmware {path}: {exc.strerror}") from None
-    size = len(data)
-    if size % (64 * layout.KiB) or not layout.FIRMWARE_MIN_SIZE <= size <= layout.FIRMWARE_MAX_SIZE:
-        raise UsageError(f"firmware {path} is {size} bytes; it must be 64, 128, 192 or 256 KiB")
+    _check_firmware_size(path, len(data) if len(data) <= layout.FIRMWARE_MAX_SIZE else None)
     return data
+
+
+def _check_firmware_size(path: str, size: int | None) -> None:
+    try:
+        layout.check_firmware_size(size if size is not None else layout.FIRMWARE_MAX_SIZE + 1)
+    except ValueError as exc:
+        if size is None:
+            raise UsageError(f"firmware {path}: more than 16 MiB; a firmware image must be a "
+                             "multiple of 64 KiB from 64 KiB to 16 MiB") from None
+        raise UsageError(f"firmware {path}: {exc}") from None
 
 
 def boot_firmware(args) -> bytes:

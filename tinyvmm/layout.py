@@ -1,17 +1,19 @@
 """The machine's memory and I/O map: every guest-physical address and port lives here.
 
-Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <= 256 KiB):
+Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <= 16 MiB):
 
     0x0000_0000  0x0000_03ff  interrupt vector table                       RAM
     0x0000_0400  0x0000_04ff  BIOS data area                               RAM
     0x0000_0500  0x0009_fbff  conventional memory (BIOS stack at 0x7000)   RAM
     0x0009_fc00  0x0009_ffff  extended BIOS data area (1 KiB)              RAM, e820 reserved
     0x000a_0000  0x000b_ffff  VGA window: not backed, accesses exit as MMIO
-    0x000c_0000  ROM_LOW-1    option ROM area, written by the BIOS         RAM, e820 reserved
-    ROM_LOW      0x000f_ffff  last min(F, 128 KiB) of the firmware image   read-only alias
+    0x000c_0000  0x000f_ffff  shadow window, 13 PAM segments (SHADOW_SEGMENTS): each shows the
+                              PCI side (the last min(F, 128 KiB) of the firmware image from
+                              ROM_LOW up, nothing below it) or the RAM behind it, as the i440FX
+                              PAM registers say; at reset, the PCI side       e820 reserved
     0x0010_0000  LOW_END-1    extended memory (kernel at 1 MiB)            RAM
-    LOW_END      0xfeff_bfff  hole below 4 GiB (I/O APIC 0xfec0_0000, local APIC 0xfee0_0000,
-                              optional fw_cfg MMIO window)
+    LOW_END      0xfebf_ffff  PCI memory window (32-bit BARs)
+    0xfec0_0000               I/O APIC; 0xfee0_0000 local APIC (in KVM); optional fw_cfg MMIO
     0xfeff_c000  0xfeff_ffff  KVM identity-map page + TSS pages            e820 reserved
     4 GiB - F    4 GiB - 1    firmware image                               read-only
     4 GiB        ...          RAM above LOW_RAM_MAX, when R > LOW_RAM_MAX  RAM
@@ -19,8 +21,11 @@ Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <=
 LOW_END = min(R, LOW_RAM_MAX). The RAM backing is one host mapping of R bytes;
 guest RAM above LOW_RAM_MAX sits at 4 GiB.
 
-I/O ports are listed in PORTS; `python -m tinyvmm.layout --asm` prints the
-same facts as GNU as symbols for the firmware (firmware/layout.inc).
+I/O ports are listed in PORTS; the PCI I/O window (PCI_IO_START up) holds the I/O
+BARs and the PIIX4 power-management block, placed where the firmware programs
+them (SeaBIOS: 0xb000, or 0x600 with an ACPI table loader; qboot: 0x600).
+`python -m tinyvmm.layout --asm` prints the same facts as GNU as symbols for the
+firmware (firmware/layout.inc).
 """
 
 from collections import namedtuple
@@ -39,6 +44,8 @@ VGA_START = 0xA0000
 VGA_END = 0xC0000
 OPTION_ROM_START = 0xC0000
 OPTION_ROM_ALIGN = 2 * KiB
+SHADOW_START = 0xC0000           # the PAM-controlled window
+SHADOW_END = 0x100000
 HIGH_MEMORY_START = 1 * MiB
 LOW_RAM_MAX = 3 * GiB            # RAM beyond this moves above 4 GiB
 FOUR_GIB = 4 * GiB
@@ -49,8 +56,24 @@ KVM_TSS_START = 0xFEFFD000           # three pages
 KVM_PRIVATE_SIZE = 0x4000
 
 FIRMWARE_MIN_SIZE = 64 * KiB
-FIRMWARE_MAX_SIZE = 256 * KiB
+FIRMWARE_MAX_SIZE = 16 * MiB     # ends at 0xff00_0000, just above the KVM pages
+FIRMWARE_SIZE_STEP = 64 * KiB
 FIRMWARE_LOW_ALIAS_MAX = 128 * KiB
+
+# PCI windows (QEMU's pc machine): 32-bit memory BARs between the end of low RAM and the
+# I/O APIC; I/O BARs above the legacy ISA ports.
+PCI_MMIO_END = IOAPIC_START
+PCI_IO_START = 0x1000
+PCI_IO_END = 0x10000
+
+# Guest-physical pages served inside KVM, which no BAR may cover.
+RESERVED_MMIO = ((IOAPIC_START, 0x1000, "the I/O APIC"), (LAPIC_START, 0x1000, "the local APIC"),
+                 (KVM_IDENTITY_MAP_START, KVM_PRIVATE_SIZE, "KVM's identity map and TSS"))
+
+# PAM segments of the shadow window: (first address, size, i440FX register, nibble shift).
+SHADOW_SEGMENTS = tuple(
+    [(0xC0000 + 0x4000 * i, 0x4000, 0x5A + i // 2, 4 * (i % 2)) for i in range(12)]
+    + [(0xF0000, 0x10000, 0x59, 4)])
 
 RAM_MIN_SIZE = 2 * MiB
 RAM_MAX_SIZE = 64 * GiB
@@ -66,6 +89,7 @@ PORTS = {
     "cmos": (0x70, 2),
     "post": (0x80, 1),
     "port92": (0x92, 1),
+    "apm": (0xB2, 2),            # APM control (0xb2) and status (0xb3)
     "debugexit": (0xE9, 1),      # second debug console (Bochs convention)
     "milestone_linux": (0xF4, 1),
     "milestone_fw": (0xF5, 1),
@@ -73,6 +97,8 @@ PORTS = {
     "debugcon": (0x402, 1),      # SeaBIOS debug console
     "fw_cfg": (0x510, 2),        # selector 0x510 (16-bit), data 0x511
     "fw_cfg_dma": (0x514, 8),    # DMA address, big-endian, high half at 0x514
+    "acpi_gpe0": (0xAFE0, 4),    # PIIX4 GPE0 status and enable
+    "pci_config": (0xCF8, 8),    # configuration mechanism #1; 0xcf9 (byte) is PIIX reset control
 }
 
 COM1_IRQ = 4
@@ -97,20 +123,21 @@ class Region(namedtuple("Region", "name gpa size kind host_offset")):
 
 
 def firmware_rom_low_start(firmware_size: int) -> int:
+    """Where the firmware's low alias (the PCI side of the shadow window) begins."""
     return HIGH_MEMORY_START - min(firmware_size, FIRMWARE_LOW_ALIAS_MAX)
 
 
 def memory_regions(ram_size: int, firmware_size: int) -> list[Region]:
-    """The guest-physical regions backed by memory, in address order.
+    """The guest-physical regions backed by memory at reset, in address order.
 
     RAM regions' host_offset is into the RAM backing; ROM regions' into the
-    firmware image.
+    firmware image. The shadow window starts on its PCI side: the firmware's
+    low alias, and nothing below it (tinyvmm.pci.pam switches it later).
     """
     rom_low = firmware_rom_low_start(firmware_size)
     low_end = min(ram_size, LOW_RAM_MAX)
     regions = [
         Region("conventional", 0, VGA_START, "ram", 0),
-        Region("option-rom", OPTION_ROM_START, rom_low - OPTION_ROM_START, "ram", OPTION_ROM_START),
         Region("bios-low", rom_low, HIGH_MEMORY_START - rom_low, "rom",
                firmware_size - (HIGH_MEMORY_START - rom_low)),
         Region("extended", HIGH_MEMORY_START, low_end - HIGH_MEMORY_START, "ram", HIGH_MEMORY_START),
@@ -119,6 +146,19 @@ def memory_regions(ram_size: int, firmware_size: int) -> list[Region]:
     if ram_size > LOW_RAM_MAX:
         regions.append(Region("high", FOUR_GIB, ram_size - LOW_RAM_MAX, "ram", LOW_RAM_MAX))
     return [r for r in regions if r.size > 0]
+
+
+def pci_mmio_window(ram_size: int) -> tuple[int, int]:
+    """[start, end) of the 32-bit PCI memory window: from the end of low RAM to the I/O APIC."""
+    return min(ram_size, LOW_RAM_MAX), PCI_MMIO_END
+
+
+def check_firmware_size(size: int) -> None:
+    """Raise ValueError unless `size` bytes make a firmware image this machine can map."""
+    if not FIRMWARE_MIN_SIZE <= size <= FIRMWARE_MAX_SIZE or size % FIRMWARE_SIZE_STEP:
+        raise ValueError(f"a firmware image must be a multiple of 64 KiB from 64 KiB to 16 MiB "
+                         f"(QEMU's pc machine has the same rule); this one is {size} bytes"
+                         + (f" ({size / KiB:g} KiB)" if size >= KiB else ""))
 
 
 def e820_map(ram_size: int, firmware_size: int) -> list[tuple[int, int, int]]:
@@ -144,9 +184,7 @@ def check(ram_size: int, firmware_size: int) -> None:
                          f"{RAM_MAX_SIZE // GiB} GiB")
     if ram_size % PAGE_SIZE:
         raise ValueError(f"RAM size {ram_size:#x} is not a multiple of 4 KiB")
-    if not FIRMWARE_MIN_SIZE <= firmware_size <= FIRMWARE_MAX_SIZE or firmware_size % (64 * KiB):
-        raise ValueError(f"firmware image of {firmware_size} bytes: it must be 64, 128, 192 "
-                         "or 256 KiB")
+    check_firmware_size(firmware_size)
     regions = memory_regions(ram_size, firmware_size)
     for a, b in zip(regions, regions[1:]):
         if a.end > b.gpa:

@@ -11,8 +11,13 @@ from .devices.milestones import MilestonePort
 from .devices.misc import PostCode, Port92
 from .devices.serial import Serial
 from .kvm import Kvm
+from .kvm.slots import SlotMap
 from .kvm.system import is_emulating_host
 from .memory import GuestMemory
+from .pci.host import PciBuses, PciHost
+from .pci.i440fx import I440fxHostBridge
+from .pci.pam import ShadowRam, ShadowWindow
+from .pci.piix import SCI_IRQ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters, ResetControl
 from .runner import Outcome
 
 
@@ -56,8 +61,9 @@ class Machine:
         vm.set_tss_addr(layout.KVM_TSS_START)
 
         self.memory = GuestMemory.for_layout(config.ram_size, config.firmware)
-        for gpa, size, writable in self.memory.regions:
-            vm.set_user_memory_region(gpa, size, self.memory.host_address(gpa), readonly=not writable)
+        self.slots = SlotMap(vm)
+        self.slots.sync(0, 1 << 64, [(gpa, size, self.memory.host_address(gpa), not writable)
+                                     for gpa, size, writable in self.memory.regions])
         # Irqchip and PIT after the memory slots: the first slot set once an irqchip exists
         # waits milliseconds in the kernel (measured: 4-12 ms, against 0.5 ms for all five).
         vm.create_irqchip()
@@ -87,6 +93,7 @@ class Machine:
         self.add_pio("port92", self.port92)
         self.add_pio("post", self.post)
         self.add_pio("cmos", self.cmos)
+        self._build_chipset()
         for name in ("milestone_linux", "milestone_fw"):
             port = layout.PORTS[name][0]
             self.add_pio(name, MilestonePort(port, self.milestones, self._on_milestone))
@@ -94,6 +101,24 @@ class Machine:
         self.vcpu = vm.create_vcpu(0)
         hide = is_emulating_host() if config.hide_xsave is None else config.hide_xsave
         self.vcpu.set_cpuid(guest_cpuid(self.kvm.supported_cpuid(), hide_xsave=hide))
+
+    def _build_chipset(self) -> None:
+        """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, PIIX4 PM."""
+        config, vm = self.config, self.vm
+        self.shadow = ShadowRam(self.memory, self.memory.ram, self.memory.rom, self.slots, self.tracer)
+        self.mmio.register(layout.SHADOW_START, layout.SHADOW_END - layout.SHADOW_START,
+                           ShadowWindow(self.memory))
+        self.pci = PciHost(PciBuses(self.pio, self.mmio, self.memory, self.tracer))
+        self.pci.add(I440fxHostBridge(config.ram_size, self.shadow), slot=0)
+        self.isa_bridge = self.pci.add(Piix3IsaBridge(), slot=1)
+        self.power_management = self.pci.add(Piix4PowerManagement(
+            on_poweroff=lambda: self.request_stop(Outcome.POWEROFF, "ACPI power off (PM1a_CNT)"),
+            set_sci=lambda level: vm.irq_line(SCI_IRQ, level)), slot=1, number=3)
+        self.pci.reset_control = ResetControl(
+            on_reset=lambda: self.request_stop(Outcome.RESET, "reset control register 0xcf9"))
+        self.add_pio("pci_config", self.pci)
+        self.add_pio("apm", PlainRegisters("apm", 2))
+        self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
 
     def add_pio(self, name: str, device: Device) -> None:
         """Put a device on the port range tinyvmm.layout.PORTS names."""

@@ -39,16 +39,24 @@ class GuestMemory:
         for (a, n, _, _), (b, _, _, _) in zip(regions, regions[1:]):
             if a + n > b:
                 raise ValueError(f"guest memory regions overlap at {b:#x}")
-        self._starts = [r[0] for r in regions]
-        self._regions = [(gpa, gpa + size, memoryview(buf).cast("B"), writable)
-                         for gpa, size, buf, writable in regions]
-        for gpa, end, view, _ in self._regions:
-            if len(view) < end - gpa:
+        self._starts: list[int] = []
+        # (start, end, read view or None, write view or None): a region may read from one
+        # buffer and write to another (shadow RAM behind a ROM, tinyvmm.pci.pam).
+        self._regions: list[tuple[int, int, memoryview | None, memoryview | None]] = []
+        for gpa, size, buf, writable in regions:
+            view = memoryview(buf).cast("B")
+            if len(view) < size:
                 raise ValueError(f"region at {gpa:#x} has a buffer smaller than its size")
+            self._starts.append(gpa)
+            self._regions.append((gpa, gpa + size, view, view if writable else None))
 
     @classmethod
     def for_layout(cls, ram_size: int, firmware: bytes) -> "GuestMemory":
-        """Allocate RAM (anonymous mmap) and place the firmware per tinyvmm.layout."""
+        """Allocate RAM (anonymous mmap) and place the firmware per tinyvmm.layout (reset state).
+
+        `ram` and `rom` are the two backings; RAM's host offset equals the guest
+        address below LOW_RAM_MAX, so RAM hidden behind the shadow window exists too.
+        """
         ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                         mmap.PROT_READ | mmap.PROT_WRITE)
         if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -67,7 +75,34 @@ class GuestMemory:
     @property
     def regions(self) -> list[tuple[int, int, bool]]:
         """(gpa, size, writable) of every region."""
-        return [(start, end - start, writable) for start, end, _, writable in self._regions]
+        return [(start, end - start, write is not None) for start, end, _, write in self._regions]
+
+    def mappings(self) -> list[tuple[int, int, memoryview | None, memoryview | None]]:
+        """(gpa, size, read view, write view) of every region; either view may be None."""
+        return [(start, end - start, read, write) for start, end, read, write in self._regions]
+
+    def replace(self, start: int, end: int, regions) -> None:
+        """Swap everything in [start, end) for `regions`: (gpa, size, read view, write view).
+
+        No existing region may straddle start or end; the new ones must lie inside.
+        """
+        first = bisect.bisect_left(self._starts, start)
+        last = bisect.bisect_left(self._starts, end)
+        if (first > 0 and self._regions[first - 1][1] > start) or \
+                (last > first and self._regions[last - 1][1] > end):
+            raise ValueError(f"a region straddles the window {start:#x}-{end:#x}")
+        new = sorted(((gpa, gpa + size, read, write) for gpa, size, read, write in regions),
+                     key=lambda r: r[0])
+        cursor = start
+        for gpa, stop, read, write in new:
+            if gpa < cursor or stop > end:
+                raise ValueError(f"region {gpa:#x}-{stop:#x} overlaps or leaves {start:#x}-{end:#x}")
+            for view in (read, write):
+                if view is not None and len(view) < stop - gpa:
+                    raise ValueError(f"region at {gpa:#x} has a buffer smaller than its size")
+            cursor = stop
+        self._regions[first:last] = new
+        self._starts[first:last] = [r[0] for r in new]
 
     def host_address(self, gpa: int) -> int:
         """Host virtual address of a region's first byte (for KVM memory slots)."""
@@ -82,10 +117,12 @@ class GuestMemory:
             raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} wraps the address space")
         index = bisect.bisect_right(self._starts, gpa) - 1
         if index >= 0:
-            start, end, _, writable = self._regions[index]
+            start, end, read, written = self._regions[index]
             if gpa + size <= end and (gpa < end or size == 0):
-                if write and not writable:
+                if write and written is None:
                     raise GuestMemoryError(f"write of {size} bytes at {gpa:#x} into read-only memory")
+                if not write and read is None:
+                    raise GuestMemoryError(f"read of {size} bytes at {gpa:#x} from write-only memory")
                 return index
         raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest memory")
 
@@ -103,7 +140,7 @@ class GuestMemory:
             if size <= 0:
                 continue
             try:
-                region_start, _, view, _ = self._regions[self._region_index(gpa, size, True)]
+                region_start, _, _, view = self._regions[self._region_index(gpa, size, True)]
             except GuestMemoryError:
                 continue
             start = buffer_address(view) + gpa - region_start
@@ -122,7 +159,8 @@ class GuestMemory:
 
     def view(self, gpa: int, size: int, writable: bool = False) -> memoryview:
         """A zero-copy view of [gpa, gpa + size), which must lie in one region."""
-        start, _, view, _ = self._regions[self._region_index(gpa, size, writable)]
+        start, _, read, write = self._regions[self._region_index(gpa, size, writable)]
+        view = write if writable else read
         offset = gpa - start
         return view[offset:offset + size]
 

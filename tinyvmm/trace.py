@@ -4,7 +4,7 @@ import time
 
 from .kvm import abi
 
-CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg")
+CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci")
 
 
 class TraceSpecError(ValueError):
