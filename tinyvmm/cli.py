@@ -285,7 +285,7 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
         load_ranges = []
         if with_linux:
             payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem)
-            publish(payload, items)
+            publish(payload, items, getattr(args, "option_roms", ()))
             load_ranges = payload.plan.load_ranges()
     except (FwCfgConfigError, PayloadError) as exc:
         raise UsageError(str(exc)) from None

@@ -105,7 +105,8 @@ class Machine:
     def _build_chipset(self) -> None:
         """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, PIIX4 PM."""
         config, vm = self.config, self.vm
-        self.shadow = ShadowRam(self.memory, self.memory.ram, self.memory.rom, self.slots, self.tracer)
+        self.shadow = ShadowRam(self.memory, self.memory.ram, self.memory.rom, self.slots, self.tracer,
+                                strict_read_only=not is_emulating_host())
         self.mmio.register(layout.SHADOW_START, layout.SHADOW_END - layout.SHADOW_START,
                            ShadowWindow(self.memory))
         self.pci = PciHost(PciBuses(self.pio, self.mmio, self.memory, self.tracer))

@@ -9,8 +9,10 @@ PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
     python3 -m tinyvmm.optionrom check FILE      print what validate() finds
 """
 
+import os
+import stat
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 
 SIGNATURE = b"\x55\xaa"
 BLOCK = 512
@@ -34,13 +36,9 @@ class OptionRomError(ValueError):
     """An image that is not a valid option ROM, or cannot be made one."""
 
 
-@dataclass(frozen=True)
-class OptionRomInfo:
-    size: int                 # bytes, from the size byte
-    pnp_offset: int
-    bev: int                  # bootstrap entry vector, offset into the ROM
-    manufacturer: str
-    product: str
+class OptionRomInfo(namedtuple("OptionRomInfo", "size pnp_offset bev manufacturer product")):
+    """size in bytes (from the size byte); bev: the bootstrap entry vector, an offset into the ROM."""
+    __slots__ = ()
 
 
 def _checksum_byte(data: bytes) -> int:
@@ -121,6 +119,45 @@ def validate(image: bytes) -> OptionRomInfo:
     return OptionRomInfo(size=size, pnp_offset=offset, bev=bev,
                          manufacturer=_string_at(rom, word(offset + PNP_MANUFACTURER)),
                          product=_string_at(rom, word(offset + PNP_PRODUCT)))
+
+
+# A legacy ROM's size byte counts at most 255 blocks; SeaBIOS places ROMs in 0xC0000-0xEFFFF.
+MAX_FILE_SIZE = 192 * 1024
+
+
+def check_loadable(image: bytes) -> list[str]:
+    """Check what a BIOS needs to load a ROM at all: the 55 AA signature and a size byte
+    that the image fills. Raises OptionRomError; returns warnings for what a BIOS may
+    forgive (a bad checksum: SeaBIOS loads it when etc/optionroms-checksum is 0)."""
+    if len(image) < 3 or image[:2] != SIGNATURE:
+        raise OptionRomError("no 55 AA signature at its start")
+    size = image[SIZE_OFFSET] * BLOCK
+    if size == 0:
+        raise OptionRomError("its size byte (offset 2) is 0")
+    if size > len(image):
+        raise OptionRomError(f"its size byte says {size} bytes, but the file has {len(image)}")
+    if sum(image[:size]) & 0xFF:
+        return [f"checksum: its {size} bytes sum to {sum(image[:size]) & 0xFF:#04x}, not 0; "
+                "SeaBIOS refuses such a ROM unless etc/optionroms-checksum is 0"]
+    return []
+
+
+def read_option_rom(path: str) -> tuple[bytes, list[str]]:
+    """An option ROM file, its size checked before it is read; (bytes, warnings).
+    Raises OptionRomError (with the path) or OSError."""
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_SIZE:
+            raise OptionRomError(f"option ROM {path} is {info.st_size} bytes; at most "
+                                 f"{MAX_FILE_SIZE // 1024} KiB fit the option ROM area")
+        data = f.read(MAX_FILE_SIZE + 1)
+    if len(data) > MAX_FILE_SIZE:
+        raise OptionRomError(f"option ROM {path} is larger than {MAX_FILE_SIZE // 1024} KiB")
+    try:
+        warnings = check_loadable(data)
+    except OptionRomError as exc:
+        raise OptionRomError(f"option ROM {path}: {exc}") from None
+    return data, [f"option ROM {path}: {w}" for w in warnings]
 
 
 def main(argv: list[str]) -> int:

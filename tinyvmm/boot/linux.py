@@ -88,8 +88,9 @@ def plan_boot(image: bz.BzImage, cmdline: str, initrd: bytes | None, ram_size: i
     return BootPlan(image, bytes(setup), raw_cmdline + b"\0", initrd, initrd_addr)
 
 
-def publish(plan: BootPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes) -> None:
-    """Put the plan into fw_cfg: the kernel keys, the ROM under genroms/, and bootorder."""
+def publish(plan: BootPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | None) -> None:
+    """Put the plan into fw_cfg: the kernel keys, the ROM under genroms/, and bootorder
+    naming it. With rom None, genroms/<rom_name> is already there (--option-rom)."""
     items.add_u32(fwc.FW_CFG_SETUP_ADDR, SETUP_ADDR)
     items.add_u32(fwc.FW_CFG_SETUP_SIZE, len(plan.setup))
     items.add_item(fwc.FW_CFG_SETUP_DATA, plan.setup)
@@ -104,5 +105,6 @@ def publish(plan: BootPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes) ->
         items.add_u32(fwc.FW_CFG_INITRD_SIZE, len(plan.initrd))
         items.add_item(fwc.FW_CFG_INITRD_DATA, plan.initrd)
     path = fwc.GENROMS_PREFIX + rom_name
-    items.add_file(path, rom)
+    if rom is not None:
+        items.add_file(path, rom)
     items.add_file(fwc.FILE_BOOTORDER, f"/rom@{path}".encode() + b"\0")

@@ -80,5 +80,10 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     return LinuxPayload(kernel_path, plan, rom_name, shipped.read_image(rom_name))
 
 
-def publish(payload: LinuxPayload, items: FwCfgItems) -> None:
-    linux.publish(payload.plan, items, payload.rom_name, payload.rom)
+def publish(payload: LinuxPayload, items: FwCfgItems, option_roms=()) -> None:
+    """The plan's items, and its ROM; when the user gave option ROMs (already in
+    genroms/), the first of them boots the kernel instead."""
+    if option_roms:
+        linux.publish(payload.plan, items, os.path.basename(option_roms[0]), None)
+    else:
+        linux.publish(payload.plan, items, payload.rom_name, payload.rom)

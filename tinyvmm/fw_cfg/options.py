@@ -7,7 +7,7 @@ import sys
 from .. import layout
 from ..bus import BusError
 from .device import MMIO_DMA, MMIO_SIZE, FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio
-from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, FW_CFG_MAX_CPUS,
+from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, GENROMS_PREFIX, FW_CFG_MAX_CPUS,
                     FW_CFG_NB_CPUS, FW_CFG_NOGRAPHIC, FW_CFG_RAM_SIZE, FW_CFG_UUID,
                     FwCfgConfigError, FwCfgItems, add_user_items, e820_file, parse_user_item)
 
@@ -62,6 +62,12 @@ def add_fw_cfg_options(parser: argparse.ArgumentParser) -> None:
                        type=parse_fw_cfg_spec, metavar="name=NAME,string=TEXT|file=PATH",
                        help="add a named fw_cfg file, as QEMU's -fw_cfg (repeatable); names "
                             "should start with opt/")
+    group.add_argument("--option-rom", dest="option_roms", action="append", default=[],
+                       metavar="FILE",
+                       help="add a legacy option ROM as fw_cfg genroms/NAME for the BIOS to run, "
+                            "as QEMU's -option-rom (repeatable); with boot, the first one boots "
+                            "the kernel instead of tinyvmm's linuxboot ROM (e.g. "
+                            "/usr/share/qemu/linuxboot_dma.bin)")
     group.add_argument("--no-fw-cfg-dma", dest="fw_cfg_dma", action="store_false",
                        help="no DMA interface: FW_CFG_ID reads 1 and ports 0x514-0x51b are absent")
     group.add_argument("--fw-cfg-mmio", dest="fw_cfg_mmio", type=parse_mmio_base, metavar="ADDR",
@@ -117,7 +123,27 @@ def build_fw_cfg_items(args, ram_size: int, firmware_size: int, cpus: int = 1,
             raise FwCfgConfigError(f"fw_cfg: {spec.name!r} is given twice with --fw-cfg")
         seen.add(spec.name)
     add_user_items(items, specs, warn)
+    add_option_roms(items, getattr(args, "option_roms", None) or [], warn)
     return items
+
+
+def add_option_roms(items: FwCfgItems, paths, warn=None) -> None:
+    """Each ROM as genroms/<file name>, checked (signature, size byte) before the guest starts."""
+    from ..optionrom import OptionRomError, read_option_rom
+    warn = warn or (lambda text: print(f"tinyvmm: {text}", file=sys.stderr))
+    for path in paths:
+        name = GENROMS_PREFIX + os.path.basename(path)
+        if name in items.file_names():
+            raise FwCfgConfigError(f"fw_cfg: two option ROMs are named {name!r}")
+        try:
+            data, warnings = read_option_rom(path)
+        except OptionRomError as exc:
+            raise FwCfgConfigError(str(exc)) from None
+        except OSError as exc:
+            raise FwCfgConfigError(f"cannot read option ROM {path}: {exc.strerror}") from None
+        for text in warnings:
+            warn(f"warning: {text}")
+        items.add_file(name, data)
 
 
 def attach_fw_cfg(machine, args, items: FwCfgItems | None = None) -> FwCfg:

@@ -16,6 +16,13 @@ on the PCI side below the ROM alias) exit as MMIO and reach ShadowWindow,
 which writes RAM for write-only segments and drops the rest, so all four modes
 behave as on the chipset, write-only included. RAM behind a segment keeps its
 contents whatever the mode.
+
+One host needs an exception: a KVM that emulates guest code (kvm_pvm) never
+returns from a segment load whose descriptor lies in a read-only slot (the CPU
+sets the descriptor's accessed bit, a write; QEMU's linuxboot.bin keeps its GDT
+in its ROM, which SeaBIOS has made read-only by then). There, ShadowRam is made
+with strict_read_only=False and maps read-only segments writable, which is
+what QEMU does on every host.
 """
 
 from .. import layout
@@ -63,8 +70,9 @@ class ShadowRam:
     host offset equals the guest address here); `slots` a kvm.slots.SlotMap.
     """
 
-    def __init__(self, memory, ram, rom, slots=None, tracer=None):
+    def __init__(self, memory, ram, rom, slots=None, tracer=None, strict_read_only: bool = True):
         self.memory = memory
+        self.strict_read_only = strict_read_only
         self.ram = memoryview(ram).cast("B")
         self.rom = memoryview(rom).cast("B")
         self.slots = slots
@@ -93,11 +101,18 @@ class ShadowRam:
         if self.slots is not None:
             self.slots.sync(layout.SHADOW_START, layout.SHADOW_END,
                             [(gpa, size, buffer_address(self._view(read, gpa, size)),
-                              write != read) for gpa, size, read, write in runs if read])
+                              self._slot_read_only(read, write)) for gpa, size, read, write in runs
+                             if read])
         if self.tracer and "pci" in self.tracer.categories:
             self.tracer.line("pci", "PAM " + ", ".join(
                 f"{gpa:#x}-{gpa + size - 1:#x} {MODE_NAMES[(read == 'ram') | (write == 'ram') << 1]}"
                 for gpa, size, read, write in runs))
+
+
+    def _slot_read_only(self, read: str, write: str | None) -> bool:
+        if read == "ram":
+            return write != "ram" and self.strict_read_only
+        return True             # the firmware image itself is never written
 
 
 class ShadowWindow(Device):
