@@ -20,9 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from .fw_cfg.items import KERNEL_KEYS
+
 KVM_RUN_TYPE = "0xae80"
-# KERNEL_ADDR/SIZE, INITRD_ADDR/SIZE, KERNEL/INITRD_DATA, CMDLINE_*, SETUP_*: what only a Linux loader reads
-KERNEL_KEYS = frozenset({0x07, 0x08, 0x0A, 0x0B, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18})
 LINE = re.compile(r"^\d+@(\d+)\.(\d+):(\w+) (.*)$")
 SELECT_KEY = re.compile(r"key 0x([0-9a-fA-F]+)")
 QBOOT = "/usr/share/qemu/qboot.rom"

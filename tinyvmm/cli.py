@@ -350,6 +350,10 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
         try:
             fw_cfg = attach_fw_cfg(machine, args, items)
             runner = Runner(machine, timeout=args.timeout, tracer=tracer)
+            if load_ranges and not getattr(args, "gdb", None):
+                from .boot.linux import KERNEL_ENTRY
+                from .boot.marks import BootMarks
+                BootMarks(machine, runner, fw_cfg, KERNEL_ENTRY)
             timeline = None
             if getattr(args, "timing_json", None):
                 from .timeline import BootTimeline

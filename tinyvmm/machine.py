@@ -1,5 +1,7 @@
 """The composition root: builds a VM, its memory per tinyvmm.layout, and its devices on the buses."""
 
+import time
+
 from . import layout
 from .bus import Bus, Device, PioBus
 from .console import Console
@@ -7,7 +9,7 @@ from .cpu import guest_cpuid
 from .devices.cmos import Cmos
 from .devices.debugcon import DebugConsole
 from .devices.i8042 import I8042
-from .devices.milestones import MilestonePort
+from .devices.milestones import Milestone, MilestonePort
 from .devices.misc import PostCode, Port92
 from .devices.serial import Serial
 from .kvm import Kvm
@@ -129,6 +131,16 @@ class Machine:
     def _on_milestone(self, milestone) -> None:
         for listener in self.milestone_listeners:
             listener(milestone)
+
+    def mark_milestone(self, port_name: str, value: int) -> None:
+        """Record a milestone the firmware did not write (boot.marks), unless it already
+        wrote that value: timestamped now, logged and passed to listeners as if written."""
+        port = layout.PORTS[port_name][0]
+        if any(m.port == port and m.value == value for m in self.milestones):
+            return
+        milestone = Milestone(port, value, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        self.milestones.append(milestone)
+        self._on_milestone(milestone)
 
     def stop_at_milestone(self, port_name: str, value: int, message: str) -> None:
         """End the run (status 0) when `value` is written to the milestone port so named."""

@@ -106,6 +106,9 @@ class Runner:
         self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
         self.stats = None       # a trace.ExitStats for --stats
         self.symbols = None     # a symbols.SymbolTable, for crash reports
+        # Without a debugger, KVM_EXIT_DEBUG goes here (boot.marks' breakpoint): it gets
+        # kvm_run.debug and returns None to go on, or an (Outcome, message) to end the run.
+        self.on_debug_exit = None
 
     @property
     def signalled(self) -> bool:
@@ -338,6 +341,8 @@ class Runner:
         if reason == abi.KVM_EXIT_DEBUG:
             if self.debugger is not None:
                 return self.debugger.on_debug_exit(run.exit.debug)
+            if self.on_debug_exit is not None:
+                return self.on_debug_exit(run.exit.debug)
             return None
         if reason in (abi.KVM_EXIT_IRQ_WINDOW_OPEN, abi.KVM_EXIT_NMI):
             return None

@@ -16,6 +16,7 @@ from . import bzimage as bz
 SETUP_ADDR = 0x10000
 CMDLINE_ADDR = 0x20000
 KERNEL_ADDR = 0x100000
+KERNEL_ENTRY = SETUP_ADDR + 0x200   # the real-mode entry, segment SETUP_ADDR / 16 + 0x20, offset 0
 LOADER_TYPE = 0xB0            # boot loader id 0xB (QEMU), version 0: Linux treats us like QEMU
 HEAP_END = CMDLINE_ADDR - SETUP_ADDR - 0x200
 INITRD_ALIGN = 4096

@@ -1,8 +1,15 @@
-"""The i8042 keyboard controller: enough for firmware probes and Linux's `reboot=k`.
+"""The i8042 keyboard controller and a PS/2 keyboard behind it: enough for firmware probes and `reboot=k`.
 
 Range of five ports from 0x60: offset 0 is data, offset 4 status/command.
 Command 0xFE (pulse the reset line) and writing an output-port value with
 bit 0 clear both reset the machine through `on_reset`.
+
+The keyboard answers the commands firmware and Linux send while probing (IBM
+PS/2 keyboard protocol: every byte is acknowledged with 0xFA; reset adds the
+self-test result 0xAA, identify the MF2 ID 0xAB 0x83, echo answers 0xEE), so
+SeaBIOS's keyboard setup finishes at once instead of waiting out its 4-second
+timeout. It never sends keys, and there is no auxiliary (mouse) device: bytes
+for it (after command 0xD4) are dropped, as with an empty mouse port.
 """
 
 from ..bus import RegisterDevice
@@ -22,8 +29,26 @@ CMD_READ_OUTPUT_PORT = 0xD0
 CMD_WRITE_OUTPUT_PORT = 0xD1
 CMD_RESET_CPU = 0xFE
 
+CMD_AUX_DISABLE = 0xA7
+CMD_AUX_ENABLE = 0xA8
+CMD_AUX_TEST = 0xA9
+CMD_KBD_DISABLE = 0xAD
+CMD_KBD_ENABLE = 0xAE
+CMD_WRITE_AUX = 0xD4
+
+CONFIG_KBD_DISABLED = 0x10
+CONFIG_AUX_DISABLED = 0x20
+
 SELF_TEST_OK = 0x55
 KEYBOARD_ACK = 0xFA
+KEYBOARD_SELF_TEST_OK = 0xAA
+KEYBOARD_ECHO = 0xEE
+KEYBOARD_ID = (0xAB, 0x83)      # MF2 keyboard, translated
+# Keyboard commands followed by one parameter byte (LEDs, scan code set, typematic rate)
+KBD_SET_LEDS, KBD_ECHO, KBD_SCANCODE_SET, KBD_IDENTIFY, KBD_TYPEMATIC = 0xED, 0xEE, 0xF0, 0xF2, 0xF3
+KBD_RESET = 0xFF
+KBD_COMMANDS_WITH_PARAMETER = (KBD_SET_LEDS, KBD_SCANCODE_SET, KBD_TYPEMATIC)
+SCANCODE_SET = 2
 OUTPUT_PORT_RESET_LINE = 0x01   # active low: clearing it resets the CPU
 
 
@@ -36,6 +61,7 @@ class I8042(RegisterDevice):
         self.output_port = 0x03     # reset line high, A20 enabled
         self.output = []
         self.pending = None         # command waiting for its data byte
+        self.keyboard_pending = None    # keyboard command waiting for its parameter
         self.last_was_command = False
         self.resets = 0
 
@@ -61,17 +87,41 @@ class I8042(RegisterDevice):
                 self.output_port = value
                 if not value & OUTPUT_PORT_RESET_LINE:
                     self._reset()
-            else:
-                self.output.append(KEYBOARD_ACK)
+            elif pending != CMD_WRITE_AUX:      # no mouse: its bytes go nowhere
+                self._keyboard(value)
+
+    def _keyboard(self, value: int) -> None:
+        """A byte sent to the keyboard: a command, or the parameter of the previous one."""
+        if self.keyboard_pending is not None:
+            command, self.keyboard_pending = self.keyboard_pending, None
+            self.output.append(KEYBOARD_ACK)
+            if command == KBD_SCANCODE_SET and value == 0:
+                self.output.append(SCANCODE_SET)    # 0 asks which set is in use
+        elif value == KBD_ECHO:
+            self.output.append(KEYBOARD_ECHO)
+        else:
+            self.output.append(KEYBOARD_ACK)
+            if value in KBD_COMMANDS_WITH_PARAMETER:
+                self.keyboard_pending = value
+            elif value == KBD_RESET:
+                self.output.append(KEYBOARD_SELF_TEST_OK)
+            elif value == KBD_IDENTIFY:
+                self.output.extend(KEYBOARD_ID)
 
     def _command(self, value: int) -> None:
         if value == CMD_READ_CONFIG:
             self.output.append(self.config)
-        elif value in (CMD_WRITE_CONFIG, CMD_WRITE_OUTPUT_PORT):
+        elif value in (CMD_WRITE_CONFIG, CMD_WRITE_OUTPUT_PORT, CMD_WRITE_AUX):
             self.pending = value
+        elif value in (CMD_KBD_DISABLE, CMD_KBD_ENABLE):
+            self.config = self.config | CONFIG_KBD_DISABLED if value == CMD_KBD_DISABLE \
+                else self.config & ~CONFIG_KBD_DISABLED
+        elif value in (CMD_AUX_DISABLE, CMD_AUX_ENABLE):
+            self.config = self.config | CONFIG_AUX_DISABLED if value == CMD_AUX_DISABLE \
+                else self.config & ~CONFIG_AUX_DISABLED
         elif value == CMD_SELF_TEST:
             self.output.append(SELF_TEST_OK)
-        elif value == CMD_INTERFACE_TEST:
+        elif value in (CMD_INTERFACE_TEST, CMD_AUX_TEST):
             self.output.append(0x00)
         elif value == CMD_READ_OUTPUT_PORT:
             self.output.append(self.output_port)

@@ -93,6 +93,7 @@ class FwCfg:
         self.dma_transfers = 0                   # transfers started, for timelines and tests
         self.dma_bytes = 0                       # item bytes moved by DMA READ and WRITE
         self._trace = None
+        self.on_select = None                    # called with each key selected, when set
         if tracer is not None and "fw_cfg" in getattr(tracer, "categories", ()):
             self._trace = tracer.fw_cfg
             # Only a traced device pays for timing the data-port hot path.
@@ -116,6 +117,8 @@ class FwCfg:
         self._entry = entry
         self._data = entry.data if entry is not None else _EMPTY
         self._length = len(self._data)
+        if self.on_select is not None:
+            self.on_select(key)
         if self._trace:
             what = entry.name if entry is not None else (
                 "invalid" if key & FW_CFG_ENTRY_MASK >= self.items.max_entry else "unpopulated")

@@ -55,6 +55,13 @@ FW_CFG_IRQ0_OVERRIDE = FW_CFG_ARCH_LOCAL + 2
 FW_CFG_E820_TABLE = FW_CFG_ARCH_LOCAL + 3
 FW_CFG_HPET = FW_CFG_ARCH_LOCAL + 4
 
+# The keys only a Linux loader reads: their first select marks the firmware's do_boot.
+KERNEL_KEYS = frozenset({FW_CFG_KERNEL_ADDR, FW_CFG_KERNEL_SIZE, FW_CFG_INITRD_ADDR,
+                         FW_CFG_INITRD_SIZE, FW_CFG_KERNEL_ENTRY, FW_CFG_KERNEL_DATA,
+                         FW_CFG_INITRD_DATA, FW_CFG_CMDLINE_ADDR, FW_CFG_CMDLINE_SIZE,
+                         FW_CFG_CMDLINE_DATA, FW_CFG_SETUP_ADDR, FW_CFG_SETUP_SIZE,
+                         FW_CFG_SETUP_DATA})
+
 FW_CFG_VERSION = 0x01            # ID bit: the traditional interface
 FW_CFG_VERSION_DMA = 0x02        # ID bit: the DMA interface
 

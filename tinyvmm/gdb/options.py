@@ -48,7 +48,8 @@ def default_symbol_files(args, given) -> list:
 
     `--bios X.bin`: X.elf if it exists; `boot` without --bios: the shipped
     BIOS. `boot` also gets the linuxboot ROM at the first option ROM slot,
-    where the BIOS copies it.
+    where the BIOS copies it; with --option-rom Y.bin, Y.elf there instead,
+    if it exists (never the shipped ROM's symbols for someone else's ROM).
     """
     from pathlib import Path
 
@@ -61,7 +62,10 @@ def default_symbol_files(args, given) -> list:
         wanted.append((Path(bios).with_suffix(".elf"), None))
     elif booting:
         wanted.append((Path(firmware.DIRECTORY, "bios.elf"), None))
-    if booting:
+    option_roms = getattr(args, "option_roms", None)
+    if option_roms:
+        wanted.append((Path(option_roms[0]).with_suffix(".elf"), (layout.OPTION_ROM_START,)))
+    elif booting:
         rom = firmware.linuxboot_name(getattr(args, "fw_cfg_dma", True))
         wanted.append((Path(firmware.DIRECTORY, rom.replace(".bin", ".elf")), (layout.OPTION_ROM_START,)))
     known = {f.path.resolve() for f in given}

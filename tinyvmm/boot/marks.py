@@ -1,0 +1,51 @@
+"""Boot milestones for firmware that writes none (SeaBIOS, qboot, QEMU's option ROMs).
+
+tinyvmm's own BIOS and ROMs write the posting's boundaries to the milestone
+ports. Other firmware is left unchanged and watched instead, as QEMU's trace
+does it but closer to the event:
+
+  do_boot (0xf4 = 5)       the first fw_cfg select of a key only a Linux loader
+                           reads (fw_cfg.items.KERNEL_KEYS)
+  kernel entry (0xf4 = 3)  the first instruction of the kernel's real-mode entry
+                           (setup address + 0x200), caught by an execution
+                           breakpoint in debug register 0, so no guest code changes
+
+A milestone the firmware wrote itself wins: a synthesized one is dropped when
+the same value was already seen. The breakpoint is removed when it fires.
+"""
+
+from .. import layout
+from ..fw_cfg.items import KERNEL_KEYS
+from ..kvm import abi
+
+DR7_ENABLE_DR0 = 0x1              # L0; R/W0 = 00 (execute) and LEN0 = 00
+DR7_RESERVED_ONE = 1 << 10
+
+
+class BootMarks:
+    """Watches one run for do_boot and the kernel's entry; `entry` is a linear address."""
+
+    def __init__(self, machine, runner, fw_cfg, entry: int | None):
+        self.machine = machine
+        self.runner = runner
+        self.fw_cfg = fw_cfg
+        self.entry = entry
+        fw_cfg.on_select = self._on_select
+        if entry is not None:
+            machine.vcpu.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP,
+                                         [entry, 0, 0, 0, 0, 0, 0, DR7_ENABLE_DR0 | DR7_RESERVED_ONE])
+            runner.on_debug_exit = self._on_debug_exit
+
+    def _on_select(self, key: int) -> None:
+        if key & 0x3FFF in KERNEL_KEYS:
+            self.fw_cfg.on_select = None
+            self.machine.mark_milestone("milestone_linux", layout.MILESTONE_DO_BOOT)
+
+    def _on_debug_exit(self, debug) -> None:
+        if self.entry is None or debug.pc != self.entry:
+            return None
+        self.machine.mark_milestone("milestone_linux", layout.MILESTONE_LINUX_START_BOOT)
+        self.machine.vcpu.set_guest_debug(0)
+        self.runner.on_debug_exit = None
+        self.entry = None
+        return None
