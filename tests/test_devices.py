@@ -207,3 +207,43 @@ def test_port92_fast_reset_and_post_codes():
     post = PostCode()
     post.write(0, 1, b"\x10\x20")
     assert (post.last, post.writes) == (0x20, 2)
+
+
+def i8042_drain(dev) -> list[int]:
+    out = []
+    while dev.read(4, 1)[0] & 0x01:              # output buffer full
+        out.append(dev.read(0, 1)[0])
+    return out
+
+
+def test_i8042_keyboard_answers_firmware_probes():
+    dev = I8042()
+    for command, expected in ((b"\xaa", [0x55]), (b"\xab", [0x00]), (b"\xa9", [0x00])):
+        dev.write(4, 1, command)
+        assert i8042_drain(dev) == expected
+    for byte, expected in ((0xFF, [0xFA, 0xAA]),          # reset: ACK, self-test passed
+                           (0xF2, [0xFA, 0xAB, 0x83]),    # identify: an MF2 keyboard
+                           (0xF5, [0xFA]), (0xF4, [0xFA]), (0xEE, [0xEE])):
+        dev.write(0, 1, bytes([byte]))
+        assert i8042_drain(dev) == expected, hex(byte)
+    dev.write(0, 1, b"\xf0")                     # set scan code set: ACK, then its parameter
+    assert i8042_drain(dev) == [0xFA]
+    dev.write(0, 1, b"\x00")                     # 0 asks for the current set
+    assert i8042_drain(dev) == [0xFA, 0x02]
+    dev.write(0, 1, b"\xed")
+    dev.write(0, 1, b"\x07")                     # LEDs: the parameter is not a command
+    assert i8042_drain(dev) == [0xFA, 0xFA]
+
+
+def test_i8042_port_enables_and_mouse_bytes_go_nowhere():
+    dev = I8042()
+    dev.write(4, 1, b"\xad")
+    dev.write(4, 1, b"\xa7")
+    dev.write(4, 1, b"\x20")
+    assert i8042_drain(dev)[0] & 0x30 == 0x30    # both ports disabled in the command byte
+    dev.write(4, 1, b"\xae")
+    dev.write(4, 1, b"\x20")
+    assert i8042_drain(dev)[0] & 0x30 == 0x20
+    dev.write(4, 1, b"\xd4")                     # next byte to the mouse: there is none
+    dev.write(0, 1, b"\xff")
+    assert i8042_drain(dev) == []
