@@ -122,3 +122,56 @@ def test_boot_imports_only_what_it_uses(payload, initrd, tmp_path):
     unwanted = [name for name in imported
                 if any(name == m or name.startswith(m + ".") for m in NOT_FOR_A_BOOT)]
     assert not unwanted, f"a boot imported {unwanted}"
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_bytes(b""), "this one is 0 bytes"),
+    (lambda p: p.write_bytes(bytes(100000)), "this one is 100000 bytes"),
+    (lambda p: (p.touch(), __import__("os").truncate(p, 17 << 20)), "this one is 17825792 bytes"),
+    (lambda p: (p.touch(), __import__("os").truncate(p, 64 << 30)), "this one is 68719476736 bytes"),
+])
+def test_firmware_size_rule(tmp_path, capsys, make, message):
+    image = tmp_path / "fw.bin"
+    make(image)
+    assert cli.main(["run", "--bios", str(image)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and "a multiple of 64 KiB from 64 KiB to 16 MiB" in err
+
+
+def test_firmware_that_is_not_a_file_is_read_through_a_bound(capsys):
+    assert cli.main(["run", "--bios", "/dev/zero"]) == cli.EXIT_USAGE
+    assert "more than 16 MiB" in capsys.readouterr().err
+
+
+def rom_image(size_blocks=2, signature=b"\x55\xaa", file_size=None, fix_checksum=True) -> bytes:
+    image = bytearray(size_blocks * 512 if file_size is None else file_size)
+    image[0:2] = signature
+    image[2] = size_blocks
+    if fix_checksum and size_blocks:
+        image[size_blocks * 512 - 1] = -sum(image[:size_blocks * 512]) & 0xFF
+    return bytes(image)
+
+
+@pytest.mark.parametrize("image,message", [
+    (rom_image(signature=b"MZ"), "no 55 AA signature"),
+    (rom_image(size_blocks=0, file_size=1024), "its size byte (offset 2) is 0"),
+    (rom_image(size_blocks=4, file_size=1024, fix_checksum=False), "size byte says 2048 bytes"),
+    (b"\x55", "no 55 AA signature"),
+    (rom_image(size_blocks=2, file_size=200 * 1024), "at most 192 KiB"),
+])
+def test_bad_option_roms_are_refused_before_the_guest_starts(tmp_path, capsys, image, message):
+    rom = tmp_path / "bad.rom"
+    rom.write_bytes(image)
+    assert cli.main(["fw-cfg", "list", "--option-rom", str(rom)]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_option_rom_with_a_bad_checksum_is_a_warning(tmp_path, capsys):
+    rom = tmp_path / "sloppy.rom"
+    rom.write_bytes(rom_image(fix_checksum=False)[:-1] + b"\x01")
+    assert cli.main(["fw-cfg", "list", "--option-rom", str(rom)]) == 0
+    out, err = capsys.readouterr()
+    assert "genroms/sloppy.rom" in out and "warning" in err and "checksum" in err
+    twice = ["fw-cfg", "list", "--option-rom", str(rom), "--option-rom", str(rom)]
+    assert cli.main(twice) == cli.EXIT_USAGE
+    assert "two option ROMs are named" in capsys.readouterr().err

@@ -157,8 +157,7 @@ def check_firmware_size(size: int) -> None:
     """Raise ValueError unless `size` bytes make a firmware image this machine can map."""
     if not FIRMWARE_MIN_SIZE <= size <= FIRMWARE_MAX_SIZE or size % FIRMWARE_SIZE_STEP:
         raise ValueError(f"a firmware image must be a multiple of 64 KiB from 64 KiB to 16 MiB "
-                         f"(QEMU's pc machine has the same rule); this one is {size} bytes"
-                         + (f" ({size / KiB:g} KiB)" if size >= KiB else ""))
+                         f"(QEMU's pc machine has the same rule); this one is {size} bytes")
 
 
 def e820_map(ram_size: int, firmware_size: int) -> list[tuple[int, int, int]]:
