@@ -1,12 +1,15 @@
-"""`tinyvmm bench`: the table and JSON come from real boots; QEMU's trace parsing; the plot."""
+"""`tinyvmm bench`: the table and JSON come from real boots; QEMU's trace parsing; the plot;
+the systems `--firmware` adds and the command lines each system runs."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tinyvmm import bench, bench_qemu, plot
+from tinyvmm import bench, bench_qemu, cli, plot
 
 PHASE_KEYS = {"vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s"}
 
@@ -110,12 +113,206 @@ def test_svg_plot_has_a_bar_per_system():
 
 def test_boots_find_this_package_first_on_pythonpath():
     """Bench starts `python -S -m tinyvmm boot`; PYTHONPATH must lead to this very package."""
-    import os
-    from pathlib import Path
-
     import tinyvmm
     env = bench.child_env({"PYTHONPATH": "/elsewhere", "OTHER": "kept"})
     first, rest = env["PYTHONPATH"].split(os.pathsep)
     assert (Path(first) / "tinyvmm").resolve() == Path(tinyvmm.__file__).parent.resolve()
     assert rest == "/elsewhere" and env["OTHER"] == "kept"
     assert bench.child_env({})["PYTHONPATH"] == first
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+def test_bench_with_qboot_from_real_boots(tmp_path):
+    missing = bench.firmware_missing(["qboot"])
+    if missing:
+        pytest.skip(missing)
+    table, data = run_bench(tmp_path, "--firmware", "qboot")
+    assert [run["system"] for run in data["runs"]] == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-qboot"]
+    qboot = data["summary"]["tinyvmm-qboot"]
+    assert PHASE_KEYS <= set(qboot) and all(qboot[key] > 0 for key in PHASE_KEYS)
+    assert qboot["setup"]["dma_bytes"] > 900_000
+    assert f"qboot columns: {bench.QBOOT}" in table
+
+
+def bench_args(*argv):
+    return cli.build_parser("bench").parse_args(["bench", *argv])
+
+
+def test_firmware_option_is_repeatable_and_comma_separated():
+    assert bench_args().firmware == []
+    assert bench_args("--firmware", "qboot").firmware == ["qboot"]
+    assert bench_args("--firmware", "seabios,qboot").firmware == ["seabios", "qboot"]
+    assert bench_args("--firmware", "qboot", "--firmware", "seabios").firmware == ["qboot", "seabios"]
+    assert bench_args("--firmware", " seabios , qboot ").firmware == ["seabios", "qboot"]
+
+
+@pytest.mark.parametrize("value", ["ovmf", "seabios,ovmf", ",", ""])
+def test_unknown_firmware_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        bench_args("--firmware", value)
+    assert exit.value.code == cli.EXIT_USAGE
+    assert "the firmware must be seabios or qboot" in capsys.readouterr().err
+
+
+def test_firmware_systems_come_in_table_order():
+    assert bench.firmware_systems([]) == {}
+    assert list(bench.firmware_systems(["qboot", "seabios", "qboot"])) == [
+        "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy", "tinyvmm-qboot"]
+
+
+def boot_command(system):
+    argv = {**bench.SYSTEMS, **bench.firmware_systems(["seabios", "qboot"])}[system]
+    args = bench_args("--no-banner", "--mem", "128M", "--kernel", "bz", "--append", "console=ttyS0")
+    command = bench.boot_command(args, argv, Path("t.json"), Path("s.txt"))
+    assert command[:len(bench.TINYVMM) + 1] == bench.TINYVMM + ["boot"]
+    assert command[-4:] == ["--kernel", "bz", "--append", "console=ttyS0"]
+    assert "--stop-at-kernel" in command and "--expect" not in command
+    assert command[command.index("--mem") + 1] == "128"
+    return command[len(bench.TINYVMM) + 1:-4]
+
+
+def option(command, name):
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_boot_command_of_each_system():
+    dma, legacy = boot_command("tinyvmm-dma"), boot_command("tinyvmm-legacy")
+    assert "--bios" not in dma and "--no-fw-cfg-dma" not in dma
+    assert "--bios" not in legacy and "--no-fw-cfg-dma" in legacy
+    seabios_dma, seabios_legacy = boot_command("tinyvmm-seabios-dma"), boot_command("tinyvmm-seabios-legacy")
+    assert option(seabios_dma, "--bios") == "/usr/share/seabios/bios.bin"
+    assert option(seabios_dma, "--option-rom") == "/usr/share/qemu/linuxboot_dma.bin"
+    assert "--no-fw-cfg-dma" not in seabios_dma
+    assert option(seabios_legacy, "--bios") == "/usr/share/seabios/bios.bin"
+    assert option(seabios_legacy, "--option-rom") == "/usr/share/qemu/linuxboot.bin"
+    assert "--no-fw-cfg-dma" in seabios_legacy
+    qboot = boot_command("tinyvmm-qboot")
+    assert option(qboot, "--bios") == "/usr/share/qemu/qboot.rom"
+    assert "--option-rom" not in qboot and "--no-fw-cfg-dma" not in qboot
+    # every command parses as `tinyvmm boot`
+    for system in ("tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy",
+                   "tinyvmm-qboot"):
+        cli.build_parser("boot").parse_args(["boot", *boot_command(system)])
+
+
+def test_qemu_runs_the_same_firmware_files():
+    args = bench_args()
+    commands = {system: bench_qemu.qemu_command(system, args, "console=ttyS0", "bz", "initrd",
+                                                Path("q.log"))
+                for system in bench_qemu.SYSTEMS}
+    assert option(commands["qemu-seabios-dma"], "-bios") == bench.SEABIOS == "/usr/share/seabios/bios.bin"
+    assert option(commands["qemu-seabios-legacy"], "-bios") == bench.SEABIOS
+    assert option(commands["qemu-seabios-legacy"], "-global") == "fw_cfg_io.dma_enabled=off"
+    assert "-global" not in commands["qemu-seabios-dma"]
+    assert option(commands["qemu-qboot"], "-bios") == bench.QBOOT
+    for command in commands.values():
+        assert option(command, "-kernel") == "bz" and option(command, "-initrd") == "initrd"
+        assert command.count("-bios") == 1
+
+
+def test_tinyvmm_run_passes_the_system_boot_arguments(tmp_path, monkeypatch):
+    seen = []
+
+    def run(command, **kwargs):
+        seen.append(command)
+        timing = Path(option(command, "--timing-json"))
+        timing.write_text(json.dumps({"start_ns": 0, "outcome": "STOPPED", "marks": [
+            {"event": bench.DO_BOOT, "time_ns": 10**9, "exits": 1, "pio_bytes": 0, "dma_bytes": 0},
+            {"event": bench.KERNEL_JUMP, "time_ns": 2 * 10**9, "exits": 2, "pio_bytes": 0,
+             "dma_bytes": 0}]}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    argv = bench.FIRMWARE["qboot"]["tinyvmm-qboot"]
+    phases = bench.tinyvmm_run(bench_args("--no-banner"), "tinyvmm-qboot", argv, tmp_path, 0)
+    assert phases["bios_startup_s"] == pytest.approx(1) and phases["kernel_setup_s"] == pytest.approx(1)
+    assert option(seen[0], "--bios") == bench.QBOOT
+    assert "tinyvmm-qboot" in option(seen[0], "--timing-json")
+
+
+def fake_phases(total):
+    return {"vmm_startup_s": 0.1 * total, "bios_startup_s": 0.8 * total, "kernel_setup_s": 0.1 * total,
+            "total_s": total, "banner_s": None}
+
+
+def test_bench_interleaves_the_firmware_systems(tmp_path, monkeypatch, capsys):
+    order = []
+
+    def tinyvmm_run(args, system, boot_args, workdir, index):
+        order.append((system, boot_args))
+        return fake_phases(1.0)
+
+    def qemu_runner(args):
+        return lambda system, workdir, index: order.append((system, None)) or fake_phases(2.0)
+    monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
+    monkeypatch.setattr(bench, "qemu_runner", qemu_runner)
+    monkeypatch.setattr(bench, "SETTLE_S", 0)
+    monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    args = bench_args("--runs", "2", "--no-banner", "--vs-qemu", "--firmware", "qboot,seabios")
+    assert bench.cmd_bench(args) == 0
+    systems = ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy",
+               "tinyvmm-qboot", "qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot"]
+    assert [system for system, _ in order] == systems * 2
+    assert dict(order)["tinyvmm-seabios-legacy"] == bench.FIRMWARE["seabios"]["tinyvmm-seabios-legacy"]
+    out, err = capsys.readouterr()
+    assert [cell.strip() for cell in out.splitlines()[0].split("|")[2:-1]] == systems
+    assert "[16/16] qemu-qboot run 2 ... total 2.000 s" in err
+    assert "tinyvmm+qboot total / QEMU+qboot total: 0.50" in out
+
+
+def test_bench_without_firmware_runs_today_systems(tmp_path, monkeypatch):
+    order = []
+    monkeypatch.setattr(bench, "tinyvmm_run",
+                        lambda args, system, boot_args, w, i: order.append(system) or fake_phases(1.0))
+    monkeypatch.setattr(bench, "SETTLE_S", 0)
+    monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    assert bench.cmd_bench(bench_args("--runs", "1")) == 0
+    assert order == ["tinyvmm-dma", "tinyvmm-legacy"]
+
+
+def test_missing_firmware_is_a_usage_error_before_any_run(tmp_path, monkeypatch, capsys):
+    absent = str(tmp_path / "bios.bin")
+    monkeypatch.setitem(bench.FIRMWARE_FILES, "seabios", {absent: "seabios"})
+    monkeypatch.setattr(bench, "cmd_bench", lambda args: pytest.fail("a run started"))
+    assert cli.main(["bench", "--firmware", "seabios", "--runs", "1"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--firmware seabios: {absent} not found (Debian package seabios)" in err
+    assert "Traceback" not in err
+
+
+def test_missing_firmware_files_are_named_with_their_package(tmp_path, monkeypatch):
+    present, absent = tmp_path / "qboot.rom", str(tmp_path / "linuxboot.bin")
+    present.write_bytes(bytes(65536))
+    monkeypatch.setitem(bench.FIRMWARE_FILES, "qboot", {str(present): "qemu-system-data"})
+    monkeypatch.setitem(bench.FIRMWARE_FILES, "seabios", {absent: "qemu-system-data"})
+    assert bench.firmware_missing([]) is None
+    assert bench.firmware_missing(["qboot"]) is None
+    assert bench.firmware_missing(["qboot", "seabios"]) == (
+        f"--firmware seabios: {absent} not found (Debian package qemu-system-data)")
+    monkeypatch.setattr(bench_qemu.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert bench_qemu.qemu_missing() == f"{absent} not found (Debian package qemu-system-data)"
+
+
+def test_comparisons_of_the_firmware_systems():
+    summary = {"tinyvmm-dma": {"total_s": 0.05, "bios_startup_s": 0.01, "vmm_startup_s": 0.03},
+               "tinyvmm-seabios-dma": {"total_s": 3.5, "bios_startup_s": 3.4, "kernel_setup_s": 0.002},
+               "tinyvmm-seabios-legacy": {"total_s": 3.5, "kernel_setup_s": 0.04},
+               "tinyvmm-qboot": {"total_s": 0.05},
+               "qemu-seabios-dma": {"total_s": 7.0, "bios_startup_s": 6.8, "vmm_startup_s": 0.06},
+               "qemu-qboot": {"total_s": 0.2, "bios_startup_s": 0.1}}
+    lines = bench.comparisons(summary)
+    assert "tinyvmm+SeaBIOS BIOS startup / QEMU+SeaBIOS: 0.50" in lines
+    assert "tinyvmm+SeaBIOS DMA total / QEMU+SeaBIOS DMA total: 0.50" in lines
+    assert "tinyvmm+qboot total / QEMU+qboot total: 0.25" in lines
+    assert "tinyvmm+SeaBIOS kernel setup, legacy / DMA: 20.00" in lines
+    assert "tinyvmm DMA total / QEMU+qboot total: 0.25" in lines
+    # only where both sides were measured
+    lines = bench.comparisons({key: summary[key] for key in ("tinyvmm-dma", "tinyvmm-seabios-dma",
+                                                             "tinyvmm-qboot")})
+    assert lines == []
+    assert bench.firmware_notes({"tinyvmm-dma": {}}) == []
+    notes = bench.firmware_notes(summary)
+    assert any("/usr/share/seabios/bios.bin" in note and "linuxboot_dma.bin" in note for note in notes)
+    assert any("/usr/share/qemu/qboot.rom" in note for note in notes)

@@ -7,6 +7,11 @@ Phases, as the posting defines them:
   kernel setup   milestone 5 -> milestone 3 (the ROM jumps into the kernel)
   total          the sum of the three
 and, beside them, the time from process start to the "Linux version" banner.
+
+With `--firmware`, tinyvmm also boots the posting's own firmware, unmodified: SeaBIOS
+with QEMU's linuxboot_dma.bin or linuxboot.bin, and qboot. They write no milestones;
+tinyvmm marks the same two moments for them (milestone 5 at the first select of a
+kernel item, milestone 3 when the guest reaches the kernel entry).
 """
 
 import compileall
@@ -26,7 +31,24 @@ PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup"
                 "kernel_setup_s": "kernel setup", "total_s": "total", "banner_s": "banner"}
 DO_BOOT = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_DO_BOOT}"
 KERNEL_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_LINUX_START_BOOT}"
-SYSTEMS = {"tinyvmm-dma": True, "tinyvmm-legacy": False}
+# Firmware as Debian installs it, the same files QEMU's pc machine loads.
+SEABIOS = "/usr/share/seabios/bios.bin"
+LINUXBOOT_DMA = "/usr/share/qemu/linuxboot_dma.bin"
+LINUXBOOT = "/usr/share/qemu/linuxboot.bin"
+QBOOT = "/usr/share/qemu/qboot.rom"
+# Each system's `tinyvmm boot` arguments.
+SYSTEMS = {"tinyvmm-dma": [], "tinyvmm-legacy": ["--no-fw-cfg-dma"]}
+FIRMWARE = {
+    "seabios": {"tinyvmm-seabios-dma": ["--bios", SEABIOS, "--option-rom", LINUXBOOT_DMA],
+                "tinyvmm-seabios-legacy": ["--bios", SEABIOS, "--option-rom", LINUXBOOT,
+                                           "--no-fw-cfg-dma"]},
+    "qboot": {"tinyvmm-qboot": ["--bios", QBOOT]},
+}
+# The files each firmware needs, and the Debian package that installs each.
+FIRMWARE_FILES = {
+    "seabios": {SEABIOS: "seabios", LINUXBOOT_DMA: "qemu-system-data", LINUXBOOT: "qemu-system-data"},
+    "qboot": {QBOOT: "qemu-system-data"},
+}
 # The host goes on tearing a VM down (freeing its RAM, destroying KVM's VM) after its
 # process has exited; without a pause that work lands in the next run's VMM startup.
 SETTLE_S = 0.5
@@ -41,23 +63,53 @@ class BenchError(RuntimeError):
     """A run that did not produce a complete timeline."""
 
 
-def tinyvmm_run(args, dma: bool, workdir: Path, index: int) -> dict:
-    """One `tinyvmm boot` in a fresh process; its phases in seconds and counters per phase."""
-    timing = workdir / f"timing-{index}-{'dma' if dma else 'legacy'}.json"
-    serial = workdir / f"serial-{index}-{'dma' if dma else 'legacy'}.txt"
+def parse_firmware(text: str) -> list[str]:
+    """`--firmware seabios,qboot`: the names, each one known."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FIRMWARE]
+    if not names or unknown:
+        raise ValueError(f"{text!r}: the firmware must be {' or '.join(FIRMWARE)} "
+                         "(comma-separated or repeated)")
+    return names
+
+
+def firmware_systems(names) -> dict:
+    """The systems `--firmware` adds, in table order: name -> `tinyvmm boot` arguments."""
+    return {system: argv for name in FIRMWARE if name in names
+            for system, argv in FIRMWARE[name].items()}
+
+
+def firmware_missing(names) -> str | None:
+    """Why these firmware cannot run (files not installed), or None."""
+    missing = [f"--firmware {name}: {path} not found (Debian package {package})"
+               for name in FIRMWARE if name in names
+               for path, package in FIRMWARE_FILES[name].items() if not os.path.isfile(path)]
+    return "; ".join(missing) or None
+
+
+def boot_command(args, boot_args: list[str], timing: Path, serial: Path) -> list[str]:
+    """The `tinyvmm boot` command line of one run."""
     command = TINYVMM + ["boot", "--serial", f"file:{serial}", "--timing-json", str(timing),
                          "--mem", str(args.mem // layout.MiB), "--timeout", str(args.timeout)]
     command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
-    if not dma:
-        command.append("--no-fw-cfg-dma")
+    command += boot_args
     for option in ("kernel", "initrd", "append"):
         value = getattr(args, option)
         if value is not None:
             command += [f"--{option}", value]
+    return command
+
+
+def tinyvmm_run(args, system: str, boot_args: list[str], workdir: Path, index: int) -> dict:
+    """One `tinyvmm boot` of `system` in a fresh process, with its extra `boot_args`;
+    its phases in seconds and counters per phase."""
+    timing = workdir / f"timing-{index}-{system}.json"
+    serial = workdir / f"serial-{index}-{system}.txt"
+    command = boot_command(args, boot_args, timing, serial)
     start_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     proc = subprocess.run(command, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0 or not timing.exists():
-        raise BenchError(f"tinyvmm boot ({'DMA' if dma else 'legacy'}) ended with status "
+        raise BenchError(f"tinyvmm boot ({system}) ended with status "
                          f"{proc.returncode}:\n{proc.stderr.strip()[-2000:]}")
     return phases_from_timeline(json.loads(timing.read_text()), start_ns)
 
@@ -152,7 +204,7 @@ def format_table(summary: dict, runs: int) -> str:
     if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
         notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
                      f"faster than legacy; total: {legacy['total_s'] / dma['total_s']:.1f}x.")
-    notes += comparisons(summary)
+    notes += comparisons(summary) + firmware_notes(summary)
     return "\n".join(lines + [""] + notes) + "\n"
 
 
@@ -168,11 +220,29 @@ def comparisons(summary: dict) -> list[str]:
             ("tinyvmm BIOS startup / qboot's", "tinyvmm-dma", "qemu-qboot", "bios_startup_s"),
             ("tinyvmm VMM startup / QEMU's", "tinyvmm-dma", "qemu-seabios-dma", "vmm_startup_s"),
             ("QEMU+SeaBIOS kernel setup, legacy / DMA", "qemu-seabios-legacy", "qemu-seabios-dma",
-             "kernel_setup_s")):
+             "kernel_setup_s"),
+            ("tinyvmm+SeaBIOS BIOS startup / QEMU+SeaBIOS", "tinyvmm-seabios-dma", "qemu-seabios-dma",
+             "bios_startup_s"),
+            ("tinyvmm+SeaBIOS DMA total / QEMU+SeaBIOS DMA total", "tinyvmm-seabios-dma",
+             "qemu-seabios-dma", "total_s"),
+            ("tinyvmm+qboot total / QEMU+qboot total", "tinyvmm-qboot", "qemu-qboot", "total_s"),
+            ("tinyvmm+SeaBIOS kernel setup, legacy / DMA", "tinyvmm-seabios-legacy",
+             "tinyvmm-seabios-dma", "kernel_setup_s")):
         value = ratio(a, b, phase)
         if value is not None:
             lines.append(f"{text}: {value:.2f}")
     return lines
+
+
+def firmware_notes(summary: dict) -> list[str]:
+    """Which firmware files the SeaBIOS and qboot columns ran."""
+    notes = []
+    if any("seabios" in system for system in summary):
+        notes.append(f"SeaBIOS columns: {SEABIOS}, which boots the kernel through "
+                     f"{LINUXBOOT_DMA} (DMA) or {LINUXBOOT} (legacy).")
+    if any("qboot" in system for system in summary):
+        notes.append(f"qboot columns: {QBOOT}.")
+    return notes
 
 
 def qemu_runner(args):
@@ -202,8 +272,9 @@ def cmd_bench(args) -> int:
     # Python compiling tinyvmm's sources (PYTHONDONTWRITEBYTECODE would otherwise force that).
     compileall.compile_dir(str(Path(__file__).parent), quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="tinyvmm-bench-"))
-    systems = {name: (lambda dma: lambda w, i: tinyvmm_run(args, dma, w, i))(dma)
-               for name, dma in SYSTEMS.items()}
+    boots = {**SYSTEMS, **firmware_systems(getattr(args, "firmware", None) or ())}
+    systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(args, n, argv, w, i))(name, argv)
+               for name, argv in boots.items()}
     if args.vs_qemu:
         from .bench_qemu import SYSTEMS as QEMU_SYSTEMS
         run_qemu = qemu_runner(args)

@@ -20,16 +20,19 @@ import subprocess
 import time
 from pathlib import Path
 
+from .bench import FIRMWARE_FILES, QBOOT, SEABIOS
 from .fw_cfg.items import KERNEL_KEYS
 
 KVM_RUN_TYPE = "0xae80"
 LINE = re.compile(r"^\d+@(\d+)\.(\d+):(\w+) (.*)$")
 SELECT_KEY = re.compile(r"key 0x([0-9a-fA-F]+)")
-QBOOT = "/usr/share/qemu/qboot.rom"
 
+# SeaBIOS named explicitly (the pc machine's default is bios-256k.bin), so that QEMU runs
+# the image tinyvmm's SeaBIOS columns run; QEMU picks linuxboot_dma.bin or linuxboot.bin
+# from its data directory by whether fw_cfg DMA is on.
 SYSTEMS = {
-    "qemu-seabios-dma": [],
-    "qemu-seabios-legacy": ["-global", "fw_cfg_io.dma_enabled=off"],
+    "qemu-seabios-dma": ["-bios", SEABIOS],
+    "qemu-seabios-legacy": ["-bios", SEABIOS, "-global", "fw_cfg_io.dma_enabled=off"],
     "qemu-qboot": ["-bios", QBOOT],
 }
 
@@ -37,8 +40,9 @@ SYSTEMS = {
 def qemu_missing() -> str | None:
     if shutil.which("qemu-system-x86_64") is None:
         return "qemu-system-x86_64 not found (Debian package qemu-system-x86)"
-    if not Path(QBOOT).exists():
-        return f"{QBOOT} not found (Debian package qemu-system-data)"
+    for path, package in {**FIRMWARE_FILES["seabios"], **FIRMWARE_FILES["qboot"]}.items():
+        if not Path(path).is_file():
+            return f"{path} not found (Debian package {package})"
     return None
 
 
@@ -66,16 +70,22 @@ def parse_trace(log: str, start_wall_ns: int) -> dict:
             "total_s": last_kernel / 1e9}
 
 
-def qemu_run(system: str, args, cmdline: str, kernel: str, initrd: str | None,
-             workdir: Path, index: int) -> dict:
-    log = workdir / f"qemu-{system}-{index}.log"
+def qemu_command(system: str, args, cmdline: str, kernel: str, initrd: str | None,
+                 log: Path) -> list[str]:
+    """The qemu-system-x86_64 command line of one run of `system`."""
     command = ["qemu-system-x86_64", "-accel", "kvm", "-m", str(args.mem // (1 << 20)),
                "-kernel", kernel, "-append", cmdline, "-display", "none", "-nodefaults",
                "-serial", "stdio", "-no-reboot", "-D", str(log), "-msg", "timestamp=on",
                "-trace", "enable=kvm_vcpu_ioctl", "-trace", "enable=fw_cfg_select"]
     if initrd:
         command += ["-initrd", initrd]
-    command += SYSTEMS[system]
+    return command + SYSTEMS[system]
+
+
+def qemu_run(system: str, args, cmdline: str, kernel: str, initrd: str | None,
+             workdir: Path, index: int) -> dict:
+    log = workdir / f"qemu-{system}-{index}.log"
+    command = qemu_command(system, args, cmdline, kernel, initrd, log)
     start_wall, start = time.time_ns(), time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     banner = _wait_for_banner(proc, start, args.timeout, log if args.no_banner else None)

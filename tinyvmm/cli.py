@@ -187,6 +187,13 @@ def _add_boot(commands) -> None:
 
 
 def _add_bench(commands) -> None:
+    def firmware(text):
+        from .bench import parse_firmware
+        try:
+            return parse_firmware(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     bench = _command(commands, "bench", "the boot-time table: legacy against DMA fw_cfg (and QEMU)",
                      "Boot the kernel N times with the DMA ROM and N times with the legacy ROM, "
                      "interleaved, each in a fresh process, and print the phases of the 2015 "
@@ -205,7 +212,13 @@ def _add_bench(commands) -> None:
                             "for the banner (for large kernels, slow to reach it under emulation)")
     bench.add_argument("--vs-qemu", action="store_true",
                        help="also boot the same kernel under QEMU: SeaBIOS with linuxboot_dma, "
-                            "SeaBIOS with the legacy linuxboot, and qboot")
+                            "SeaBIOS with the legacy linuxboot, and qboot (SeaBIOS is "
+                            "/usr/share/seabios/bios.bin)")
+    bench.add_argument("--firmware", type=firmware, action="extend", default=[],
+                       metavar="seabios,qboot",
+                       help="also boot tinyvmm with unmodified firmware: seabios (SeaBIOS with "
+                            "QEMU's linuxboot_dma.bin, and with linuxboot.bin and no fw_cfg DMA) "
+                            "and/or qboot; repeatable or comma-separated")
     bench.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     bench.add_argument("--plot", metavar="PATH",
                        help="draw the phases as stacked bars, one per system (.svg or .png)")
@@ -313,6 +326,9 @@ def cmd_fw_cfg_list(args) -> int:
 def cmd_bench(args) -> int:
     from . import bench
     from .boot.payload import PayloadError, load_payload
+    missing = bench.firmware_missing(args.firmware)
+    if missing:
+        raise UsageError(missing)
     try:    # fail early, with the loader's own message, on a kernel that cannot boot
         load_payload(args.kernel, args.initrd, args.append, True, args.mem)
     except PayloadError as exc:
