@@ -1,9 +1,9 @@
 /* Make the option ROM area writable on QEMU's PC chipsets.
 
-   tinyvmm backs 0xC0000 upward with RAM, but QEMU's i440FX and Q35 machines start
-   with that range routed to read-only memory until the PAM registers of the host
-   bridge (PCI 00:00.0) open the RAM behind it. Without a known host bridge (as on
-   tinyvmm, which has no PCI) this does nothing. The BIOS's own 64 KiB stay ROM. */
+   On tinyvmm's i440FX, as on QEMU's i440FX and Q35 machines, 0xC0000 upward starts
+   routed to PCI (nothing, or the BIOS image) until the PAM registers of the host
+   bridge (PCI 00:00.0) open the RAM behind it. Without a known host bridge this
+   does nothing. The BIOS's own 64 KiB stay ROM. */
 
     .code16
     .include "bios.inc"

@@ -8,6 +8,7 @@ APT_PACKAGES=(
     binutils gcc make libc6-dev             # firmware and test guests (GNU as, ld, objcopy)
     gdb                                     # gdb stub tests
     qemu-system-x86                         # side-by-side benchmarks
+    seabios qemu-system-data                # real firmware: SeaBIOS, qboot, QEMU's option ROMs
     linux-source-6.1 bc flex bison libelf-dev lz4 cpio xz-utils   # the test kernel
 )
 
