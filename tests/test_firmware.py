@@ -137,7 +137,7 @@ def set_byte(offset: int, value: int):
     (set_byte(0, 0x54), True, "signature"),
     (set_byte(100, 0xEE), False, "checksum"),
     (set_byte(2, 2), True, "size byte says"),
-    (set_byte(2, 0), True, "size byte is 0"),
+    (set_byte(2, 0), True, r"size byte \(offset 2\) is 0"),
     (set_byte(0x21, ord("X")), True, "PnP"),
     (set_byte(0x29, 0x55), True, "PnP header checksum"),
 ])

@@ -94,18 +94,32 @@ def _string_at(image: bytes, offset: int) -> str:
     return image[offset:end].decode("ascii", "replace")
 
 
-def validate(image: bytes) -> OptionRomInfo:
-    """Check signature, size, checksums and the PnP header; raise OptionRomError if bad."""
-    if len(image) < HEADER_SIZE or image[:2] != SIGNATURE:
-        raise OptionRomError("no 55 AA signature")
+def check_loadable(image: bytes) -> list[str]:
+    """Check what a BIOS needs to load a ROM at all: the 55 AA signature and a size byte
+    that the image fills. Raises OptionRomError; returns warnings for what a BIOS may
+    forgive (a bad checksum: SeaBIOS loads it when etc/optionroms-checksum is 0)."""
+    if len(image) < 3 or image[:2] != SIGNATURE:
+        raise OptionRomError("no 55 AA signature at its start")
     size = image[SIZE_OFFSET] * BLOCK
     if size == 0:
-        raise OptionRomError("size byte is 0")
+        raise OptionRomError("its size byte (offset 2) is 0")
     if size > len(image):
-        raise OptionRomError(f"size byte says {size} bytes, the image has {len(image)}")
+        raise OptionRomError(f"its size byte says {size} bytes, but the file has {len(image)}")
+    if sum(image[:size]) & 0xFF:
+        return [f"checksum: its {size} bytes sum to {sum(image[:size]) & 0xFF:#04x}, not 0, so "
+                "SeaBIOS refuses it unless etc/optionroms-checksum is 0"]
+    return []
+
+
+def validate(image: bytes) -> OptionRomInfo:
+    """Check signature, size, checksums and the PnP header; raise OptionRomError if bad."""
+    if len(image) < HEADER_SIZE:
+        raise OptionRomError("no 55 AA signature at its start")
+    checksum_problems = check_loadable(image)
+    if checksum_problems:
+        raise OptionRomError(checksum_problems[0])
+    size = image[SIZE_OFFSET] * BLOCK
     rom = image[:size]
-    if sum(rom) & 0xFF:
-        raise OptionRomError(f"checksum: the bytes sum to {sum(rom) & 0xFF:#04x}, not 0")
     pnp = _pnp_range(rom)
     if pnp is None:
         raise OptionRomError("no PnP expansion header, so no bootstrap entry vector")
@@ -123,23 +137,6 @@ def validate(image: bytes) -> OptionRomInfo:
 
 # A legacy ROM's size byte counts at most 255 blocks; SeaBIOS places ROMs in 0xC0000-0xEFFFF.
 MAX_FILE_SIZE = 192 * 1024
-
-
-def check_loadable(image: bytes) -> list[str]:
-    """Check what a BIOS needs to load a ROM at all: the 55 AA signature and a size byte
-    that the image fills. Raises OptionRomError; returns warnings for what a BIOS may
-    forgive (a bad checksum: SeaBIOS loads it when etc/optionroms-checksum is 0)."""
-    if len(image) < 3 or image[:2] != SIGNATURE:
-        raise OptionRomError("no 55 AA signature at its start")
-    size = image[SIZE_OFFSET] * BLOCK
-    if size == 0:
-        raise OptionRomError("its size byte (offset 2) is 0")
-    if size > len(image):
-        raise OptionRomError(f"its size byte says {size} bytes, but the file has {len(image)}")
-    if sum(image[:size]) & 0xFF:
-        return [f"checksum: its {size} bytes sum to {sum(image[:size]) & 0xFF:#04x}, not 0; "
-                "SeaBIOS refuses such a ROM unless etc/optionroms-checksum is 0"]
-    return []
 
 
 def read_option_rom(path: str) -> tuple[bytes, list[str]]:
