@@ -175,3 +175,13 @@ def test_option_rom_with_a_bad_checksum_is_a_warning(tmp_path, capsys):
     twice = ["fw-cfg", "list", "--option-rom", str(rom), "--option-rom", str(rom)]
     assert cli.main(twice) == cli.EXIT_USAGE
     assert "two option ROMs are named" in capsys.readouterr().err
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path, capsys):
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert cli.main(["run", "--bios", str(fifo)]) == cli.EXIT_USAGE
+    assert "is a FIFO" in capsys.readouterr().err
+    assert cli.main(["fw-cfg", "list", "--option-rom", str(fifo)]) == cli.EXIT_USAGE
+    assert "is a FIFO" in capsys.readouterr().err

@@ -94,7 +94,7 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     add_debug_options(parser)
     parser.add_argument("--trace", type=parse_trace, default=set(), metavar="CATEGORIES",
                         help="log events to stderr: comma-separated io, mmio, unclaimed, "
-                             "milestones, exits, fw_cfg, or all")
+                             "milestones, exits, fw_cfg, pci, or all")
 
 
 def terminal_columns() -> int:
@@ -261,6 +261,8 @@ def read_firmware(path: str) -> bytes:
     """The firmware image at `path`, its size checked (from stat, before reading) against
     the machine's rule: a multiple of 64 KiB from 64 KiB to 16 MiB."""
     try:
+        if stat.S_ISFIFO(os.stat(path).st_mode):        # opening one waits for a writer
+            raise UsageError(f"firmware {path} is a FIFO; give a regular file")
         with open(path, "rb") as f:
             info = os.fstat(f.fileno())
             if stat.S_ISREG(info.st_mode):

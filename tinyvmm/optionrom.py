@@ -142,6 +142,8 @@ MAX_FILE_SIZE = 192 * 1024
 def read_option_rom(path: str) -> tuple[bytes, list[str]]:
     """An option ROM file, its size checked before it is read; (bytes, warnings).
     Raises OptionRomError (with the path) or OSError."""
+    if stat.S_ISFIFO(os.stat(path).st_mode):            # opening one waits for a writer
+        raise OptionRomError(f"option ROM {path} is a FIFO; give a regular file")
     with open(path, "rb") as f:
         info = os.fstat(f.fileno())
         if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_SIZE:
