@@ -6,6 +6,9 @@ import sys
 
 from .. import layout
 from ..bus import BusError
+from .smbios import ANCHOR_FILE as SMBIOS_ANCHOR
+from .smbios import TABLES_FILE as SMBIOS_TABLES
+from .smbios import smbios_files
 from .device import MMIO_DMA, MMIO_SIZE, FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio
 from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, GENROMS_PREFIX, FW_CFG_MAX_CPUS,
                     FW_CFG_NB_CPUS, FW_CFG_NOGRAPHIC, FW_CFG_RAM_SIZE, FW_CFG_UUID,
@@ -112,7 +115,10 @@ def build_fw_cfg_items(args, ram_size: int, firmware_size: int, cpus: int = 1,
     items.add_u16(FW_CFG_BOOT_MENU, 0)
     items.add_file(FILE_E820, e820_file(ram_size, firmware_size))
     items.add_file(FILE_BOOT_FAIL_WAIT, NO_REBOOT_ON_BOOT_FAILURE.to_bytes(4, "little"))
-    reserved = {FILE_E820, FILE_BOOT_FAIL_WAIT}
+    anchor, tables = smbios_files(ram_size, cpus)
+    items.add_file(SMBIOS_ANCHOR, anchor)
+    items.add_file(SMBIOS_TABLES, tables)
+    reserved = {FILE_E820, FILE_BOOT_FAIL_WAIT, SMBIOS_ANCHOR, SMBIOS_TABLES}
     for spec in specs:
         if spec.name in reserved:
             raise FwCfgConfigError(f"fw_cfg: {spec.name!r} is already provided by tinyvmm; "
