@@ -186,6 +186,17 @@ def test_debug_console_output_and_readback():
     assert dev.read(0, 1) == b"\xe9"
 
 
+def test_debug_console_nobody_reads_looks_absent_to_firmware():
+    from tinyvmm.console import Console, open_sink
+    sink, _ = open_sink("none")
+    unread, watched = Console("debugcon", sink), Console("debugcon", sink, expect=b"boot")
+    assert not unread.connected and watched.connected
+    dev = DebugConsole(out=unread.write, present=unread.connected)
+    assert dev.read(0, 1, 2) == b"\xff\xff"              # SeaBIOS's probe: no port, no log
+    dev.write(0, 1, b"kept")
+    assert bytes(unread.tail) == b"kept"                 # written anyway: crash reports show it
+
+
 def test_milestones_are_timestamped_in_order():
     log = []
     low, high = MilestonePort(0xF5, log), MilestonePort(0xF4, log)

@@ -11,9 +11,9 @@ class SinkSpecError(ValueError):
 
 
 def open_sink(spec: str):
-    """Turn 'stdio', 'none' or 'file:PATH' into a write(bytes) callable and a close()."""
+    """Turn 'stdio', 'none' or 'file:PATH' into a write(bytes) callable (None for 'none') and a close()."""
     if spec == "none":
-        return (lambda data: None), (lambda: None)
+        return None, (lambda: None)
     if spec == "stdio":
         fd = sys.stdout.fileno()
         return (lambda data: os.write(fd, data)), (lambda: None)
@@ -36,6 +36,8 @@ class Console:
 
     def __init__(self, name: str, sink=None, expect: bytes | None = None, on_expect=None):
         self.name = name
+        # Someone reads this console: a sink, or an --expect watch.
+        self.connected = sink is not None or bool(expect)
         self.sink = sink or (lambda data: None)
         self.tail = bytearray()
         self.total = 0

@@ -81,7 +81,7 @@ class Machine:
         config.debugcon.on_expect = config.serial.on_expect
         self.serial = Serial(out=config.serial.write,
                              irq=lambda level: vm.irq_line(layout.COM1_IRQ, level))
-        self.debugcon = DebugConsole(out=config.debugcon.write)
+        self.debugcon = DebugConsole(out=config.debugcon.write, present=config.debugcon.connected)
         self.i8042 = I8042(on_reset=lambda: self.request_stop(Outcome.RESET, "keyboard controller reset"))
         self.port92 = Port92(on_reset=lambda: self.request_stop(Outcome.RESET, "port 0x92 fast reset"))
         self.post = PostCode()
