@@ -33,6 +33,7 @@ setup_shadow_ram:
 2:  movzbl 4(%si), %ebx                 /* PAM0, the register for 0xF0000 */
     inc %ebx                            /* PAM1: 0xC0000 */
     mov $PAM_OPTION_ROM_REGS, %cx
+    /* A word write where two registers share one (each write remaps the window). */
 4:  mov %ebx, %eax
     and $~3, %al
     or $PCI_ENABLE, %eax
@@ -42,11 +43,18 @@ setup_shadow_ram:
     and $3, %dl
     add $PCI_CONFIG_DATA & 0xff, %dl
     mov $PCI_CONFIG_DATA >> 8, %dh
-    mov $PAM_READ_WRITE, %al
-    outb %al, %dx
+    mov $PAM_READ_WRITE | PAM_READ_WRITE << 8, %ax
+    test $1, %bl
+    jnz 5f                              /* odd register: a byte */
+    cmp $2, %cx
+    jb 5f                               /* the last one: a byte */
+    outw %ax, %dx
     inc %ebx
+    dec %cx
+    jmp 6f
+5:  outb %al, %dx
+6:  inc %ebx
     loop 4b
-    PRINT "chipset: option ROM area opened for writing\n"
 3:  popal
     ret
 
