@@ -62,7 +62,7 @@ def test_initrd_larger_than_ram_is_a_usage_error(payload, tmp_path):
     big = tmp_path / "big"
     big.write_bytes(bytes(40 << 20))
     result = tinyvmm("boot", "--kernel", str(payload), "--initrd", str(big), "--mem", "32M")
-    assert result.returncode == 2 and b"do not fit" in result.stderr
+    assert result.returncode == 2 and b"than the guest's 32 MiB of RAM" in result.stderr
 
 
 @pytest.mark.kvm

@@ -14,7 +14,8 @@ MiB = layout.MiB
 
 def make_bzimage(protocol=0x20F, setup_sects=4, kernel_size=64 * 1024, loadflags=bz.LOADED_HIGH,
                  cmdline_size=2047, initrd_addr_max=0x7FFFFFFF, xloadflags=0, init_size=0,
-                 version=b"6.1.0-test (tests)"):
+                 version=b"6.1.0-test (tests)", pref_address=0x1000000, relocatable=False,
+                 kernel_alignment=0x200000, syssize=None):
     setup = bytearray(((setup_sects or 4) + 1) * 512)
     setup[bz.HDR_SETUP_SECTS] = setup_sects
     struct.pack_into("<H", setup, bz.HDR_BOOT_FLAG, bz.BOOT_FLAG)
@@ -25,6 +26,10 @@ def make_bzimage(protocol=0x20F, setup_sects=4, kernel_size=64 * 1024, loadflags
     struct.pack_into("<H", setup, bz.HDR_XLOADFLAGS, xloadflags)
     struct.pack_into("<I", setup, bz.HDR_CMDLINE_SIZE, cmdline_size)
     struct.pack_into("<I", setup, bz.HDR_INIT_SIZE, init_size)
+    struct.pack_into("<Q", setup, bz.HDR_PREF_ADDRESS, pref_address)
+    setup[bz.HDR_RELOCATABLE_KERNEL] = relocatable
+    struct.pack_into("<I", setup, bz.HDR_KERNEL_ALIGNMENT, kernel_alignment)
+    struct.pack_into("<I", setup, bz.HDR_SYSSIZE, (kernel_size if syssize is None else syssize) // 16)
     setup[0x400:0x400 + len(version) + 1] = version + b"\0"
     struct.pack_into("<H", setup, bz.HDR_KERNEL_VERSION, 0x400 - 0x200)
     return bytes(setup) + bytes(range(256)) * (kernel_size // 256)
@@ -80,11 +85,43 @@ def test_command_line_too_long():
 
 
 def test_kernel_and_initrd_too_large_for_ram():
-    image = bz.parse_bzimage(make_bzimage(init_size=20 * MiB))
-    with pytest.raises(linux.BootConfigError, match="do not fit"):
-        linux.plan_boot(image, "", b"\0" * (12 * MiB), 32 * MiB)
-    with pytest.raises(linux.BootConfigError, match="kernel needs memory"):
-        linux.plan_boot(image, "", None, 16 * MiB)
+    image = bz.parse_bzimage(make_bzimage(init_size=2 * MiB, pref_address=MiB))
+    with pytest.raises(linux.BootConfigError, match="must lie above the kernel's run-time"):
+        linux.plan_boot(image, "", b"\0" * (12 * MiB), 12 * MiB)
+    with pytest.raises(linux.BootConfigError, match="kernel needs RAM up to 3.0 MiB"):
+        linux.plan_boot(image, "", None, 2 * MiB)
+
+
+@pytest.mark.parametrize("relocatable,pref,align,runs_at", [
+    (False, 16 * MiB, 2 * MiB, 16 * MiB),          # pref_address: LOAD_PHYSICAL_ADDR
+    (True, 16 * MiB, 2 * MiB, 16 * MiB),           # max(align_up(1 MiB, 2 MiB), 16 MiB)
+    (True, MiB, 4 * MiB, 4 * MiB),                 # alignment above the preferred address
+])
+def test_the_kernels_run_time_footprint(relocatable, pref, align, runs_at):
+    """The test kernel's case: loaded at 1 MiB, it runs from 16 MiB and needs init_size there."""
+    image = bz.parse_bzimage(make_bzimage(init_size=12 * MiB, pref_address=pref,
+                                          relocatable=relocatable, kernel_alignment=align))
+    assert image.run_address(linux.KERNEL_ADDR) == runs_at
+    end = runs_at + 12 * MiB
+    with pytest.raises(linux.BootConfigError, match=f"give the guest at least --mem {end // MiB}M"):
+        linux.plan_boot(image, "", None, end - MiB)      # past 1 MiB + init_size, short of the end
+    linux.plan_boot(image, "", None, end)
+    # An initrd is never placed where the kernel decompresses itself.
+    initrd = b"\0" * (8 * MiB)
+    with pytest.raises(linux.BootConfigError, match="must lie above"):
+        linux.plan_boot(image, "", initrd, end + 4 * MiB)
+    plan = linux.plan_boot(image, "", initrd, end + 9 * MiB)
+    assert plan.initrd_addr >= end
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: make_bzimage()[:60000], "syssize"),                           # cut short
+    (lambda: make_bzimage(syssize=128 * 1024), "syssize"),                 # header says more
+    (lambda: make_bzimage(setup_sects=100), "setup_sects 100"),           # setup over the heap
+])
+def test_malformed_bzimages_are_refused(build, message):
+    with pytest.raises(bz.BzImageError, match=message):
+        bz.parse_bzimage(build())
 
 
 def test_publish_fills_the_kernel_keys_rom_and_bootorder():

@@ -185,3 +185,50 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path, capsys):
     assert "is a FIFO" in capsys.readouterr().err
     assert cli.main(["fw-cfg", "list", "--option-rom", str(fifo)]) == cli.EXIT_USAGE
     assert "is a FIFO" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,make,message", [
+    ("--kernel", lambda d: "/dev/zero", "kernel /dev/zero holds more than the guest's 64 MiB"),
+    ("--initrd", lambda d: "/dev/zero", "initrd /dev/zero holds more than the guest's 64 MiB"),
+    ("--initrd", lambda d: (__import__("os").truncate(d / "big", 64 << 30), d / "big")[1],
+     "is 68719476736 bytes, more than the guest's 64 MiB"),
+    ("--kernel", lambda d: (__import__("os").truncate(d / "big", 6 << 30), d / "big")[1],
+     "is 6442450944 bytes, more than the guest's 64 MiB"),
+    ("--initrd", lambda d: (__import__("os").mkfifo(d / "fifo"), d / "fifo")[1], "is a FIFO"),
+])
+def test_kernel_and_initrd_are_bounded_before_they_are_read(tmp_path, capsys, option, make, message):
+    """Each case finishes at once: sizes come from stat, other files are read through a bound."""
+    (tmp_path / "big").touch()
+    argv = ["boot", option, str(make(tmp_path)), "--mem", "64M"]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "{big}"])
+def test_fw_cfg_files_are_bounded_by_guest_ram(tmp_path, capsys, source):
+    big = tmp_path / "big"
+    big.touch()
+    __import__("os").truncate(big, 64 << 30)
+    spec = f"name=opt/x,file={source.format(big=big)}"
+    assert cli.main(["fw-cfg", "list", "--mem", "64M", "--fw-cfg", spec]) == cli.EXIT_USAGE
+    assert "at most 67108864 bytes fit" in capsys.readouterr().err
+
+
+@pytest.mark.kvm
+def test_guest_ram_the_host_cannot_provide_is_one_line_and_status_1(tmp_path):
+    """More RAM than the host can map: a host error, not a traceback."""
+    with open("/proc/meminfo") as meminfo:
+        host_kib = int(meminfo.readline().split()[1])
+    size_gib = min(64, host_kib // (1 << 20) * 2 + 8)
+    if size_gib * (1 << 20) <= host_kib * 1.5:
+        pytest.skip("this host has too much memory to be refused 64 GiB of guest RAM")
+    with open("/proc/sys/vm/overcommit_memory") as policy:
+        if policy.read().strip() == "1":
+            pytest.skip("vm.overcommit_memory is 1: the host promises any amount of memory")
+    bios = tmp_path / "bios.bin"
+    bios.write_bytes(b"\xf4" * 65536)
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(bios), "--mem",
+                             f"{size_gib}G", "--timeout", "5"], capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("tinyvmm: the host could not provide") and \
+        "Traceback" not in result.stderr

@@ -3,7 +3,6 @@
 import argparse
 import os
 import re
-import stat
 import sys
 
 from . import layout
@@ -260,28 +259,24 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
 def read_firmware(path: str) -> bytes:
     """The firmware image at `path`, its size checked (from stat, before reading) against
     the machine's rule: a multiple of 64 KiB from 64 KiB to 16 MiB."""
+    from .files import FileTooLarge, NotAFile, read_bounded
     try:
-        if stat.S_ISFIFO(os.stat(path).st_mode):        # opening one waits for a writer
-            raise UsageError(f"firmware {path} is a FIFO; give a regular file")
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if stat.S_ISREG(info.st_mode):
-                _check_firmware_size(path, info.st_size)
-            data = f.read(layout.FIRMWARE_MAX_SIZE + 1)
+        data = read_bounded(path, layout.FIRMWARE_MAX_SIZE)
+        layout.check_firmware_size(len(data))
+    except FileTooLarge as exc:
+        if exc.size is None:
+            raise UsageError(f"firmware {path} holds more than 16 MiB; a firmware image must be "
+                             "a multiple of 64 KiB from 64 KiB to 16 MiB") from None
+        try:
+            layout.check_firmware_size(exc.size)
+        except ValueError as rule:
+            raise UsageError(f"firmware {path}: {rule}") from None
+        raise
+    except (NotAFile, ValueError) as exc:
+        raise UsageError(f"firmware {path}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read firmware {path}: {exc.strerror}") from None
-    _check_firmware_size(path, len(data) if len(data) <= layout.FIRMWARE_MAX_SIZE else None)
     return data
-
-
-def _check_firmware_size(path: str, size: int | None) -> None:
-    try:
-        layout.check_firmware_size(size if size is not None else layout.FIRMWARE_MAX_SIZE + 1)
-    except ValueError as exc:
-        if size is None:
-            raise UsageError(f"firmware {path}: more than 16 MiB; a firmware image must be a "
-                             "multiple of 64 KiB from 64 KiB to 16 MiB") from None
-        raise UsageError(f"firmware {path}: {exc}") from None
 
 
 def boot_firmware(args) -> bytes:
@@ -347,6 +342,7 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
     from .gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
     from .machine import Machine, MachineConfig
+    from .memory import HostMemoryError
     from .runner import Outcome, Runner
 
     try:
@@ -362,6 +358,9 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
             machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon), tracer=tracer)
         except (KvmUnavailable, KvmError) as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)
+            return EXIT_HOST_ERROR
+        except HostMemoryError as exc:
+            print(f"tinyvmm: {exc.strerror}", file=sys.stderr)
             return EXIT_HOST_ERROR
         if load_ranges:
             machine.memory.prefault(load_ranges)

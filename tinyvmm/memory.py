@@ -19,6 +19,10 @@ class GuestMemoryError(ValueError):
     """A guest-physical access outside RAM, into ROM for writing, or wrapping around."""
 
 
+class HostMemoryError(OSError):
+    """The host could not provide the guest's RAM (mmap failed)."""
+
+
 ADDRESS_LIMIT = 1 << 64
 PAGE_SIZE = mmap.PAGESIZE
 MADV_POPULATE_WRITE = 23        # Linux 5.14: fault pages in as if written, contents unchanged
@@ -57,8 +61,12 @@ class GuestMemory:
         `ram` and `rom` are the two backings; RAM's host offset equals the guest
         address below LOW_RAM_MAX, so RAM hidden behind the shadow window exists too.
         """
-        ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                        mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            raise HostMemoryError(exc.errno, f"the host could not provide {ram_size >> 20} MiB "
+                                             f"of guest RAM ({exc.strerror})") from None
         if hasattr(mmap, "MADV_HUGEPAGE"):
             # Fewer first-touch faults when a kernel is copied in, fewer TLB misses later.
             ram.madvise(mmap.MADV_HUGEPAGE)

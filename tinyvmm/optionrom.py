@@ -9,8 +9,6 @@ PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
     python3 -m tinyvmm.optionrom check FILE      print what validate() finds
 """
 
-import os
-import stat
 import sys
 from collections import namedtuple
 
@@ -142,16 +140,14 @@ MAX_FILE_SIZE = 192 * 1024
 def read_option_rom(path: str) -> tuple[bytes, list[str]]:
     """An option ROM file, its size checked before it is read; (bytes, warnings).
     Raises OptionRomError (with the path) or OSError."""
-    if stat.S_ISFIFO(os.stat(path).st_mode):            # opening one waits for a writer
-        raise OptionRomError(f"option ROM {path} is a FIFO; give a regular file")
-    with open(path, "rb") as f:
-        info = os.fstat(f.fileno())
-        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_SIZE:
-            raise OptionRomError(f"option ROM {path} is {info.st_size} bytes; at most "
-                                 f"{MAX_FILE_SIZE // 1024} KiB fit the option ROM area")
-        data = f.read(MAX_FILE_SIZE + 1)
-    if len(data) > MAX_FILE_SIZE:
-        raise OptionRomError(f"option ROM {path} is larger than {MAX_FILE_SIZE // 1024} KiB")
+    from .files import FileTooLarge, NotAFile, read_bounded
+    try:
+        data = read_bounded(path, MAX_FILE_SIZE)
+    except FileTooLarge as exc:
+        raise OptionRomError(f"option ROM {path} {exc}; at most {MAX_FILE_SIZE // 1024} KiB "
+                             "fit the option ROM area") from None
+    except NotAFile as exc:
+        raise OptionRomError(f"option ROM {exc}") from None
     try:
         warnings = check_loadable(data)
     except OptionRomError as exc:

@@ -64,21 +64,27 @@ def plan_boot(image: bz.BzImage, cmdline: str, initrd: bytes | None, ram_size: i
                               f"accepts at most {image.cmdline_size}")
     if b"\0" in raw_cmdline:
         raise BootConfigError("the command line contains a NUL byte")
-    kernel_end = KERNEL_ADDR + max(image.kernel_size, image.init_size)
+    # Its run-time footprint, not just its image: a kernel decompresses itself to where it
+    # runs (pref_address, 16 MiB for most) and needs init_size bytes there.
+    kernel_end = image.footprint_end(KERNEL_ADDR)
+    run_at = image.run_address(KERNEL_ADDR)
     low_ram_end = min(ram_size, layout.LOW_RAM_MAX)
     if kernel_end > low_ram_end:
-        raise BootConfigError(f"the kernel needs memory up to {kernel_end / layout.MiB:.1f} MiB; "
-                              f"RAM below 4 GiB ends at {low_ram_end / layout.MiB:.0f} MiB")
+        raise BootConfigError(
+            f"the kernel needs RAM up to {kernel_end / layout.MiB:.1f} MiB (it runs from "
+            f"{run_at / layout.MiB:.0f} MiB and needs {image.init_size / layout.MiB:.1f} MiB "
+            f"there); RAM below 4 GiB ends at {low_ram_end / layout.MiB:.0f} MiB: give the guest "
+            f"at least --mem {-(-kernel_end // layout.MiB)}M")
     initrd_addr = 0
     if initrd is not None:
         limit = initrd_limit(image, ram_size)
         initrd_addr = (limit - len(initrd)) & ~(INITRD_ALIGN - 1)
         if initrd_addr < kernel_end:
             raise BootConfigError(
-                f"kernel ({image.kernel_size / layout.MiB:.1f} MiB, needing "
-                f"{(kernel_end - KERNEL_ADDR) / layout.MiB:.1f} MiB) plus initrd "
-                f"({len(initrd) / layout.MiB:.1f} MiB) do not fit below "
-                f"{limit / layout.MiB:.0f} MiB; give the guest more --mem")
+                f"the initrd ({len(initrd) / layout.MiB:.1f} MiB) must lie above the kernel's "
+                f"run-time footprint, which ends at {kernel_end / layout.MiB:.1f} MiB, and below "
+                f"{limit / layout.MiB:.0f} MiB: give the guest at least --mem "
+                f"{-(-(kernel_end + len(initrd) + INITRD_ALIGN) // layout.MiB)}M")
     setup = bytearray(image.setup)
     setup[bz.HDR_TYPE_OF_LOADER] = LOADER_TYPE
     setup[bz.HDR_LOADFLAGS] |= bz.CAN_USE_HEAP

@@ -3,6 +3,8 @@
 import os
 
 from .. import firmware as shipped
+from .. import layout
+from ..files import FileTooLarge, NotAFile, read_bounded
 from ..fw_cfg.items import FwCfgItems
 from ..kvm.system import is_emulating_host
 from . import bzimage, linux
@@ -45,10 +47,18 @@ def default_cmdline(dma: bool) -> str:
     return " ".join(parts)
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, ram_size: int) -> bytes:
+    """A kernel or initrd: it must fit in the guest's RAM below 4 GiB, which is checked
+    before it is read (from stat; other files are read through that bound)."""
+    limit = min(ram_size, layout.LOW_RAM_MAX)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return read_bounded(path, limit)
+    except FileTooLarge as exc:
+        size = f"is {exc.size} bytes, more" if exc.size is not None else "holds more"
+        raise PayloadError(f"{what} {path} {size} than the guest's {limit // layout.MiB} MiB "
+                           "of RAM below 4 GiB (--mem)") from None
+    except NotAFile as exc:
+        raise PayloadError(f"{what} {exc}") from None
     except OSError as exc:
         raise PayloadError(f"cannot read {what} {path}: {exc.strerror}") from None
 
@@ -65,12 +75,12 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
             initrd = DEFAULT_INITRD
     else:
         kernel_path = kernel
-    data = _read(kernel_path, "kernel")
+    data = _read(kernel_path, "kernel", ram_size)
     try:
         image = bzimage.parse_bzimage(data, kernel_path)
     except bzimage.BzImageError as exc:
         raise PayloadError(str(exc)) from None
-    initrd_data = _read(initrd, "initrd") if initrd is not None else None
+    initrd_data = _read(initrd, "initrd", ram_size) if initrd is not None else None
     cmdline = default_cmdline(dma) if append is None else append
     try:
         plan = linux.plan_boot(image, cmdline, initrd_data, ram_size)

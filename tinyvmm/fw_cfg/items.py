@@ -67,6 +67,7 @@ FW_CFG_VERSION_DMA = 0x02        # ID bit: the DMA interface
 
 FW_CFG_SIGNATURE_BYTES = b"QEMU"
 FW_CFG_FILE_SLOTS_DEFAULT = 0x20  # QEMU's default number of file keys
+FW_CFG_MAX_ITEM_SIZE = 0xFFFFFFFF   # a directory entry's size field is 32 bits
 FW_CFG_MAX_FILE_PATH = 56        # name field of a directory entry, NUL included
 FILE_DIR_ENTRY = struct.Struct(">IHH56s")   # size, select, reserved, name
 
@@ -285,13 +286,19 @@ class UserItemSpec(namedtuple("UserItemSpec", "name string file", defaults=(None
     """One `--fw-cfg name=...,string=...|file=...` option, checked for syntax only."""
     __slots__ = ()
 
-    def load(self) -> bytes:
-        """The item's content: the string without a NUL (as QEMU), or the file's bytes."""
+    def load(self, limit: int = FW_CFG_MAX_ITEM_SIZE) -> bytes:
+        """The item's content: the string without a NUL (as QEMU), or the file's bytes, at
+        most `limit` of them (checked from stat before reading)."""
         if self.string is not None:
             return os.fsencode(self.string)
+        from ..files import FileTooLarge, NotAFile, read_bounded
         try:
-            with open(self.file, "rb") as f:
-                return f.read()
+            return read_bounded(self.file, limit)
+        except FileTooLarge as exc:
+            raise FwCfgConfigError(f"fw_cfg: {self.file} for {self.name!r} {exc}; at most "
+                                   f"{limit} bytes fit (the guest's RAM)") from None
+        except NotAFile as exc:
+            raise FwCfgConfigError(f"fw_cfg: cannot load {exc} for {self.name!r}") from None
         except OSError as exc:
             raise FwCfgConfigError(f"fw_cfg: cannot load {self.file} for {self.name!r}: "
                                    f"{exc.strerror or exc}") from None
@@ -350,7 +357,7 @@ def user_item_warning(name: str) -> str | None:
             f"{USER_PREFIX} belong to QEMU and firmware and may clash with theirs")
 
 
-def add_user_items(items: FwCfgItems, specs, warn=None) -> None:
+def add_user_items(items: FwCfgItems, specs, warn=None, limit: int = None) -> None:
     """Load and add every user item; a bad one raises FwCfgConfigError before any guest runs."""
     warn = warn or (lambda text: print(f"tinyvmm: {text}", file=sys.stderr))
     for spec in specs:
@@ -360,4 +367,4 @@ def add_user_items(items: FwCfgItems, specs, warn=None) -> None:
         if spec.file is not None and os.path.isdir(spec.file):
             raise FwCfgConfigError(f"fw_cfg: cannot load {spec.file} for {spec.name!r}: "
                                    "it is a directory")
-        items.add_file(spec.name, spec.load())
+        items.add_file(spec.name, spec.load(FW_CFG_MAX_ITEM_SIZE if limit is None else limit))

@@ -10,9 +10,10 @@ from .smbios import ANCHOR_FILE as SMBIOS_ANCHOR
 from .smbios import TABLES_FILE as SMBIOS_TABLES
 from .smbios import smbios_files
 from .device import MMIO_DMA, MMIO_SIZE, FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio
-from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, GENROMS_PREFIX, FW_CFG_MAX_CPUS,
-                    FW_CFG_NB_CPUS, FW_CFG_NOGRAPHIC, FW_CFG_RAM_SIZE, FW_CFG_UUID,
-                    FwCfgConfigError, FwCfgItems, add_user_items, e820_file, parse_user_item)
+from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, FW_CFG_MAX_CPUS,
+                    FW_CFG_MAX_ITEM_SIZE, FW_CFG_NB_CPUS, FW_CFG_NOGRAPHIC, FW_CFG_RAM_SIZE,
+                    FW_CFG_UUID, GENROMS_PREFIX, FwCfgConfigError, FwCfgItems, add_user_items,
+                    e820_file, parse_user_item)
 
 # The widest register in the MMIO window is 8 bytes; 8-byte alignment keeps every one natural.
 MMIO_ALIGN = 8
@@ -128,7 +129,7 @@ def build_fw_cfg_items(args, ram_size: int, firmware_size: int, cpus: int = 1,
         if spec.name in seen:
             raise FwCfgConfigError(f"fw_cfg: {spec.name!r} is given twice with --fw-cfg")
         seen.add(spec.name)
-    add_user_items(items, specs, warn)
+    add_user_items(items, specs, warn, limit=min(ram_size, FW_CFG_MAX_ITEM_SIZE))
     add_option_roms(items, getattr(args, "option_roms", None) or [], warn)
     return items
 
