@@ -232,3 +232,37 @@ def test_guest_ram_the_host_cannot_provide_is_one_line_and_status_1(tmp_path):
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("tinyvmm: the host could not provide") and \
         "Traceback" not in result.stderr
+
+
+def run_into_closed_pipe(*argv):
+    """Run tinyvmm with stdout into a pipe whose reader takes one line and leaves."""
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err.decode()
+
+
+def test_a_closed_stdout_ends_listing_quietly(monkeypatch, capsys):
+    import os
+    read_end, write_end = os.pipe()
+    os.close(read_end)                          # nobody will ever read: every write is EPIPE
+    with capsys.disabled():
+        stdout = os.fdopen(write_end, "w")
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert cli.main(["fw-cfg", "list", "--json"]) == 0
+        stdout.write("more")                    # stdout now leads to /dev/null
+        stdout.flush()
+        stdout.close()
+
+
+@pytest.mark.kvm
+def test_a_closed_stdout_ends_the_run_quietly(tmp_path):
+    import os
+    seabios = "/usr/share/seabios/bios.bin"
+    if not os.path.exists(seabios):
+        pytest.skip(f"needs {seabios} (Debian package seabios)")
+    status, err = run_into_closed_pipe("run", "--bios", seabios, "--debugcon", "stdio",
+                                       "--timeout", "60")
+    assert status == 0 and "Traceback" not in err and "BufferError" not in err, err

@@ -395,6 +395,8 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:
         print("tinyvmm: interrupted", file=sys.stderr)
+    elif result.outcome is Outcome.OUTPUT_CLOSED:
+        return quiet_stdout()
     return result.status
 
 
@@ -415,10 +417,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()              # inside the try: a reader that left is found here
+        return status
     except UsageError as exc:
         print(f"tinyvmm: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        return quiet_stdout()
+
+
+def quiet_stdout() -> int:
+    """stdout's reader has gone (`tinyvmm ... | head`): end quietly, as command-line tools do.
+    stdout now points at /dev/null, so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

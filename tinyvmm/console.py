@@ -44,6 +44,7 @@ class Console:
         self._watches: list[tuple[bytes, object]] = []
         self.expect = expect
         self.on_expect = on_expect or (lambda: None)
+        self.on_closed = lambda: None           # called when the sink's reader has gone
         if expect:
             self.watch(expect, lambda: self.on_expect())
 
@@ -53,7 +54,12 @@ class Console:
         self._watches.append((text, callback))
 
     def write(self, data: bytes) -> None:
-        self.sink(data)
+        try:
+            self.sink(data)
+        except BrokenPipeError:
+            # The reader went away (`tinyvmm boot | head`): stop forwarding, and say so once.
+            self.sink = lambda data: None
+            self.on_closed()
         self.total += len(data)
         self.tail += data
         if self._watches:

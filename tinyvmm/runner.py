@@ -30,6 +30,7 @@ class Outcome(Enum):
     CRASH = ("guest crashed", 3)
     TIMEOUT = ("timeout", 4)
     INTERRUPTED = ("interrupted", 130)
+    OUTPUT_CLOSED = ("console output closed", 0)
 
     @property
     def description(self) -> str:

@@ -24,9 +24,13 @@ class Vcpu:
         self.run_page = abi.kvm_run.from_buffer(self.run_mmap)
 
     def close(self) -> None:
+        """Release the vCPU; never raises, so it cannot hide the error that ended a run."""
         if self.fd >= 0:
-            del self.run_page
-            self.run_mmap.close()
+            self.run_page = None
+            try:
+                self.run_mmap.close()
+            except BufferError:
+                pass            # a view of kvm_run is still alive: the mapping goes with it
             os.close(self.fd)
             self.fd = -1
 
