@@ -115,3 +115,17 @@ def test_in_process_machine_records_milestones():
     assert result.outcome is Outcome.RESET
     assert [(m.port, m.value) for m in machine.milestones] == [(0xF5, 1)]
     assert machine.first_run_ns <= machine.milestones[0].time_ns
+
+
+@pytest.mark.kvm
+def test_a_guest_halted_for_good_ends_the_run_with_status_5():
+    """tinyvmm's BIOS with nothing to boot says so and halts with interrupts off."""
+    import time
+    from tinyvmm import firmware
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
+                             firmware.image_path(firmware.BIOS), "--timeout", "60"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 5, result.stderr
+    assert "halted for good: HLT with interrupts disabled at f000:" in result.stderr
+    assert time.monotonic() - start < 10

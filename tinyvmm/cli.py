@@ -18,6 +18,7 @@ exit status:
   2    bad usage: an unknown option, a value out of range, an unreadable or malformed file
   3    the guest crashed (triple fault, KVM internal error, failed entry); a report goes to stderr
   4    --timeout passed first (a report goes to stderr)
+  5    the guest halted for good (HLT with interrupts disabled)
   130  interrupted (Ctrl-C or SIGTERM)
 """
 
@@ -395,6 +396,8 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:
         print("tinyvmm: interrupted", file=sys.stderr)
+    elif result.outcome is Outcome.HALTED:
+        print(f"tinyvmm: {result.outcome.description}: {result.message}", file=sys.stderr)
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
     return result.status

@@ -20,6 +20,10 @@ KVM_RUN = abi.KVM_RUN
 _kvm_run = fcntl.ioctl      # faster than the ctypes path; KVM_RUN takes no argument
 
 HISTORY_SIZE = 32
+# How often the vCPU is looked at for a halt it can never leave (HLT with interrupts off,
+# which the in-kernel irqchip keeps inside KVM_RUN for ever).
+HALT_CHECK_S = 1.0
+RFLAGS_IF = 0x200
 
 
 class Outcome(Enum):
@@ -31,6 +35,7 @@ class Outcome(Enum):
     TIMEOUT = ("timeout", 4)
     INTERRUPTED = ("interrupted", 130)
     OUTPUT_CLOSED = ("console output closed", 0)
+    HALTED = ("guest halted for good", 5)
 
     @property
     def description(self) -> str:
@@ -102,6 +107,8 @@ class Runner:
         self.exit_counts = [0] * 256      # by exit reason
         self.pio_bytes = 0                 # data moved by port I/O, both directions
         self._signal: Outcome | None = None
+        self._deadline: float | None = None
+        self._check_halt = False
         # Debugging aids (tinyvmm.gdb.options attaches them). With either of the
         # first two set the run goes through _observed_loop; _loop stays lean.
         self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
@@ -128,11 +135,42 @@ class Runner:
         previous = {
             signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
             signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
-            signal.SIGALRM: signal.signal(signal.SIGALRM, lambda *_: self._on_signal(Outcome.TIMEOUT)),
+            signal.SIGALRM: signal.signal(signal.SIGALRM, lambda *_: self._on_alarm()),
         }
-        if self.timeout:
-            signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        now = time.monotonic()
+        self._deadline = now + self.timeout if self.timeout else None
+        self._arm_alarm(now)
         return previous
+
+    def _arm_alarm(self, now: float) -> None:
+        """The next SIGALRM: at the deadline, or sooner to look for a halt (not under gdb,
+        whose stops are halts on purpose)."""
+        delays = [] if self.debugger is not None else [HALT_CHECK_S]
+        if self._deadline is not None:
+            delays.append(self._deadline - now)
+        if delays:
+            signal.setitimer(signal.ITIMER_REAL, max(min(delays), 1e-4))
+
+    def _on_alarm(self) -> None:
+        now = time.monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            self._on_signal(Outcome.TIMEOUT)
+            return
+        self._check_halt = True
+        self.vcpu.run_page.immediate_exit = 1
+        self._arm_alarm(now)
+
+    def _halted_for_good(self) -> tuple[Outcome, str] | None:
+        """HALTED with interrupts disabled: nothing but an NMI wakes it, and none will come."""
+        self._check_halt = False
+        if self.vcpu.get_mp_state() != abi.KVM_MP_STATE_HALTED:
+            return None
+        regs = self.vcpu.get_regs()
+        if regs.rflags & RFLAGS_IF:
+            return None
+        cs = self.vcpu.get_sregs().cs
+        return Outcome.HALTED, (f"HLT with interrupts disabled at {cs.selector:04x}:{regs.rip:04x} "
+                                f"(linear {cs.base + regs.rip:#x})")
 
     def _restore_signals(self, previous) -> None:
         if previous is None:
@@ -180,6 +218,10 @@ class Runner:
                 run_page.immediate_exit = 0
                 if self._signal is not None:
                     return self._signal_outcome()
+                if self._check_halt:
+                    ended = self._halted_for_good()
+                    if ended:
+                        return ended
                 continue
             except OSError as exc:
                 raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
@@ -254,6 +296,11 @@ class Runner:
                 run_page.immediate_exit = 0
                 if self._signal is not None:
                     return self._signal_outcome()
+                if self._check_halt:
+                    ended = self._halted_for_good()
+                    if ended:
+                        return ended
+                    continue
                 if debugger is not None:
                     ended = debugger.on_kick()
                     if ended:

@@ -166,6 +166,13 @@ class kvm_irq_level(_Struct):
     _fields_ = [("irq", c_uint32), ("level", c_uint32)]
 
 
+class kvm_mp_state(_Struct):
+    _fields_ = [("mp_state", c_uint32)]
+
+
+KVM_MP_STATE_HALTED = 3
+
+
 class kvm_guest_debug_arch(_Struct):
     _fields_ = [("debugreg", c_uint64 * 8)]
 
@@ -322,6 +329,7 @@ KVM_IRQ_LINE = IOW(0x61, kvm_irq_level)
 KVM_CREATE_PIT2 = IOW(0x77, kvm_pit_config)                  # KVM_CAP_PIT2
 # vCPU fd
 KVM_RUN = IO(0x80)
+KVM_GET_MP_STATE = IOR(0x98, kvm_mp_state)
 KVM_GET_REGS = IOR(0x81, kvm_regs)
 KVM_SET_REGS = IOW(0x82, kvm_regs)
 KVM_GET_SREGS = IOR(0x83, kvm_sregs)

@@ -47,6 +47,12 @@ class Vcpu:
             raise KvmError(err, f"KVM_RUN: {os.strerror(err)}")
         return self.run_page.exit_reason
 
+    def get_mp_state(self) -> int:
+        """KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE, _HALTED, ... (in-kernel irqchip only)."""
+        state = abi.kvm_mp_state()
+        ioctl(self.fd, abi.KVM_GET_MP_STATE, state)
+        return state.mp_state
+
     def get_regs(self) -> abi.kvm_regs:
         regs = abi.kvm_regs()
         ioctl(self.fd, abi.KVM_GET_REGS, regs)
