@@ -88,3 +88,29 @@ def test_linux_reaches_our_init_and_powers_off():
     assert result.returncode == 0, console[-3000:]
     assert "TINYVMM-INIT-OK" in console
     assert "opt/tinyvmm/test" in console
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_the_known_stop_of_an_emulating_host_is_one_line_with_the_report_kept():
+    if not is_emulating_host():
+        pytest.skip("only a KVM that emulates guest code (kvm_pvm) stops Linux at its int3 self-test")
+    result = tinyvmm("boot", "--timeout", "200")
+    err = result.stderr.decode()
+    assert result.returncode == 3 and len(err.splitlines()) == 1, err[-3000:]
+    assert "Linux stopped at its int3 self-test, as it always does on this host" in err
+    report = err.rsplit("the crash report is in ", 1)[1].strip()
+    text = open(report).read()
+    assert "KVM internal error" in text and "int3" in text
+    __import__("os").unlink(report)
+
+
+def test_append_keeps_what_the_machine_needs_unless_told_not_to(monkeypatch):
+    from tinyvmm.boot import payload
+    monkeypatch.setattr(payload, "is_emulating_host", lambda: True)
+    line = payload.kernel_cmdline("console=ttyS0 quiet", dma=True)
+    assert line == "console=ttyS0 quiet qemu_fw_cfg.ioport=0xc@0x510:0:1:4 noxsave"
+    assert payload.kernel_cmdline("console=ttyS0 noxsave", dma=False).split().count("noxsave") == 1
+    assert payload.kernel_cmdline("console=ttyS0", dma=True, as_is=True) == "console=ttyS0"
+    assert "noxsave" in payload.kernel_cmdline(None, dma=True)

@@ -93,6 +93,8 @@ def boot_command(args, boot_args: list[str], timing: Path, serial: Path) -> list
                          "--mem", str(args.mem // layout.MiB), "--timeout", str(args.timeout)]
     command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
     command += boot_args
+    if getattr(args, "append_as_is", False):
+        command.append("--append-as-is")
     for option in ("kernel", "initrd", "append"):
         value = getattr(args, option)
         if value is not None:
@@ -248,7 +250,7 @@ def firmware_notes(summary: dict) -> list[str]:
 def qemu_runner(args):
     """A function running one QEMU boot of `system`, or None with the reason on stderr."""
     from . import bench_qemu
-    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL, default_cmdline
+    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL, kernel_cmdline
     missing = bench_qemu.qemu_missing()
     if missing:
         print(f"tinyvmm: no QEMU columns: {missing}", file=sys.stderr)
@@ -259,7 +261,7 @@ def qemu_runner(args):
 
     def run(system, workdir, index):
         dma = system != "qemu-seabios-legacy"
-        cmdline = args.append if args.append is not None else default_cmdline(dma)
+        cmdline = kernel_cmdline(args.append, dma, getattr(args, "append_as_is", False))
         try:
             return bench_qemu.qemu_run(system, args, cmdline, kernel, initrd, workdir, index)
         except RuntimeError as exc:

@@ -254,7 +254,10 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
                              "kernels/build/initramfs.cpio)")
     parser.add_argument("--append", metavar="CMDLINE",
                         help="the kernel command line (default: serial console on ttyS0, "
-                             "reboot=k, panic=-1, and the fw_cfg location)")
+                             "reboot=k, panic=-1); tinyvmm adds what this machine needs after it: "
+                             "the fw_cfg location and, where KVM emulates guest code, noxsave")
+    parser.add_argument("--append-as-is", action="store_true",
+                        help="pass --append to the kernel exactly as given, adding nothing")
 
 
 def read_firmware(path: str) -> bytes:
@@ -295,7 +298,8 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
         items = build_fw_cfg_items(args, args.mem, len(firmware))
         load_ranges = []
         if with_linux:
-            payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem)
+            payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem,
+                                   getattr(args, "append_as_is", False))
             publish(payload, items, getattr(args, "option_roms", ()))
             load_ranges = payload.plan.load_ranges()
     except (FwCfgConfigError, PayloadError) as exc:
@@ -392,7 +396,10 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
             machine.close()
     finally:
         close_consoles()
-    if result.report:
+    if result.known_limit:
+        print(f"tinyvmm: {result.known_limit}; the crash report is in {keep_report(result.report)}",
+              file=sys.stderr)
+    elif result.report:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:
         print("tinyvmm: interrupted", file=sys.stderr)
@@ -401,6 +408,15 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
     return result.status
+
+
+def keep_report(report: str) -> str:
+    """Write a report nobody needs to read now to a file of its own; returns its path."""
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="tinyvmm-report-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(report + "\n")
+    return path
 
 
 def make_consoles(args):

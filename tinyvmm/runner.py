@@ -47,8 +47,9 @@ class Outcome(Enum):
 
 
 class RunResult:
-    """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits."""
-    __slots__ = ("outcome", "message", "report", "exits", "extra")
+    """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits;
+    `known_limit`, a one-line explanation when the crash is this host's known limit."""
+    __slots__ = ("outcome", "message", "report", "exits", "extra", "known_limit")
 
     def __init__(self, outcome: Outcome, message: str = "", report: str | None = None,
                  exits: int = 0, extra: dict | None = None):
@@ -57,6 +58,7 @@ class RunResult:
         self.report = report
         self.exits = exits
         self.extra = {} if extra is None else extra
+        self.known_limit = None
 
     @property
     def status(self) -> int:
@@ -190,8 +192,9 @@ class Runner:
             self._restore_signals(previous)
         result = RunResult(outcome, message, exits=sum(self.exit_counts))
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
-            from .report import crash_report
+            from .report import crash_report, known_host_limit
             result.report = crash_report(self, outcome, message)
+            result.known_limit = known_host_limit(self, outcome)
         return result
 
     def _loop(self) -> tuple[Outcome, str]:

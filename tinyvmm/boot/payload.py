@@ -40,11 +40,28 @@ class LinuxPayload:
         self.rom = rom
 
 
-def default_cmdline(dma: bool) -> str:
-    parts = [BASE_CMDLINE, FW_CFG_CMDLINE[dma]]
+def host_cmdline(dma: bool) -> list[str]:
+    """What this machine needs on every command line: where fw_cfg is (no ACPI tells Linux),
+    and `noxsave` where KVM emulates guest code."""
+    parts = [FW_CFG_CMDLINE[dma]]
     if is_emulating_host():
         parts.append(EMULATED_HOST_CMDLINE)
-    return " ".join(parts)
+    return parts
+
+
+def default_cmdline(dma: bool) -> str:
+    return " ".join([BASE_CMDLINE] + host_cmdline(dma))
+
+
+def kernel_cmdline(append: str | None, dma: bool, as_is: bool = False) -> str:
+    """The command line for --append (None: the default one). The machine's own parameters
+    follow the user's text unless `as_is`; parameters already given are not repeated."""
+    if append is None:
+        return default_cmdline(dma)
+    if as_is:
+        return append
+    given = set(append.split())
+    return " ".join([append] + [part for part in host_cmdline(dma) if part not in given]).strip()
 
 
 def _read(path: str, what: str, ram_size: int) -> bytes:
@@ -64,7 +81,7 @@ def _read(path: str, what: str, ram_size: int) -> bytes:
 
 
 def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma: bool,
-                 ram_size: int) -> LinuxPayload:
+                 ram_size: int, append_as_is: bool = False) -> LinuxPayload:
     """Read and check everything; with no kernel given, use the default kernel and initramfs."""
     if kernel is None:
         if not os.path.exists(DEFAULT_KERNEL):
@@ -81,7 +98,7 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     except bzimage.BzImageError as exc:
         raise PayloadError(str(exc)) from None
     initrd_data = _read(initrd, "initrd", ram_size) if initrd is not None else None
-    cmdline = default_cmdline(dma) if append is None else append
+    cmdline = kernel_cmdline(append, dma, append_as_is)
     try:
         plan = linux.plan_boot(image, cmdline, initrd_data, ram_size)
     except linux.BootConfigError as exc:
