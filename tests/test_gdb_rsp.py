@@ -150,12 +150,12 @@ class FakeTarget:
 
     def read_memory(self, address, length):
         if address >= len(self.memory):
-            raise TargetError("unmapped", errno=14)
+            raise TargetError("unmapped", errno=0x14)
         return bytes(self.memory[address:address + length])
 
     def write_memory(self, address, data):
         if address + len(data) > len(self.memory):
-            raise TargetError("unmapped", errno=14)
+            raise TargetError("unmapped", errno=0x14)
         self.memory[address:address + len(data)] = data
 
     def add_breakpoint(self, kind, address, length):
@@ -223,7 +223,7 @@ def test_memory_read_write_and_binary_write(handler):
     assert reply(handler, b"X20,3:" + rsp.escape(b"#}*")) == b"OK"
     assert handler.target.memory[0x20:0x23] == b"#}*"
     assert reply(handler, b"X0,0:") == b"OK"                          # gdb's probe
-    assert reply(handler, b"m5000,4") == b"E0e"
+    assert reply(handler, b"m5000,4") == b"E14"
     assert reply(handler, b"M10,4:dead").startswith(b"E")            # short data
     assert reply(handler, b"mzz,4").startswith(b"E")
 
@@ -399,7 +399,23 @@ def test_memory_errors_become_target_errors():
     target, _, _ = make_target()
     with pytest.raises(TargetError) as info:
         target.read_memory(0x80000000, 4)
-    assert info.value.errno == 14
+    assert info.value.errno == 0x14                                  # "E14", as QEMU's stub replies
+
+
+@pytest.mark.parametrize("address", [0x1_0000_1234, 0x1_0000_0000 - 2, 2**64 - 4])
+def test_addresses_past_4_gib_with_paging_off_never_wrap_onto_low_memory(address):
+    target, _, ram = make_target()
+    ram[0x1234] = 0x5A
+    ram[0:2] = b"\x11\x22"
+    try:
+        data = target.read_memory(address, 4)
+    except TargetError as exc:
+        assert exc.errno == 0x14
+    else:                                       # what lies below 4 GiB, and nothing past it
+        assert address < 2**32 and len(data) == 2**32 - address
+    with pytest.raises(TargetError):
+        target.write_memory(address, b"\xcc\xcc\xcc\xcc")
+    assert ram[0x1234] == 0x5A and ram[0:2] == b"\x11\x22"
     with pytest.raises(TargetError):
         target.write_memory(0xFFFFFFF0, b"\x90")                      # firmware is read-only
 

@@ -19,9 +19,11 @@ class LinearMemory:
         self.memory = memory
 
     def physical(self, linear: int, sregs) -> int | None:
+        """The guest-physical address, or None: unmapped, or beyond 4 GiB with paging off
+        (which must not wrap onto low memory)."""
         if sregs.cr0 & CR0_PG:
             return self.vcpu.translate(linear)
-        return linear & 0xFFFFFFFF
+        return linear if 0 <= linear <= 0xFFFFFFFF else None
 
     def read(self, linear: int, size: int, sregs=None) -> bytes:
         """Up to size bytes: stops at the first page that is not mapped to guest memory.

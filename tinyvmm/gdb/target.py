@@ -19,6 +19,9 @@ BP_VECTOR = 3                    # #BP, from int3
 INT3 = 0xCC
 
 
+# The reply QEMU's stub gives to a memory access it cannot serve: "E14".
+MEMORY_ERROR = 0x14
+
 class KvmTarget:
     """The stub's view of one vCPU and its memory."""
 
@@ -56,7 +59,7 @@ class KvmTarget:
         try:
             data = bytearray(self.linear.read(address, length))
         except GuestMemoryError as exc:
-            raise TargetError(str(exc), errno=14) from None
+            raise TargetError(str(exc), errno=MEMORY_ERROR) from None
         for where, original in self.int3.items():     # gdb must not see our int3s
             if address <= where < address + len(data):
                 data[where - address] = original
@@ -72,7 +75,7 @@ class KvmTarget:
         try:
             self.linear.write(address, bytes(patched))
         except GuestMemoryError as exc:
-            raise TargetError(str(exc), errno=14) from None
+            raise TargetError(str(exc), errno=MEMORY_ERROR) from None
         self.int3.update(covered)
 
     # --- breakpoints --------------------------------------------------------
