@@ -60,11 +60,30 @@ def test_unclaimed_reads_all_ones_and_counts(bus):
     assert seen == [("read", 0x50, 2, None), ("write", 0x50, 1, b"\x12")]
 
 
-def test_access_straddling_the_end_is_unclaimed(bus):
+def test_access_straddling_the_end_is_split_per_byte(bus):
     dev = IdDevice(1)
     bus.register(0x100, 2, dev)
-    assert bus.read(0x101, 2) == b"\xff\xff"
-    assert dev.calls == []
+    assert bus.read(0x101, 2) == b"\x01\xff"                  # the device's byte, then nothing
+    assert dev.calls == [("read", 1, 1, 1)]
+    assert bus.unclaimed_reads == 1
+
+
+def test_access_straddling_two_devices_reaches_both(bus):
+    """`inl` at fw_cfg's data port 0x511: the data byte, then what the next ports answer."""
+    first, second = IdDevice(1), IdDevice(2)
+    bus.register(0x510, 2, first)
+    bus.register(0x512, 2, second)
+    assert bus.read(0x511, 4) == b"\x01\x02\x02\xff"
+    bus.write(0x511, 2, b"\xaa\xbb\xcc\xdd")                  # two elements, each split
+    assert [c for c in first.calls if c[0] == "write"] == [("write", 1, 1, b"\xaa"),
+                                                            ("write", 1, 1, b"\xcc")]
+    assert [c for c in second.calls if c[0] == "write"] == [("write", 0, 1, b"\xbb"),
+                                                             ("write", 0, 1, b"\xdd")]
+    assert bus.read(0x511, 2, count=2) == b"\x01\x02" * 2       # string I/O: per element
+
+
+def test_access_wholly_unclaimed_is_one_unclaimed_access(bus):
+    assert bus.read(0x700, 4) == b"\xff" * 4
     assert bus.unclaimed_reads == 1
 
 

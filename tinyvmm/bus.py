@@ -3,6 +3,9 @@
 A device sees offsets into its own range, never absolute addresses. A string
 I/O exit (`rep insb` and friends, kvm_run.io.count > 1) reaches the device as
 one call covering all its elements, so a device can serve it with one slice.
+An access that straddles the end of a device is split into bytes, each going
+to whatever claims its address (an `inl` at fw_cfg's 0x511 reads the data byte,
+then what 0x512-0x514 answer), as QEMU's buses and the hardware do.
 Accesses nobody claims read as all-ones and are dropped on write; both are
 counted, and reported to the bus's observer (the exit trace).
 """
@@ -102,8 +105,14 @@ class Bus:
     def devices(self) -> list[tuple[int, int, Device]]:
         return list(self._ranges)
 
+    def _straddles(self, address: int, size: int) -> bool:
+        """Some but not all of [address, address + size) belongs to one device."""
+        return size > 1 and any(self.find(address + i, 1) for i in range(size))
+
     def read(self, address: int, size: int, count: int = 1) -> bytes:
         found = self.find(address, size)
+        if found is None and self._straddles(address, size):
+            return b"".join(self.read(address + i, 1) for _ in range(count) for i in range(size))
         if found is None:
             self.unclaimed_reads += 1
             if self.observer:
@@ -118,6 +127,11 @@ class Bus:
 
     def write(self, address: int, size: int, data: bytes) -> None:
         found = self.find(address, size)
+        if found is None and self._straddles(address, size):
+            for element in range(0, len(data), size):
+                for i in range(size):
+                    self.write(address + i, 1, data[element + i:element + i + 1])
+            return
         if found is None:
             self.unclaimed_writes += 1
             if self.observer:
