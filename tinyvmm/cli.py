@@ -13,7 +13,7 @@ EXIT_USAGE = 2
 
 STATUS_HELP = """\
 exit status:
-  0    the guest reset or powered off, or --expect text was seen
+  0    the guest reset or powered off, --expect text was seen, or Ctrl-A x was typed
   1    tinyvmm could not run the guest (no usable /dev/kvm, a KVM call failed)
   2    bad usage: an unknown option, a value out of range, an unreadable or malformed file
   3    the guest crashed (triple fault, KVM internal error, failed entry); a report goes to stderr
@@ -82,7 +82,9 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
                         help="guest RAM, e.g. 64M or 1G; a plain number is MiB (default 256M)")
     parser.add_argument("--serial", type=parse_sink, default="stdio", metavar="stdio|file:PATH|none",
-                        help="where COM1 output goes (default stdio)")
+                        help="where COM1 output goes (default stdio); with stdio, stdin is COM1's "
+                             "input: a terminal in raw mode (Ctrl-A x quits, Ctrl-A h lists the "
+                             "keys), or a pipe")
     parser.add_argument("--debugcon", type=parse_sink, default="none", metavar="stdio|file:PATH|none",
                         help="where the debug console (ports 0x402, 0xe9) goes (default none)")
     parser.add_argument("--timeout", type=parse_timeout, metavar="S",
@@ -383,8 +385,13 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
             if getattr(args, "stop_at_kernel", False):
                 machine.stop_at_milestone("milestone_linux", layout.MILESTONE_LINUX_START_BOOT,
                                           "the ROM jumped into the kernel")
-            with attach_debug_tools(machine, runner, args) as debug:
-                result = debug.run()
+            console_input = start_console_input(args, machine, runner)
+            try:
+                with attach_debug_tools(machine, runner, args) as debug:
+                    result = debug.run()
+            finally:
+                if console_input is not None:
+                    console_input.close()
             if timeline:
                 timeline.write(args.timing_json, result.outcome.name)
         except (DebugSetupError, FwCfgConfigError) as exc:
@@ -408,6 +415,23 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
     return result.status
+
+
+def start_console_input(args, machine, runner):
+    """With --serial stdio, stdin feeds COM1 (a terminal in raw mode, with Ctrl-A escapes)."""
+    if args.serial != "stdio" or sys.stdin is None:
+        return None
+    try:
+        fd = sys.stdin.fileno()
+        os.fstat(fd)
+    except (OSError, ValueError):
+        return None                                 # no stdin at all
+    from .runner import Outcome
+    from .terminal import ConsoleInput
+    console_input = ConsoleInput(fd, machine.serial.feed, on_quit=lambda: runner.stop_from_thread(
+        Outcome.QUIT, "C-a x typed on the console"))
+    console_input.start()
+    return console_input
 
 
 def keep_report(report: str) -> str:

@@ -36,6 +36,7 @@ class Outcome(Enum):
     INTERRUPTED = ("interrupted", 130)
     OUTPUT_CLOSED = ("console output closed", 0)
     HALTED = ("guest halted for good", 5)
+    QUIT = ("quit from the console", 0)
 
     @property
     def description(self) -> str:
@@ -111,6 +112,7 @@ class Runner:
         self._signal: Outcome | None = None
         self._deadline: float | None = None
         self._check_halt = False
+        self._signal_message = ""
         # Debugging aids (tinyvmm.gdb.options attaches them). With either of the
         # first two set the run goes through _observed_loop; _loop stays lean.
         self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
@@ -131,10 +133,19 @@ class Runner:
             self._signal = outcome
         self.vcpu.run_page.immediate_exit = 1
 
+    def stop_from_thread(self, outcome: Outcome, message: str) -> None:
+        """End the run from another thread (the console's Ctrl-A x): the vCPU is kicked out
+        of KVM_RUN, where it may sit for good in an idle guest."""
+        if self._signal is None:
+            self._signal, self._signal_message = outcome, message
+        self.vcpu.run_page.immediate_exit = 1
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return None
         previous = {
+            signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda *_: None),  # a kick
             signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
             signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
             signal.SIGALRM: signal.signal(signal.SIGALRM, lambda *_: self._on_alarm()),
@@ -262,7 +273,7 @@ class Runner:
     def _signal_outcome(self) -> tuple[Outcome, str]:
         if self._signal is Outcome.TIMEOUT:
             return self._signal, f"guest still running after {self.timeout:g} s"
-        return self._signal, "stopped by a signal"
+        return self._signal, self._signal_message or "stopped by a signal"
 
     def _observed_loop(self) -> tuple[Outcome, str]:
         """_loop with the hooks --stats and the gdb stub need; handles exits the same way.

@@ -2,9 +2,12 @@
 
 Transmission is instantaneous: the transmitter is always empty (LSR THRE|TEMT),
 so polled output never waits. Interrupts follow the 16550 priority scheme for
-the two sources emulated here, received data and transmitter empty.
+the two sources emulated here, received data and transmitter empty. Received
+bytes may come from another thread (the console input): feed() and register
+accesses take the same lock.
 """
 
+import threading
 from collections import deque
 
 from ..bus import RegisterDevice
@@ -63,13 +66,28 @@ class Serial(RegisterDevice):
         self.thre_pending = False
         self.rx = deque()
         self._irq_level = False
+        self._lock = threading.Lock()
 
     # --- input from the host side ---------------------------------------
-    def feed(self, data: bytes) -> None:
-        """Queue bytes as if received on the line (dropped beyond the FIFO size)."""
-        room = RX_FIFO_SIZE - len(self.rx)
-        self.rx.extend(data[:max(room, 0)])
+    def feed(self, data: bytes) -> int:
+        """Queue bytes as if received on the line, as many as the receive FIFO has room for;
+        returns how many it took (the rest is the caller's to send again)."""
+        with self._lock:
+            return self._receive(data)
+
+    def _receive(self, data: bytes) -> int:
+        taken = data[:max(RX_FIFO_SIZE - len(self.rx), 0)]
+        self.rx.extend(taken)
         self._update_irq()
+        return len(taken)
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        with self._lock:
+            return super().read(offset, size, count)
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        with self._lock:
+            super().write(offset, size, data)
 
     # --- registers -------------------------------------------------------
     def read_register(self, offset: int, size: int) -> int:
@@ -107,7 +125,7 @@ class Serial(RegisterDevice):
             if self.lcr & LCR_DLAB:
                 self.divisor = (self.divisor & 0xFF00) | value
             elif self.mcr & MCR_LOOP:
-                self.feed(bytes([value]))   # loopback: the byte comes straight back
+                self._receive(bytes([value]))   # loopback: the byte comes straight back
                 self.thre_pending = True
                 self._update_irq()
             else:

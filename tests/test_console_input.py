@@ -1,0 +1,83 @@
+"""Typing into the guest: a terminal in raw mode with QEMU's Ctrl-A keys, or a pipe, reaches COM1."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from guest_build import build_guest
+
+pytestmark = pytest.mark.kvm
+
+
+def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
+    seen = b""
+    end = time.monotonic() + timeout
+    while text not in seen and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_a_terminal_types_into_the_guest_and_ctrl_a_keys_work():
+    image = build_guest("echo")
+    controller, terminal = pty.openpty()
+    before = termios.tcgetattr(terminal)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
+                             "--timeout", "60"], stdin=terminal, stdout=terminal,
+                            stderr=terminal, close_fds=True)
+    try:
+        assert b"ready" in read_until(controller, b"ready")
+        os.write(controller, b"hi\x03")                          # Ctrl-C goes to the guest, raw
+        assert b"hi\x03" in read_until(controller, b"hi\x03")
+        os.write(controller, b"\x01h")                           # Ctrl-A h: the keys, on stderr
+        assert b"C-a x    exit tinyvmm" in read_until(controller, b"exit tinyvmm")
+        os.write(controller, b"\x01\x01")                        # Ctrl-A Ctrl-A: one Ctrl-A
+        assert b"\x01" in read_until(controller, b"\x01")
+        os.write(controller, b"\x01x")                           # Ctrl-A x: quit
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        after = termios.tcgetattr(terminal)
+        os.close(controller)
+        os.close(terminal)
+    assert after == before, "the terminal is given back as it was"
+
+
+def test_a_pipe_on_stdin_is_sent_to_the_guest():
+    image = build_guest("echo")
+    text = b"piped " * 40 + b"q"            # longer than the UART's 64-byte FIFO; 'q' resets
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
+                             str(image.bin_path), "--timeout", "60"], input=text,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"ready\n" + text[:-1]
+
+
+def test_the_terminal_is_restored_when_the_guest_crashes():
+    image = build_guest("triple_fault")
+    controller, terminal = pty.openpty()
+    before = termios.tcgetattr(terminal)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
+                             "--timeout", "60"], stdin=terminal, stdout=terminal,
+                            stderr=subprocess.DEVNULL, close_fds=True)
+    try:
+        assert proc.wait(timeout=60) == 3
+    finally:
+        after = termios.tcgetattr(terminal)
+        os.close(controller)
+        os.close(terminal)
+    assert after == before
