@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,10 +116,48 @@ def test_boots_find_this_package_first_on_pythonpath():
     """Bench starts `python -S -m tinyvmm boot`; PYTHONPATH must lead to this very package."""
     import tinyvmm
     env = bench.child_env({"PYTHONPATH": "/elsewhere", "OTHER": "kept"})
-    first, rest = env["PYTHONPATH"].split(os.pathsep)
+    first, *libraries, rest = env["PYTHONPATH"].split(os.pathsep)
     assert (Path(first) / "tinyvmm").resolve() == Path(tinyvmm.__file__).parent.resolve()
     assert rest == "/elsewhere" and env["OTHER"] == "kept"
-    assert bench.child_env({})["PYTHONPATH"] == first
+    assert bench.child_env({})["PYTHONPATH"].split(os.pathsep)[0] == first
+    # Crash reports inside the bench keep their disassembly: capstone is found under -S.
+    check = subprocess.run([sys.executable, "-S", "-c", "import capstone, elftools"],
+                           env=bench.child_env({}), capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_summary_keys_counters_and_milliseconds():
+    runs = [{"system": "a", "vmm_startup_s": v, "bios_startup_s": 0.01, "kernel_setup_s": 0.0012,
+             "total_s": 0.2, "banner_s": None, "bios": {"exits": e, "pio_bytes": 1, "dma_bytes": 2},
+             "setup": {"exits": 10, "pio_bytes": 3, "dma_bytes": 4}}
+            for v, e in ((0.05, 101), (0.06, 102))]
+    summary = bench.summarize(runs)["a"]
+    assert {"vmm_startup_min_s", "vmm_startup_max_s", "kernel_setup_min_s"} <= set(summary)
+    assert not any("_min_startup" in key or "_max_setup" in key for key in summary)
+    assert summary["bios"]["exits"] == 101 and isinstance(summary["bios"]["exits"], int)
+    table = bench.format_table({"a": summary}, 2)
+    assert "1.2 ms (1.2-1.2)" in table and "55.0 ms (50.0-60.0)" in table
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--plot", "x.txt", "must end in .svg or .png"),
+    ("--json", "/nonexistent/x.json", "cannot write in /nonexistent"),
+    ("--plot", "/nonexistent/p.svg", "cannot write in /nonexistent"),
+])
+def test_bench_outputs_are_checked_before_the_first_boot(option, value, message):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "bench", option, value],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr and "[1/" not in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_the_svg_has_an_axis_and_values():
+    summary = {"tinyvmm-dma": {"vmm_startup_s": 0.03, "bios_startup_s": 0.012,
+                               "kernel_setup_s": 0.0008, "total_s": 0.0428}}
+    text = plot.svg(summary)
+    assert ">seconds<" in text and ">0.01<" in text                    # axis and its ticks
+    assert "42.8 ms" in text and "30.0 ms" in text                     # total, a phase on its bar
 
 
 @pytest.mark.kvm
@@ -316,3 +355,36 @@ def test_comparisons_of_the_firmware_systems():
     notes = bench.firmware_notes(summary)
     assert any("/usr/share/seabios/bios.bin" in note and "linuxboot_dma.bin" in note for note in notes)
     assert any("/usr/share/qemu/qboot.rom" in note for note in notes)
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+def test_sigterm_stops_the_bench_its_child_and_its_files():
+    import glob
+    import signal
+    import tempfile
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tinyvmm-bench-*")))
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "bench", "--runs", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = ""
+    while "[1/2]" not in progress:
+        progress += proc.stderr.read(1)
+    time.sleep(1.5)                                      # the first boot is under way
+    workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "tinyvmm-bench-*"))) - before
+    children = [p for p in os.listdir("/proc") if p.isdigit() and _mentions(p, workdirs)]
+    assert children, "a tinyvmm boot child should be running"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err and "bench interrupted" in err
+    time.sleep(0.5)
+    assert not [p for p in children if os.path.exists(f"/proc/{p}")], "the child was left running"
+    assert not any(os.path.exists(d) for d in workdirs), "the bench's files were left behind"
+
+
+def _mentions(pid: str, workdirs) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(d in command for d in workdirs)

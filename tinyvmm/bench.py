@@ -17,6 +17,8 @@ kernel item, milestone 3 when the guest reaches the kernel entry).
 import compileall
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -112,7 +114,7 @@ def tinyvmm_run(args, system: str, boot_args: list[str], workdir: Path, index: i
     proc = subprocess.run(command, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0 or not timing.exists():
         raise BenchError(f"tinyvmm boot ({system}) ended with status "
-                         f"{proc.returncode}:\n{proc.stderr.strip()[-2000:]}")
+                         f"{proc.returncode}:\n{proc.stderr.strip()}")
     return phases_from_timeline(json.loads(timing.read_text()), start_ns)
 
 
@@ -120,8 +122,22 @@ def child_env(environ=None) -> dict:
     """The environment of a `tinyvmm boot` child started with -S: PYTHONPATH leads to this package."""
     env = dict(os.environ if environ is None else environ)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    paths = [package_parent] + report_libraries() + [env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     return env
+
+
+def report_libraries() -> list[str]:
+    """Where capstone and pyelftools are installed: without site-packages (-S) a crash report
+    inside the bench would lose its disassembly and symbols. Only those folders, not site's
+    start-up hooks, so the fast start stays."""
+    import importlib.util
+    folders = []
+    for name in ("capstone", "elftools"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            folders.append(os.path.dirname(list(spec.submodule_search_locations)[0]))
+    return folders
 
 
 def phases_from_timeline(timeline: dict, start_ns: int) -> dict:
@@ -152,6 +168,11 @@ def phases_from_timeline(timeline: dict, start_ns: int) -> dict:
     return result
 
 
+def range_key(phase: str, bound: str) -> str:
+    """"bios_startup_s", "min" -> "bios_startup_min_s"."""
+    return f"{phase.removesuffix('_s')}_{bound}_s"
+
+
 def summarize(runs: list[dict]) -> dict:
     summary = {}
     for system in dict.fromkeys(run["system"] for run in runs):
@@ -161,21 +182,26 @@ def summarize(runs: list[dict]) -> dict:
             values = [run[phase] for run in mine if run.get(phase) is not None]
             if values:
                 entry[phase] = statistics.median(values)
-                entry[phase.replace("_s", "_min_s")] = min(values)
-                entry[phase.replace("_s", "_max_s")] = max(values)
+                entry[range_key(phase, "min")] = min(values)
+                entry[range_key(phase, "max")] = max(values)
         for part in ("bios", "setup"):
             if part in mine[0]:
-                entry[part] = {key: statistics.median(run[part][key] for run in mine)
+                # Counters stay whole numbers: the lower median, not a mean of two.
+                entry[part] = {key: statistics.median_low(run[part][key] for run in mine)
                                for key in mine[0][part]}
         summary[system] = entry
     return summary
 
 
 def _cell(entry: dict, phase: str) -> str:
+    """Median (min-max), in milliseconds where the figures are below 0.1 s, so that the
+    ratios printed beneath can be checked from the table."""
     if phase not in entry:
         return "-"
-    low, high = entry[phase.replace("_s", "_min_s")], entry[phase.replace("_s", "_max_s")]
-    return f"{entry[phase]:.3f} s ({low:.3f}-{high:.3f})"
+    median, low, high = entry[phase], entry[range_key(phase, "min")], entry[range_key(phase, "max")]
+    if high < 0.1:
+        return f"{median * 1e3:.1f} ms ({low * 1e3:.1f}-{high * 1e3:.1f})"
+    return f"{median:.3f} s ({low:.3f}-{high:.3f})"
 
 
 def _size(n: float) -> str:
@@ -269,11 +295,78 @@ def qemu_runner(args):
     return run
 
 
+class Interrupted(Exception):
+    """SIGTERM during the bench: unwinds like Ctrl-C, so the running child is killed."""
+
+
+def check_outputs(args) -> None:
+    """Raise ValueError now, before any boot, for a --json or --plot the end could not write."""
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{option} {path} is a directory")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ValueError(f"{option} {path}: cannot write in {folder}")
+    if args.plot is not None:
+        from .plot import check_plot_path
+        check_plot_path(args.plot)
+
+
+def metadata(args) -> dict:
+    """What a reader of the JSON needs to know where the figures come from."""
+    import datetime
+    import platform
+    from importlib import metadata as package_metadata
+    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL
+    from .kvm.system import is_emulating_host
+
+    def described(path):
+        return None if path is None else {"path": os.path.abspath(path),
+                                          "bytes": os.path.getsize(path)}
+    kernel = args.kernel or DEFAULT_KERNEL
+    initrd = args.initrd or (DEFAULT_INITRD if args.kernel is None and os.path.exists(DEFAULT_INITRD)
+                             else None)
+    try:
+        version = package_metadata.version("tinyvmm")
+    except package_metadata.PackageNotFoundError:
+        version = None
+    qemu = None
+    if args.vs_qemu:
+        try:
+            qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                                  text=True, timeout=30).stdout.splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            qemu = None
+    return {"tinyvmm": version, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "runs": args.runs, "kernel": described(kernel), "initrd": described(initrd),
+            "append": args.append, "mem_bytes": args.mem, "no_banner": args.no_banner,
+            "host_kernel": platform.release(),
+            "kvm": "kvm_pvm (emulates guest code)" if is_emulating_host() else "kvm",
+            "qemu": qemu, "firmware": list(getattr(args, "firmware", None) or [])}
+
+
 def cmd_bench(args) -> int:
     # Byte-compile the package first, so VMM startup measures a warm install rather than
     # Python compiling tinyvmm's sources (PYTHONDONTWRITEBYTECODE would otherwise force that).
     compileall.compile_dir(str(Path(__file__).parent), quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="tinyvmm-bench-"))
+
+    def on_sigterm(*_):
+        raise Interrupted()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return _bench(args, workdir)
+    except (KeyboardInterrupt, Interrupted):
+        print("\ntinyvmm: bench interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _bench(args, workdir: Path) -> int:
     boots = {**SYSTEMS, **firmware_systems(getattr(args, "firmware", None) or ())}
     systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(args, n, argv, w, i))(name, argv)
                for name, argv in boots.items()}
@@ -304,7 +397,7 @@ def cmd_bench(args) -> int:
     sys.stdout.write(format_table(summary, args.runs))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "summary": summary}, f, indent=1)
+            json.dump({"metadata": metadata(args), "runs": runs, "summary": summary}, f, indent=1)
     if args.plot:
         from .plot import plot_phases
         plot_phases(summary, args.plot)

@@ -88,7 +88,12 @@ def qemu_run(system: str, args, cmdline: str, kernel: str, initrd: str | None,
     command = qemu_command(system, args, cmdline, kernel, initrd, log)
     start_wall, start = time.time_ns(), time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    banner = _wait_for_banner(proc, start, args.timeout, log if args.no_banner else None)
+    try:
+        banner = _wait_for_banner(proc, start, args.timeout, log if args.no_banner else None)
+    except BaseException:                   # an interrupted bench leaves no QEMU behind
+        proc.kill()
+        proc.wait()
+        raise
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=10)

@@ -333,6 +333,10 @@ def cmd_bench(args) -> int:
     missing = bench.firmware_missing(args.firmware)
     if missing:
         raise UsageError(missing)
+    try:    # outputs first: a bad --json or --plot must not wait for the last run
+        bench.check_outputs(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:    # fail early, with the loader's own message, on a kernel that cannot boot
         load_payload(args.kernel, args.initrd, args.append, True, args.mem)
     except PayloadError as exc:
