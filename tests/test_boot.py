@@ -72,7 +72,8 @@ def test_initrd_larger_than_ram_is_a_usage_error(payload, tmp_path):
 def test_linux_prints_its_banner(rom_options):
     result = tinyvmm("boot", "--expect", "Linux version 6.1", "--timeout", "240", *rom_options)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
-    assert result.stdout.endswith(b"Linux version 6.1")     # the run ended as soon as it appeared
+    assert result.stdout.endswith(b"Linux version 6.1\n")   # ended as soon as it appeared, then
+    #                                                        the line is ended for the shell
 
 
 @pytest.mark.kvm

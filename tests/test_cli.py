@@ -266,3 +266,62 @@ def test_a_closed_stdout_ends_the_run_quietly(tmp_path):
     status, err = run_into_closed_pipe("run", "--bios", seabios, "--debugcon", "stdio",
                                        "--timeout", "60")
     assert status == 0 and "Traceback" not in err and "BufferError" not in err, err
+
+
+def test_version_says_where_the_shipped_firmware_and_kernel_are():
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "--version"], capture_output=True,
+                            text=True)
+    from tinyvmm import __version__, firmware
+    assert result.returncode == 0 and result.stdout.startswith(f"tinyvmm {__version__}\n")
+    assert firmware.DIRECTORY in result.stdout and "TINYVMM_KERNELS" in result.stdout
+
+
+def test_a_bare_name_finds_the_shipped_image(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)                      # no bios.bin here
+    from tinyvmm import firmware
+    assert firmware.resolve("bios.bin") == firmware.image_path("bios.bin")
+    assert firmware.resolve("./bios.bin") == "./bios.bin"
+    (tmp_path / "bios.bin").write_bytes(b"mine")
+    assert firmware.resolve("bios.bin") == "bios.bin"    # a file here wins, as with QEMU
+    (tmp_path / "bios.bin").unlink()
+    assert cli.main(["fw-cfg", "list", "--option-rom", "linuxboot_dma.bin"]) == 0
+    assert "genroms/linuxboot_dma.bin" in capsys.readouterr().out
+
+
+def test_layout_prints_the_io_map():
+    result = subprocess.run([sys.executable, "-m", "tinyvmm.layout"], capture_output=True, text=True)
+    assert "I/O ports:" in result.stdout and "0x0cf8  0x0cff  pci_config" in result.stdout
+
+
+def test_too_many_fw_cfg_files_say_how_many_fit(capsys):
+    argv = ["fw-cfg", "list"] + [f"--fw-cfg=name=opt/x{i},string=y" for i in range(40)]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "40 --fw-cfg files and 0 option ROMs were given, but only 28 fit" in err
+
+
+def test_an_installed_package_says_how_to_get_a_kernel(monkeypatch, tmp_path):
+    from tinyvmm.boot import payload
+    monkeypatch.setattr(payload, "REPO_ROOT", str(tmp_path))          # no kernels/ to build in
+    monkeypatch.setattr(payload, "DEFAULT_KERNEL", str(tmp_path / "bzImage"))
+    with pytest.raises(payload.PayloadError, match="give --kernel BZIMAGE, or set TINYVMM_KERNELS"):
+        payload.load_payload(None, None, None, True, 64 << 20)
+
+
+@pytest.mark.kvm
+def test_a_usage_error_leaves_the_serial_file_alone_and_expect_ends_its_line(tmp_path):
+    import socket
+    from tinyvmm import firmware
+    serial = tmp_path / "serial.txt"
+    serial.write_text("the previous run\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", "bios.bin",
+                                 "--serial", f"file:{serial}", "--gdb",
+                                 f"tcp::{busy.getsockname()[1]}"], capture_output=True, text=True)
+    assert result.returncode == 2 and serial.read_text() == "the previous run\n"
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
+                             firmware.image_path("bios.bin"), "--debugcon", "stdio",
+                             "--expect", "fw_cfg: DMA", "--timeout", "30"], capture_output=True)
+    assert result.returncode == 0 and result.stdout.endswith(b"fw_cfg: DMA\n")

@@ -138,12 +138,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(
         prog="tinyvmm", description="A minimal virtual machine monitor over /dev/kvm.",
         epilog=STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction, nargs=0,
+                        help="print the version and where the shipped firmware and kernel are")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for name, add_command in COMMANDS.items():
         if command is None or command == name:
             add_command(commands)
     return parser
+
+
+class VersionAction(argparse.Action):
+    """--version, its text worked out only when asked for (it imports what a start needs not)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    from . import __version__
+    from . import firmware as shipped
+    from .boot.payload import DEFAULT_KERNEL_DIR
+    return (f"tinyvmm {__version__}\nshipped firmware: {shipped.DIRECTORY} ({', '.join(shipped.IMAGES)})"
+            f"\ndefault kernel folder: {DEFAULT_KERNEL_DIR} (TINYVMM_KERNELS)")
 
 
 def _command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -159,7 +177,9 @@ def _add_run(commands) -> None:
                    "(a multiple of 64 KiB, up to 16 MiB) is mapped read-only ending at 4 GiB, and "
                    "its last 64 or 128 KiB also ending at 1 MiB, behind the i440FX's PAM shadow "
                    "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified).")
-    run.add_argument("--bios", required=True, metavar="FILE", help="the firmware image")
+    run.add_argument("--bios", required=True, metavar="FILE",
+                     help="the firmware image; a bare name that is no file here names a shipped "
+                          "one (bios.bin, as QEMU's -bios looks in its data folder)")
     add_machine_options(run)
     add_fw_cfg_options(run)
     run.set_defaults(func=cmd_run)
@@ -265,7 +285,9 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
 def read_firmware(path: str) -> bytes:
     """The firmware image at `path`, its size checked (from stat, before reading) against
     the machine's rule: a multiple of 64 KiB from 64 KiB to 16 MiB."""
+    from . import firmware as shipped
     from .files import FileTooLarge, NotAFile, read_bounded
+    path = shipped.resolve(path)
     try:
         data = read_bounded(path, layout.FIRMWARE_MAX_SIZE)
         layout.check_firmware_size(len(data))
@@ -297,7 +319,9 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
     from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import build_fw_cfg_items
     try:
-        items = build_fw_cfg_items(args, args.mem, len(firmware))
+        # Booting adds bootorder and, without --option-rom, the linuxboot ROM.
+        loader_files = (1 if getattr(args, "option_roms", None) else 2) if with_linux else 0
+        items = build_fw_cfg_items(args, args.mem, len(firmware), loader_files=loader_files)
         load_ranges = []
         if with_linux:
             payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem,
@@ -392,6 +416,8 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
             console_input = start_console_input(args, machine, runner)
             try:
                 with attach_debug_tools(machine, runner, args) as debug:
+                    serial.begin()          # the last usage error is behind us
+                    debugcon.begin()
                     result = debug.run()
             finally:
                 if console_input is not None:
@@ -407,6 +433,9 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
             machine.close()
     finally:
         close_consoles()
+    if result.outcome is Outcome.EXPECTED:
+        from .console import end_stdout_line
+        end_stdout_line()
     if result.known_limit:
         print(f"tinyvmm: {result.known_limit}; the crash report is in {keep_report(result.report)}",
               file=sys.stderr)

@@ -16,15 +16,50 @@ def open_sink(spec: str):
         return None, (lambda: None)
     if spec == "stdio":
         fd = sys.stdout.fileno()
-        return (lambda data: os.write(fd, data)), (lambda: None)
+
+        def write(data: bytes) -> None:
+            os.write(fd, data)
+            if data:
+                _stdout_last[0] = data[-1:]
+        return write, (lambda: None)
     if spec.startswith("file:") and len(spec) > 5:
-        path = spec[5:]
+        sink = FileSink(spec[5:])
+        return sink, sink.close
+    raise SinkSpecError(f"{spec!r}: expected stdio, none or file:PATH")
+
+
+_stdout_last = [b"\n"]          # the last byte the guest's consoles wrote to stdout
+
+
+def end_stdout_line() -> None:
+    """After a run that stopped mid-line on stdout (--expect), end that line for the shell."""
+    if _stdout_last[0] != b"\n":
+        os.write(sys.stdout.fileno(), b"\n")
+        _stdout_last[0] = b"\n"
+
+
+class FileSink:
+    """`--serial file:PATH`: opened (and checked) at once, emptied only when the run begins,
+    so a usage error found in between leaves the previous run's output as it was."""
+
+    def __init__(self, path: str):
         try:
-            f = open(path, "wb", buffering=0)
+            self.file = open(path, "ab", buffering=0)
         except OSError as exc:
             raise SinkSpecError(f"cannot open {path}: {exc.strerror}") from None
-        return f.write, f.close
-    raise SinkSpecError(f"{spec!r}: expected stdio, none or file:PATH")
+        self.begun = False
+
+    def begin(self) -> None:
+        if not self.begun:
+            self.begun = True
+            self.file.truncate(0)
+
+    def __call__(self, data: bytes) -> None:
+        self.begin()
+        self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class Console:
@@ -52,6 +87,12 @@ class Console:
         if len(text) > TAIL_SIZE // 2:
             raise ValueError(f"cannot watch for more than {TAIL_SIZE // 2} bytes")
         self._watches.append((text, callback))
+
+    def begin(self) -> None:
+        """The run starts: a file sink drops what an earlier run left in it."""
+        begin = getattr(self.sink, "begin", None)
+        if begin is not None:
+            begin()
 
     def write(self, data: bytes) -> None:
         try:

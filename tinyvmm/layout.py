@@ -218,3 +218,9 @@ if __name__ == "__main__":
         sys.stdout.write(asm_symbols())
     else:
         print(__doc__)
+        print("I/O ports:\n")
+        rows = [(port, port + count - 1, name) for name, (port, count) in PORTS.items()]
+        rows.append((PCI_IO_START, PCI_IO_END - 1, "PCI I/O window: BARs, the PIIX4 PM block "
+                                                   "(the fixed ports above take precedence)"))
+        for first, last, name in sorted(rows):
+            print(f"    {first:#06x}  {last:#06x}  {name}")

@@ -85,8 +85,14 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     """Read and check everything; with no kernel given, use the default kernel and initramfs."""
     if kernel is None:
         if not os.path.exists(DEFAULT_KERNEL):
-            raise PayloadError(f"no --kernel given and the default kernel {DEFAULT_KERNEL} is not "
-                               "built: run `make -C kernels` (a few minutes; see kernels/README.md)")
+            if os.path.exists(os.path.join(REPO_ROOT, "kernels", "Makefile")):
+                how = "build it with `make -C kernels` (a few minutes; see kernels/README.md)"
+            else:       # an installed package: there is no kernels/ folder to build in
+                how = ("give --kernel BZIMAGE, or set TINYVMM_KERNELS to a folder holding "
+                       "bzImage (and initramfs.cpio); a checkout of tinyvmm builds one with "
+                       "`make -C kernels`")
+            raise PayloadError(f"no --kernel given and there is no default kernel at "
+                               f"{DEFAULT_KERNEL}: {how}")
         kernel_path = DEFAULT_KERNEL
         if initrd is None and os.path.exists(DEFAULT_INITRD):
             initrd = DEFAULT_INITRD

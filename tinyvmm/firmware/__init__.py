@@ -25,6 +25,14 @@ def image_path(name: str) -> str:
     return path
 
 
+def resolve(path: str) -> str:
+    """A firmware or option ROM path as given, or, for a bare name that is no file here, the
+    shipped image of that name (`--bios bios.bin`), as QEMU's -bios looks in its data folder."""
+    if os.sep in path or os.path.exists(path) or path not in IMAGES:
+        return path
+    return os.path.join(DIRECTORY, path)
+
+
 def read_image(name: str) -> bytes:
     """The bytes of a shipped image, e.g. read_image("bios.bin")."""
     with open(image_path(name), "rb") as f:

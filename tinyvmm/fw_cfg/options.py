@@ -95,8 +95,9 @@ def _args(args) -> tuple[list, bool, int | None, bool]:
 
 
 def build_fw_cfg_items(args, ram_size: int, firmware_size: int, cpus: int = 1,
-                       warn=None) -> FwCfgItems:
+                       warn=None, loader_files: int = 0) -> FwCfgItems:
     """Every item a machine with these options serves, except SIGNATURE and ID (the device's own).
+    `loader_files`: how many files a boot loader will add afterwards (their slots are kept).
 
     Raises FwCfgConfigError (a ValueError) for anything wrong with the options:
     an unreadable user file, a duplicate name, an MMIO window outside the hole.
@@ -124,6 +125,14 @@ def build_fw_cfg_items(args, ram_size: int, firmware_size: int, cpus: int = 1,
         if spec.name in reserved:
             raise FwCfgConfigError(f"fw_cfg: {spec.name!r} is already provided by tinyvmm; "
                                    "choose another name (user items belong under opt/)")
+    roms = getattr(args, "option_roms", None) or []
+    room = items.file_slots - len(items.file_names()) - loader_files
+    if len(specs) + len(roms) > room:
+        raise FwCfgConfigError(
+            f"fw_cfg: {len(specs)} --fw-cfg files and {len(roms)} option ROMs were given, but "
+            f"only {room} fit: fw_cfg has {items.file_slots} file slots and this machine's own "
+            f"files take {items.file_slots - room} ({', '.join(items.file_names())}"
+            f"{' and the boot loader' + chr(39) + 's ROM and bootorder' if loader_files else ''})")
     seen = set()
     for spec in specs:
         if spec.name in seen:
@@ -136,9 +145,10 @@ def build_fw_cfg_items(args, ram_size: int, firmware_size: int, cpus: int = 1,
 
 def add_option_roms(items: FwCfgItems, paths, warn=None) -> None:
     """Each ROM as genroms/<file name>, checked (signature, size byte) before the guest starts."""
+    from .. import firmware as shipped
     from ..optionrom import OptionRomError, read_option_rom
     warn = warn or (lambda text: print(f"tinyvmm: {text}", file=sys.stderr))
-    for path in paths:
+    for path in map(shipped.resolve, paths):
         name = GENROMS_PREFIX + os.path.basename(path)
         if name in items.file_names():
             raise FwCfgConfigError(f"fw_cfg: two option ROMs are named {name!r}")
