@@ -5,10 +5,10 @@ setup:
 	scripts/setup.sh
 
 test:
-	python3 -m pytest -q
+	.venv/bin/python -m pytest -q
 
 bench:
-	python3 -m tinyvmm bench
+	.venv/bin/python -m tinyvmm bench
 
 firmware:
 	$(MAKE) -C firmware

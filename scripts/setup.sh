@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what tinyvmm needs on a fresh Debian machine, then builds the test kernel.
 # Safe to run again: it installs only what is missing and rebuilds only what changed.
+# The package goes into this checkout's own virtual environment (.venv): a stock Debian
+# Python refuses global pip installs (PEP 668), and two checkouts must not share one tinyvmm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
     binutils gcc make libc6-dev             # firmware and test guests (GNU as, ld, objcopy)
+    python3-venv                            # the project's virtual environment
     gdb                                     # gdb stub tests
     qemu-system-x86                         # side-by-side benchmarks
     seabios qemu-system-data                # real firmware: SeaBIOS, qboot, QEMU's option ROMs
@@ -23,9 +26,14 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-echo "setup: installing the tinyvmm package"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
-python3 -m compileall -q tinyvmm
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating the virtual environment $VENV"
+    python3 -m venv "$VENV"
+fi
+echo "setup: installing the tinyvmm package into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$VENV/bin/python" -m compileall -q tinyvmm
 
 echo "setup: building the test kernel (kernels/build)"
 make -C kernels

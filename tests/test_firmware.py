@@ -357,7 +357,7 @@ def test_bios_on_tinyvmm_without_a_rom_stops_with_a_message(tmp_path):
 def test_payload_boots_on_tinyvmm(tmp_path, payload, initrd, dma, rom, interface):
     log = tmp_path / "debugcon.log"
     args = ["boot", "--kernel", str(payload), "--initrd", str(initrd), "--append", PAYLOAD_CMDLINE,
-            "--mem", f"{RAM_MIB}M", "--debugcon", f"file:{log}", "--serial", "none",
+            "--append-as-is", "--mem", f"{RAM_MIB}M", "--debugcon", f"file:{log}", "--serial", "none",
             "--timeout", "100", "--trace", "milestones"]
     if not dma:
         args.append("--no-fw-cfg-dma")
