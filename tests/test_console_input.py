@@ -31,13 +31,20 @@ def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
     return seen
 
 
-def test_a_terminal_types_into_the_guest_and_ctrl_a_keys_work():
-    image = build_guest("echo")
+def on_a_terminal(guest: str, stderr=None):
+    """tinyvmm running `guest` with a pseudo-terminal as stdin and stdout (and stderr unless
+    given): (process, the controller's fd, the terminal's fd, its attributes before)."""
+    image = build_guest(guest)
     controller, terminal = pty.openpty()
     before = termios.tcgetattr(terminal)
     proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
                              "--timeout", "60"], stdin=terminal, stdout=terminal,
-                            stderr=terminal, close_fds=True)
+                            stderr=terminal if stderr is None else stderr, close_fds=True)
+    return proc, controller, terminal, before
+
+
+def test_a_terminal_types_into_the_guest_and_ctrl_a_keys_work():
+    proc, controller, terminal, before = on_a_terminal("echo")
     try:
         assert b"ready" in read_until(controller, b"ready")
         os.write(controller, b"hi\x03")                          # Ctrl-C goes to the guest, raw
@@ -68,12 +75,7 @@ def test_a_pipe_on_stdin_is_sent_to_the_guest():
 
 
 def test_the_terminal_is_restored_when_the_guest_crashes():
-    image = build_guest("triple_fault")
-    controller, terminal = pty.openpty()
-    before = termios.tcgetattr(terminal)
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
-                             "--timeout", "60"], stdin=terminal, stdout=terminal,
-                            stderr=subprocess.DEVNULL, close_fds=True)
+    proc, controller, terminal, before = on_a_terminal("triple_fault", stderr=subprocess.DEVNULL)
     try:
         assert proc.wait(timeout=60) == 3
     finally:
