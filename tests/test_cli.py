@@ -1,6 +1,7 @@
 """Command-line errors: each is caught before the guest starts, with a message and status 2."""
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -325,3 +326,42 @@ def test_a_usage_error_leaves_the_serial_file_alone_and_expect_ends_its_line(tmp
                              firmware.image_path("bios.bin"), "--debugcon", "stdio",
                              "--expect", "fw_cfg: DMA", "--timeout", "30"], capture_output=True)
     assert result.returncode == 0 and result.stdout.endswith(b"fw_cfg: DMA\n")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--bios", "bios.bin", "--expect", "a" * 2049], "at most 2048 bytes can be expected"),
+    (["run", "--bios", "bios.bin", "--expect", ""], "the text to expect is empty"),
+    (["bench", "--json", "/sys/kernel/x.json"], "--json /sys/kernel/x.json:"),
+    (["fw-cfg", "list", "--fw-cfg-mmio", "0x1000"], "outside the hole below 4 GiB (0x100000-"),
+])
+def test_more_usage_errors(capsys, argv, message):
+    try:
+        status = cli.main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    assert status == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and "MiB of RAM" not in err
+
+
+def test_bytes_that_are_not_utf8_reach_the_kernel_command_line(payload):
+    from tinyvmm.boot import payload as loader
+    odd = os.fsdecode(b"console=ttyS0 name=\xff")
+    plan = loader.load_payload(str(payload), None, odd, True, 64 << 20, append_as_is=True).plan
+    assert plan.cmdline == b"console=ttyS0 name=\xff\0"
+
+
+@pytest.mark.kvm
+def test_console_files_that_are_not_regular_files(tmp_path):
+    import os
+    from tinyvmm import firmware
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    bios = firmware.image_path("bios.bin")
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", bios, "--serial",
+                             f"file:{fifo}"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "a FIFO with no reader" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", bios, "--debugcon",
+                             "file:/dev/null", "--timeout", "30"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 5 and "Traceback" not in result.stderr

@@ -83,3 +83,23 @@ def test_the_terminal_is_restored_when_the_guest_crashes():
         os.close(controller)
         os.close(terminal)
     assert after == before
+
+
+def test_ctrl_a_x_typed_ahead_quits_cleanly():
+    """Keys typed before the run loop exists must not find SIGUSR1 without its handler."""
+    image = build_guest("echo")
+    controller, terminal = pty.openpty()
+    before = termios.tcgetattr(terminal)
+    os.write(controller, b"\x01x")                                # already waiting on stdin
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
+                             "--timeout", "60"], stdin=terminal, stdout=terminal,
+                            stderr=terminal, close_fds=True)
+    try:
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        after = termios.tcgetattr(terminal)
+        os.close(controller)
+        os.close(terminal)
+    assert after == before

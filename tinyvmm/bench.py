@@ -309,6 +309,13 @@ def check_outputs(args) -> None:
             raise ValueError(f"{option} {path} is a directory")
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ValueError(f"{option} {path}: cannot write in {folder}")
+        existed = os.path.lexists(path)
+        try:                                        # /proc files and the like refuse here
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
+        except OSError as exc:
+            raise ValueError(f"{option} {path}: {exc.strerror}") from None
+        if not existed:
+            os.unlink(path)
     if args.plot is not None:
         from .plot import check_plot_path
         check_plot_path(args.plot)
@@ -353,16 +360,17 @@ def cmd_bench(args) -> int:
     compileall.compile_dir(str(Path(__file__).parent), quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="tinyvmm-bench-"))
 
-    def on_sigterm(*_):
+    def on_signal(*_):
         raise Interrupted()
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return _bench(args, workdir)
     except (KeyboardInterrupt, Interrupted):
         print("\ntinyvmm: bench interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -395,11 +403,17 @@ def _bench(args, workdir: Path) -> int:
             print(f" total {run['total_s']:.3f} s", file=sys.stderr, flush=True)
     summary = summarize(runs)
     sys.stdout.write(format_table(summary, args.runs))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"metadata": metadata(args), "runs": runs, "summary": summary}, f, indent=1)
-    if args.plot:
-        from .plot import plot_phases
-        plot_phases(summary, args.plot)
-        print(f"plot written to {args.plot}", file=sys.stderr)
+    try:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"metadata": metadata(args), "runs": runs, "summary": summary}, f,
+                          indent=1)
+        if args.plot:
+            from .plot import plot_phases
+            plot_phases(summary, args.plot)
+            print(f"plot written to {args.plot}", file=sys.stderr)
+    except OSError as exc:
+        print(f"tinyvmm: cannot write {exc.filename or 'the results'}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
     return 0

@@ -13,18 +13,24 @@ EXIT_USAGE = 2
 
 STATUS_HELP = """\
 exit status:
-  0    the guest reset or powered off, --expect text was seen, or Ctrl-A x was typed
-  1    tinyvmm could not run the guest (no usable /dev/kvm, a KVM call failed)
+  0    the guest reset or powered off, --expect text was seen, Ctrl-A x was typed, or the
+       reader of the console output went away
+  1    tinyvmm could not run the guest (no usable /dev/kvm, a KVM call failed, no host
+       memory for its RAM) or could not write a result
   2    bad usage: an unknown option, a value out of range, an unreadable or malformed file
   3    the guest crashed (triple fault, KVM internal error, failed entry); a report goes to stderr
   4    --timeout passed first (a report goes to stderr)
-  5    the guest halted for good (HLT with interrupts disabled)
-  130  interrupted (Ctrl-C or SIGTERM)
+  5    the guest halted for good (HLT with interrupts disabled; not looked for under --gdb)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
 
 
 class UsageError(Exception):
     """Bad input found before the guest starts: message for the user, exit status 2."""
+
+
+class OutputError(Exception):
+    """A result that could not be written (a full disk, /dev/full): exit status 1."""
 
 
 def parse_size(text: str) -> int:
@@ -55,6 +61,15 @@ def parse_timeout(text: str) -> float:
     if not 0 < value <= 30 * 24 * 3600:
         raise argparse.ArgumentTypeError(f"{text}: the timeout must be above 0 and at most 30 days")
     return value
+
+
+def parse_expect(text: str) -> str:
+    from .console import TAIL_SIZE
+    if not text:
+        raise argparse.ArgumentTypeError("the text to expect is empty")
+    if len(os.fsencode(text)) > TAIL_SIZE // 2:
+        raise argparse.ArgumentTypeError(f"at most {TAIL_SIZE // 2} bytes can be expected")
+    return text
 
 
 def parse_runs(text: str) -> int:
@@ -89,7 +104,7 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
                         help="where the debug console (ports 0x402, 0xe9) goes (default none)")
     parser.add_argument("--timeout", type=parse_timeout, metavar="S",
                         help="end a guest still running after S seconds (status 4)")
-    parser.add_argument("--expect", metavar="TEXT",
+    parser.add_argument("--expect", metavar="TEXT", type=parse_expect,
                         help="end the run with status 0 as soon as the serial console or the "
                              "debug console has shown TEXT")
     from .gdb.options import add_debug_options
@@ -348,7 +363,14 @@ def cmd_fw_cfg_list(args) -> int:
     firmware = boot_firmware(args)
     with_linux = args.kernel is not None
     items, _ = prepare_items(args, firmware, with_linux)
-    return print_listing(args, items, as_json=args.json)
+    try:
+        status = print_listing(args, items, as_json=args.json)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write the listing: {exc.strerror}") from None
+    return status
 
 
 def cmd_bench(args) -> int:
@@ -459,8 +481,12 @@ def start_console_input(args, machine, runner):
         os.fstat(fd)
     except (OSError, ValueError):
         return None                                 # no stdin at all
+    import signal
     from .runner import Outcome
     from .terminal import ConsoleInput
+    # Ctrl-A x kicks the vCPU with SIGUSR1, possibly before the run loop installs its own
+    # handler or after it has put the old one back: never let the default action kill us.
+    signal.signal(signal.SIGUSR1, lambda *_: None)
     console_input = ConsoleInput(fd, machine.serial.feed, on_quit=lambda: runner.stop_from_thread(
         Outcome.QUIT, "C-a x typed on the console"))
     console_input.start()
@@ -480,7 +506,7 @@ def make_consoles(args):
     from .console import Console, open_sink
     serial_sink, close_serial = open_sink(args.serial)
     debug_sink, close_debug = open_sink(args.debugcon)
-    expect = args.expect.encode() if args.expect else None
+    expect = os.fsencode(args.expect) if args.expect else None
     return (Console("serial", serial_sink, expect), Console("debugcon", debug_sink, expect),
             lambda: (close_serial(), close_debug()))
 
@@ -501,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return quiet_stdout()
+    except OutputError as exc:
+        print(f"tinyvmm: {exc}", file=sys.stderr)
+        return EXIT_HOST_ERROR
 
 
 def quiet_stdout() -> int:

@@ -1,6 +1,8 @@
 """Where guest text goes: stdout, a file, or nowhere; with a tail kept for reports and a watcher for --expect."""
 
+import errno
 import os
+import stat
 import sys
 
 TAIL_SIZE = 4096
@@ -44,15 +46,21 @@ class FileSink:
 
     def __init__(self, path: str):
         try:
-            self.file = open(path, "ab", buffering=0)
+            # Non-blocking open: a FIFO nobody reads fails here (ENXIO) instead of hanging.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
         except OSError as exc:
-            raise SinkSpecError(f"cannot open {path}: {exc.strerror}") from None
+            reason = "a FIFO with no reader" if exc.errno == errno.ENXIO else exc.strerror
+            raise SinkSpecError(f"cannot open {path}: {reason}") from None
+        os.set_blocking(fd, True)
+        self.file = os.fdopen(fd, "ab", buffering=0)
+        self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self.begun = False
 
     def begin(self) -> None:
         if not self.begun:
             self.begun = True
-            self.file.truncate(0)
+            if self.regular:            # /dev/null, a FIFO or a terminal has nothing to empty
+                self.file.truncate(0)
 
     def __call__(self, data: bytes) -> None:
         self.begin()

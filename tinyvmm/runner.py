@@ -148,6 +148,8 @@ class Runner:
             signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda *_: None),  # a kick
             signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
             signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
+            # The terminal went away (a closed window, a dropped ssh session): as QEMU does.
+            signal.SIGHUP: signal.signal(signal.SIGHUP, lambda *_: self._on_signal(Outcome.INTERRUPTED)),
             signal.SIGALRM: signal.signal(signal.SIGALRM, lambda *_: self._on_alarm()),
         }
         now = time.monotonic()

@@ -6,6 +6,7 @@ owns, and publishes the pieces as fw_cfg items; the linuxboot option ROM
 (chosen here, shipped in tinyvmm/firmware) copies them into place.
 """
 
+import os
 import struct
 
 from .. import layout
@@ -58,7 +59,7 @@ def initrd_limit(image: bz.BzImage, ram_size: int) -> int:
 
 
 def plan_boot(image: bz.BzImage, cmdline: str, initrd: bytes | None, ram_size: int) -> BootPlan:
-    raw_cmdline = cmdline.encode()
+    raw_cmdline = os.fsencode(cmdline)      # bytes from the command line stay as given
     if len(raw_cmdline) > image.cmdline_size:
         raise BootConfigError(f"the command line is {len(raw_cmdline)} bytes; this kernel "
                               f"accepts at most {image.cmdline_size}")

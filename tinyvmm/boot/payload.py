@@ -11,7 +11,8 @@ from . import bzimage, linux
 
 # Paths are plain strings: pathlib would add its imports to every boot.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
-DEFAULT_KERNEL_DIR = os.environ.get("TINYVMM_KERNELS", os.path.join(REPO_ROOT, "kernels", "build"))
+KERNELS_VARIABLE = "TINYVMM_KERNELS"
+DEFAULT_KERNEL_DIR = os.environ.get(KERNELS_VARIABLE) or os.path.join(REPO_ROOT, "kernels", "build")
 DEFAULT_KERNEL = os.path.join(DEFAULT_KERNEL_DIR, "bzImage")
 DEFAULT_INITRD = os.path.join(DEFAULT_KERNEL_DIR, "initramfs.cpio")
 
@@ -85,7 +86,10 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     """Read and check everything; with no kernel given, use the default kernel and initramfs."""
     if kernel is None:
         if not os.path.exists(DEFAULT_KERNEL):
-            if os.path.exists(os.path.join(REPO_ROOT, "kernels", "Makefile")):
+            if os.environ.get(KERNELS_VARIABLE):
+                how = (f"{KERNELS_VARIABLE} names {DEFAULT_KERNEL_DIR}, which holds no bzImage; "
+                       "put one there, or give --kernel BZIMAGE")
+            elif os.path.exists(os.path.join(REPO_ROOT, "kernels", "Makefile")):
                 how = "build it with `make -C kernels` (a few minutes; see kernels/README.md)"
             else:       # an installed package: there is no kernels/ folder to build in
                 how = ("give --kernel BZIMAGE, or set TINYVMM_KERNELS to a folder holding "

@@ -298,7 +298,7 @@ class UserItemSpec(namedtuple("UserItemSpec", "name string file", defaults=(None
             raise FwCfgConfigError(f"fw_cfg: {self.file} for {self.name!r} {exc}; at most "
                                    f"{limit} bytes fit (the guest's RAM)") from None
         except NotAFile as exc:
-            raise FwCfgConfigError(f"fw_cfg: cannot load {exc} for {self.name!r}") from None
+            raise FwCfgConfigError(f"fw_cfg: cannot load a file for {self.name!r}: {exc}") from None
         except OSError as exc:
             raise FwCfgConfigError(f"fw_cfg: cannot load {self.file} for {self.name!r}: "
                                    f"{exc.strerror or exc}") from None

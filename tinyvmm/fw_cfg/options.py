@@ -37,22 +37,23 @@ def parse_mmio_base(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an address like 0xfef00000") from None
     try:
-        check_mmio_window(base, ram_size=layout.RAM_MIN_SIZE)
+        check_mmio_window(base, ram_size=None)
     except FwCfgConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("fw_cfg: ")) from None
     return base
 
 
-def check_mmio_window(base: int, ram_size: int, size: int = MMIO_SIZE) -> None:
-    """Raise FwCfgConfigError unless [base, base + size) fits the hole below 4 GiB, clear of the APICs."""
-    hole_start = min(ram_size, layout.LOW_RAM_MAX)
+def check_mmio_window(base: int, ram_size: int | None, size: int = MMIO_SIZE) -> None:
+    """Raise FwCfgConfigError unless [base, base + size) fits the hole below 4 GiB, clear of the
+    APICs. With ram_size None, only what holds whatever the RAM (the hole's top, alignment)."""
+    hole_start = min(ram_size, layout.LOW_RAM_MAX) if ram_size is not None else layout.HIGH_MEMORY_START
     hole_end = layout.KVM_IDENTITY_MAP_START
     if base % MMIO_ALIGN:
         raise FwCfgConfigError(f"fw_cfg: MMIO base {base:#x} is not aligned to {MMIO_ALIGN} bytes")
     if not hole_start <= base or base + size > hole_end:
+        with_ram = f" with {ram_size // layout.MiB} MiB of RAM" if ram_size is not None else ""
         raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} is outside the "
-                               f"hole below 4 GiB ({hole_start:#x}-{hole_end - 1:#x} with "
-                               f"{ram_size // layout.MiB} MiB of RAM)")
+                               f"hole below 4 GiB ({hole_start:#x}-{hole_end - 1:#x}{with_ram})")
     for start, length, what in IRQCHIP_PAGES:
         if base < start + length and start < base + size:
             raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} overlaps "
