@@ -326,7 +326,7 @@ def metadata(args) -> dict:
     import datetime
     import platform
     from importlib import metadata as package_metadata
-    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL
+    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL, kernel_cmdline
     from .kvm.system import is_emulating_host
 
     def described(path):
@@ -348,7 +348,10 @@ def metadata(args) -> dict:
             qemu = None
     return {"tinyvmm": version, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "runs": args.runs, "kernel": described(kernel), "initrd": described(initrd),
-            "append": args.append, "mem_bytes": args.mem, "no_banner": args.no_banner,
+            "cmdline_dma": kernel_cmdline(args.append, True, getattr(args, "append_as_is", False)),
+            "cmdline_legacy": kernel_cmdline(args.append, False,
+                                             getattr(args, "append_as_is", False)),
+            "mem_bytes": args.mem, "no_banner": args.no_banner,
             "host_kernel": platform.release(),
             "kvm": "kvm_pvm (emulates guest code)" if is_emulating_host() else "kvm",
             "qemu": qemu, "firmware": list(getattr(args, "firmware", None) or [])}
