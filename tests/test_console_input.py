@@ -31,12 +31,15 @@ def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
     return seen
 
 
-def on_a_terminal(guest: str, stderr=None):
+def on_a_terminal(guest: str, stderr=None, typed_ahead: bytes = b""):
     """tinyvmm running `guest` with a pseudo-terminal as stdin and stdout (and stderr unless
-    given): (process, the controller's fd, the terminal's fd, its attributes before)."""
+    given), `typed_ahead` already waiting on it: (process, the controller's fd, the
+    terminal's fd, its attributes before)."""
     image = build_guest(guest)
     controller, terminal = pty.openpty()
     before = termios.tcgetattr(terminal)
+    if typed_ahead:
+        os.write(controller, typed_ahead)
     proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
                              "--timeout", "60"], stdin=terminal, stdout=terminal,
                             stderr=terminal if stderr is None else stderr, close_fds=True)
@@ -87,13 +90,7 @@ def test_the_terminal_is_restored_when_the_guest_crashes():
 
 def test_ctrl_a_x_typed_ahead_quits_cleanly():
     """Keys typed before the run loop exists must not find SIGUSR1 without its handler."""
-    image = build_guest("echo")
-    controller, terminal = pty.openpty()
-    before = termios.tcgetattr(terminal)
-    os.write(controller, b"\x01x")                                # already waiting on stdin
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
-                             "--timeout", "60"], stdin=terminal, stdout=terminal,
-                            stderr=terminal, close_fds=True)
+    proc, controller, terminal, before = on_a_terminal("echo", typed_ahead=b"\x01x")
     try:
         assert proc.wait(timeout=30) == 0
     finally:

@@ -307,14 +307,8 @@ def read_firmware(path: str) -> bytes:
         data = read_bounded(path, layout.FIRMWARE_MAX_SIZE)
         layout.check_firmware_size(len(data))
     except FileTooLarge as exc:
-        if exc.size is None:
-            raise UsageError(f"firmware {path} holds more than 16 MiB; a firmware image must be "
-                             "a multiple of 64 KiB from 64 KiB to 16 MiB") from None
-        try:
-            layout.check_firmware_size(exc.size)
-        except ValueError as rule:
-            raise UsageError(f"firmware {path}: {rule}") from None
-        raise
+        size = f"this one is {exc.size} bytes" if exc.size is not None else "this one holds more than 16 MiB"
+        raise UsageError(f"firmware {path}: {layout.FIRMWARE_SIZE_RULE}; {size}") from None
     except (NotAFile, ValueError) as exc:
         raise UsageError(f"firmware {path}: {exc}") from None
     except OSError as exc:

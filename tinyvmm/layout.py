@@ -153,11 +153,14 @@ def pci_mmio_window(ram_size: int) -> tuple[int, int]:
     return min(ram_size, LOW_RAM_MAX), PCI_MMIO_END
 
 
+FIRMWARE_SIZE_RULE = ("a firmware image must be a multiple of 64 KiB from 64 KiB to 16 MiB "
+                      "(QEMU's pc machine has the same rule)")
+
+
 def check_firmware_size(size: int) -> None:
     """Raise ValueError unless `size` bytes make a firmware image this machine can map."""
     if not FIRMWARE_MIN_SIZE <= size <= FIRMWARE_MAX_SIZE or size % FIRMWARE_SIZE_STEP:
-        raise ValueError(f"a firmware image must be a multiple of 64 KiB from 64 KiB to 16 MiB "
-                         f"(QEMU's pc machine has the same rule); this one is {size} bytes")
+        raise ValueError(f"{FIRMWARE_SIZE_RULE}; this one is {size} bytes")
 
 
 def e820_map(ram_size: int, firmware_size: int) -> list[tuple[int, int, int]]:

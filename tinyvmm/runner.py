@@ -215,7 +215,6 @@ class Runner:
         # per port-I/O exit. Everything else leaves through _other_exit.
         machine = self.machine
         fd = self.vcpu.fd
-        run_page = self.vcpu.run_page
         mm = self.vcpu.run_mmap
         pio = machine.pio
         ports = pio.table
@@ -223,21 +222,16 @@ class Runner:
         remember = self.history.append
         counts = self.exit_counts
         tracer = self.tracer
-        EXIT_IO, EXIT_MMIO, EXIT_INTR = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_INTR
+        EXIT_IO, EXIT_MMIO = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
 
         machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         while True:
             try:
                 _kvm_run(fd, KVM_RUN, 0)
             except InterruptedError:
-                counts[EXIT_INTR] += 1
-                run_page.immediate_exit = 0
-                if self._signal is not None:
-                    return self._signal_outcome()
-                if self._check_halt:
-                    ended = self._halted_for_good()
-                    if ended:
-                        return ended
+                ended, _ = self._on_interrupt()
+                if ended:
+                    return ended
                 continue
             except OSError as exc:
                 raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
@@ -272,6 +266,17 @@ class Runner:
             if machine.stop_request is not None:
                 return machine.stop_request
 
+    def _on_interrupt(self) -> tuple[tuple[Outcome, str] | None, bool]:
+        """KVM_RUN returned EINTR: how the run ends (or None), and whether the interrupt was the
+        loop's own (a signal, the halt check) rather than a kick for the debugger."""
+        self.exit_counts[abi.KVM_EXIT_INTR] += 1
+        self.vcpu.run_page.immediate_exit = 0
+        if self._signal is not None:
+            return self._signal_outcome(), True
+        if self._check_halt:
+            return self._halted_for_good(), True
+        return None, False
+
     def _signal_outcome(self) -> tuple[Outcome, str]:
         if self._signal is Outcome.TIMEOUT:
             return self._signal, f"guest still running after {self.timeout:g} s"
@@ -287,7 +292,6 @@ class Runner:
         """
         machine = self.machine
         fd = self.vcpu.fd
-        run_page = self.vcpu.run_page
         mm = self.vcpu.run_mmap
         pio = machine.pio
         unpack_exit = _EXIT_IO.unpack_from
@@ -295,7 +299,7 @@ class Runner:
         counts = self.exit_counts
         tracer, stats, debugger = self.tracer, self.stats, self.debugger
         clock = time.perf_counter_ns
-        EXIT_IO, EXIT_MMIO, EXIT_INTR = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_INTR
+        EXIT_IO, EXIT_MMIO = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
 
         if debugger is not None:
             ended = debugger.on_start()
@@ -308,16 +312,10 @@ class Runner:
             try:
                 _kvm_run(fd, KVM_RUN, 0)
             except InterruptedError:
-                counts[EXIT_INTR] += 1
-                run_page.immediate_exit = 0
-                if self._signal is not None:
-                    return self._signal_outcome()
-                if self._check_halt:
-                    ended = self._halted_for_good()
-                    if ended:
-                        return ended
-                    continue
-                if debugger is not None:
+                ended, ours = self._on_interrupt()
+                if ended:
+                    return ended
+                if not ours and debugger is not None:
                     ended = debugger.on_kick()
                     if ended:
                         return ended

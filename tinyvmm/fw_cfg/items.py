@@ -357,14 +357,11 @@ def user_item_warning(name: str) -> str | None:
             f"{USER_PREFIX} belong to QEMU and firmware and may clash with theirs")
 
 
-def add_user_items(items: FwCfgItems, specs, warn=None, limit: int = None) -> None:
+def add_user_items(items: FwCfgItems, specs, warn=None, limit: int = FW_CFG_MAX_ITEM_SIZE) -> None:
     """Load and add every user item; a bad one raises FwCfgConfigError before any guest runs."""
     warn = warn or (lambda text: print(f"tinyvmm: {text}", file=sys.stderr))
     for spec in specs:
         message = user_item_warning(spec.name)
         if message:
             warn(message)
-        if spec.file is not None and os.path.isdir(spec.file):
-            raise FwCfgConfigError(f"fw_cfg: cannot load {spec.file} for {spec.name!r}: "
-                                   "it is a directory")
-        items.add_file(spec.name, spec.load(FW_CFG_MAX_ITEM_SIZE if limit is None else limit))
+        items.add_file(spec.name, spec.load(limit))
