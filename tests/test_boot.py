@@ -44,7 +44,8 @@ def test_legacy_rom_moves_the_payload_by_port_io_and_dma_rom_by_dma(payload, ini
 
 @pytest.mark.parametrize("make,message", [
     (lambda d: d / "missing", "cannot read kernel"),
-    (lambda d: (d / "elf").write_bytes(b"\x7fELF" + bytes(2000)) and d / "elf", "not a bzImage"),
+    (lambda d: (d / "elf").write_bytes(b"\x7fELF" + bytes(2000)) and d / "elf", "damaged or truncated ELF"),
+    (lambda d: (d / "zeros").write_bytes(bytes(2000)) and d / "zeros", "not a bzImage"),
 ])
 def test_bad_kernel_is_a_usage_error(tmp_path, make, message):
     result = tinyvmm("boot", "--kernel", str(make(tmp_path)))

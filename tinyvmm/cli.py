@@ -203,16 +203,19 @@ def _add_run(commands) -> None:
 def _add_boot(commands) -> None:
     from .fw_cfg.options import add_fw_cfg_options
     boot = _command(commands, "boot",
-                    "boot a Linux bzImage through the built-in BIOS and a linuxboot ROM",
+                    "boot a Linux bzImage or vmlinux, through firmware or directly",
                     "Boot a Linux bzImage as QEMU's -kernel does: tinyvmm's BIOS finds the "
                     "linuxboot option ROM in fw_cfg, and the ROM loads setup, kernel, initrd and "
                     "command line through fw_cfg (DMA by default, `rep insb` with "
-                    "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. Without "
+                    "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. An ELF vmlinux "
+                    "built with CONFIG_PVH boots directly through its PVH entry (as Firecracker "
+                    "does), or with --boot firmware through the PVH option ROM. Without "
                     "--kernel, boots the test kernel and initramfs built by `make -C kernels`.")
     add_boot_options(boot)
     boot.add_argument("--bios", metavar="FILE",
                       help="firmware to run instead of the built-in BIOS (it must find the "
-                           "linuxboot ROM in fw_cfg genroms/, as SeaBIOS does)")
+                           "boot ROM in fw_cfg genroms/, as SeaBIOS does, or load the kernel "
+                           "from fw_cfg itself, as qboot does)")
     boot.add_argument("--timing-json", metavar="PATH",
                       help="write the boot timeline (milestones, banner; exits and bytes moved "
                            "at each) as JSON, for tinyvmm bench")
@@ -285,7 +288,14 @@ COMMANDS = {"run": _add_run, "boot": _add_boot, "bench": _add_bench, "fw-cfg": _
 
 def add_boot_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", metavar="FILE",
-                        help="a bzImage (default: kernels/build/bzImage from `make -C kernels`)")
+                        help="a bzImage, or an ELF vmlinux with a PVH entry (CONFIG_PVH) "
+                             "(default: kernels/build/bzImage from `make -C kernels`)")
+    parser.add_argument("--boot", choices=("firmware", "direct"), metavar="firmware|direct",
+                        help="firmware: the BIOS runs and a boot ROM loads the kernel from fw_cfg "
+                             "(linuxboot for a bzImage, the PVH ROM for a vmlinux); direct: no "
+                             "firmware, the vCPU starts at the kernel's entry (the 64-bit entry of "
+                             "a bzImage, the PVH entry of a vmlinux). Default: firmware for a "
+                             "bzImage, direct for a vmlinux")
     parser.add_argument("--initrd", metavar="FILE",
                         help="an initrd or initramfs (default with the default kernel: "
                              "kernels/build/initramfs.cpio)")
@@ -322,29 +332,34 @@ def boot_firmware(args) -> bytes:
 
 
 def prepare_items(args, firmware: bytes, with_linux: bool):
-    """All fw_cfg items for these options, checked before KVM is touched, and the
-    (guest address, size) ranges the boot ROM will copy them to."""
-    from .boot.payload import PayloadError, load_payload, publish
+    """All fw_cfg items for these options and the kernel payload (None without one),
+    checked before KVM is touched."""
+    from .boot.payload import PayloadError, load_payload
     from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import build_fw_cfg_items
+    option_roms = getattr(args, "option_roms", None) or ()
     try:
-        # Booting adds bootorder and, without --option-rom, the linuxboot ROM.
-        loader_files = (1 if getattr(args, "option_roms", None) else 2) if with_linux else 0
-        items = build_fw_cfg_items(args, args.mem, len(firmware), loader_files=loader_files)
-        load_ranges = []
+        payload = None
         if with_linux:
             payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem,
-                                   getattr(args, "append_as_is", False))
-            publish(payload, items, getattr(args, "option_roms", ()))
-            load_ranges = payload.plan.load_ranges()
+                                   getattr(args, "append_as_is", False), getattr(args, "boot", None))
+            if payload.boot == "direct" and (getattr(args, "bios", None) or option_roms):
+                raise UsageError(f"--boot direct runs no firmware: drop "
+                                 f"{'--bios' if args.bios else '--option-rom'}")
+        # A firmware boot adds bootorder and, without --option-rom, its boot ROM.
+        loader_files = 0 if payload is None or payload.boot == "direct" else (1 if option_roms else 2)
+        items = build_fw_cfg_items(args, args.mem, len(firmware), loader_files=loader_files)
+        if loader_files:
+            payload.publish(items, option_roms)
     except (FwCfgConfigError, PayloadError) as exc:
         raise UsageError(str(exc)) from None
-    return items, load_ranges
+    return items, payload
 
 
 def cmd_run(args) -> int:
     firmware = read_firmware(args.bios)
-    return launch(args, firmware, *prepare_items(args, firmware, with_linux=False))
+    items, _ = prepare_items(args, firmware, with_linux=False)
+    return launch(args, firmware, items)
 
 
 def cmd_boot(args) -> int:
@@ -378,15 +393,17 @@ def cmd_bench(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:    # fail early, with the loader's own message, on a kernel that cannot boot
-        load_payload(args.kernel, args.initrd, args.append, True, args.mem)
+        load_payload(args.kernel, args.initrd, args.append, True, args.mem,
+                     getattr(args, "append_as_is", False))
     except PayloadError as exc:
         raise UsageError(str(exc)) from None
     return bench.cmd_bench(args)
 
 
-def launch(args, firmware: bytes, items, load_ranges=()) -> int:
+def launch(args, firmware: bytes, items, payload=None) -> int:
     """Build the machine with these fw_cfg items, run it to its end, report; the exit status.
-    The host pages behind `load_ranges` are faulted in while the firmware runs."""
+    With a kernel `payload`, a firmware boot has the host pages it will be copied to faulted
+    in while the firmware runs, and a direct boot has it written and the vCPU at its entry."""
     from .console import SinkSpecError
     from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import attach_fw_cfg
@@ -413,22 +430,32 @@ def launch(args, firmware: bytes, items, load_ranges=()) -> int:
         except HostMemoryError as exc:
             print(f"tinyvmm: {exc.strerror}", file=sys.stderr)
             return EXIT_HOST_ERROR
-        if load_ranges:
-            machine.memory.prefault(load_ranges)
+        direct = payload is not None and payload.boot == "direct"
+        if payload is not None and not direct:
+            machine.memory.prefault(payload.load_ranges())
         try:
             fw_cfg = attach_fw_cfg(machine, args, items)
             runner = Runner(machine, timeout=args.timeout, tracer=tracer)
-            if load_ranges and not getattr(args, "gdb", None):
-                from .boot.linux import KERNEL_ENTRY
-                from .boot.marks import BootMarks
-                BootMarks(machine, runner, fw_cfg, KERNEL_ENTRY)
+            if direct:
+                payload.enter(machine.memory, machine.vcpu,
+                              layout.e820_map(machine.config.ram_size, len(firmware)))
+            elif payload is not None:
+                if getattr(args, "bios", None) or getattr(args, "option_roms", None):
+                    payload.preload(machine.memory)     # foreign firmware takes it as loaded
+                if not getattr(args, "gdb", None):
+                    from .boot.marks import BootMarks
+                    BootMarks(machine, runner, fw_cfg, *payload.kernel_entry())
             timeline = None
             if getattr(args, "timing_json", None):
                 from .timeline import BootTimeline
                 timeline = BootTimeline(machine, runner, fw_cfg)
             if getattr(args, "stop_at_kernel", False):
-                machine.stop_at_milestone("milestone_linux", layout.MILESTONE_LINUX_START_BOOT,
-                                          "the ROM jumped into the kernel")
+                if direct:      # the kernel is entered at the first instruction
+                    machine.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
+                else:
+                    value = payload.kernel_entry()[1]
+                    machine.stop_at_milestone("milestone_linux", value,
+                                              "the boot ROM jumped into the kernel")
             console_input = start_console_input(args, machine, runner)
             try:
                 with attach_debug_tools(machine, runner, args) as debug:

@@ -75,6 +75,19 @@ SHADOW_SEGMENTS = tuple(
     [(0xC0000 + 0x4000 * i, 0x4000, 0x5A + i // 2, 4 * (i % 2)) for i in range(12)]
     + [(0xF0000, 0x10000, 0x59, 4)])
 
+# Direct and PVH boots (tinyvmm.boot.direct, tinyvmm.boot.pvh, the PVH option ROMs): what the
+# loader writes into low RAM, below the BIOS stack's region and above the BIOS data area.
+BOOT_GDT_START = 0x500           # flat code and data descriptors for the kernel's entry
+BOOT_PARAMS_START = 0x7000       # the zero page (struct boot_params, 4 KiB) of a 64-bit entry
+PVH_START_INFO = 0x8000          # struct hvm_start_info (56 bytes)
+PVH_MODLIST = 0x8040             # one hvm_modlist_entry (32 bytes): the initrd
+PVH_MEMMAP = 0x8080              # hvm_memmap_table_entry[], 24 bytes each
+PVH_MEMMAP_MAX_ENTRIES = 128     # up to 0x8c80
+BOOT_PAGE_TABLES_START = 0x9000  # PML4, PDPT and four page directories (identity map, 4 GiB)
+BOOT_PAGE_TABLES_END = 0xF000
+BOOT_STACK_TOP = 0x8FF0          # RSP at a 64-bit entry (the kernel sets its own at once)
+BOOT_CMDLINE_START = 0x20000     # the command line, as for a bzImage through the ROMs
+
 RAM_MIN_SIZE = 2 * MiB
 RAM_MAX_SIZE = 64 * GiB
 PAGE_SIZE = 4 * KiB
@@ -207,6 +220,9 @@ def asm_symbols() -> str:
         "MILESTONE_FW_START": MILESTONE_FW_START,
         "MILESTONE_LINUX_START_BOOT": MILESTONE_LINUX_START_BOOT,
         "MILESTONE_DO_BOOT": MILESTONE_DO_BOOT,
+        "MILESTONE_PVH_BOOT": MILESTONE_PVH_BOOT,
+        "PVH_START_INFO": PVH_START_INFO, "PVH_MODLIST": PVH_MODLIST, "PVH_MEMMAP": PVH_MEMMAP,
+        "PVH_MEMMAP_MAX_ENTRIES": PVH_MEMMAP_MAX_ENTRIES, "BOOT_CMDLINE_START": BOOT_CMDLINE_START,
     }
     for name, (port, _) in PORTS.items():
         consts[f"PORT_{name.upper()}"] = port

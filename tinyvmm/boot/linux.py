@@ -15,7 +15,7 @@ from . import bzimage as bz
 
 # Where the pieces go (boot protocol 2.02+, as QEMU places them).
 SETUP_ADDR = 0x10000
-CMDLINE_ADDR = 0x20000
+CMDLINE_ADDR = layout.BOOT_CMDLINE_START
 KERNEL_ADDR = 0x100000
 KERNEL_ENTRY = SETUP_ADDR + 0x200   # the real-mode entry, segment SETUP_ADDR / 16 + 0x20, offset 0
 LOADER_TYPE = 0xB0            # boot loader id 0xB (QEMU), version 0: Linux treats us like QEMU
@@ -112,7 +112,4 @@ def publish(plan: BootPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | N
         items.add_u32(fwc.FW_CFG_INITRD_ADDR, plan.initrd_addr)
         items.add_u32(fwc.FW_CFG_INITRD_SIZE, len(plan.initrd))
         items.add_item(fwc.FW_CFG_INITRD_DATA, plan.initrd)
-    path = fwc.GENROMS_PREFIX + rom_name
-    if rom is not None:
-        items.add_file(path, rom)
-    items.add_file(fwc.FILE_BOOTORDER, f"/rom@{path}".encode() + b"\0")
+    items.add_boot_rom(rom_name, rom)

@@ -7,8 +7,9 @@ does it but closer to the event:
   do_boot (0xf4 = 5)       the first fw_cfg select of a key only a Linux loader
                            reads (fw_cfg.items.KERNEL_KEYS)
   kernel entry (0xf4 = 3)  the first instruction of the kernel's real-mode entry
-                           (setup address + 0x200), caught by an execution
-                           breakpoint in debug register 0, so no guest code changes
+                           (setup address + 0x200), or for an ELF kernel (0xf4 = 4)
+                           its PVH entry, caught by an execution breakpoint in
+                           debug register 0, so no guest code changes
 
 A milestone the firmware wrote itself wins: a synthesized one is dropped when
 the same value was already seen. The breakpoint is armed only at do_boot and
@@ -26,13 +27,16 @@ DR7_RESERVED_ONE = 1 << 10
 
 
 class BootMarks:
-    """Watches one run for do_boot and the kernel's entry; `entry` is a linear address."""
+    """Watches one run for do_boot and the kernel's entry; `entry` is a linear address, and
+    reaching it is recorded as `entry_milestone` on port 0xf4."""
 
-    def __init__(self, machine, runner, fw_cfg, entry: int | None):
+    def __init__(self, machine, runner, fw_cfg, entry: int | None,
+                 entry_milestone: int = layout.MILESTONE_LINUX_START_BOOT):
         self.machine = machine
         self.runner = runner
         self.fw_cfg = fw_cfg
         self.entry = entry
+        self.entry_milestone = entry_milestone
         fw_cfg.on_select = self._on_select
         if entry is not None:
             runner.on_debug_exit = self._on_debug_exit
@@ -49,7 +53,7 @@ class BootMarks:
     def _on_debug_exit(self, debug) -> None:
         if self.entry is None or debug.pc != self.entry:
             return None
-        self.machine.mark_milestone("milestone_linux", layout.MILESTONE_LINUX_START_BOOT)
+        self.machine.mark_milestone("milestone_linux", self.entry_milestone)
         self.machine.vcpu.set_guest_debug(0)
         self.runner.on_debug_exit = None
         self.entry = None

@@ -7,7 +7,7 @@ from .. import layout
 from ..files import FileTooLarge, NotAFile, read_bounded
 from ..fw_cfg.items import FwCfgItems
 from ..kvm.system import is_emulating_host
-from . import bzimage, linux
+from . import bzimage, direct, elf, linux, pvh
 
 # Paths are plain strings: pathlib would add its imports to every boot.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
@@ -30,15 +30,68 @@ class PayloadError(ValueError):
     """A kernel, initrd or command line that cannot be booted; the message says why."""
 
 
-class LinuxPayload:
-    """A checked boot plan and the linuxboot ROM (its fw_cfg file name and bytes) that carries it out."""
-    __slots__ = ("kernel_path", "plan", "rom_name", "rom")
+BOOT_METHODS = ("firmware", "direct")
 
-    def __init__(self, kernel_path: str, plan: linux.BootPlan, rom_name: str, rom: bytes):
+
+class LinuxPayload:
+    """A checked kernel, initrd and command line, and how they boot.
+
+    format: "bzImage" or "ELF"; boot: "firmware" (a boot ROM loads them from fw_cfg:
+    linuxboot for a bzImage, the PVH ROM for an ELF) or "direct" (tinyvmm writes them into
+    RAM and starts the vCPU at the kernel's entry: the 64-bit entry of a bzImage, the PVH
+    entry of an ELF). plan: a linux.BootPlan or a pvh.PvhPlan; rom_name and rom: the boot
+    ROM's fw_cfg file name and bytes (None for a direct boot).
+    """
+    __slots__ = ("kernel_path", "format", "boot", "plan", "rom_name", "rom")
+
+    def __init__(self, kernel_path: str, format: str, boot: str, plan, rom_name: str | None,
+                 rom: bytes | None):
         self.kernel_path = kernel_path
+        self.format = format
+        self.boot = boot
         self.plan = plan
         self.rom_name = rom_name
         self.rom = rom
+
+    @property
+    def is_elf(self) -> bool:
+        return self.format == "ELF"
+
+    def load_ranges(self) -> list[tuple[int, int]]:
+        """(guest address, size) of everything that will be written into RAM."""
+        return self.plan.load_ranges()
+
+    def kernel_entry(self) -> tuple[int, int]:
+        """(address, milestone value) of the kernel's entry a firmware boot reaches: the
+        real-mode entry of a bzImage (milestone 3), the PVH entry of an ELF (milestone 4)."""
+        if self.is_elf:
+            return self.plan.entry, layout.MILESTONE_PVH_BOOT
+        return linux.KERNEL_ENTRY, layout.MILESTONE_LINUX_START_BOOT
+
+    def publish(self, items: FwCfgItems, option_roms=()) -> None:
+        """The plan's fw_cfg items and its ROM; when the user gave option ROMs (already in
+        genroms/), the first of them boots the kernel instead."""
+        publish = pvh.publish if self.is_elf else linux.publish
+        if option_roms:
+            publish(self.plan, items, os.path.basename(option_roms[0]), None)
+        else:
+            publish(self.plan, items, self.rom_name, self.rom)
+
+    def preload(self, memory) -> None:
+        """Write an ELF kernel's segments into RAM before the firmware starts, as QEMU does:
+        its pvh.bin and qboot take the kernel as already loaded."""
+        if self.is_elf:
+            from .direct import load_segments
+            for gpa, data in load_segments(memory, self.plan.kernel):
+                memory.write(gpa, data)
+
+    def enter(self, memory, vcpu, memory_map: list[tuple[int, int, int]]) -> None:
+        """A direct boot: write everything into RAM and set the vCPU at the kernel's entry."""
+        from . import direct
+        if self.is_elf:
+            direct.enter_pvh(memory, vcpu, self.plan, memory_map)
+        else:
+            direct.enter_64bit(memory, vcpu, self.plan, memory_map)
 
 
 def host_cmdline(dma: bool) -> list[str]:
@@ -82,8 +135,9 @@ def _read(path: str, what: str, ram_size: int) -> bytes:
 
 
 def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma: bool,
-                 ram_size: int, append_as_is: bool = False) -> LinuxPayload:
-    """Read and check everything; with no kernel given, use the default kernel and initramfs."""
+                 ram_size: int, append_as_is: bool = False, boot: str | None = None) -> LinuxPayload:
+    """Read and check everything; with no kernel given, use the default kernel and initramfs.
+    `boot` None: "firmware" for a bzImage, "direct" for an ELF kernel."""
     if kernel is None:
         if not os.path.exists(DEFAULT_KERNEL):
             if os.environ.get(KERNELS_VARIABLE):
@@ -103,24 +157,29 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     else:
         kernel_path = kernel
     data = _read(kernel_path, "kernel", ram_size)
-    try:
-        image = bzimage.parse_bzimage(data, kernel_path)
-    except bzimage.BzImageError as exc:
-        raise PayloadError(str(exc)) from None
     initrd_data = _read(initrd, "initrd", ram_size) if initrd is not None else None
     cmdline = kernel_cmdline(append, dma, append_as_is)
     try:
+        if elf.is_elf(data):
+            boot = boot or "direct"
+            kernel_image = elf.parse_elf_kernel(data, kernel_path)
+            plan = pvh.plan_pvh(kernel_image, cmdline, initrd_data, ram_size, data)
+            return LinuxPayload(kernel_path, "ELF", boot, plan, *_rom(boot, True, dma))
+        boot = boot or "firmware"
+        image = bzimage.parse_bzimage(data, kernel_path)
+        if boot == "direct":
+            direct.check_64bit_entry(image, kernel_path)
         plan = linux.plan_boot(image, cmdline, initrd_data, ram_size)
-    except linux.BootConfigError as exc:
+        return LinuxPayload(kernel_path, "bzImage", boot, plan,
+                            *_rom(boot, False, dma))
+    except (bzimage.BzImageError, elf.ElfKernelError, pvh.PvhConfigError, linux.BootConfigError,
+            direct.DirectBootError) as exc:
         raise PayloadError(str(exc)) from None
-    rom_name = shipped.linuxboot_name(dma)
-    return LinuxPayload(kernel_path, plan, rom_name, shipped.read_image(rom_name))
 
 
-def publish(payload: LinuxPayload, items: FwCfgItems, option_roms=()) -> None:
-    """The plan's items, and its ROM; when the user gave option ROMs (already in
-    genroms/), the first of them boots the kernel instead."""
-    if option_roms:
-        linux.publish(payload.plan, items, os.path.basename(option_roms[0]), None)
-    else:
-        linux.publish(payload.plan, items, payload.rom_name, payload.rom)
+def _rom(boot: str, pvh_kernel: bool, dma: bool) -> tuple[str | None, bytes | None]:
+    """The boot ROM a firmware boot needs, for the fw_cfg device's mode: its name and bytes."""
+    if boot != "firmware":
+        return None, None
+    name = shipped.pvh_name(dma) if pvh_kernel else shipped.linuxboot_name(dma)
+    return name, shipped.read_image(name)

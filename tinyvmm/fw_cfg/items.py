@@ -200,6 +200,14 @@ class FwCfgItems:
         self._by_key = None
         self._file_dir = None
 
+    def add_boot_rom(self, rom_name: str, rom: bytes | None) -> None:
+        """Name genroms/<rom_name> in bootorder, as QEMU does for the ROM that boots -kernel,
+        adding the ROM itself unless `rom` is None (the user gave it with --option-rom)."""
+        path = GENROMS_PREFIX + rom_name
+        if rom is not None:
+            self.add_file(path, rom)
+        self.add_file(FILE_BOOTORDER, f"/rom@{path}".encode() + b"\0")
+
     def file_names(self) -> list[str]:
         """File names in directory order (byte order of the names, as QEMU's strcmp)."""
         return sorted(self._files, key=name_bytes)

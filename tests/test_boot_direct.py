@@ -1,0 +1,218 @@
+"""ELF kernels, the PVH start info, and the direct 64-bit entry: layouts byte by byte, bad input."""
+
+import struct
+
+import pytest
+
+from elf_files import EM_AARCH64, elf32, elf64, pvh_note
+from tinyvmm import layout
+from tinyvmm.boot import direct, elf, pvh
+from tinyvmm.boot.bzimage import parse_bzimage
+from tinyvmm.boot.linux import plan_boot
+from tinyvmm.boot.payload import PayloadError, load_payload
+from tinyvmm.cli import main
+
+MiB = layout.MiB
+ENTRY = 0x100040
+CODE = b"\xf4" * 0x100
+
+
+def kernel_file(tmp_path, data: bytes, name="vmlinux"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def good_elf(**kwargs) -> bytes:
+    return elf64([(0x100000, CODE, 0x3000), (0x200000, b"data", 0x10)], pvh_note(ENTRY), **kwargs)
+
+
+# --- the ELF reader -------------------------------------------------------
+
+def test_segments_and_pvh_entry_are_read():
+    kernel = elf.parse_elf_kernel(good_elf())
+    assert kernel.pvh_entry == ENTRY
+    assert [(s.paddr, bytes(s.data), s.memsize) for s in kernel.segments] == [
+        (0x100000, CODE, 0x3000), (0x200000, b"data", 0x10)]
+    assert (kernel.low, kernel.high) == (0x100000, 0x200010)
+    image = kernel.image()
+    assert len(image) == 0x100010
+    assert image[:0x100] == CODE and not any(image[0x100:0x100000]) and image[0x100000:0x100004] == b"data"
+
+
+def test_an_eight_byte_pvh_note_gives_its_low_32_bits():
+    data = elf64([(0x100000, CODE, 0x100)], pvh_note(ENTRY, size=8))
+    assert elf.parse_elf_kernel(data).pvh_entry == ENTRY
+
+
+def test_other_notes_are_not_the_pvh_entry():
+    from elf_files import note
+    data = elf64([(0x100000, CODE, 0x100)], note(b"GNU\0", 18, b"\1\2\3\4") + note(b"Xen\0", 5, b"xen"))
+    assert elf.parse_elf_kernel(data).pvh_entry is None
+
+
+@pytest.mark.parametrize("data,message", [
+    (elf32(0x100000, CODE), "32-bit ELF"),
+    (good_elf(machine=EM_AARCH64), "not x86-64"),
+    (good_elf()[:40], "damaged or truncated"),
+    (good_elf()[:64 + 56 * 3 + 10], "truncated"),
+    (elf64([(0x100000, CODE, 0x3000), (0x102000, CODE, 0x100)], pvh_note(ENTRY)), "overlap"),
+    (elf64([(0x100000, CODE, 0x10)], pvh_note(ENTRY)), "more file bytes"),
+    (elf64([], pvh_note(ENTRY)), "no loadable segments"),
+    (elf64([(0x100000, CODE, 0x100)], pvh_note(ENTRY)[:12] + b"Xen\0" + b"\1\2"), "PVH entry note"),
+])
+def test_bad_elf_files_are_refused(data, message):
+    with pytest.raises(elf.ElfKernelError, match=message):
+        elf.parse_elf_kernel(data, "vmlinux")
+
+
+# --- placement -----------------------------------------------------------
+
+def plan(data=None, initrd=None, ram=64 * MiB, cmdline="console=ttyS0"):
+    data = good_elf() if data is None else data
+    return pvh.plan_pvh(elf.parse_elf_kernel(data, "vmlinux"), cmdline, initrd, ram, data)
+
+
+def test_no_pvh_note_says_what_to_boot_instead():
+    with pytest.raises(pvh.PvhConfigError, match="no PVH entry point.*bzImage.*CONFIG_PVH=y"):
+        plan(elf64([(0x100000, CODE, 0x100)]))
+
+
+@pytest.mark.parametrize("paddr,ram,message", [
+    (0x8000, 64 * MiB, "from 1 MiB"),                     # over the start info and the BIOS area
+    (0xF0000, 64 * MiB, "from 1 MiB"),
+    (63 * MiB, 64 * MiB, "at least --mem 65M"),           # runs past RAM's end
+    (0xF0000000, 64 * MiB, "segments must lie in RAM"),   # in the hole below 4 GiB
+    (5 * layout.GiB, 8 * layout.GiB, "segments must lie in RAM"),  # above 4 GiB
+])
+def test_segments_outside_ram_are_refused(paddr, ram, message):
+    data = elf64([(paddr, CODE, 1 * MiB + 0x1000)], pvh_note(paddr & 0xFFFFFFFF))
+    with pytest.raises(pvh.PvhConfigError, match=message):
+        plan(data, ram=ram)
+
+
+def test_an_entry_outside_the_segments_is_refused():
+    with pytest.raises(pvh.PvhConfigError, match="outside its segments"):
+        plan(elf64([(0x100000, CODE, 0x100)], pvh_note(0x300000)))
+
+
+def test_the_initrd_goes_at_the_top_of_ram_above_the_kernel():
+    p = plan(initrd=b"x" * 5000, ram=64 * MiB)
+    assert p.initrd_addr == (64 * MiB - 5000) & ~0xFFF
+    with pytest.raises(pvh.PvhConfigError, match="must lie above the kernel"):
+        plan(elf64([(0x100000, CODE, 3 * MiB)], pvh_note(ENTRY)), initrd=bytes(2 * MiB), ram=5 * MiB)
+
+
+def test_command_line_limits():
+    with pytest.raises(pvh.PvhConfigError, match="at most 2047"):
+        plan(cmdline="x" * 2048)
+    assert plan(cmdline="x" * 2047).cmdline == b"x" * 2047 + b"\0"
+
+
+# --- the start info, byte by byte -------------------------------------------
+
+def test_start_info_layout():
+    p = plan(initrd=b"initrd")
+    memory_map = layout.e820_map(64 * MiB, 64 * 1024)
+    writes = dict(pvh.start_info(p, memory_map))
+    info = writes[layout.PVH_START_INFO]
+    assert len(info) == 56
+    assert info[0:4] == bytes.fromhex("78c56e33")                  # magic 0x336ec578, LE
+    assert struct.unpack_from("<III", info, 4) == (1, 0, 1)       # version, flags, nr_modules
+    assert struct.unpack_from("<QQQQ", info, 16) == (
+        layout.PVH_MODLIST, layout.BOOT_CMDLINE_START, 0, layout.PVH_MEMMAP)
+    assert struct.unpack_from("<II", info, 48) == (len(memory_map), 0)
+    assert writes[layout.PVH_MODLIST] == struct.pack("<QQQQ", p.initrd_addr, 6, 0, 0)
+    memmap = writes[layout.PVH_MEMMAP]
+    assert len(memmap) == 24 * len(memory_map)
+    for i, (addr, size, kind) in enumerate(memory_map):
+        assert memmap[24 * i:24 * i + 24] == struct.pack("<QQII", addr, size, kind, 0)
+    assert writes[layout.BOOT_CMDLINE_START] == b"console=ttyS0\0"
+    assert layout.PVH_MEMMAP + len(memmap) <= layout.BOOT_PAGE_TABLES_START
+
+
+def test_start_info_without_initrd_has_no_modules():
+    info = dict(pvh.start_info(plan(), layout.e820_map(64 * MiB, 64 * 1024)))[layout.PVH_START_INFO]
+    assert struct.unpack_from("<IQ", info, 12) == (0, 0)
+
+
+def test_fw_cfg_items_follow_qemu_and_add_the_image():
+    from tinyvmm.fw_cfg import items as fwc
+    p = plan(initrd=b"initrd")
+    items = fwc.FwCfgItems()
+    pvh.publish(p, items, "pvh_dma.bin", b"\x55\xaa" + bytes(510))
+
+    def u32(key):
+        return int.from_bytes(bytes(items.lookup(key).data), "little")
+    assert u32(fwc.FW_CFG_KERNEL_ENTRY) == ENTRY
+    assert u32(fwc.FW_CFG_KERNEL_ADDR) == 0x100000
+    assert u32(fwc.FW_CFG_KERNEL_SIZE) == 0x100010
+    assert bytes(items.lookup(fwc.FW_CFG_KERNEL_DATA).data) == p.kernel.image()
+    assert bytes(items.lookup(fwc.FW_CFG_SETUP_DATA).data) == good_elf()[:8192]
+    assert u32(fwc.FW_CFG_INITRD_ADDR) == p.initrd_addr and u32(fwc.FW_CFG_INITRD_SIZE) == 6
+    assert bytes(items.file("bootorder").data) == b"/rom@genroms/pvh_dma.bin\0"
+
+
+# --- the 64-bit entry: GDT, page tables, zero page ----------------------------
+
+def test_gdt_descriptors():
+    assert struct.unpack("<5Q", direct.gdt(long_mode=True))[2:4] == (0x00AF9B000000FFFF, 0x00CF93000000FFFF)
+    assert struct.unpack("<5Q", direct.gdt(long_mode=False))[2:5] == (
+        0x00CF9B000000FFFF, 0x00CF93000000FFFF, 0x0000_8B00_0000_0067)
+
+
+def test_page_tables_identity_map_4_gib():
+    tables = dict(direct.page_tables())
+    base = layout.BOOT_PAGE_TABLES_START
+    pml4 = struct.unpack("<Q", tables[base])[0]
+    assert pml4 == base + 0x1000 | 3
+    assert struct.unpack("<4Q", tables[base + 0x1000]) == tuple(base + 0x2000 + i * 0x1000 | 3 for i in range(4))
+    for gib in range(4):
+        entries = struct.unpack("<512Q", tables[base + 0x2000 + gib * 0x1000])
+        assert entries[0] == gib << 30 | 0x83 and entries[511] == (gib << 30) + (511 << 21) | 0x83
+    assert base + 0x6000 == layout.BOOT_PAGE_TABLES_END
+
+
+def test_zero_page(payload):
+    image = parse_bzimage(payload.read_bytes())
+    p = plan_boot(image, "console=ttyS0", b"initrd", 64 * MiB)
+    memory_map = layout.e820_map(64 * MiB, 64 * 1024)
+    page = direct.zero_page(p.setup, memory_map)
+    assert len(page) == 4096
+    header_end = 0x202 + p.setup[0x201]
+    assert page[0x1F1:header_end] == p.setup[0x1F1:header_end]
+    assert not any(page[:0x1F1]) or page[0x1E8] == len(memory_map)
+    assert page[0x1E8] == len(memory_map) and page[0x1EF] == 0      # sentinel stays 0
+    assert struct.unpack_from("<I", page, 0x228)[0] == layout.BOOT_CMDLINE_START
+    assert struct.unpack_from("<II", page, 0x218) == (p.initrd_addr, 6)
+    for i, entry in enumerate(memory_map):
+        assert struct.unpack_from("<QQI", page, 0x2D0 + 20 * i) == entry
+    assert not any(page[header_end:0x2D0]) and not any(page[0x2D0 + 20 * len(memory_map):])
+
+
+def test_direct_needs_a_64_bit_entry(tmp_path, payload):
+    data = bytearray(payload.read_bytes())
+    struct.pack_into("<H", data, 0x236, 0)                          # no XLF_KERNEL_64
+    path = kernel_file(tmp_path, bytes(data), "bzImage")
+    with pytest.raises(PayloadError, match="no 64-bit entry.*--boot firmware"):
+        load_payload(path, None, None, True, 64 * MiB, boot="direct")
+    assert load_payload(path, None, None, True, 64 * MiB).boot == "firmware"
+
+
+# --- the command line: status 2 before the guest starts ----------------------
+
+@pytest.mark.parametrize("data,message", [
+    (elf64([(0x100000, CODE, 0x100)]), "no PVH entry point"),
+    (elf32(0x100000, CODE), "32-bit ELF"),
+    (good_elf()[:100], "truncated"),
+    (elf64([(0x8000, CODE, 0x100)], pvh_note(0x8000)), "from 1 MiB"),
+])
+def test_bad_elf_kernels_are_usage_errors(tmp_path, capsys, data, message):
+    assert main(["boot", "--kernel", kernel_file(tmp_path, data), "--mem", "64M"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_direct_boot_takes_no_firmware(tmp_path, capsys):
+    path = kernel_file(tmp_path, good_elf())
+    assert main(["boot", "--kernel", path, "--bios", "bios.bin"]) == 2
+    assert "--boot direct runs no firmware: drop --bios" in capsys.readouterr().err

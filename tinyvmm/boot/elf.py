@@ -1,0 +1,123 @@
+"""ELF kernels (an uncompressed vmlinux): loadable segments and the PVH entry, read with pyelftools.
+
+A kernel built with CONFIG_PVH announces a 32-bit entry point in an ELF note
+named "Xen" of type XEN_ELFNOTE_PHYS32_ENTRY (18) (Xen's public elfnote.h; the
+x86/HVM direct boot ABI, xen docs/misc/pvh.pandoc). Its PT_LOAD segments are
+loaded at their physical addresses (p_paddr). Only 64-bit x86 kernels are taken.
+"""
+
+ELF_MAGIC = b"\x7fELF"
+XEN_NOTE_NAME = "Xen"
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+class ElfKernelError(ValueError):
+    """The file is not an ELF kernel this loader can boot; the message says why."""
+
+
+class Segment:
+    """A PT_LOAD segment: `size` bytes of `data` (p_filesz) at guest-physical `paddr`, then
+    zeros up to `memsize` (p_memsz)."""
+    __slots__ = ("paddr", "data", "memsize")
+
+    def __init__(self, paddr: int, data: memoryview, memsize: int):
+        self.paddr = paddr
+        self.data = data
+        self.memsize = memsize
+
+    @property
+    def end(self) -> int:
+        return self.paddr + self.memsize
+
+
+class ElfKernel:
+    """A checked ELF kernel: its segments in address order and its PVH entry (None without the
+    note). `low` and `high` bound the memory the segments cover, [low, high)."""
+    __slots__ = ("name", "segments", "pvh_entry", "entry")
+
+    def __init__(self, name: str, segments: list[Segment], pvh_entry: int | None, entry: int):
+        self.name = name
+        self.segments = segments
+        self.pvh_entry = pvh_entry
+        self.entry = entry          # e_entry: a virtual address, not used for PVH
+
+    @property
+    def low(self) -> int:
+        return self.segments[0].paddr
+
+    @property
+    def high(self) -> int:
+        return max(segment.end for segment in self.segments)
+
+    def image(self) -> bytearray:
+        """The bytes of [low, high) as they must lie in memory: segment data, zeros elsewhere
+        (bss and gaps). This is what fw_cfg's KERNEL_DATA carries for a boot ROM."""
+        image = bytearray(self.high - self.low)
+        for segment in self.segments:
+            start = segment.paddr - self.low
+            image[start:start + len(segment.data)] = segment.data
+        return image
+
+
+def is_elf(data) -> bool:
+    return bytes(data[:4]) == ELF_MAGIC
+
+
+def parse_elf_kernel(data: bytes, name: str = "kernel") -> ElfKernel:
+    """Check that `data` is a 64-bit x86 ELF whose loadable segments are inside the file and
+    do not overlap, and find its PVH entry. Raises ElfKernelError."""
+    try:
+        from elftools.common.exceptions import ELFError
+        from elftools.construct import ConstructError
+        from elftools.elf.elffile import ELFFile
+    except ImportError:
+        raise ElfKernelError(f"{name} is an ELF file; reading it needs pyelftools "
+                             "(pip install pyelftools)") from None
+    import io
+    import struct
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        return _read(elf, data, name)
+    except (ELFError, ConstructError, struct.error, EOFError, ValueError) as exc:
+        if isinstance(exc, ElfKernelError):
+            raise
+        raise ElfKernelError(f"{name} is a damaged or truncated ELF file ({exc})") from None
+
+
+def _read(elf, data: bytes, name: str) -> ElfKernel:
+    if elf.elfclass != 64:
+        raise ElfKernelError(f"{name} is a {elf.elfclass}-bit ELF file; tinyvmm boots 64-bit "
+                             "x86 kernels (an x86_64 vmlinux, or a bzImage)")
+    if elf["e_machine"] != "EM_X86_64":
+        raise ElfKernelError(f"{name} is an ELF file for {elf['e_machine']}, not x86-64")
+    if not elf.little_endian:
+        raise ElfKernelError(f"{name} is a big-endian ELF file")
+    view = memoryview(data)
+    segments = []
+    pvh_entry = None
+    for header in (elf.get_segment(i).header for i in range(elf.num_segments())):
+        if header.p_type == "PT_LOAD" and header.p_memsz:
+            offset, filesz, memsz = header.p_offset, header.p_filesz, header.p_memsz
+            if offset + filesz > len(data):
+                raise ElfKernelError(
+                    f"{name} is truncated: a segment for {header.p_paddr:#x} needs file bytes "
+                    f"up to {offset + filesz}, the file has {len(data)}")
+            if filesz > memsz:
+                raise ElfKernelError(f"{name}: a segment for {header.p_paddr:#x} holds more "
+                                     f"file bytes ({filesz}) than memory ({memsz})")
+            segments.append(Segment(header.p_paddr, view[offset:offset + filesz], memsz))
+    for segment in elf.iter_segments("PT_NOTE"):
+        for note in segment.iter_notes():
+            if note["n_name"] == XEN_NOTE_NAME and note["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY:
+                desc = note["n_descdata"]
+                if len(desc) < 4:
+                    raise ElfKernelError(f"{name}: its PVH entry note is {len(desc)} bytes long")
+                pvh_entry = int.from_bytes(desc[:4], "little")   # a 32-bit entry, 4 or 8 bytes
+    if not segments:
+        raise ElfKernelError(f"{name} has no loadable segments")
+    segments.sort(key=lambda s: s.paddr)
+    for a, b in zip(segments, segments[1:]):
+        if a.end > b.paddr:
+            raise ElfKernelError(f"{name}: its segments at {a.paddr:#x}-{a.end:#x} and "
+                                 f"{b.paddr:#x}-{b.end:#x} overlap")
+    return ElfKernel(name, segments, pvh_entry, elf["e_entry"])
