@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinyvmm import bench, bench_qemu, cli, plot
+from tinyvmm.boot import payload as bench_payload
 
 PHASE_KEYS = {"vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s"}
 
@@ -30,11 +31,17 @@ def test_bench_table_and_json_from_real_boots(tmp_path):
     table, data = run_bench(tmp_path)
     for row in ("VMM startup", "BIOS startup", "kernel setup", "total"):
         assert f"| {row} " in table
-    assert set(data["summary"]) == {"tinyvmm-dma", "tinyvmm-legacy"}
-    assert [run["system"] for run in data["runs"]] == ["tinyvmm-dma", "tinyvmm-legacy"]
-    dma, legacy = data["summary"]["tinyvmm-dma"], data["summary"]["tinyvmm-legacy"]
-    assert PHASE_KEYS <= set(dma) and PHASE_KEYS <= set(legacy)
-    for entry in (dma, legacy):
+    firmware_boots = ["tinyvmm-dma", "tinyvmm-legacy"]
+    pvh = os.path.isfile(bench_payload.DEFAULT_VMLINUX)
+    systems = firmware_boots + ["tinyvmm-direct64"] + (
+        ["tinyvmm-pvh", "tinyvmm-pvh-dma", "tinyvmm-pvh-legacy"] if pvh else [])
+    assert list(data["summary"]) == systems
+    assert [run["system"] for run in data["runs"]] == systems
+    summary = data["summary"]
+    dma, legacy = summary["tinyvmm-dma"], summary["tinyvmm-legacy"]
+    for system in firmware_boots + (["tinyvmm-pvh-dma", "tinyvmm-pvh-legacy"] if pvh else []):
+        entry = summary[system]
+        assert PHASE_KEYS <= set(entry), system
         assert entry["total_s"] == pytest.approx(
             entry["vmm_startup_s"] + entry["bios_startup_s"] + entry["kernel_setup_s"])
         assert all(entry[key] > 0 for key in PHASE_KEYS)
@@ -42,6 +49,16 @@ def test_bench_table_and_json_from_real_boots(tmp_path):
     # the legacy ROM moves the kernel by port I/O, the DMA ROM by DMA
     assert legacy["setup"]["pio_bytes"] > 900_000 and legacy["setup"]["dma_bytes"] == 0
     assert dma["setup"]["dma_bytes"] > 900_000 and dma["setup"]["pio_bytes"] < 4096
+    # a direct boot starts in the kernel: VMM startup is all there is before it
+    for system in ["tinyvmm-direct64"] + (["tinyvmm-pvh"] if pvh else []):
+        entry = summary[system]
+        assert entry["total_s"] == entry["vmm_startup_s"] > 0
+        assert "bios_startup_s" not in entry and "setup" not in entry
+    if pvh:
+        image = os.path.getsize(bench_payload.DEFAULT_VMLINUX) // 2      # most of the file loads
+        assert summary["tinyvmm-pvh-legacy"]["setup"]["pio_bytes"] > image
+        assert summary["tinyvmm-pvh-dma"]["setup"]["dma_bytes"] > image
+        assert summary["tinyvmm-pvh-dma"]["setup"]["pio_bytes"] < 4096
     assert "<svg" in (tmp_path / "bench.svg").read_text()
 
 
@@ -167,7 +184,8 @@ def test_bench_with_qboot_from_real_boots(tmp_path):
     if missing:
         pytest.skip(missing)
     table, data = run_bench(tmp_path, "--firmware", "qboot")
-    assert [run["system"] for run in data["runs"]] == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-qboot"]
+    assert [run["system"] for run in data["runs"]][:3] == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
+    assert data["runs"][-1]["system"] == "tinyvmm-qboot"
     qboot = data["summary"]["tinyvmm-qboot"]
     assert PHASE_KEYS <= set(qboot) and all(qboot[key] > 0 for key in PHASE_KEYS)
     assert qboot["setup"]["dma_bytes"] > 900_000
@@ -281,7 +299,7 @@ def test_bench_interleaves_the_firmware_systems(tmp_path, monkeypatch, capsys):
         order.append((system, boot_args))
         return fake_phases(1.0)
 
-    def qemu_runner(args):
+    def qemu_runner(args, vmlinux=None):
         return lambda system, workdir, index: order.append((system, None)) or fake_phases(2.0)
     monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
     monkeypatch.setattr(bench, "qemu_runner", qemu_runner)
@@ -290,13 +308,14 @@ def test_bench_interleaves_the_firmware_systems(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
     args = bench_args("--runs", "2", "--no-banner", "--vs-qemu", "--firmware", "qboot,seabios")
     assert bench.cmd_bench(args) == 0
-    systems = ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy",
-               "tinyvmm-qboot", "qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot"]
+    systems = ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64", "tinyvmm-seabios-dma",
+               "tinyvmm-seabios-legacy", "tinyvmm-qboot", "qemu-seabios-dma", "qemu-seabios-legacy",
+               "qemu-qboot"]
     assert [system for system, _ in order] == systems * 2
     assert dict(order)["tinyvmm-seabios-legacy"] == bench.FIRMWARE["seabios"]["tinyvmm-seabios-legacy"]
     out, err = capsys.readouterr()
     assert [cell.strip() for cell in out.splitlines()[0].split("|")[2:-1]] == systems
-    assert "[16/16] qemu-qboot run 2 ... total 2.000 s" in err
+    assert "[18/18] qemu-qboot run 2 ... total 2.000 s" in err
     assert "tinyvmm+qboot total / QEMU+qboot total: 0.50" in out
 
 
@@ -308,7 +327,34 @@ def test_bench_without_firmware_runs_today_systems(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
     monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
     assert bench.cmd_bench(bench_args("--runs", "1")) == 0
-    assert order == ["tinyvmm-dma", "tinyvmm-legacy"]
+    assert order == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
+
+
+def test_a_vmlinux_adds_the_pvh_rows(tmp_path, monkeypatch):
+    order = []
+
+    def tinyvmm_run(args, system, boot_args, workdir, index):
+        order.append((system, boot_args))
+        return fake_phases(1.0)
+
+    def qemu_runner(args, vmlinux=None):
+        assert vmlinux == "vm"
+        return lambda system, workdir, index: order.append((system, None)) or fake_phases(2.0)
+    monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
+    monkeypatch.setattr(bench, "qemu_runner", qemu_runner)
+    monkeypatch.setattr(bench, "SETTLE_S", 0)
+    monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    args = bench_args("--runs", "1", "--vs-qemu", "--initrd", "rd")
+    args.vmlinux_path = "vm"
+    assert bench.cmd_bench(args) == 0
+    assert [system for system, _ in order] == [
+        "tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64", "tinyvmm-pvh", "tinyvmm-pvh-dma",
+        "tinyvmm-pvh-legacy", "qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot",
+        "qemu-qboot-pvh"]
+    boot_args = dict(order)
+    assert boot_args["tinyvmm-pvh"] == ["--kernel", "vm", "--initrd", "rd", "--boot", "direct"]
+    assert boot_args["tinyvmm-pvh-legacy"][-1] == "--no-fw-cfg-dma"
 
 
 def test_missing_firmware_is_a_usage_error_before_any_run(tmp_path, monkeypatch, capsys):
@@ -367,8 +413,10 @@ def test_sigterm_stops_the_bench_its_child_and_its_files():
     proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "bench", "--runs", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = ""
-    while "[1/2]" not in progress:
-        progress += proc.stderr.read(1)
+    while "] tinyvmm-dma run 1" not in progress:
+        char = proc.stderr.read(1)
+        assert char, f"the bench ended before its first run: {progress}"
+        progress += char
     time.sleep(1.5)                                      # the first boot is under way
     workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "tinyvmm-bench-*"))) - before
     children = [p for p in os.listdir("/proc") if p.isdigit() and _mentions(p, workdirs)]

@@ -4,9 +4,13 @@ Each run starts a fresh `tinyvmm boot` process and reads back its timeline.
 Phases, as the posting defines them:
   VMM startup    bench starts the process -> first KVM_RUN
   BIOS startup   first KVM_RUN -> milestone 5 (the BIOS hands over to the boot ROM)
-  kernel setup   milestone 5 -> milestone 3 (the ROM jumps into the kernel)
+  kernel setup   milestone 5 -> milestone 3 (the ROM jumps into the kernel), or 4 for
+                 the PVH ROM
   total          the sum of the three
-and, beside them, the time from process start to the "Linux version" banner.
+and, beside them, the time from process start to the "Linux version" banner: the
+headline of a direct boot (the 64-bit entry of the bzImage, or the PVH entry of the
+vmlinux beside it), whose vCPU starts in the kernel, so that its BIOS startup and
+kernel setup are empty and its total is its VMM startup.
 
 With `--firmware`, tinyvmm also boots the posting's own firmware, unmodified: SeaBIOS
 with QEMU's linuxboot_dma.bin or linuxboot.bin, and qboot. They write no milestones;
@@ -33,13 +37,17 @@ PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup"
                 "kernel_setup_s": "kernel setup", "total_s": "total", "banner_s": "banner"}
 DO_BOOT = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_DO_BOOT}"
 KERNEL_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_LINUX_START_BOOT}"
+PVH_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_PVH_BOOT}"
 # Firmware as Debian installs it, the same files QEMU's pc machine loads.
 SEABIOS = "/usr/share/seabios/bios.bin"
 LINUXBOOT_DMA = "/usr/share/qemu/linuxboot_dma.bin"
 LINUXBOOT = "/usr/share/qemu/linuxboot.bin"
 QBOOT = "/usr/share/qemu/qboot.rom"
 # Each system's `tinyvmm boot` arguments.
-SYSTEMS = {"tinyvmm-dma": [], "tinyvmm-legacy": ["--no-fw-cfg-dma"]}
+SYSTEMS = {"tinyvmm-dma": [], "tinyvmm-legacy": ["--no-fw-cfg-dma"], "tinyvmm-direct64": ["--boot", "direct"]}
+# The systems that boot the vmlinux (PVH), with `--kernel VMLINUX` in front.
+PVH_SYSTEMS = {"tinyvmm-pvh": ["--boot", "direct"], "tinyvmm-pvh-dma": ["--boot", "firmware"],
+               "tinyvmm-pvh-legacy": ["--boot", "firmware", "--no-fw-cfg-dma"]}
 FIRMWARE = {
     "seabios": {"tinyvmm-seabios-dma": ["--bios", SEABIOS, "--option-rom", LINUXBOOT_DMA],
                 "tinyvmm-seabios-legacy": ["--bios", SEABIOS, "--option-rom", LINUXBOOT,
@@ -89,8 +97,33 @@ def firmware_missing(names) -> str | None:
     return "; ".join(missing) or None
 
 
+def pvh_systems(vmlinux: str | None, initrd: str | None) -> dict:
+    """The PVH systems booting `vmlinux` (none without one) with the bzImage rows' initrd:
+    name -> `tinyvmm boot` arguments."""
+    if vmlinux is None:
+        return {}
+    files = ["--kernel", vmlinux] + (["--initrd", initrd] if initrd else [])
+    return {name: files + argv for name, argv in PVH_SYSTEMS.items()}
+
+
+def bench_initrd(args) -> str | None:
+    """The initrd every row boots: --initrd, else the default one with the default kernel."""
+    from .boot.payload import DEFAULT_INITRD
+    if args.initrd or args.kernel is not None:
+        return args.initrd
+    return DEFAULT_INITRD if os.path.exists(DEFAULT_INITRD) else None
+
+
+def default_vmlinux(args) -> str | None:
+    """--vmlinux, else the vmlinux beside the default kernel when no --kernel is given."""
+    from .boot.payload import DEFAULT_VMLINUX
+    if args.vmlinux is not None:
+        return args.vmlinux
+    return DEFAULT_VMLINUX if args.kernel is None and os.path.isfile(DEFAULT_VMLINUX) else None
+
+
 def boot_command(args, boot_args: list[str], timing: Path, serial: Path) -> list[str]:
-    """The `tinyvmm boot` command line of one run."""
+    """The `tinyvmm boot` command line of one run; a system's own --kernel wins over args'."""
     command = TINYVMM + ["boot", "--serial", f"file:{serial}", "--timing-json", str(timing),
                          "--mem", str(args.mem // layout.MiB), "--timeout", str(args.timeout)]
     command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
@@ -99,7 +132,7 @@ def boot_command(args, boot_args: list[str], timing: Path, serial: Path) -> list
         command.append("--append-as-is")
     for option in ("kernel", "initrd", "append"):
         value = getattr(args, option)
-        if value is not None:
+        if value is not None and f"--{option}" not in boot_args:
             command += [f"--{option}", value]
     return command
 
@@ -115,7 +148,11 @@ def tinyvmm_run(args, system: str, boot_args: list[str], workdir: Path, index: i
     if proc.returncode != 0 or not timing.exists():
         raise BenchError(f"tinyvmm boot ({system}) ended with status "
                          f"{proc.returncode}:\n{proc.stderr.strip()}")
-    return phases_from_timeline(json.loads(timing.read_text()), start_ns)
+    return phases_from_timeline(json.loads(timing.read_text()), start_ns, direct=is_direct(boot_args))
+
+
+def is_direct(boot_args: list[str]) -> bool:
+    return "--boot" in boot_args and boot_args[boot_args.index("--boot") + 1] == "direct"
 
 
 def child_env(environ=None) -> dict:
@@ -140,15 +177,21 @@ def report_libraries() -> list[str]:
     return folders
 
 
-def phases_from_timeline(timeline: dict, start_ns: int) -> dict:
+def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) -> dict:
+    """The phases of one run from its timeline; a `direct` boot has only VMM startup."""
     marks = {}
     for mark in timeline["marks"]:
         marks.setdefault(mark["event"], mark)
-    for needed in (DO_BOOT, KERNEL_JUMP):
-        if needed not in marks:
-            raise BenchError(f"the boot never reached {needed}; outcome {timeline['outcome']}")
     first = {"time_ns": timeline["start_ns"], "exits": 0, "pio_bytes": 0, "dma_bytes": 0}
-    do_boot, jump = marks[DO_BOOT], marks[KERNEL_JUMP]
+    banner = (marks["banner"]["time_ns"] - start_ns) / 1e9 if "banner" in marks else None
+    vmm_startup = (first["time_ns"] - start_ns) / 1e9
+    if direct:
+        return {"vmm_startup_s": vmm_startup, "total_s": vmm_startup, "banner_s": banner}
+    jump = marks.get(KERNEL_JUMP) or marks.get(PVH_JUMP)
+    for needed, mark in ((DO_BOOT, marks.get(DO_BOOT)), (f"{KERNEL_JUMP} or {PVH_JUMP}", jump)):
+        if mark is None:
+            raise BenchError(f"the boot never reached {needed}; outcome {timeline['outcome']}")
+    do_boot = marks[DO_BOOT]
 
     def seconds(a, b):
         return (b["time_ns"] - a["time_ns"]) / 1e9
@@ -157,10 +200,10 @@ def phases_from_timeline(timeline: dict, start_ns: int) -> dict:
         return {key: b[key] - a[key] for key in ("exits", "pio_bytes", "dma_bytes")}
 
     result = {
-        "vmm_startup_s": (first["time_ns"] - start_ns) / 1e9,
+        "vmm_startup_s": vmm_startup,
         "bios_startup_s": seconds(first, do_boot),
         "kernel_setup_s": seconds(do_boot, jump),
-        "banner_s": (marks["banner"]["time_ns"] - start_ns) / 1e9 if "banner" in marks else None,
+        "banner_s": banner,
         "bios": counters(first, do_boot),
         "setup": counters(do_boot, jump),
     }
@@ -185,7 +228,7 @@ def summarize(runs: list[dict]) -> dict:
                 entry[range_key(phase, "min")] = min(values)
                 entry[range_key(phase, "max")] = max(values)
         for part in ("bios", "setup"):
-            if part in mine[0]:
+            if all(part in run for run in mine):
                 # Counters stay whole numbers: the lower median, not a mean of two.
                 entry[part] = {key: statistics.median_low(run[part][key] for run in mine)
                                for key in mine[0][part]}
@@ -255,7 +298,17 @@ def comparisons(summary: dict) -> list[str]:
              "qemu-seabios-dma", "total_s"),
             ("tinyvmm+qboot total / QEMU+qboot total", "tinyvmm-qboot", "qemu-qboot", "total_s"),
             ("tinyvmm+SeaBIOS kernel setup, legacy / DMA", "tinyvmm-seabios-legacy",
-             "tinyvmm-seabios-dma", "kernel_setup_s")):
+             "tinyvmm-seabios-dma", "kernel_setup_s"),
+            ("tinyvmm direct PVH banner / QEMU+qboot+vmlinux banner", "tinyvmm-pvh",
+             "qemu-qboot-pvh", "banner_s"),
+            ("tinyvmm direct PVH banner / tinyvmm bzImage (DMA) banner", "tinyvmm-pvh",
+             "tinyvmm-dma", "banner_s"),
+            ("tinyvmm direct 64-bit banner / tinyvmm bzImage (DMA) banner", "tinyvmm-direct64",
+             "tinyvmm-dma", "banner_s"),
+            ("tinyvmm PVH ROM kernel setup, legacy / DMA", "tinyvmm-pvh-legacy", "tinyvmm-pvh-dma",
+             "kernel_setup_s"),
+            ("tinyvmm direct PVH VMM startup / bzImage through firmware (DMA)", "tinyvmm-pvh",
+             "tinyvmm-dma", "vmm_startup_s")):
         value = ratio(a, b, phase)
         if value is not None:
             lines.append(f"{text}: {value:.2f}")
@@ -273,23 +326,24 @@ def firmware_notes(summary: dict) -> list[str]:
     return notes
 
 
-def qemu_runner(args):
-    """A function running one QEMU boot of `system`, or None with the reason on stderr."""
+def qemu_runner(args, vmlinux: str | None = None):
+    """A function running one QEMU boot of `system`, or None with the reason on stderr.
+    Its PVH systems boot `vmlinux`, the others the bzImage."""
     from . import bench_qemu
-    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL, kernel_cmdline
+    from .boot.payload import DEFAULT_KERNEL, kernel_cmdline
     missing = bench_qemu.qemu_missing()
     if missing:
         print(f"tinyvmm: no QEMU columns: {missing}", file=sys.stderr)
         return None
     kernel = args.kernel or DEFAULT_KERNEL
-    initrd = args.initrd or (DEFAULT_INITRD if args.kernel is None and os.path.exists(DEFAULT_INITRD)
-                             else None)
+    initrd = bench_initrd(args)
 
     def run(system, workdir, index):
         dma = system != "qemu-seabios-legacy"
         cmdline = kernel_cmdline(args.append, dma, getattr(args, "append_as_is", False))
+        image = vmlinux if system in bench_qemu.PVH_SYSTEMS else kernel
         try:
-            return bench_qemu.qemu_run(system, args, cmdline, kernel, initrd, workdir, index)
+            return bench_qemu.qemu_run(system, args, cmdline, image, initrd, workdir, index)
         except RuntimeError as exc:
             raise BenchError(f"{system}: {exc}") from None
     return run
@@ -326,15 +380,14 @@ def metadata(args) -> dict:
     import datetime
     import platform
     from importlib import metadata as package_metadata
-    from .boot.payload import DEFAULT_INITRD, DEFAULT_KERNEL, kernel_cmdline
+    from .boot.payload import DEFAULT_KERNEL, kernel_cmdline
     from .kvm.system import is_emulating_host
 
     def described(path):
         return None if path is None else {"path": os.path.abspath(path),
                                           "bytes": os.path.getsize(path)}
     kernel = args.kernel or DEFAULT_KERNEL
-    initrd = args.initrd or (DEFAULT_INITRD if args.kernel is None and os.path.exists(DEFAULT_INITRD)
-                             else None)
+    initrd = bench_initrd(args)
     try:
         version = package_metadata.version("tinyvmm")
     except package_metadata.PackageNotFoundError:
@@ -348,6 +401,7 @@ def metadata(args) -> dict:
             qemu = None
     return {"tinyvmm": version, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "runs": args.runs, "kernel": described(kernel), "initrd": described(initrd),
+            "vmlinux": described(getattr(args, "vmlinux_path", None)),
             "cmdline_dma": kernel_cmdline(args.append, True, getattr(args, "append_as_is", False)),
             "cmdline_legacy": kernel_cmdline(args.append, False,
                                              getattr(args, "append_as_is", False)),
@@ -378,15 +432,20 @@ def cmd_bench(args) -> int:
 
 
 def _bench(args, workdir: Path) -> int:
-    boots = {**SYSTEMS, **firmware_systems(getattr(args, "firmware", None) or ())}
+    vmlinux = getattr(args, "vmlinux_path", None)
+    boots = {name: argv for name, argv in SYSTEMS.items()
+             if name != "tinyvmm-direct64" or getattr(args, "direct64", True)}
+    boots.update(pvh_systems(vmlinux, bench_initrd(args)))
+    boots.update(firmware_systems(getattr(args, "firmware", None) or ()))
     systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(args, n, argv, w, i))(name, argv)
                for name, argv in boots.items()}
     if args.vs_qemu:
+        from .bench_qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
         from .bench_qemu import SYSTEMS as QEMU_SYSTEMS
-        run_qemu = qemu_runner(args)
+        run_qemu = qemu_runner(args, vmlinux)
         if run_qemu:
             systems.update({name: (lambda n: lambda w, i: run_qemu(n, w, i))(name)
-                            for name in QEMU_SYSTEMS})
+                            for name in QEMU_SYSTEMS if vmlinux or name not in QEMU_PVH_SYSTEMS})
     runs = []
     total = args.runs * len(systems)
     done = 0

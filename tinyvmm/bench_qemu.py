@@ -34,7 +34,11 @@ SYSTEMS = {
     "qemu-seabios-dma": ["-bios", SEABIOS],
     "qemu-seabios-legacy": ["-bios", SEABIOS, "-global", "fw_cfg_io.dma_enabled=off"],
     "qemu-qboot": ["-bios", QBOOT],
+    "qemu-qboot-pvh": ["-bios", QBOOT],
 }
+# The systems given the vmlinux instead of the bzImage: QEMU boots an ELF kernel through
+# its PVH entry (qboot reads it from fw_cfg; QEMU has loaded the segments).
+PVH_SYSTEMS = ("qemu-qboot-pvh",)
 
 
 def qemu_missing() -> str | None:

@@ -259,6 +259,10 @@ def _add_bench(commands) -> None:
                        help="also boot tinyvmm with unmodified firmware: seabios (SeaBIOS with "
                             "QEMU's linuxboot_dma.bin, and with linuxboot.bin and no fw_cfg DMA) "
                             "and/or qboot; repeatable or comma-separated")
+    bench.add_argument("--vmlinux", metavar="FILE",
+                       help="the ELF kernel of the PVH rows: direct PVH, and PVH through the BIOS "
+                            "and the PVH ROM, DMA and legacy (default, without --kernel: "
+                            "kernels/build/vmlinux when it exists; none, no PVH rows)")
     bench.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     bench.add_argument("--plot", metavar="PATH",
                        help="draw the phases as stacked bars, one per system (.svg or .png)")
@@ -397,6 +401,25 @@ def cmd_bench(args) -> int:
                      getattr(args, "append_as_is", False))
     except PayloadError as exc:
         raise UsageError(str(exc)) from None
+    try:    # a kernel without a 64-bit entry only loses its direct row
+        load_payload(args.kernel, args.initrd, args.append, True, args.mem,
+                     getattr(args, "append_as_is", False), boot="direct")
+        args.direct64 = True
+    except PayloadError as exc:
+        print(f"tinyvmm: no direct 64-bit row: {exc}", file=sys.stderr)
+        args.direct64 = False
+    args.vmlinux_path = bench.default_vmlinux(args)
+    if args.vmlinux_path is None:
+        print("tinyvmm: no PVH rows: no vmlinux (give --vmlinux, or build kernels/build/vmlinux "
+              "with `make -C kernels`)", file=sys.stderr)
+    else:
+        try:
+            payload = load_payload(args.vmlinux_path, bench.bench_initrd(args), args.append, True, args.mem,
+                                   getattr(args, "append_as_is", False))
+        except PayloadError as exc:
+            raise UsageError(f"--vmlinux: {exc}") from None
+        if not payload.is_elf:
+            raise UsageError(f"--vmlinux {args.vmlinux_path} is a bzImage, not an ELF vmlinux")
     return bench.cmd_bench(args)
 
 

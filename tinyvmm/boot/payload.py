@@ -15,6 +15,7 @@ KERNELS_VARIABLE = "TINYVMM_KERNELS"
 DEFAULT_KERNEL_DIR = os.environ.get(KERNELS_VARIABLE) or os.path.join(REPO_ROOT, "kernels", "build")
 DEFAULT_KERNEL = os.path.join(DEFAULT_KERNEL_DIR, "bzImage")
 DEFAULT_INITRD = os.path.join(DEFAULT_KERNEL_DIR, "initramfs.cpio")
+DEFAULT_VMLINUX = os.path.join(DEFAULT_KERNEL_DIR, "vmlinux")      # the same kernel, as ELF
 
 # Serial console from the first instruction of setup on; reboot through the keyboard
 # controller (the VMM ends the run on it); reboot at once on panic.
