@@ -14,6 +14,7 @@ from payloads import initrd, payload  # noqa: E402,F401 (fixtures for every test
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "kernels" / "build" / "bzImage"
+VMLINUX = ROOT / "kernels" / "build" / "vmlinux"       # the same kernel as ELF (PVH)
 
 _kvm_reason = kvm_status()
 
@@ -29,5 +30,7 @@ def pytest_runtest_setup(item):
         pytest.skip("needs gdb on PATH (Debian package gdb)")
     if item.get_closest_marker("qemu") and shutil.which("qemu-system-x86_64") is None:
         pytest.skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
-    if item.get_closest_marker("kernel") and not KERNEL.exists():
-        pytest.skip(f"needs the test kernel {KERNEL}: run make -C kernels")
+    if item.get_closest_marker("kernel"):
+        for path in (KERNEL, VMLINUX):
+            if not path.exists():
+                pytest.skip(f"needs the test kernel {path}: run make -C kernels")

@@ -216,3 +216,68 @@ def test_direct_boot_takes_no_firmware(tmp_path, capsys):
     path = kernel_file(tmp_path, good_elf())
     assert main(["boot", "--kernel", path, "--bios", "bios.bin"]) == 2
     assert "--boot direct runs no firmware: drop --bios" in capsys.readouterr().err
+
+
+# --- the test kernel on /dev/kvm -----------------------------------------------
+
+def boot_kernel(*options, timeout=240):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    build = ROOT / "kernels" / "build"
+    return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--initrd",
+                           str(build / "initramfs.cpio"), "--expect", "Linux version 6.1",
+                           "--timeout", str(timeout), *options], capture_output=True, timeout=timeout + 60)
+
+
+def vmlinux():
+    from conftest import VMLINUX
+    return str(VMLINUX)
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.parametrize("options", [
+    ["--boot", "direct"],                                          # the PVH entry, no firmware
+    ["--boot", "firmware"],                                        # BIOS + PVH ROM, DMA
+    ["--boot", "firmware", "--no-fw-cfg-dma"],                     # BIOS + PVH ROM, rep insb
+], ids=["direct", "rom-dma", "rom-legacy"])
+def test_vmlinux_reaches_the_banner(tmp_path, options):
+    timing = tmp_path / "timing.json"
+    result = boot_kernel("--kernel", vmlinux(), "--timing-json", str(timing), *options)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert result.stdout.endswith(b"Linux version 6.1\n")
+    events = [mark["event"] for mark in __import__("json").loads(timing.read_text())["marks"]]
+    if "firmware" in options:
+        assert events == ["milestone 0xf5:1", "milestone 0xf4:5", "milestone 0xf4:4", "banner"]
+    else:
+        assert events == ["banner"]
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_bzimage_reaches_the_banner_through_its_64_bit_entry():
+    result = boot_kernel("--boot", "direct")
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert result.stdout.endswith(b"Linux version 6.1\n")
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.parametrize("firmware", [
+    ["--bios", "/usr/share/seabios/bios-256k.bin", "--option-rom", "/usr/share/qemu/pvh.bin"],
+    ["--bios", "/usr/share/qemu/qboot.rom"],
+], ids=["seabios+qemu-pvh.bin", "qboot"])
+def test_vmlinux_through_qemu_firmware(tmp_path, firmware):
+    import os
+    missing = [path for path in firmware if path.startswith("/") and not os.path.exists(path)]
+    if missing:
+        pytest.skip(f"{missing[0]} is not installed (Debian packages seabios, qemu-system-data)")
+    timing = tmp_path / "timing.json"
+    result = boot_kernel("--kernel", vmlinux(), "--boot", "firmware", "--timing-json", str(timing),
+                         *firmware)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert b"Linux version 6.1" in result.stdout
+    events = [mark["event"] for mark in __import__("json").loads(timing.read_text())["marks"]]
+    assert "milestone 0xf4:5" in events and "milestone 0xf4:4" in events     # marked for them

@@ -47,9 +47,11 @@ def default_symbol_files(args, given) -> list:
     """The ELF files kept beside the firmware this run uses, unless --symbols named them.
 
     `--bios X.bin`: X.elf if it exists; `boot` without --bios: the shipped
-    BIOS. `boot` also gets the linuxboot ROM at the first option ROM slot,
-    where the BIOS copies it; with --option-rom Y.bin, Y.elf there instead,
-    if it exists (never the shipped ROM's symbols for someone else's ROM).
+    BIOS. `boot` also gets the boot ROM (linuxboot, or PVH for a vmlinux) at
+    the first option ROM slot, where the BIOS copies it; with --option-rom
+    Y.bin, Y.elf there instead, if it exists (never the shipped ROM's symbols
+    for someone else's ROM). And the kernel's own: the vmlinux booted, or the
+    one built beside the default bzImage.
     """
     from pathlib import Path
 
@@ -57,6 +59,8 @@ def default_symbol_files(args, given) -> list:
     from ..symbols import SymbolFile, SymbolFileError
     wanted = []
     booting = getattr(args, "command", None) == "boot"
+    kernel = kernel_symbol_file(args) if booting else None
+    elf_kernel = kernel is not None and kernel == getattr(args, "kernel", None)
     bios = getattr(args, "bios", None)
     if bios:
         wanted.append((Path(bios).with_suffix(".elf"), None))
@@ -66,8 +70,11 @@ def default_symbol_files(args, given) -> list:
     if option_roms:
         wanted.append((Path(option_roms[0]).with_suffix(".elf"), (layout.OPTION_ROM_START,)))
     elif booting:
-        rom = firmware.linuxboot_name(getattr(args, "fw_cfg_dma", True))
+        dma = getattr(args, "fw_cfg_dma", True)
+        rom = firmware.pvh_name(dma) if elf_kernel else firmware.linuxboot_name(dma)
         wanted.append((Path(firmware.DIRECTORY, rom.replace(".bin", ".elf")), (layout.OPTION_ROM_START,)))
+    if kernel is not None:
+        wanted.append((Path(kernel), None))
     known = {f.path.resolve() for f in given}
     files = []
     for path, bases in wanted:
@@ -77,6 +84,23 @@ def default_symbol_files(args, given) -> list:
             except SymbolFileError:
                 pass                     # a stray file with that name: no symbols from it
     return files
+
+
+def kernel_symbol_file(args) -> str | None:
+    """The ELF kernel a boot runs (--kernel VMLINUX), or the vmlinux built beside the default
+    bzImage when no --kernel is given; None when there is neither."""
+    import os
+
+    from ..boot.elf import is_elf
+    from ..boot.payload import DEFAULT_VMLINUX
+    kernel = getattr(args, "kernel", None)
+    if kernel is None:
+        return DEFAULT_VMLINUX if os.path.isfile(DEFAULT_VMLINUX) else None
+    try:
+        with open(kernel, "rb") as f:
+            return kernel if is_elf(f.read(4)) else None
+    except OSError:
+        return None
 
 
 class LazySymbols:
