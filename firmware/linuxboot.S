@@ -8,46 +8,14 @@
     .include "debugcon.inc"
     .include "optionrom.inc"
     .include "unreal.inc"
+    .include "fw_read_port.inc"
 
     OPTION_ROM_HEADER pnp_header
     PNP_HEADER linuxboot_bev, manufacturer, product
 
-    .macro FW_READ32 key
-    mov $\key, %ax
-    call fw_read32
-    .endm
-
-    .macro FW_READ_BLOB key, addr, size
-    mov $\key, %ax
-    mov \size(%bp), %ecx
-    mov \addr(%bp), %edi
-    call fw_read_blob
-    .endm
-
     .include "linuxboot_boot.inc"
 
-
-/* The data port needs no preparation. */
-fw_init:
-    ret
-
-    FW_CFG_PORT_READ32 fw_read32
-
-/* AX = key, ECX = length, EDI = linear destination: one `rep insb` with 32-bit
-   addressing through a flat ES (a VMM sees it as a few exits of up to a page). */
-fw_read_blob:
-    pushal
-    push %es
-    mov $FW_CFG_PORT_SELECT, %dx
-    outw %ax, %dx
-    call flat_es
-    mov $FW_CFG_PORT_DATA, %dx
-    addr32 rep insb
-    pop %es                             /* a real-mode ES again */
-    popal
-    ret
-
-    FLAT_ES_ROUTINE
+    FW_READ_PORT_ROUTINES
 
 manufacturer:
     .asciz "tinyvmm"

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tinyvmm.kvm.system import kvm_status  # noqa: E402
 from guest_build import toolchain_missing  # noqa: E402
-from payloads import initrd, payload  # noqa: E402,F401 (fixtures for every test module)
+from payloads import initrd, payload, pvh_payload  # noqa: E402,F401 (fixtures for every test module)
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "kernels" / "build" / "bzImage"

@@ -1,4 +1,5 @@
-"""The test bzImage payload (firmware/tests/payload.S) and an initrd, built once per session."""
+"""The test payloads (firmware/tests/payload.S, a bzImage; pvh_payload.S, an ELF PVH kernel) and an
+initrd, built once per session."""
 
 import subprocess
 import sys
@@ -32,7 +33,43 @@ def payload(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pvh_payload(tmp_path_factory) -> Path:
+    """firmware/tests/pvh_payload.S built by `make -C firmware pvh-payload`: a tiny ELF64 PVH
+    kernel that reports on COM1 what its PVH entry was handed."""
+    missing = toolchain_missing()
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path_factory.mktemp("pvh-payload")
+    make_firmware(out, "pvh-payload")
+    return out / "obj" / "pvh_payload.elf"
+
+
+@pytest.fixture(scope="session")
 def initrd(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("initrd") / "initrd.bin"
     path.write_bytes(bytes((i * 7919 >> 3) & 0xFF for i in range(300_001)))
     return path
+
+
+def parse_report(text: str, prefix: str, lists=()) -> dict:
+    """A payload's report, '<prefix>: KEY a=1f b=2' lines -> {KEY: {a: 0x1f, b: 2}}; the keys in
+    `lists` gather their lines in a list (their first word as "name"); cmdline is its text."""
+    import re
+    report: dict = {key: [] for key in lists}
+    for line in text.splitlines():
+        match = re.search(rf"{prefix}: (\w+)(.*)", line)     # firmware may have begun the line
+        if not match:
+            continue
+        key, rest = match.groups()
+        if key == "cmdline":
+            report[key] = rest[1:]
+            continue
+        fields = {name: int(value, 16) for name, value in re.findall(r" (\w+)=([0-9a-f]+)", rest)}
+        if key in report and isinstance(report[key], list):
+            if rest.split() and "=" not in rest.split()[0]:
+                fields["name"] = rest.split()[0]
+            report[key].append(fields)
+        else:
+            report[key] = fields
+    return report
+

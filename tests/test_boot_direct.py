@@ -281,3 +281,28 @@ def test_vmlinux_through_qemu_firmware(tmp_path, firmware):
     assert b"Linux version 6.1" in result.stdout
     events = [mark["event"] for mark in __import__("json").loads(timing.read_text())["marks"]]
     assert "milestone 0xf4:5" in events and "milestone 0xf4:4" in events     # marked for them
+
+
+@pytest.mark.kvm
+def test_direct_pvh_entry_state_and_start_info(pvh_payload, initrd):
+    """The test PVH kernel checks its entry state and start info and reports (no firmware)."""
+    import re
+    result = boot_kernel_file(str(pvh_payload), "--initrd", str(initrd), "--boot", "direct",
+                              "--append", "console=ttyS0 direct", "--append-as-is", "--mem", "64M")
+    out = result.stdout.decode()
+    assert result.returncode == 0 and "pvh-payload: done" in out, out + result.stderr.decode()
+    assert "pvh-payload: checks failed=00000000" in out
+    assert "pvh-payload: cmdline=console=ttyS0 direct\n" in out
+    entry = dict(re.findall(r" (\w+)=([0-9a-f]+)", re.search(r"pvh-payload: entry(.*)", out)[1]))
+    assert int(entry["ebx"], 16) == layout.PVH_START_INFO and int(entry["cr0"], 16) == 0x11
+    memmap = re.findall(r"pvh-payload: memmap addr=(\w+) size=(\w+) type=(\w+)", out)
+    assert [tuple(int(x, 16) for x in m) for m in memmap] == layout.e820_map(64 * MiB, 64 * 1024)
+    module = dict(re.findall(r" (\w+)=([0-9a-f]+)", re.search(r"pvh-payload: module0(.*)", out)[1]))
+    assert int(module["size"], 16) == initrd.stat().st_size
+
+
+def boot_kernel_file(*options):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--timeout", "60", "--kernel",
+                           *options], capture_output=True, timeout=120)

@@ -19,6 +19,8 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import payloads
+
 from tinyvmm import firmware, layout, optionrom
 from tinyvmm.optionrom import OptionRomError, sign, validate
 
@@ -193,22 +195,7 @@ def test_rebuild_from_source_gives_the_shipped_bytes(tmp_path):
 # --- booting the test payload ----------------------------------------------
 
 def parse_payload_report(text: str) -> dict:
-    """'payload: KEY a=1f b=2' lines -> {KEY: {a: 0x1f, b: 2}} (e820 lines: a list)."""
-    report: dict = {"e820": []}
-    for line in text.splitlines():
-        match = re.match(r"payload: (\w+)(.*)", line)
-        if not match:
-            continue
-        key, rest = match.groups()
-        if key == "cmdline":
-            report[key] = rest[1:]
-            continue
-        fields = {name: int(value, 16) for name, value in re.findall(r" (\w+)=([0-9a-f]+)", rest)}
-        if key == "e820":
-            report["e820"].append(fields)
-        else:
-            report[key] = fields
-    return report
+    return payloads.parse_report(text, "payload", lists=("e820",))
 
 
 def check_payload_report(text: str, payload: Path, initrd: Path) -> dict:

@@ -58,9 +58,10 @@ class PvhPlan:
         return self.kernel.pvh_entry
 
     def load_ranges(self) -> list[tuple[int, int]]:
-        """(guest address, size) of everything the loader writes into RAM."""
-        ranges = [(segment.paddr, segment.memsize) for segment in self.kernel.segments]
-        ranges.append((layout.BOOT_CMDLINE_START, len(self.cmdline)))
+        """(guest address, size) of everything a boot ROM writes into RAM: the kernel's image
+        is one range, gaps between its segments included, as KERNEL_DATA carries it."""
+        ranges = [(self.kernel.low, self.kernel.high - self.kernel.low),
+                  (layout.BOOT_CMDLINE_START, len(self.cmdline))]
         if self.initrd is not None:
             ranges.append((self.initrd_addr, len(self.initrd)))
         return ranges

@@ -1,8 +1,9 @@
 """The firmware images shipped in the package, built from firmware/ by `make -C firmware`.
 
 bios.bin is the 64 KiB BIOS; linuxboot.bin (fw_cfg through the data port) and
-linuxboot_dma.bin (fw_cfg DMA) are the option ROMs that boot a Linux kernel
-from fw_cfg. Each *.bin has its ELF beside it (*.elf) for symbols.
+linuxboot_dma.bin (fw_cfg DMA) are the option ROMs that boot a Linux bzImage
+from fw_cfg, pvh.bin and pvh_dma.bin their counterparts that boot an ELF kernel
+(vmlinux) through its PVH entry. Each *.bin has its ELF beside it (*.elf) for symbols.
 """
 
 import os
@@ -12,7 +13,9 @@ DIRECTORY = os.path.dirname(os.path.realpath(__file__))
 BIOS = "bios.bin"
 LINUXBOOT = "linuxboot.bin"
 LINUXBOOT_DMA = "linuxboot_dma.bin"
-IMAGES = (BIOS, LINUXBOOT, LINUXBOOT_DMA)
+PVH = "pvh.bin"
+PVH_DMA = "pvh_dma.bin"
+IMAGES = (BIOS, LINUXBOOT, LINUXBOOT_DMA, PVH, PVH_DMA)
 
 
 def image_path(name: str) -> str:
@@ -42,3 +45,8 @@ def read_image(name: str) -> bytes:
 def linuxboot_name(dma: bool = True) -> str:
     """The file name of the linuxboot ROM for a fw_cfg device with or without DMA."""
     return LINUXBOOT_DMA if dma else LINUXBOOT
+
+
+def pvh_name(dma: bool = True) -> str:
+    """The file name of the PVH boot ROM for a fw_cfg device with or without DMA."""
+    return PVH_DMA if dma else PVH
