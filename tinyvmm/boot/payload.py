@@ -31,9 +31,6 @@ class PayloadError(ValueError):
     """A kernel, initrd or command line that cannot be booted; the message says why."""
 
 
-BOOT_METHODS = ("firmware", "direct")
-
-
 class LinuxPayload:
     """A checked kernel, initrd and command line, and how they boot.
 
