@@ -107,6 +107,8 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expect", metavar="TEXT", type=parse_expect,
                         help="end the run with status 0 as soon as the serial console or the "
                              "debug console has shown TEXT")
+    from .virtio.drive import add_drive_options
+    add_drive_options(parser)
     from .gdb.options import add_debug_options
     add_debug_options(parser)
     parser.add_argument("--trace", type=parse_trace, default=set(), metavar="CATEGORIES",
@@ -352,12 +354,48 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
                                  f"{'--bios' if args.bios else '--option-rom'}")
         # A firmware boot adds bootorder and, without --option-rom, its boot ROM.
         loader_files = 0 if payload is None or payload.boot == "direct" else (1 if option_roms else 2)
-        items = build_fw_cfg_items(args, args.mem, len(firmware), loader_files=loader_files)
+        drives = getattr(args, "drives", None) or []
+        booting_drives = sorted((d.bootindex, i) for i, d in enumerate(drives) if d.bootindex is not None)
+        items = build_fw_cfg_items(args, args.mem, len(firmware),
+                                   loader_files=loader_files + (1 if booting_drives and not loader_files else 0))
         if loader_files:
             payload.publish(items, option_roms)
+        for _, index in booting_drives:     # after the kernel's ROM, as QEMU gives it bootindex 0
+            items.add_boot_device(drive_boot_path(index))
     except (FwCfgConfigError, PayloadError) as exc:
         raise UsageError(str(exc)) from None
     return items, payload
+
+
+def drive_boot_path(index: int) -> str:
+    """The bootorder path of the `index`th drive, as QEMU writes it for a virtio-blk disk
+    (SeaBIOS matches the PCI part)."""
+    return f"/pci@i0cf8/scsi@{layout.VIRTIO_FIRST_SLOT + index:x}/disk@0,0"
+
+
+def open_disks(args):
+    """The --drive images opened and checked, as virtio-blk models; and a function closing them."""
+    specs = getattr(args, "drives", None) or []
+    if not specs:
+        return [], lambda: None             # no virtio modules to import on the way to KVM_RUN
+    from .virtio.blk import BlockBackend, BlockDevice
+    from .virtio.drive import DriveError, open_drive
+    models, fds = [], []
+
+    def close():
+        for fd in fds:
+            os.close(fd)
+    try:
+        for spec in specs:
+            fd, size = open_drive(spec, warn=lambda text: print(f"tinyvmm: warning: {text}",
+                                                                 file=sys.stderr))
+            fds.append(fd)
+            models.append(BlockDevice(BlockBackend(fd, size=size, read_only=spec.read_only,
+                                                   serial=spec.serial or f"tinyvmm-disk{len(models)}")))
+    except DriveError as exc:
+        close()
+        raise UsageError(str(exc)) from None
+    return models, close
 
 
 def cmd_run(args) -> int:
@@ -440,13 +478,19 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
         serial, debugcon, close_consoles = make_consoles(args)
     except SinkSpecError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        disks, close_disks = open_disks(args)
+    except UsageError:
+        close_consoles()
+        raise
     tracer = None
     if args.trace:
         from .trace import Tracer
         tracer = Tracer(sys.stderr, args.trace)
     try:
         try:
-            machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon), tracer=tracer)
+            machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon,
+                                            virtio_devices=disks), tracer=tracer)
         except (KvmUnavailable, KvmError) as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)
             return EXIT_HOST_ERROR
@@ -499,6 +543,7 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
             machine.close()
     finally:
         close_consoles()
+        close_disks()
     if result.outcome is Outcome.EXPECTED:
         from .console import end_stdout_line
         end_stdout_line()

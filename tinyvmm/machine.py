@@ -24,17 +24,20 @@ from .runner import Outcome
 
 
 class MachineConfig:
-    """What a Machine is built from. hide_xsave None: hide it where the host cannot run it."""
-    __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave")
+    """What a Machine is built from. hide_xsave None: hide it where the host cannot run it.
+    virtio_devices: virtio device models (tinyvmm.virtio), each put on PCI slot
+    VIRTIO_FIRST_SLOT and up, in order."""
+    __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices")
 
     def __init__(self, firmware: bytes, ram_size: int = 256 * layout.MiB,
                  serial: Console | None = None, debugcon: Console | None = None,
-                 hide_xsave: bool | None = None):
+                 hide_xsave: bool | None = None, virtio_devices=()):
         self.firmware = firmware
         self.ram_size = ram_size
         self.serial = Console("serial") if serial is None else serial
         self.debugcon = Console("debugcon") if debugcon is None else debugcon
         self.hide_xsave = hide_xsave
+        self.virtio_devices = list(virtio_devices)
 
 
 class Machine:
@@ -125,6 +128,26 @@ class Machine:
         self.add_pio("pci_config", self.pci)
         self.add_pio("apm", PlainRegisters("apm", 2))
         self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
+        self.virtio = []
+        for i, model in enumerate(config.virtio_devices):
+            from .virtio.pci import VirtioPciDevice
+            slot = layout.VIRTIO_FIRST_SLOT + i
+            self.virtio.append(self.pci.add(VirtioPciDevice(
+                model, self.memory, set_irq=self._intx_line(slot), name=f"{model.name}{i}"), slot=slot))
+
+    def _intx_line(self, slot: int):
+        """set_irq(level) for INTA# of `slot`: the ISA IRQ the PIIX3 routes it to now (none
+        while the firmware has not routed it); a line is lowered where it was raised."""
+        raised = [None]
+
+        def set_irq(level: bool) -> None:
+            irq = self.isa_bridge.irq_for(slot, 1) if level else None
+            if raised[0] is not None and raised[0] != irq:
+                self.vm.irq_line(raised[0], False)
+            if irq is not None:
+                self.vm.irq_line(irq, True)
+            raised[0] = irq
+        return set_irq
 
     def add_pio(self, name: str, device: Device) -> None:
         """Put a device on the port range tinyvmm.layout.PORTS names."""

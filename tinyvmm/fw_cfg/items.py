@@ -186,9 +186,12 @@ class FwCfgItems:
         self.add_item(key, text.encode() + b"\0", replace=replace)
 
     # --- files ------------------------------------------------------------------
-    def add_file(self, name: str, data, writable: bool = False) -> None:
-        """Serve `data` as the named file; its key is fixed by the sorted order of all names."""
+    def add_file(self, name: str, data, writable: bool = False, replace: bool = False) -> None:
+        """Serve `data` as the named file; its key is fixed by the sorted order of all names.
+        With `replace`, a file of that name gets new contents."""
         check_file_name(name)
+        if name in self._files and replace:
+            del self._files[name]
         if name in self._files:
             raise FwCfgConfigError(f"fw_cfg: duplicate file name {name!r}")
         if len(self._files) >= self.file_slots:
@@ -206,7 +209,14 @@ class FwCfgItems:
         path = GENROMS_PREFIX + rom_name
         if rom is not None:
             self.add_file(path, rom)
-        self.add_file(FILE_BOOTORDER, f"/rom@{path}".encode() + b"\0")
+        self.add_boot_device(f"/rom@{path}")
+
+    def add_boot_device(self, path: str) -> None:
+        """Append a device path (OpenFirmware style, as QEMU's bootindex writes them) to the
+        bootorder file, one path a line in boot order."""
+        entry = self._files.get(FILE_BOOTORDER)
+        lines = bytes(entry.data).rstrip(b"\0").split(b"\n") if entry is not None else []
+        self.add_file(FILE_BOOTORDER, b"\n".join(lines + [path.encode()]) + b"\0", replace=True)
 
     def file_names(self) -> list[str]:
         """File names in directory order (byte order of the names, as QEMU's strcmp)."""
