@@ -284,6 +284,8 @@ def _add_fw_cfg(commands) -> None:
     add_boot_options(listing)
     listing.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
                          help="guest RAM (default 256M)")
+    from .virtio.drive import add_drive_options
+    add_drive_options(listing)
     add_fw_cfg_list_options(listing)
     listing.set_defaults(func=cmd_fw_cfg_list)
 
