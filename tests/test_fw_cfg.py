@@ -17,7 +17,7 @@ from tinyvmm.fw_cfg import items as fwi
 from tinyvmm.fw_cfg.device import (DMA_DESCRIPTOR, FW_CFG_DMA_CTL_ERROR, FW_CFG_DMA_CTL_READ,
                                    FW_CFG_DMA_CTL_SELECT, FW_CFG_DMA_CTL_SKIP,
                                    FW_CFG_DMA_CTL_WRITE, MMIO_DMA, MMIO_SIZE, FwCfg,
-                                   FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio, guest_views)
+                                   FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio)
 from tinyvmm.fw_cfg.items import FwCfgConfigError, FwCfgItems
 from tinyvmm.fw_cfg.options import (add_fw_cfg_list_options, add_fw_cfg_options, attach_fw_cfg,
                                     build_fw_cfg_items, check_mmio_window, cmd_fw_cfg_list,
@@ -854,7 +854,7 @@ controls = st.builds(lambda key, bits: key << 16 | bits,
 
 def in_memory(memory, gpa, size):
     try:
-        return b"".join(bytes(v) for v in guest_views(memory, gpa, size, False))
+        return b"".join(bytes(v) for v in memory.views(gpa, size))
     except GuestMemoryError:
         return None
 

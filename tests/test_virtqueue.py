@@ -491,7 +491,7 @@ CHAIN_FAULTS = {
     "head out of range": (fault_head_out_of_range, "index 9 is outside"),
     "indirect next out of range": (fault_indirect_next_out_of_range, "index 2 is outside the indirect"),
     "outside RAM": (fault_outside_ram, "not entirely in guest memory"),
-    "wraps": (fault_wraps_address_space, "wraps"),
+    "wraps": (fault_wraps_address_space, "not entirely in"),
     "writable in ROM": (fault_writable_in_rom, "writable guest RAM"),
     "readable after writable": (fault_readable_after_writable, "follows a writable"),
     "readable after writable, indirect": (fault_readable_after_writable_through_indirect,

@@ -172,6 +172,30 @@ class GuestMemory:
         offset = gpa - start
         return view[offset:offset + size]
 
+    def views(self, gpa: int, size: int, writable: bool = False) -> list[memoryview]:
+        """Views covering [gpa, gpa + size), which may run across adjacent regions (a DMA
+        buffer may); [] for 0 bytes. GuestMemoryError if any byte is outside guest memory
+        (for `writable`, outside writable memory)."""
+        if size == 0:
+            return []
+        try:
+            return [self.view(gpa, size, writable)]
+        except GuestMemoryError:
+            if size < 0 or gpa < 0:
+                raise
+        views, cursor, end = [], gpa, gpa + size
+        for start, end_of_region, _, written in self._regions:
+            if start <= cursor < end_of_region:
+                if writable and written is None:
+                    break
+                take = min(end, end_of_region) - cursor
+                views.append(self.view(cursor, take, writable))
+                cursor += take
+                if cursor == end:
+                    return views
+        raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest "
+                               f"{'writable ' if writable else ''}memory")
+
     def read(self, gpa: int, size: int) -> bytes:
         return bytes(self.view(gpa, size))
 

@@ -102,14 +102,21 @@ def publish(plan: BootPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | N
     items.add_u32(fwc.FW_CFG_SETUP_ADDR, SETUP_ADDR)
     items.add_u32(fwc.FW_CFG_SETUP_SIZE, len(plan.setup))
     items.add_item(fwc.FW_CFG_SETUP_DATA, plan.setup)
-    items.add_u32(fwc.FW_CFG_KERNEL_ADDR, KERNEL_ADDR)
-    items.add_u32(fwc.FW_CFG_KERNEL_SIZE, plan.image.kernel_size)
-    items.add_item(fwc.FW_CFG_KERNEL_DATA, plan.image.kernel)
-    items.add_u32(fwc.FW_CFG_CMDLINE_ADDR, CMDLINE_ADDR)
-    items.add_u32(fwc.FW_CFG_CMDLINE_SIZE, len(plan.cmdline))
-    items.add_item(fwc.FW_CFG_CMDLINE_DATA, plan.cmdline)
-    if plan.initrd is not None:
-        items.add_u32(fwc.FW_CFG_INITRD_ADDR, plan.initrd_addr)
-        items.add_u32(fwc.FW_CFG_INITRD_SIZE, len(plan.initrd))
-        items.add_item(fwc.FW_CFG_INITRD_DATA, plan.initrd)
+    publish_loaded(items, KERNEL_ADDR, plan.image.kernel, plan.cmdline, plan.initrd, plan.initrd_addr)
     items.add_boot_rom(rom_name, rom)
+
+
+def publish_loaded(items: fwc.FwCfgItems, kernel_addr: int, kernel, cmdline: bytes, initrd,
+                   initrd_addr: int) -> None:
+    """The kernel, command line (at CMDLINE_ADDR) and initrd, each as its address, size and
+    data keys, the way QEMU publishes what a boot ROM copies into place."""
+    items.add_u32(fwc.FW_CFG_KERNEL_ADDR, kernel_addr)
+    items.add_u32(fwc.FW_CFG_KERNEL_SIZE, len(kernel))
+    items.add_item(fwc.FW_CFG_KERNEL_DATA, kernel)
+    items.add_u32(fwc.FW_CFG_CMDLINE_ADDR, CMDLINE_ADDR)
+    items.add_u32(fwc.FW_CFG_CMDLINE_SIZE, len(cmdline))
+    items.add_item(fwc.FW_CFG_CMDLINE_DATA, cmdline)
+    if initrd is not None:
+        items.add_u32(fwc.FW_CFG_INITRD_ADDR, initrd_addr)
+        items.add_u32(fwc.FW_CFG_INITRD_SIZE, len(initrd))
+        items.add_item(fwc.FW_CFG_INITRD_DATA, initrd)

@@ -25,6 +25,7 @@ import struct
 from .. import layout
 from ..fw_cfg import items as fwc
 from .elf import ElfKernel
+from .linux import publish_loaded
 
 START_INFO_MAGIC = 0x336EC578
 START_INFO_VERSION = 1             # version 1 has the memory map
@@ -130,18 +131,9 @@ def publish(plan: PvhPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | No
     address and size, command line, initrd, and the file's first 8 KiB as setup data; plus
     KERNEL_DATA (the image as it lies in memory from KERNEL_ADDR) and CMDLINE_ADDR, which
     tinyvmm's own PVH ROMs load from. With rom None, genroms/<rom_name> is already there."""
-    kernel = plan.kernel
-    items.add_u32(fwc.FW_CFG_KERNEL_ENTRY, kernel.pvh_entry)
-    items.add_u32(fwc.FW_CFG_KERNEL_ADDR, kernel.low)
-    items.add_u32(fwc.FW_CFG_KERNEL_SIZE, kernel.high - kernel.low)
-    items.add_item(fwc.FW_CFG_KERNEL_DATA, kernel.image())
-    items.add_u32(fwc.FW_CFG_CMDLINE_ADDR, layout.BOOT_CMDLINE_START)
-    items.add_u32(fwc.FW_CFG_CMDLINE_SIZE, len(plan.cmdline))
-    items.add_item(fwc.FW_CFG_CMDLINE_DATA, plan.cmdline)
+    items.add_u32(fwc.FW_CFG_KERNEL_ENTRY, plan.kernel.pvh_entry)
+    publish_loaded(items, plan.kernel.low, plan.kernel.image(), plan.cmdline, plan.initrd,
+                   plan.initrd_addr)
     items.add_u32(fwc.FW_CFG_SETUP_SIZE, len(plan.header))
     items.add_item(fwc.FW_CFG_SETUP_DATA, plan.header)
-    if plan.initrd is not None:
-        items.add_u32(fwc.FW_CFG_INITRD_ADDR, plan.initrd_addr)
-        items.add_u32(fwc.FW_CFG_INITRD_SIZE, len(plan.initrd))
-        items.add_item(fwc.FW_CFG_INITRD_DATA, plan.initrd)
     items.add_boot_rom(rom_name, rom)

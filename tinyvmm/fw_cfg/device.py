@@ -12,7 +12,7 @@ import struct
 import time
 
 from ..bus import Device
-from ..memory import ADDRESS_LIMIT, GuestMemoryError, copy_into
+from ..memory import GuestMemoryError, copy_into
 from .items import (FW_CFG_ENTRY_MASK, FW_CFG_ID, FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES,
                     FW_CFG_VERSION, FW_CFG_VERSION_DMA, FwCfgItems, key_name)
 
@@ -38,26 +38,6 @@ _EMPTY = memoryview(b"")
 _ZEROS = memoryview(bytes(1 << 20))
 
 
-def guest_views(memory, gpa: int, size: int, writable: bool) -> list[memoryview]:
-    """Views covering [gpa, gpa + size), which may span adjacent regions; else GuestMemoryError."""
-    try:
-        return [memory.view(gpa, size, writable)]
-    except GuestMemoryError:
-        if size <= 0 or gpa < 0 or gpa + size > ADDRESS_LIMIT:
-            raise
-    views, cursor, end = [], gpa, gpa + size
-    for start, length, region_writable in memory.regions:
-        if start <= cursor < start + length:
-            if writable and not region_writable:
-                break
-            take = min(end, start + length) - cursor
-            views.append(memory.view(cursor, take, writable))
-            cursor += take
-            if cursor == end:
-                return views
-    raise GuestMemoryError(f"access of {size} bytes at {gpa:#x} is outside guest memory")
-
-
 def _descriptor_bytes(memory, descriptor: int) -> tuple[memoryview | bytes, memoryview | None]:
     """The 16 descriptor bytes, and a writable view of its control word when the
     whole descriptor lies in one RAM region (the common case)."""
@@ -65,7 +45,7 @@ def _descriptor_bytes(memory, descriptor: int) -> tuple[memoryview | bytes, memo
         view = memory.view(descriptor, DMA_DESCRIPTOR.size, True)
         return view, view[:4]
     except GuestMemoryError:
-        return b"".join(guest_views(memory, descriptor, DMA_DESCRIPTOR.size, False)), None
+        return b"".join(memory.views(descriptor, DMA_DESCRIPTOR.size)), None
 
 
 def _zero_fill(view: memoryview) -> None:
@@ -221,7 +201,7 @@ class FwCfg:
         # QEMU moves the offset past the item bytes even when the copy fails.
         self._offset = offset + count
         try:
-            views = guest_views(self.memory, address, length, True)
+            views = self.memory.views(address, length, True)
         except GuestMemoryError:
             return FW_CFG_DMA_CTL_ERROR, 0
         source = self._data[offset:offset + count]
@@ -247,7 +227,7 @@ class FwCfg:
         if not entry.writable or count != length:
             return FW_CFG_DMA_CTL_ERROR, 0
         try:
-            views = guest_views(self.memory, address, length, False)
+            views = self.memory.views(address, length)
         except GuestMemoryError:
             return FW_CFG_DMA_CTL_ERROR, 0
         target = self._data
@@ -261,7 +241,7 @@ class FwCfg:
         if self.memory is None:
             return
         try:
-            views = guest_views(self.memory, descriptor, 4, True)
+            views = self.memory.views(descriptor, 4, True)
         except GuestMemoryError:
             return
         raw = value.to_bytes(4, "big")

@@ -43,7 +43,6 @@ MAX_CHAIN_BYTES = 1 << 32               # "Drivers MUST NOT add a descriptor cha
 _DESC = struct.Struct("<QIHH")
 _U16 = struct.Struct("<H")
 _USED_ELEM = struct.Struct("<II")
-_ADDRESS_LIMIT = 1 << 64
 
 # Acquiring a lock is a full memory barrier on x86 (a locked instruction). The device
 # needs one between publishing an index and reading the driver's suppression field
@@ -69,35 +68,14 @@ class VirtqueueError(Exception):
 
 
 def guest_views(memory, gpa: int, length: int, writable: bool) -> list[memoryview]:
-    """Views covering guest [gpa, gpa + length), possibly across adjacent regions.
-
-    Zero bytes give []. Raises VirtqueueError when any byte is outside guest memory
-    (or, for `writable`, outside writable memory) or the range wraps 2^64.
-    """
-    if length == 0:
-        return []
-    if gpa < 0 or length < 0 or gpa + length > _ADDRESS_LIMIT:
-        raise VirtqueueError(f"buffer of {length} bytes at {gpa:#x} wraps the address space")
+    """Views covering guest [gpa, gpa + length), possibly across adjacent regions; [] for 0
+    bytes. Raises VirtqueueError when any byte is outside guest memory (or, for `writable`,
+    outside writable memory) or the range wraps 2^64."""
     try:
-        return [memory.view(gpa, length, writable)]
+        return memory.views(gpa, length, writable)
     except ValueError:
-        pass
-    # Slow path: a buffer running from one region into the next one.
-    views, cursor, end = [], gpa, gpa + length
-    try:
-        for start, size, region_writable in getattr(memory, "regions", ()):
-            if start <= cursor < start + size:
-                if writable and not region_writable:
-                    break
-                take = min(end, start + size) - cursor
-                views.append(memory.view(cursor, take, writable))
-                cursor += take
-                if cursor == end:
-                    return views
-    except ValueError:
-        pass
-    kind = "writable guest RAM" if writable else "guest memory"
-    raise VirtqueueError(f"buffer of {length} bytes at {gpa:#x} is not entirely in {kind}")
+        kind = "writable guest RAM" if writable else "guest memory"
+        raise VirtqueueError(f"buffer of {length} bytes at {gpa:#x} is not entirely in {kind}") from None
 
 
 def _slice_views(views: list[memoryview], offset: int, length: int | None) -> list[memoryview]:
