@@ -54,7 +54,8 @@ def test_other_notes_are_not_the_pvh_entry():
 @pytest.mark.parametrize("data,message", [
     (elf32(0x100000, CODE), "32-bit ELF"),
     (good_elf(machine=EM_AARCH64), "not x86-64"),
-    (good_elf()[:40], "damaged or truncated"),
+    (good_elf()[:40], "shorter than an ELF header"),
+    (good_elf()[:64], "damaged or truncated"),
     (good_elf()[:64 + 56 * 3 + 10], "truncated"),
     (elf64([(0x100000, CODE, 0x3000), (0x102000, CODE, 0x100)], pvh_note(ENTRY)), "overlap"),
     (elf64([(0x100000, CODE, 0x10)], pvh_note(ENTRY)), "more file bytes"),
@@ -214,7 +215,7 @@ def test_bad_elf_kernels_are_usage_errors(tmp_path, capsys, data, message):
 
 def test_direct_boot_takes_no_firmware(tmp_path, capsys):
     path = kernel_file(tmp_path, good_elf())
-    assert main(["boot", "--kernel", path, "--bios", "bios.bin"]) == 2
+    assert main(["boot", "--kernel", path, "--boot", "direct", "--bios", "bios.bin"]) == 2
     assert "--boot direct runs no firmware: drop --bios" in capsys.readouterr().err
 
 
@@ -306,3 +307,51 @@ def boot_kernel_file(*options):
     import sys
     return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--timeout", "60", "--kernel",
                            *options], capture_output=True, timeout=120)
+
+
+def test_relocatable_big_endian_and_empty_kernels_are_refused(tmp_path, capsys):
+    rel = bytearray(good_elf())
+    rel[16] = 1                                                   # e_type ET_REL
+    big = bytearray(good_elf())
+    big[5] = 2                                                    # EI_DATA: big-endian
+    for data, message in ((rel, "not an executable kernel"), (big, "big-endian"), (b"", "is empty")):
+        assert main(["boot", "--kernel", kernel_file(tmp_path, bytes(data)), "--mem", "64M"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_naming_firmware_boots_a_vmlinux_through_it(tmp_path, capsys):
+    path = kernel_file(tmp_path, good_elf())
+    assert main(["fw-cfg", "list", "--kernel", path, "--bios", "bios.bin"]) == 0
+    listing = capsys.readouterr().out
+    assert "kernel_entry" in listing and "genroms/pvh_dma.bin" in listing
+    assert main(["fw-cfg", "list", "--kernel", path]) == 0         # direct: no boot items
+    assert "kernel_entry" not in capsys.readouterr().out
+
+
+def test_ram_advice_covers_every_segment():
+    data = elf64([(20 * MiB, CODE, MiB), (24 * MiB, b"x", 2 * MiB)], pvh_note(20 * MiB))
+    with pytest.raises(pvh.PvhConfigError, match="at least --mem 26M"):
+        plan(data, ram=16 * MiB)
+
+
+def test_bench_takes_the_vmlinux_with_its_own_option(tmp_path, capsys):
+    path = kernel_file(tmp_path, good_elf())
+    assert main(["bench", "--kernel", path, "--runs", "1"]) == 2
+    assert "give the bzImage with --kernel and the vmlinux with --vmlinux" in capsys.readouterr().err
+
+
+def test_an_unwritable_timing_json_is_refused_before_the_run(tmp_path, capsys):
+    path = kernel_file(tmp_path, good_elf())
+    assert main(["boot", "--kernel", path, "--timing-json", str(tmp_path / "no" / "t.json")]) == 2
+    assert "--timing-json" in capsys.readouterr().err
+
+
+@pytest.mark.kvm
+def test_stop_at_kernel_on_a_direct_boot_runs_no_guest_code(pvh_payload, tmp_path):
+    import json
+    timing = tmp_path / "t.json"
+    result = boot_kernel_file(str(pvh_payload), "--boot", "direct", "--stop-at-kernel",
+                              "--timing-json", str(timing))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"pvh-payload" not in result.stdout                  # the payload never ran
+    assert json.loads(timing.read_text())["start_ns"]           # VMM startup still ends at KVM_RUN

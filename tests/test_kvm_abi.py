@@ -10,7 +10,7 @@ SIZES = {
     "kvm_regs": 144, "kvm_sregs": 312, "kvm_segment": 24, "kvm_dtable": 16, "kvm_run": 2352,
     "kvm_userspace_memory_region": 32, "kvm_cpuid_entry2": 40, "kvm_msr_entry": 16,
     "kvm_pit_config": 64, "kvm_irq_level": 8, "kvm_fpu": 416, "kvm_guest_debug": 72,
-    "kvm_translation": 24,
+    "kvm_translation": 24, "kvm_irqfd": 32, "kvm_ioeventfd": 64,
 }
 
 OFFSETS = [
@@ -23,6 +23,9 @@ OFFSETS = [
     (abi.kvm_run_io, "data_offset", 8), (abi.kvm_run_mmio, "len", 16), (abi.kvm_run_mmio, "is_write", 20),
     (abi.kvm_run_internal, "data", 8), (abi.kvm_cpuid_entry2, "eax", 12), (abi.kvm_fpu, "mxcsr", 408),
     (abi.kvm_fpu, "xmm", 152), (abi.kvm_guest_debug, "arch", 8),
+    (abi.kvm_irqfd, "resamplefd", 12), (abi.kvm_irqfd, "pad", 16),
+    (abi.kvm_ioeventfd, "addr", 8), (abi.kvm_ioeventfd, "len", 16), (abi.kvm_ioeventfd, "fd", 20),
+    (abi.kvm_ioeventfd, "flags", 24), (abi.kvm_ioeventfd, "pad", 28),
 ]
 
 IOCTLS = {
@@ -32,7 +35,8 @@ IOCTLS = {
     "KVM_GET_MSR_INDEX_LIST": 0xC004AE02, "KVM_CREATE_VCPU": 0xAE41,
     "KVM_SET_USER_MEMORY_REGION": 0x4020AE46, "KVM_SET_TSS_ADDR": 0xAE47,
     "KVM_SET_IDENTITY_MAP_ADDR": 0x4008AE48, "KVM_CREATE_IRQCHIP": 0xAE60, "KVM_IRQ_LINE": 0x4008AE61,
-    "KVM_CREATE_PIT2": 0x4040AE77, "KVM_RUN": 0xAE80, "KVM_GET_REGS": 0x8090AE81,
+    "KVM_IRQFD": 0x4020AE76, "KVM_CREATE_PIT2": 0x4040AE77, "KVM_IOEVENTFD": 0x4040AE79,
+    "KVM_RUN": 0xAE80, "KVM_GET_REGS": 0x8090AE81,
     "KVM_SET_REGS": 0x4090AE82, "KVM_GET_SREGS": 0x8138AE83, "KVM_SET_SREGS": 0x4138AE84,
     "KVM_TRANSLATE": 0xC018AE85, "KVM_GET_MSRS": 0xC008AE88, "KVM_SET_MSRS": 0x4008AE89,
     "KVM_GET_FPU": 0x81A0AE8C, "KVM_SET_FPU": 0x41A0AE8D, "KVM_SET_CPUID2": 0x4008AE90,

@@ -355,21 +355,10 @@ class Interrupted(Exception):
 
 def check_outputs(args) -> None:
     """Raise ValueError now, before any boot, for a --json or --plot the end could not write."""
+    from .files import check_output_path
     for option, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is None:
-            continue
-        folder = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise ValueError(f"{option} {path} is a directory")
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise ValueError(f"{option} {path}: cannot write in {folder}")
-        existed = os.path.lexists(path)
-        try:                                        # /proc files and the like refuse here
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
-        except OSError as exc:
-            raise ValueError(f"{option} {path}: {exc.strerror}") from None
-        if not existed:
-            os.unlink(path)
+        if path is not None:
+            check_output_path(option, path)
     if args.plot is not None:
         from .plot import check_plot_path
         check_plot_path(args.plot)

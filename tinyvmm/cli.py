@@ -84,10 +84,10 @@ def parse_sink(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r}: expected stdio, none or file:PATH")
 
 
-def parse_trace(text: str) -> set[str]:
-    from .trace import TraceSpecError, parse_categories
+def parse_trace(text: str):
+    from .trace import TraceSpecError, parse_spec
     try:
-        return parse_categories(text)
+        return parse_spec(text)
     except TraceSpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -111,9 +111,16 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     add_drive_options(parser)
     from .gdb.options import add_debug_options
     add_debug_options(parser)
-    parser.add_argument("--trace", type=parse_trace, default=set(), metavar="CATEGORIES",
-                        help="log events to stderr: comma-separated io, mmio, unclaimed, "
-                             "milestones, exits, fw_cfg, pci, or all")
+    parser.add_argument("--trace", type=parse_trace, metavar="CATEGORIES",
+                        help="log events to stderr (or --trace-file): comma-separated io, mmio, "
+                             "unclaimed, milestones, exits, fw_cfg, pci, or all; and "
+                             "steps[=N][@START]: single-step N instructions (default 10000), "
+                             "logging each one's mode, CS:IP, bytes, disassembly and symbol, then "
+                             "run on at full speed; from the first instruction, or from START: a "
+                             "linear 0xADDRESS, a SYMBOL, or milestone:VALUE (after its first "
+                             "write to port 0xf4 or 0xf5); not with --gdb")
+    parser.add_argument("--trace-file", metavar="PATH",
+                        help="write the --trace lines to PATH instead of stderr")
 
 
 def terminal_columns() -> int:
@@ -242,7 +249,7 @@ def _add_bench(commands) -> None:
                      "fw_cfg DMA posting: VMM startup (process start to first KVM_RUN), BIOS "
                      "startup (to the hand-over to the boot ROM), kernel setup (to the jump into "
                      "the kernel), total; plus the time to the \"Linux version\" banner.")
-    add_boot_options(bench)
+    add_boot_options(bench, choose_boot=False)
     bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
                        help="boots per system (default 5; medians are reported)")
     bench.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
@@ -294,16 +301,23 @@ def _add_fw_cfg(commands) -> None:
 COMMANDS = {"run": _add_run, "boot": _add_boot, "bench": _add_bench, "fw-cfg": _add_fw_cfg}
 
 
-def add_boot_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", metavar="FILE",
-                        help="a bzImage, or an ELF vmlinux with a PVH entry (CONFIG_PVH) "
-                             "(default: kernels/build/bzImage from `make -C kernels`)")
-    parser.add_argument("--boot", choices=("firmware", "direct"), metavar="firmware|direct",
-                        help="firmware: the BIOS runs and a boot ROM loads the kernel from fw_cfg "
-                             "(linuxboot for a bzImage, the PVH ROM for a vmlinux); direct: no "
-                             "firmware, the vCPU starts at the kernel's entry (the 64-bit entry of "
-                             "a bzImage, the PVH entry of a vmlinux). Default: firmware for a "
-                             "bzImage, direct for a vmlinux")
+def add_boot_options(parser: argparse.ArgumentParser, choose_boot: bool = True) -> None:
+    """--kernel, --initrd, --append; with `choose_boot`, --boot (bench has its rows instead)."""
+    if choose_boot:
+        parser.add_argument("--kernel", metavar="FILE",
+                            help="a bzImage, or an ELF vmlinux with a PVH entry (CONFIG_PVH) "
+                                 "(default: kernels/build/bzImage from `make -C kernels`)")
+        parser.add_argument("--boot", choices=("firmware", "direct"), metavar="firmware|direct",
+                            help="firmware: the BIOS runs and a boot ROM loads the kernel from "
+                                 "fw_cfg (linuxboot for a bzImage, the PVH ROM for a vmlinux); "
+                                 "direct: no firmware, the vCPU starts at the kernel's entry (the "
+                                 "64-bit entry of a bzImage, the PVH entry of a vmlinux). Default: "
+                                 "direct for a vmlinux unless --bios or --option-rom is given, "
+                                 "else firmware")
+    else:
+        parser.add_argument("--kernel", metavar="BZIMAGE",
+                            help="the bzImage of the bzImage rows (default: kernels/build/bzImage "
+                                 "from `make -C kernels`); the PVH rows boot --vmlinux")
     parser.add_argument("--initrd", metavar="FILE",
                         help="an initrd or initramfs (default with the default kernel: "
                              "kernels/build/initramfs.cpio)")
@@ -349,8 +363,11 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
     try:
         payload = None
         if with_linux:
+            boot = getattr(args, "boot", None)
+            if boot is None and (getattr(args, "bios", None) or option_roms):
+                boot = "firmware"           # firmware named: it boots the kernel, whatever the format
             payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem,
-                                   getattr(args, "append_as_is", False), getattr(args, "boot", None))
+                                   getattr(args, "append_as_is", False), boot)
             if payload.boot == "direct" and (getattr(args, "bios", None) or option_roms):
                 raise UsageError(f"--boot direct runs no firmware: drop "
                                  f"{'--bios' if args.bios else '--option-rom'}")
@@ -407,6 +424,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_boot(args) -> int:
+    if args.timing_json is not None:
+        from .files import check_output_path
+        try:
+            check_output_path("--timing-json", args.timing_json)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     firmware = boot_firmware(args)
     return launch(args, firmware, *prepare_items(args, firmware, with_linux=True))
 
@@ -437,10 +460,13 @@ def cmd_bench(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:    # fail early, with the loader's own message, on a kernel that cannot boot
-        load_payload(args.kernel, args.initrd, args.append, True, args.mem,
-                     getattr(args, "append_as_is", False))
+        payload = load_payload(args.kernel, args.initrd, args.append, True, args.mem,
+                               getattr(args, "append_as_is", False), boot="firmware")
     except PayloadError as exc:
         raise UsageError(str(exc)) from None
+    if payload.is_elf:
+        raise UsageError(f"bench --kernel {args.kernel} is an ELF vmlinux: give the bzImage with "
+                         "--kernel and the vmlinux with --vmlinux")
     try:    # a kernel without a 64-bit entry only loses its direct row
         load_payload(args.kernel, args.initrd, args.append, True, args.mem,
                      getattr(args, "append_as_is", False), boot="direct")
@@ -485,10 +511,13 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
     except UsageError:
         close_consoles()
         raise
-    tracer = None
-    if args.trace:
-        from .trace import Tracer
-        tracer = Tracer(sys.stderr, args.trace)
+    try:
+        tracer, close_trace = make_tracer(args)
+    except UsageError:
+        close_consoles()
+        close_disks()
+        raise
+    steps = args.trace.steps if args.trace else None
     try:
         try:
             machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon,
@@ -513,14 +542,17 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
                     payload.preload(machine.memory)     # foreign firmware takes it as loaded
                 if not getattr(args, "gdb", None):
                     from .boot.marks import BootMarks
-                    BootMarks(machine, runner, fw_cfg, *payload.kernel_entry())
+                    # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
+                    entry = (None,) if steps is not None else payload.kernel_entry()
+                    BootMarks(machine, runner, fw_cfg, *entry)
             timeline = None
             if getattr(args, "timing_json", None):
                 from .timeline import BootTimeline
                 timeline = BootTimeline(machine, runner, fw_cfg)
             if getattr(args, "stop_at_kernel", False):
-                if direct:      # the kernel is entered at the first instruction
+                if direct:      # the vCPU starts in the kernel: enter KVM_RUN once, run nothing
                     machine.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
+                    machine.vcpu.run_page.immediate_exit = 1
                 else:
                     value = payload.kernel_entry()[1]
                     machine.stop_at_milestone("milestone_linux", value,
@@ -528,6 +560,9 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
             console_input = start_console_input(args, machine, runner)
             try:
                 with attach_debug_tools(machine, runner, args) as debug:
+                    if steps is not None:
+                        from .steps import StepTracer
+                        StepTracer(machine, runner, tracer, steps, debug.symbols)
                     serial.begin()          # the last usage error is behind us
                     debugcon.begin()
                     result = debug.run()
@@ -535,7 +570,10 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
                 if console_input is not None:
                     console_input.close()
             if timeline:
-                timeline.write(args.timing_json, result.outcome.name)
+                try:
+                    timeline.write(args.timing_json, result.outcome.name)
+                except OSError as exc:
+                    raise OutputError(f"cannot write {args.timing_json}: {exc.strerror}") from None
         except (DebugSetupError, FwCfgConfigError) as exc:
             raise UsageError(str(exc)) from None
         except KvmError as exc:
@@ -546,6 +584,7 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
     finally:
         close_consoles()
         close_disks()
+        close_trace()
     if result.outcome is Outcome.EXPECTED:
         from .console import end_stdout_line
         end_stdout_line()
@@ -561,6 +600,35 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
     return result.status
+
+
+def make_tracer(args):
+    """The Tracer of --trace (None without it), writing to --trace-file or stderr, and a
+    function closing that file (OutputError if a line could not be written). UsageError
+    for a file that cannot be opened, and for --trace steps with --gdb (both want the
+    vCPU's debug registers)."""
+    path = getattr(args, "trace_file", None)
+    if not args.trace:
+        if path:
+            raise UsageError("--trace-file needs --trace")
+        return None, lambda: None
+    if args.trace.steps is not None and getattr(args, "gdb", None):
+        raise UsageError("--trace steps cannot be used with --gdb: both need the vCPU's "
+                         "debug registers")
+    from .trace import TraceFile, Tracer
+    if not path:
+        return Tracer(sys.stderr, args.trace.categories), lambda: None
+    try:
+        out = TraceFile(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the trace to {path}: {exc.strerror}") from None
+
+    def close():
+        try:
+            out.close()
+        except OSError as exc:
+            raise OutputError(f"cannot write the trace to {path}: {exc.strerror}") from None
+    return Tracer(out, args.trace.categories), close
 
 
 def start_console_input(args, machine, runner):
@@ -618,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return quiet_stdout()
+    except KeyboardInterrupt:           # Ctrl-C while files are read, before the run loop's own
+        print("tinyvmm: interrupted", file=sys.stderr)
+        return 130
     except OutputError as exc:
         print(f"tinyvmm: {exc}", file=sys.stderr)
         return EXIT_HOST_ERROR

@@ -41,3 +41,20 @@ def read_bounded(path: str, limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(None, limit)
     return data
+
+
+def check_output_path(option: str, path: str) -> None:
+    """Raise ValueError now, naming `option`, for a result file that could not be written at
+    the end of a long run: a directory, a missing or read-only folder, /proc and the like."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a directory")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: cannot write in {folder}")
+    existed = os.path.lexists(path)
+    try:                                        # /proc files and the like refuse here
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: {exc.strerror}") from None
+    if not existed:
+        os.unlink(path)

@@ -1,5 +1,6 @@
 """The composition root: builds a VM, its memory per tinyvmm.layout, and its devices on the buses."""
 
+import errno
 import time
 
 from . import layout
@@ -12,7 +13,7 @@ from .devices.i8042 import I8042
 from .devices.milestones import Milestone, MilestonePort
 from .devices.misc import PostCode, Port92
 from .devices.serial import Serial
-from .kvm import Kvm
+from .kvm import Kvm, KvmError
 from .kvm.slots import SlotMap
 from .kvm.system import is_emulating_host
 from .memory import GuestMemory
@@ -26,18 +27,21 @@ from .runner import Outcome
 class MachineConfig:
     """What a Machine is built from. hide_xsave None: hide it where the host cannot run it.
     virtio_devices: virtio device models (tinyvmm.virtio), each put on PCI slot
-    VIRTIO_FIRST_SLOT and up, in order."""
-    __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices")
+    VIRTIO_FIRST_SLOT and up, in order. virtio_iothread: serve each device's queues on
+    a thread of its own (tinyvmm.virtio.iothread) rather than on the vCPU thread."""
+    __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices",
+                 "virtio_iothread")
 
     def __init__(self, firmware: bytes, ram_size: int = 256 * layout.MiB,
                  serial: Console | None = None, debugcon: Console | None = None,
-                 hide_xsave: bool | None = None, virtio_devices=()):
+                 hide_xsave: bool | None = None, virtio_devices=(), virtio_iothread: bool = False):
         self.firmware = firmware
         self.ram_size = ram_size
         self.serial = Console("serial") if serial is None else serial
         self.debugcon = Console("debugcon") if debugcon is None else debugcon
         self.hide_xsave = hide_xsave
         self.virtio_devices = list(virtio_devices)
+        self.virtio_iothread = virtio_iothread
 
 
 class Machine:
@@ -51,6 +55,11 @@ class Machine:
         self.first_run_ns: int | None = None
         self.milestones: list = []
         self.milestone_listeners: list = []   # called with each Milestone as it is written
+        self.virtio: list = []
+        self.iothreads: list = []
+        # The Runner driving this machine, attached by whoever runs it for the run's length:
+        # stop_from_thread kicks the vCPU through it.
+        self.runner = None
         self.kvm = Kvm()
         try:
             self._build()
@@ -128,12 +137,28 @@ class Machine:
         self.add_pio("pci_config", self.pci)
         self.add_pio("apm", PlainRegisters("apm", 2))
         self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
-        self.virtio = []
-        for i, model in enumerate(config.virtio_devices):
-            from .virtio.pci import VirtioPciDevice
+        if config.virtio_devices:
+            self._add_virtio(config.virtio_devices, config.virtio_iothread)
+
+    def _add_virtio(self, models, iothread: bool) -> None:
+        """The virtio-pci devices, from PCI slot VIRTIO_FIRST_SLOT up; with `iothread`, each
+        served by an IoThread, else on the vCPU thread with INTx through KVM_IRQ_LINE."""
+        from .virtio.iothread import IoThread, missing_capabilities
+        from .virtio.pci import VirtioPciDevice
+        missing = missing_capabilities(self.vm) if iothread else []
+        if missing:
+            raise KvmError(errno.ENOTSUP, f"the virtio I/O thread needs {', '.join(missing)}")
+        for i, model in enumerate(models):
             slot = layout.VIRTIO_FIRST_SLOT + i
-            self.virtio.append(self.pci.add(VirtioPciDevice(
-                model, self.memory, set_irq=self._intx_line(slot), name=f"{model.name}{i}"), slot=slot))
+            device = VirtioPciDevice(model, self.memory, name=f"{model.name}{i}")
+            if iothread:
+                thread = IoThread(device, self.vm, lambda slot=slot: self.isa_bridge.irq_for(slot, 1),
+                                  on_crash=lambda message: self.stop_from_thread(Outcome.CRASH, message))
+                self.iothreads.append(thread)
+                thread.start()
+            else:
+                device.set_irq = self._intx_line(slot)
+            self.virtio.append(self.pci.add(device, slot=slot))
 
     def _intx_line(self, slot: int):
         """set_irq(level) for INTA# of `slot`: the ISA IRQ the PIIX3 routes it to now (none
@@ -182,12 +207,25 @@ class Machine:
         if self.stop_request is None:
             self.stop_request = (outcome, message)
 
+    def stop_from_thread(self, outcome: Outcome, message: str) -> None:
+        """request_stop from a thread other than the vCPU's. With a runner attached the vCPU is
+        also kicked out of KVM_RUN, so the run ends at once even if the guest never exits;
+        without one, it ends when the run loop next looks at stop_request."""
+        self.request_stop(outcome, message)
+        if self.runner is not None:
+            self.runner.stop_from_thread(*self.stop_request)
+
     def console_tails(self) -> dict[str, bytes]:
         return {"serial": bytes(self.config.serial.tail), "debug console": bytes(self.config.debugcon.tail)}
 
     def close(self) -> None:
-        for name in ("vcpu", "vm"):
-            obj = getattr(self, name, None)
-            if obj is not None:
-                obj.close()
-        self.kvm.close()
+        self.runner = None          # its signal handlers are gone: a kick now would kill us
+        try:
+            for thread in self.iothreads:       # while the VM they registered with is open
+                thread.close()
+        finally:
+            for name in ("vcpu", "vm"):
+                obj = getattr(self, name, None)
+                if obj is not None:
+                    obj.close()
+            self.kvm.close()

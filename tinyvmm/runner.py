@@ -113,12 +113,13 @@ class Runner:
         self._deadline: float | None = None
         self._check_halt = False
         self._signal_message = ""
-        # Debugging aids (tinyvmm.gdb.options attaches them). With either of the
-        # first two set the run goes through _observed_loop; _loop stays lean.
+        # Debugging aids (tinyvmm.gdb.options and tinyvmm.steps attach them). With any of the
+        # first three set the run goes through _observed_loop; _loop stays lean.
         self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
         self.stats = None       # a trace.ExitStats for --stats
+        self.stepper = None     # a steps.StepTracer for --trace steps: after_access, on_interrupt
         self.symbols = None     # a symbols.SymbolTable, for crash reports
-        # Without a debugger, KVM_EXIT_DEBUG goes here (boot.marks' breakpoint): it gets
+        # Without a debugger, KVM_EXIT_DEBUG goes here (boot.marks' breakpoint, steps): it gets
         # kvm_run.debug and returns None to go on, or an (Outcome, message) to end the run.
         self.on_debug_exit = None
 
@@ -197,11 +198,15 @@ class Runner:
     # --- the loop ----------------------------------------------------------
     def run(self) -> RunResult:
         previous = self._install_signals()
-        observed = self.debugger is not None or self.stats is not None
+        observed = self.debugger is not None or self.stats is not None or self.stepper is not None
         loop = self._observed_loop if observed else self._loop
+        # Device threads (virtio's I/O thread) stop the run through the machine; they may
+        # kick the vCPU only while the kick's handler is installed.
+        self.machine.runner = self if previous is not None else None
         try:
             outcome, message = loop()
         finally:
+            self.machine.runner = None
             self._restore_signals(previous)
         result = RunResult(outcome, message, exits=sum(self.exit_counts))
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
@@ -273,6 +278,8 @@ class Runner:
         self.vcpu.run_page.immediate_exit = 0
         if self._signal is not None:
             return self._signal_outcome(), True
+        if self.machine.stop_request is not None:      # asked for before the first entry
+            return self.machine.stop_request, True
         if self._check_halt:
             return self._halted_for_good(), True
         return None, False
@@ -283,12 +290,14 @@ class Runner:
         return self._signal, self._signal_message or "stopped by a signal"
 
     def _observed_loop(self) -> tuple[Outcome, str]:
-        """_loop with the hooks --stats and the gdb stub need; handles exits the same way.
+        """_loop with the hooks --stats, the gdb stub and --trace steps need; handles exits
+        the same way.
 
         Stats time KVM_RUN, each exit's handling (from KVM_RUN returning to the
         next entry) and each port's device calls. The debugger may take the
         loop over before the first entry, when a kick (its signal) interrupts
-        KVM_RUN, at debug exits, and after each device access.
+        KVM_RUN, at debug exits, and after each device access. The stepper
+        hears of each device access and of each EINTR.
         """
         machine = self.machine
         fd = self.vcpu.fd
@@ -297,7 +306,7 @@ class Runner:
         unpack_exit = _EXIT_IO.unpack_from
         remember = self.history.append
         counts = self.exit_counts
-        tracer, stats, debugger = self.tracer, self.stats, self.debugger
+        tracer, stats, debugger, stepper = self.tracer, self.stats, self.debugger, self.stepper
         clock = time.perf_counter_ns
         EXIT_IO, EXIT_MMIO = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
 
@@ -315,6 +324,8 @@ class Runner:
                 ended, ours = self._on_interrupt()
                 if ended:
                     return ended
+                if stepper is not None:
+                    stepper.on_interrupt()
                 if not ours and debugger is not None:
                     ended = debugger.on_kick()
                     if ended:
@@ -346,10 +357,14 @@ class Runner:
                     tracer.io(port, bool(is_out), size, count, data)
                 if debugger is not None:
                     debugger.after_access()
+                if stepper is not None:
+                    stepper.after_access()
             elif reason == EXIT_MMIO:
                 self._mmio(mm, tracer)
                 if debugger is not None:
                     debugger.after_access()
+                if stepper is not None:
+                    stepper.after_access()
             else:
                 ended = self._other_exit(reason)
                 if ended:

@@ -1,25 +1,128 @@
-"""The exit trace: one line per event, with a timestamp, for the categories asked for."""
+"""The exit trace: one line per event, with a timestamp, for the categories asked for; and with
+steps, one line per instruction (tinyvmm.steps).
 
+The --trace grammar, items separated by commas:
+  io, mmio, unclaimed, milestones, exits, fw_cfg, pci   event categories; all: every one of them
+  steps[=N][@START]     single-step N instructions (default 10000), logging each one, then let
+                        the guest run on at full speed; START, where stepping begins (default:
+                        the first instruction):
+                          0xADDRESS          the first instruction run at that linear address
+                          SYMBOL             the same, at a symbol of --symbols or the
+                                             firmware's own ELF files
+                          milestone:VALUE    right after the first write of VALUE (a byte) to
+                                             port 0xf4 or 0xf5
+e.g. `--trace steps`, `--trace steps=20000@setup_pic`, `--trace io,steps=500@milestone:5`.
+"""
+
+import re
 import time
+from collections import namedtuple
 
 from .kvm import abi
 
 CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci")
+DEFAULT_STEPS = 10_000
+MAX_STEPS = 1_000_000_000
+MILESTONE_PREFIX = "milestone:"
 
 
 class TraceSpecError(ValueError):
     pass
 
 
-def parse_categories(spec: str) -> set[str]:
-    names = {name.strip() for name in spec.split(",") if name.strip()}
+class StepSpec(namedtuple("StepSpec", "limit address symbol milestone", defaults=(None, None, None))):
+    """--trace steps: log `limit` instructions, from the first one run at linear `address`,
+    at the symbol named `symbol`, or after the first write of the byte `milestone` to port
+    0xf4 or 0xf5; with all three None, from the vCPU's first instruction."""
+    __slots__ = ()
+
+
+class TraceSpec(namedtuple("TraceSpec", "categories steps")):
+    """What --trace asked for: a set of event categories, and a StepSpec or None."""
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.categories) or self.steps is not None
+
+
+def parse_spec(spec: str) -> TraceSpec:
+    """'io,steps=500@0xf0135' and the like: comma-separated categories (or all, every one of
+    CATEGORIES), and at most one steps[=N][@START], START being 0xADDRESS (a linear address;
+    decimal too), a symbol name, or milestone:VALUE. Raises TraceSpecError."""
+    names, steps = set(), None
+    for item in (part.strip() for part in spec.split(",")):
+        head = item.partition("@")[0]
+        if head == "steps" or head.startswith("steps="):
+            if steps is not None:
+                raise TraceSpecError("steps is given more than once")
+            steps = _parse_steps(item)
+        elif item:
+            names.add(item)
     if "all" in names:
-        return set(CATEGORIES)
+        return TraceSpec(set(CATEGORIES), steps)
     unknown = names - set(CATEGORIES)
-    if unknown or not names:
+    if unknown or not (names or steps):
         raise TraceSpecError(f"unknown trace categories {', '.join(sorted(unknown)) or '(none)'}; "
-                             f"choose from {', '.join(CATEGORIES)} or all")
-    return names
+                             f"choose from {', '.join(CATEGORIES)}, all, and steps[=N][@START]")
+    return TraceSpec(names, steps)
+
+
+def _parse_steps(item: str) -> StepSpec:
+    """One 'steps[=N][@START]' item (see parse_spec)."""
+    head, at, start = item.partition("@")
+    _, equals, count = head.partition("=")
+    limit = DEFAULT_STEPS
+    if equals:
+        if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= MAX_STEPS:
+            raise TraceSpecError(f"{item}: the number of instructions must be 1 to {MAX_STEPS}")
+        limit = int(count)
+    if not at:
+        return StepSpec(limit)
+    if start.startswith(MILESTONE_PREFIX):
+        value = _number(start[len(MILESTONE_PREFIX):])
+        if value is None or not 0 <= value <= 0xFF:
+            raise TraceSpecError(f"{item}: a milestone is a byte value, 0 to 255")
+        return StepSpec(limit, milestone=value)
+    if start[:1].isdigit():
+        address = _number(start)
+        if address is None or not 0 <= address < 1 << 64:
+            raise TraceSpecError(f"{item}: {start!r} is not a linear address")
+        return StepSpec(limit, address=address)
+    if not re.fullmatch(r"[A-Za-z_.$][\w.$]*", start):
+        raise TraceSpecError(f"{item}: after @ comes an address (0x...), a symbol name or "
+                             f"milestone:VALUE")
+    return StepSpec(limit, symbol=start)
+
+
+def _number(text: str) -> int | None:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+class TraceFile:
+    """--trace-file PATH, opened for writing (OSError if it cannot be). A write that fails (a
+    full disk) does not end the run: later lines are dropped, and close() raises that error."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "w")
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> None:
+        if self.error is None:
+            try:
+                self.file.write(text)
+            except OSError as exc:
+                self.error = exc
+
+    def close(self) -> None:
+        try:
+            self.file.close()           # flushes; the file is closed even when that fails
+        except OSError as exc:
+            self.error = self.error or exc
+        if self.error is not None:
+            raise self.error
 
 
 class Tracer:
@@ -37,6 +140,10 @@ class Tracer:
     def line(self, category: str, text: str) -> None:
         where = f" {self.locate()}" if self.locate else ""
         self.out.write(f"{time.monotonic() - self.start:12.6f} {category:<10}{where} {text}\n")
+
+    def step(self, text: str) -> None:
+        """A --trace steps line; `text` says where the vCPU is itself (locate() is not asked)."""
+        self.out.write(f"{time.monotonic() - self.start:12.6f} {'step':<10} {text}\n")
 
     def io(self, port: int, is_out: bool, size: int, count: int, data: bytes) -> None:
         if "io" in self.categories:

@@ -7,6 +7,7 @@ loaded at their physical addresses (p_paddr). Only 64-bit x86 kernels are taken.
 """
 
 ELF_MAGIC = b"\x7fELF"
+ELF64_HEADER_SIZE = 64
 XEN_NOTE_NAME = "Xen"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 
@@ -75,6 +76,8 @@ def parse_elf_kernel(data: bytes, name: str = "kernel") -> ElfKernel:
                              "(pip install pyelftools)") from None
     import io
     import struct
+    if len(data) < ELF64_HEADER_SIZE:
+        raise ElfKernelError(f"{name} is truncated: {len(data)} bytes, shorter than an ELF header")
     try:
         elf = ELFFile(io.BytesIO(data))
         return _read(elf, data, name)
@@ -88,10 +91,13 @@ def _read(elf, data: bytes, name: str) -> ElfKernel:
     if elf.elfclass != 64:
         raise ElfKernelError(f"{name} is a {elf.elfclass}-bit ELF file; tinyvmm boots 64-bit "
                              "x86 kernels (an x86_64 vmlinux, or a bzImage)")
+    if not elf.little_endian:
+        raise ElfKernelError(f"{name} is a big-endian ELF file, not an x86-64 kernel")
     if elf["e_machine"] != "EM_X86_64":
         raise ElfKernelError(f"{name} is an ELF file for {elf['e_machine']}, not x86-64")
-    if not elf.little_endian:
-        raise ElfKernelError(f"{name} is a big-endian ELF file")
+    if elf["e_type"] != "ET_EXEC":
+        raise ElfKernelError(f"{name} is an ELF {elf['e_type']} file, not an executable kernel "
+                             "(a vmlinux is ET_EXEC)")
     view = memoryview(data)
     segments = []
     pvh_entry = None

@@ -155,6 +155,8 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     else:
         kernel_path = kernel
     data = _read(kernel_path, "kernel", ram_size)
+    if not data:
+        raise PayloadError(f"kernel {kernel_path} is empty")
     initrd_data = _read(initrd, "initrd", ram_size) if initrd is not None else None
     cmdline = kernel_cmdline(append, dma, append_as_is)
     try:

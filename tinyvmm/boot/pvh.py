@@ -85,13 +85,13 @@ def plan_pvh(kernel: ElfKernel, cmdline: str, initrd, ram_size: int, header: byt
     low_ram_end = min(ram_size, layout.LOW_RAM_MAX)
     for segment in kernel.segments:
         if segment.paddr < layout.HIGH_MEMORY_START or segment.end > low_ram_end:
+            # More RAM helps only when every segment lies between 1 MiB and the PCI hole.
+            fits = kernel.low >= layout.HIGH_MEMORY_START and kernel.high <= layout.LOW_RAM_MAX
             raise PvhConfigError(
                 f"{kernel.name} has a segment at {segment.paddr:#x}-{segment.end:#x}; kernel "
                 f"segments must lie in RAM from 1 MiB to the end of RAM below 4 GiB "
                 f"({low_ram_end:#x} with this --mem)"
-                + (f": give the guest at least --mem {-(-segment.end // layout.MiB)}M"
-                   if layout.HIGH_MEMORY_START <= segment.paddr and segment.end <= layout.LOW_RAM_MAX
-                   else ""))
+                + (f": give the guest at least --mem {-(-kernel.high // layout.MiB)}M" if fits else ""))
     if not kernel.low <= kernel.pvh_entry < kernel.high:
         raise PvhConfigError(f"{kernel.name}: its PVH entry {kernel.pvh_entry:#x} is outside "
                              f"its segments ({kernel.low:#x}-{kernel.high:#x})")

@@ -62,14 +62,17 @@ def default_symbol_files(args, given) -> list:
     kernel = kernel_symbol_file(args) if booting else None
     elf_kernel = kernel is not None and kernel == getattr(args, "kernel", None)
     bios = getattr(args, "bios", None)
-    if bios:
-        wanted.append((Path(bios).with_suffix(".elf"), None))
-    elif booting:
-        wanted.append((Path(firmware.DIRECTORY, "bios.elf"), None))
     option_roms = getattr(args, "option_roms", None)
+    boot = getattr(args, "boot", None) or ("direct" if elf_kernel and not bios and not option_roms
+                                           else "firmware")
+    firmware_runs = not booting or boot == "firmware"     # a direct boot runs neither BIOS nor ROM
+    if bios:
+        wanted.append((Path(firmware.resolve(bios)).with_suffix(".elf"), None))
+    elif booting and firmware_runs:
+        wanted.append((Path(firmware.DIRECTORY, "bios.elf"), None))
     if option_roms:
         wanted.append((Path(option_roms[0]).with_suffix(".elf"), (layout.OPTION_ROM_START,)))
-    elif booting:
+    elif booting and firmware_runs:
         dma = getattr(args, "fw_cfg_dma", True)
         rom = firmware.pvh_name(dma) if elf_kernel else firmware.linuxboot_name(dma)
         wanted.append((Path(firmware.DIRECTORY, rom.replace(".bin", ".elf")), (layout.OPTION_ROM_START,)))

@@ -166,6 +166,25 @@ class kvm_irq_level(_Struct):
     _fields_ = [("irq", c_uint32), ("level", c_uint32)]
 
 
+class kvm_irqfd(_Struct):
+    _fields_ = [("fd", c_uint32), ("gsi", c_uint32), ("flags", c_uint32),
+                ("resamplefd", c_uint32), ("pad", c_uint8 * 16)]
+
+
+KVM_IRQFD_FLAG_DEASSIGN = 1 << 0
+KVM_IRQFD_FLAG_RESAMPLE = 1 << 1
+
+
+class kvm_ioeventfd(_Struct):
+    _fields_ = [("datamatch", c_uint64), ("addr", c_uint64), ("len", c_uint32),
+                ("fd", ctypes.c_int32), ("flags", c_uint32), ("pad", c_uint8 * 36)]
+
+
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1
+KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
+
+
 class kvm_mp_state(_Struct):
     _fields_ = [("mp_state", c_uint32)]
 
@@ -304,9 +323,12 @@ KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
 KVM_CAP_NR_MEMSLOTS = 10
 KVM_CAP_SET_GUEST_DEBUG = 23
+KVM_CAP_IRQFD = 32
 KVM_CAP_PIT2 = 33
+KVM_CAP_IOEVENTFD = 36
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
 KVM_CAP_READONLY_MEM = 81
+KVM_CAP_IRQFD_RESAMPLE = 82
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_SET_GUEST_DEBUG2 = 195
 
@@ -326,7 +348,9 @@ KVM_SET_TSS_ADDR = IO(0x47)                                  # KVM_CAP_SET_TSS_A
 KVM_SET_IDENTITY_MAP_ADDR = IOW(0x48, c_uint64)              # KVM_CAP_SET_IDENTITY_MAP_ADDR
 KVM_CREATE_IRQCHIP = IO(0x60)                                # KVM_CAP_IRQCHIP
 KVM_IRQ_LINE = IOW(0x61, kvm_irq_level)
+KVM_IRQFD = IOW(0x76, kvm_irqfd)                             # KVM_CAP_IRQFD
 KVM_CREATE_PIT2 = IOW(0x77, kvm_pit_config)                  # KVM_CAP_PIT2
+KVM_IOEVENTFD = IOW(0x79, kvm_ioeventfd)                     # KVM_CAP_IOEVENTFD
 # vCPU fd
 KVM_RUN = IO(0x80)
 KVM_GET_MP_STATE = IOR(0x98, kvm_mp_state)

@@ -67,6 +67,36 @@ class Vm:
         self._irq.level = 1 if level else 0
         ioctl(self.fd, abi.KVM_IRQ_LINE, self._irq)
 
+    def ioeventfd(self, fd: int, address: int, length: int, datamatch: int | None = None,
+                  pio: bool = False, deassign: bool = False) -> None:
+        """KVM_IOEVENTFD: a guest write of `length` bytes (1, 2, 4 or 8; 0 for any) at MMIO
+        `address` (a port with `pio`) signals eventfd `fd` inside KVM instead of exiting;
+        with `datamatch`, only writes of that value. `deassign` removes the same registration
+        (all arguments as given to assign). KvmError when there is none to remove (ENOENT) or
+        one already exists (EEXIST)."""
+        flags = 0
+        if pio:
+            flags |= abi.KVM_IOEVENTFD_FLAG_PIO
+        if deassign:
+            flags |= abi.KVM_IOEVENTFD_FLAG_DEASSIGN
+        if datamatch is not None:
+            flags |= abi.KVM_IOEVENTFD_FLAG_DATAMATCH
+        ioctl(self.fd, abi.KVM_IOEVENTFD, abi.kvm_ioeventfd(
+            datamatch=datamatch or 0, addr=address, len=length, fd=fd, flags=flags))
+
+    def irqfd(self, fd: int, gsi: int, resample_fd: int | None = None, deassign: bool = False) -> None:
+        """KVM_IRQFD: a write to eventfd `fd` raises interrupt `gsi` inside KVM. Without
+        `resample_fd` the interrupt is an edge (raised and lowered at once); with it, a level
+        held until the guest acknowledges it (EOI), when KVM lowers it and signals
+        `resample_fd`. `deassign` detaches `fd` from `gsi` (lowering a held level)."""
+        request = abi.kvm_irqfd(fd=fd, gsi=gsi)
+        if deassign:
+            request.flags = abi.KVM_IRQFD_FLAG_DEASSIGN
+        elif resample_fd is not None:
+            request.flags = abi.KVM_IRQFD_FLAG_RESAMPLE
+            request.resamplefd = resample_fd
+        ioctl(self.fd, abi.KVM_IRQFD, request)
+
     def create_vcpu(self, vcpu_id: int = 0):
         from .vcpu import Vcpu
         return Vcpu(self, ioctl(self.fd, abi.KVM_CREATE_VCPU, vcpu_id), vcpu_id)

@@ -251,6 +251,11 @@ class PciFunction:
                 self.buses.unmap(*self.mapped.pop(index))
             if wanted is not None and self.buses.map(self, bar, bus, address):
                 self.mapped[index] = wanted
+            self.bar_moved(bar, address if index in self.mapped else None)
+
+    def bar_moved(self, bar: Bar, address: int | None) -> None:
+        """Hook called after update_mappings (un)mapped `bar`: where it decodes now, or None.
+        Also called when a mapping was refused, so it may repeat None."""
 
     def describe(self) -> str:
         bus, slot, function = self.address or (0, 0, 0)

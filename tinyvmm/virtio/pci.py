@@ -14,12 +14,15 @@ configuration space for firmware that cannot address the BAR.
     0x3000       0x1000  notifications: queue q at 0x3000 + 4 * q (16-bit writes)
 
 Interrupts are INTx (pin A, routed by the PIIX3's PIRQ registers); MSI-X is not
-offered. Every guest mistake (bad queue addresses, a malformed chain) sets
-DEVICE_NEEDS_RESET with a configuration-change interrupt; nothing a guest
-writes can raise out of the device.
+offered. Notifications are served on the vCPU thread that trapped the write, or,
+with a `notifier` attached (tinyvmm.virtio.iothread), on that notifier's thread;
+`lock` keeps that thread and the vCPU's from interleaving. Every guest mistake
+(bad queue addresses, a malformed chain) sets DEVICE_NEEDS_RESET with a
+configuration-change interrupt; nothing a guest writes can raise out of the device.
 """
 
 import struct
+import threading
 from collections import namedtuple
 
 from ..bus import Device
@@ -116,6 +119,11 @@ class VirtioPciDevice(PciFunction):
     index `queue` made available; True when the driver should be interrupted),
     and `reset()`. `memory` is the guest memory the rings live in; `set_irq(level)`
     drives the INTx line the platform routes pin A to.
+
+    `lock` (reentrant) is held by every register access and notification; a thread
+    other than the vCPU's takes it to call notify() or resample(). `notifier`, when
+    set, is told where the notification area is (`notify_area_moved(address or None)`)
+    and gets each trapped notification (`kick(queue)`) instead of notify() running here.
     """
 
     def __init__(self, model, memory, set_irq=None, name: str = "virtio"):
@@ -125,6 +133,8 @@ class VirtioPciDevice(PciFunction):
         self.model = model
         self.memory = memory
         self.set_irq = set_irq or (lambda level: None)
+        self.lock = threading.RLock()
+        self.notifier = None
         self.add_bar(VIRTIO_BAR, BAR_SIZE, "mem64", VirtioBar(self), prefetchable=True)
         # struct virtio_pci_cap after cap_vndr and cap_next: cap_len, cfg_type, bar, id,
         # padding, offset, length (and the notify capability's multiplier).
@@ -161,6 +171,12 @@ class VirtioPciDevice(PciFunction):
         self.config[0x06] = (status | 0x08) if asserted else (status & ~0x08)
         masked = self.get(0x04, 2) & 0x0400             # INTx disable
         self.set_irq(asserted and not masked)
+
+    def resample(self) -> None:
+        """The guest acknowledged the interrupt and the line was lowered: raise it again
+        if a cause is still pending in ISR."""
+        with self.lock:
+            self._update_irq()
 
     def interrupt(self, cause: int) -> None:
         self.isr |= cause
@@ -258,7 +274,11 @@ class VirtioPciDevice(PciFunction):
 
     # --- notifications ----------------------------------------------------------
     def notify(self, index: int) -> None:
-        """The driver made buffers available in queue `index`."""
+        """The driver made buffers available in queue `index`: serve them."""
+        with self.lock:
+            self._serve(index)
+
+    def _serve(self, index: int) -> None:
         if index >= len(self.queues) or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
             return
         queue = self.queues[index]
@@ -278,6 +298,10 @@ class VirtioPciDevice(PciFunction):
 
     # --- the BAR ----------------------------------------------------------------
     def read_bar(self, offset: int, size: int) -> int:
+        with self.lock:
+            return self._read_bar(offset, size)
+
+    def _read_bar(self, offset: int, size: int) -> int:
         if COMMON.offset <= offset < COMMON.end:
             return self.read_common(offset - COMMON.offset, size)
         if ISR.offset <= offset < ISR.end:
@@ -291,25 +315,36 @@ class VirtioPciDevice(PciFunction):
         return 0
 
     def write_bar(self, offset: int, size: int, value: int) -> None:
-        if COMMON.offset <= offset < COMMON.end:
-            self.write_common(offset - COMMON.offset, size, value)
-        elif NOTIFY.offset <= offset < NOTIFY.end:
-            self.notify((offset - NOTIFY.offset) // NOTIFY_OFF_MULTIPLIER)
-        # the device configuration of the models here is read-only
+        with self.lock:
+            if COMMON.offset <= offset < COMMON.end:
+                self.write_common(offset - COMMON.offset, size, value)
+            elif NOTIFY.offset <= offset < NOTIFY.end:
+                index = (offset - NOTIFY.offset) // NOTIFY_OFF_MULTIPLIER
+                if self.notifier is not None:
+                    self.notifier.kick(index)
+                else:
+                    self._serve(index)
+            # the device configuration of the models here is read-only
+
+    def bar_moved(self, bar, address: int | None) -> None:
+        if bar.index == VIRTIO_BAR and self.notifier is not None:
+            self.notifier.notify_area_moved(None if address is None else address + NOTIFY.offset)
 
     # --- configuration space: the INTx mask and the PCI_CFG window ----------------
     def config_written(self, offset: int, size: int, changed: bool) -> None:
-        if offset <= 0x05 and offset + size > 0x04:
-            self._update_irq()                  # INTx disable may have changed
-        data = self.pci_cfg + PCI_CFG_DATA
-        if offset < data + 4 and offset + size > data:
-            self._window(write=True)
+        with self.lock:
+            if offset <= 0x05 and offset + size > 0x04:
+                self._update_irq()                  # INTx disable may have changed
+            data = self.pci_cfg + PCI_CFG_DATA
+            if offset < data + 4 and offset + size > data:
+                self._window(write=True)
 
     def read_config(self, offset: int, size: int) -> int:
-        data = self.pci_cfg + PCI_CFG_DATA
-        if offset < data + 4 and offset + size > data:
-            self._window(write=False)
-        return super().read_config(offset, size)
+        with self.lock:
+            data = self.pci_cfg + PCI_CFG_DATA
+            if offset < data + 4 and offset + size > data:
+                self._window(write=False)
+            return super().read_config(offset, size)
 
     def _window(self, write: bool) -> None:
         """Carry out the access the PCI_CFG capability describes: `length` (1, 2 or 4) bytes
