@@ -116,7 +116,8 @@ def test_an_odd_sized_image_is_rounded_down_with_a_warning(tmp_path):
     image.write_bytes(bytes(512 * 3 + 100))
     result = tinyvmm("run", "--bios", "bios.bin", "--disk", str(image), "--timeout", "5",
                      "--expect", "tinyvmm BIOS")
-    assert b"is 1636 bytes, not a multiple of 512: the guest sees the first 1536" in result.stderr
+    assert b"is 1636 bytes, not a multiple of 512: the guest sees its first 3 whole sectors" in result.stderr
+    assert b"tinyvmm's BIOS boots only from fw_cfg, not from disks" in result.stderr
 
 
 def test_a_read_only_file_needs_readonly_on(tmp_path, monkeypatch):
@@ -137,3 +138,33 @@ def test_a_read_only_file_needs_readonly_on(tmp_path, monkeypatch):
     fd, size = open_drive(DriveSpec(str(image), read_only=True))
     os.close(fd)
     assert size == 4096
+
+
+def test_drives_that_cannot_go_together_are_usage_errors(tmp_path):
+    image = tmp_path / "a.img"
+    image.write_bytes(bytes(4096))
+    other = tmp_path / "b.img"
+    other.write_bytes(bytes(4096))
+    for drives, message in (
+            (["--disk", str(image), "--disk", str(image)], "is given twice"),
+            (["--drive", f"file={image},bootindex=1", "--drive", f"file={other},bootindex=1"],
+             "bootindex=1 is given to two drives"),
+            (["--disk", str(image)] * 31, "at most 30 fit"),
+            (["--drive", f"file={image},bootindex=99999999999"], "from 0 to 2147483647")):
+        result = tinyvmm("run", "--bios", "bios.bin", "--timeout", "5", *drives)
+        assert result.returncode == 2 and message in result.stderr.decode(), result.stderr.decode()
+        assert b"Traceback" not in result.stderr
+    shared = tinyvmm("fw-cfg", "list", "--drive", f"file={image},readonly=on",
+                     "--drive", f"file={image},readonly=on")
+    assert shared.returncode == 0, shared.stderr.decode()         # read-only twice is fine
+
+
+def test_doubled_commas_stand_for_one():
+    from tinyvmm.virtio.drive import parse_drive
+    spec = parse_drive("file=a,,b.img,if=virtio,format=raw,serial=x,,y")
+    assert spec.path == "a,b.img" and spec.serial == "x,y"
+
+
+def test_fw_cfg_list_checks_the_images(tmp_path):
+    result = tinyvmm("fw-cfg", "list", "--disk", str(tmp_path / "missing.img"))
+    assert result.returncode == 2 and b"cannot open disk image" in result.stderr

@@ -374,6 +374,12 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
         # A firmware boot adds bootorder and, without --option-rom, its boot ROM.
         loader_files = 0 if payload is None or payload.boot == "direct" else (1 if option_roms else 2)
         drives = getattr(args, "drives", None) or []
+        if drives:
+            from .virtio.drive import DriveError, check_drives
+            try:
+                check_drives(drives)
+            except DriveError as exc:
+                raise UsageError(str(exc)) from None
         booting_drives = sorted((d.bootindex, i) for i, d in enumerate(drives) if d.bootindex is not None)
         items = build_fw_cfg_items(args, args.mem, len(firmware),
                                    loader_files=loader_files + (1 if booting_drives and not loader_files else 0))
@@ -419,6 +425,11 @@ def open_disks(args):
 
 def cmd_run(args) -> int:
     firmware = read_firmware(args.bios)
+    if args.drives:
+        from . import firmware as shipped
+        if firmware == shipped.read_image(shipped.BIOS):
+            print("tinyvmm: warning: tinyvmm's BIOS boots only from fw_cfg, not from disks; give "
+                  "--bios /usr/share/seabios/bios-256k.bin to boot one", file=sys.stderr)
     items, _ = prepare_items(args, firmware, with_linux=False)
     return launch(args, firmware, items)
 
@@ -439,6 +450,8 @@ def cmd_fw_cfg_list(args) -> int:
     firmware = boot_firmware(args)
     with_linux = args.kernel is not None
     items, _ = prepare_items(args, firmware, with_linux)
+    _, close_disks = open_disks(args)           # the same checks as a run's
+    close_disks()
     try:
         status = print_listing(args, items, as_json=args.json)
         sys.stdout.flush()

@@ -68,6 +68,7 @@ PCI_IO_END = 0x10000
 # Bus 0: 00:00.0 i440FX, 00:01.0/.3 PIIX3 ISA and PIIX4 PM; virtio devices from 00:02.0 up,
 # where QEMU's -nodefaults machine puts its first device.
 VIRTIO_FIRST_SLOT = 2
+VIRTIO_MAX_DEVICES = 32 - VIRTIO_FIRST_SLOT
 
 # Guest-physical pages served inside KVM, which no BAR may cover.
 RESERVED_MMIO = ((IOAPIC_START, 0x1000, "the I/O APIC"), (LAPIC_START, 0x1000, "the local APIC"),

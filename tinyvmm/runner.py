@@ -321,6 +321,8 @@ class Runner:
             try:
                 _kvm_run(fd, KVM_RUN, 0)
             except InterruptedError:
+                if stats is not None:           # a run cut short by a signal ran all the same
+                    stats.run_ns += clock() - entered
                 ended, ours = self._on_interrupt()
                 if ended:
                     return ended

@@ -3,12 +3,15 @@ spelling) and its short form `--disk FILE`: parsed, then the image opened and ch
 guest starts."""
 
 import argparse
+import errno
+import fcntl
 import os
 import stat
 
 SECTOR = 512
 KNOWN_KEYS = ("file", "if", "format", "readonly", "serial", "bootindex")
 SERIAL_MAX = 20                     # virtio-blk GET_ID: 20 bytes
+BOOTINDEX_MAX = 0x7FFFFFFF          # QEMU's bootindex is an int32
 
 
 class DriveError(ValueError):
@@ -32,13 +35,18 @@ def _flag(key: str, value: str) -> bool:
         return True
     if value in ("off", "no", "false"):
         return False
-    raise DriveError(f"{key}={value}: expected on or off")
+    raise DriveError(f"{key}={value}: expected on or off (yes/no and true/false also work)")
+
+
+def split_options(text: str) -> list[str]:
+    """QEMU's option list: parts split at commas, a doubled comma standing for one in a value."""
+    return [part.replace("\0", ",") for part in text.replace(",,", "\0").split(",")]
 
 
 def parse_drive(text: str) -> DriveSpec:
     """QEMU's -drive syntax, the parts a virtio disk uses. Raises DriveError."""
     fields: dict[str, str] = {}
-    for part in text.split(","):
+    for part in split_options(text):
         key, sep, value = part.partition("=")
         if not sep:
             raise DriveError(f"{part!r}: expected key=value (file=PATH,if=virtio,format=raw)")
@@ -58,8 +66,8 @@ def parse_drive(text: str) -> DriveSpec:
                                or not serial.isprintable()):
         raise DriveError(f"serial={serial!r}: at most {SERIAL_MAX} printable ASCII characters")
     bootindex = fields.get("bootindex")
-    if bootindex is not None and not bootindex.isdigit():
-        raise DriveError(f"bootindex={bootindex}: expected a number")
+    if bootindex is not None and not (bootindex.isdigit() and int(bootindex) <= BOOTINDEX_MAX):
+        raise DriveError(f"bootindex={bootindex}: expected a number from 0 to {BOOTINDEX_MAX}")
     return DriveSpec(fields["file"], _flag("readonly", fields.get("readonly", "off")), serial,
                      int(bootindex) if bootindex is not None else None)
 
@@ -105,10 +113,14 @@ def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
         fd = os.open(spec.path, flags | os.O_CLOEXEC)
     except OSError as exc:
         hint = "; give readonly=on to use it read-only" if not spec.read_only and \
-            exc.errno in (13, 30) else ""     # EACCES, EROFS
+            exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else ""
         raise DriveError(f"cannot open disk image {spec.path} for "
                          f"{'reading' if spec.read_only else 'reading and writing'}: "
                          f"{exc.strerror}{hint}") from None
+    if stat.S_ISBLK(mode) and not spec.read_only and _block_device_read_only(fd):
+        os.close(fd)
+        raise DriveError(f"disk image {spec.path} is a read-only block device; give readonly=on "
+                         "to use it read-only")
     size = os.lseek(fd, 0, os.SEEK_END)
     usable = size - size % SECTOR
     if usable == 0:
@@ -117,5 +129,44 @@ def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
                          f"{SECTOR}-byte sector")
     if usable != size and warn is not None:
         warn(f"disk image {spec.path} is {size} bytes, not a multiple of {SECTOR}: the guest "
-             f"sees the first {usable} (as QEMU does)")
+             f"sees its first {usable // SECTOR} whole sectors ({usable} bytes)")
     return fd, usable
+
+
+BLKROGET = 0x125E                   # linux/fs.h: _IO(0x12, 94), an int: 1 when read-only
+
+
+def _block_device_read_only(fd: int) -> bool:
+    flag = bytearray(4)
+    try:
+        fcntl.ioctl(fd, BLKROGET, flag)
+    except OSError:
+        return False
+    return int.from_bytes(flag, "little") != 0
+
+
+def check_drives(specs) -> None:
+    """Raise DriveError for drives that cannot go together: more than the PCI slots hold, one
+    image given twice (two writable views of one file would corrupt it), a boot index used
+    twice."""
+    from .. import layout
+    if len(specs) > layout.VIRTIO_MAX_DEVICES:
+        raise DriveError(f"{len(specs)} drives: at most {layout.VIRTIO_MAX_DEVICES} fit (PCI slots "
+                         f"{layout.VIRTIO_FIRST_SLOT} to 31 of bus 0)")
+    seen: dict[tuple[int, int], DriveSpec] = {}
+    for spec in specs:
+        try:
+            info = os.stat(spec.path)
+        except OSError:
+            continue                    # open_drive says why
+        key = (info.st_dev, info.st_ino)
+        other = seen.get(key)
+        if other is not None and not (spec.read_only and other.read_only):
+            raise DriveError(f"disk image {spec.path} is given twice ({other.path}); two "
+                             "writable disks on one image would corrupt it (readonly=on on both "
+                             "shares it)")
+        seen[key] = spec
+    indexes = [spec.bootindex for spec in specs if spec.bootindex is not None]
+    for index in set(indexes):
+        if indexes.count(index) > 1:
+            raise DriveError(f"bootindex={index} is given to two drives")
