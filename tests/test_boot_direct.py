@@ -355,3 +355,11 @@ def test_stop_at_kernel_on_a_direct_boot_runs_no_guest_code(pvh_payload, tmp_pat
     assert result.returncode == 0, result.stderr.decode()
     assert b"pvh-payload" not in result.stdout                  # the payload never ran
     assert json.loads(timing.read_text())["start_ns"]           # VMM startup still ends at KVM_RUN
+
+
+def test_a_boot_rom_for_the_other_format_is_named(tmp_path, capsys):
+    path = kernel_file(tmp_path, good_elf())
+    assert main(["fw-cfg", "list", "--kernel", path, "--option-rom", "linuxboot_dma.bin"]) == 0
+    assert "linuxboot_dma.bin boots a bzImage, and the kernel is an ELF vmlinux" in capsys.readouterr().err
+    assert main(["fw-cfg", "list", "--kernel", path, "--option-rom", "pvh_dma.bin"]) == 0
+    assert "warning" not in capsys.readouterr().err

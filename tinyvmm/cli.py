@@ -371,6 +371,8 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
             if payload.boot == "direct" and (getattr(args, "bios", None) or option_roms):
                 raise UsageError(f"--boot direct runs no firmware: drop "
                                  f"{'--bios' if args.bios else '--option-rom'}")
+            if payload.boot == "firmware" and option_roms:
+                warn_rom_mismatch(os.path.basename(option_roms[0]), payload.is_elf)
         # A firmware boot adds bootorder and, without --option-rom, its boot ROM.
         loader_files = 0 if payload is None or payload.boot == "direct" else (1 if option_roms else 2)
         drives = getattr(args, "drives", None) or []
@@ -390,6 +392,17 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
     except (FwCfgConfigError, PayloadError) as exc:
         raise UsageError(str(exc)) from None
     return items, payload
+
+
+def warn_rom_mismatch(rom: str, elf_kernel: bool) -> None:
+    """QEMU's and tinyvmm's boot ROMs are named for the format they boot: say so when the first
+    --option-rom looks like the other kind, before the guest crashes in it."""
+    if elf_kernel and "linuxboot" in rom:
+        print(f"tinyvmm: warning: {rom} boots a bzImage, and the kernel is an ELF vmlinux: give a "
+              "PVH ROM (pvh.bin)", file=sys.stderr)
+    elif not elf_kernel and rom.startswith("pvh"):
+        print(f"tinyvmm: warning: {rom} boots an ELF vmlinux through its PVH entry, and the kernel "
+              "is a bzImage: give a linuxboot ROM", file=sys.stderr)
 
 
 def drive_boot_path(index: int) -> str:
