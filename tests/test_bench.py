@@ -293,20 +293,30 @@ def fake_phases(total):
             "total_s": total, "banner_s": None}
 
 
-def test_bench_interleaves_the_firmware_systems(tmp_path, monkeypatch, capsys):
-    order = []
+@pytest.fixture
+def fake_runs(tmp_path, monkeypatch):
+    """Bench with its boots replaced: tinyvmm runs take 1 s, QEMU runs 2 s. Returns the list
+    of (system, boot arguments or None for QEMU) in the order they ran, and the vmlinux each
+    qemu_runner was given."""
+    order, vmlinuxes = [], []
 
     def tinyvmm_run(args, system, boot_args, workdir, index):
         order.append((system, boot_args))
         return fake_phases(1.0)
 
     def qemu_runner(args, vmlinux=None):
+        vmlinuxes.append(vmlinux)
         return lambda system, workdir, index: order.append((system, None)) or fake_phases(2.0)
     monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
     monkeypatch.setattr(bench, "qemu_runner", qemu_runner)
     monkeypatch.setattr(bench, "SETTLE_S", 0)
     monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
     monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    return order, vmlinuxes
+
+
+def test_bench_interleaves_the_firmware_systems(fake_runs, capsys):
+    order, _ = fake_runs
     args = bench_args("--runs", "2", "--no-banner", "--vs-qemu", "--firmware", "qboot,seabios")
     assert bench.cmd_bench(args) == 0
     systems = ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64", "tinyvmm-seabios-dma",
@@ -320,32 +330,14 @@ def test_bench_interleaves_the_firmware_systems(tmp_path, monkeypatch, capsys):
     assert "tinyvmm+qboot total / QEMU+qboot total: 0.50" in out
 
 
-def test_bench_without_firmware_runs_today_systems(tmp_path, monkeypatch):
-    order = []
-    monkeypatch.setattr(bench, "tinyvmm_run",
-                        lambda args, system, boot_args, w, i: order.append(system) or fake_phases(1.0))
-    monkeypatch.setattr(bench, "SETTLE_S", 0)
-    monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
-    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+def test_bench_without_firmware_runs_today_systems(fake_runs):
+    order, _ = fake_runs
     assert bench.cmd_bench(bench_args("--runs", "1")) == 0
-    assert order == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
+    assert [system for system, _ in order] == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
 
 
-def test_a_vmlinux_adds_the_pvh_rows(tmp_path, monkeypatch):
-    order = []
-
-    def tinyvmm_run(args, system, boot_args, workdir, index):
-        order.append((system, boot_args))
-        return fake_phases(1.0)
-
-    def qemu_runner(args, vmlinux=None):
-        assert vmlinux == "vm"
-        return lambda system, workdir, index: order.append((system, None)) or fake_phases(2.0)
-    monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
-    monkeypatch.setattr(bench, "qemu_runner", qemu_runner)
-    monkeypatch.setattr(bench, "SETTLE_S", 0)
-    monkeypatch.setattr(bench.compileall, "compile_dir", lambda *a, **k: True)
-    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+def test_a_vmlinux_adds_the_pvh_rows(fake_runs):
+    order, vmlinuxes = fake_runs
     args = bench_args("--runs", "1", "--vs-qemu", "--initrd", "rd")
     args.vmlinux_path = "vm"
     assert bench.cmd_bench(args) == 0
@@ -353,6 +345,7 @@ def test_a_vmlinux_adds_the_pvh_rows(tmp_path, monkeypatch):
         "tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64", "tinyvmm-pvh", "tinyvmm-pvh-dma",
         "tinyvmm-pvh-legacy", "qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot",
         "qemu-qboot-pvh"]
+    assert vmlinuxes == ["vm"]
     boot_args = dict(order)
     assert boot_args["tinyvmm-pvh"] == ["--kernel", "vm", "--initrd", "rd", "--boot", "direct"]
     assert boot_args["tinyvmm-pvh-legacy"][-1] == "--no-fw-cfg-dma"

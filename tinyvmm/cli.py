@@ -373,19 +373,15 @@ def prepare_items(args, firmware: bytes, with_linux: bool):
                                  f"{'--bios' if args.bios else '--option-rom'}")
             if payload.boot == "firmware" and option_roms:
                 warn_rom_mismatch(os.path.basename(option_roms[0]), payload.is_elf)
-        # A firmware boot adds bootorder and, without --option-rom, its boot ROM.
-        loader_files = 0 if payload is None or payload.boot == "direct" else (1 if option_roms else 2)
+            args.boot = payload.boot            # as chosen: the debugging aids follow it
+        firmware_boot = payload is not None and payload.boot == "firmware"
         drives = getattr(args, "drives", None) or []
-        if drives:
-            from .virtio.drive import DriveError, check_drives
-            try:
-                check_drives(drives)
-            except DriveError as exc:
-                raise UsageError(str(exc)) from None
         booting_drives = sorted((d.bootindex, i) for i, d in enumerate(drives) if d.bootindex is not None)
-        items = build_fw_cfg_items(args, args.mem, len(firmware),
-                                   loader_files=loader_files + (1 if booting_drives and not loader_files else 0))
-        if loader_files:
+        # Files added after the standard ones: the boot ROM (unless --option-rom gave it)
+        # and the bootorder file, when a kernel or a drive is to be booted.
+        loader_files = int(firmware_boot and not option_roms) + int(firmware_boot or bool(booting_drives))
+        items = build_fw_cfg_items(args, args.mem, len(firmware), loader_files=loader_files)
+        if firmware_boot:
             payload.publish(items, option_roms)
         for _, index in booting_drives:     # after the kernel's ROM, as QEMU gives it bootindex 0
             items.add_boot_device(drive_boot_path(index))
@@ -417,13 +413,14 @@ def open_disks(args):
     if not specs:
         return [], lambda: None             # no virtio modules to import on the way to KVM_RUN
     from .virtio.blk import BlockBackend, BlockDevice
-    from .virtio.drive import DriveError, open_drive
+    from .virtio.drive import DriveError, check_drives, open_drive
     models, fds = [], []
 
     def close():
         for fd in fds:
             os.close(fd)
     try:
+        check_drives(specs)
         for spec in specs:
             fd, size = open_drive(spec, warn=lambda text: print(f"tinyvmm: warning: {text}",
                                                                  file=sys.stderr))
@@ -493,11 +490,11 @@ def cmd_bench(args) -> int:
     if payload.is_elf:
         raise UsageError(f"bench --kernel {args.kernel} is an ELF vmlinux: give the bzImage with "
                          "--kernel and the vmlinux with --vmlinux")
+    from .boot.direct import DirectBootError, check_64bit_entry
     try:    # a kernel without a 64-bit entry only loses its direct row
-        load_payload(args.kernel, args.initrd, args.append, True, args.mem,
-                     getattr(args, "append_as_is", False), boot="direct")
+        check_64bit_entry(payload.plan.image, payload.kernel_path)
         args.direct64 = True
-    except PayloadError as exc:
+    except DirectBootError as exc:
         print(f"tinyvmm: no direct 64-bit row: {exc}", file=sys.stderr)
         args.direct64 = False
     args.vmlinux_path = bench.default_vmlinux(args)

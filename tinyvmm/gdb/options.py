@@ -63,9 +63,9 @@ def default_symbol_files(args, given) -> list:
     elf_kernel = kernel is not None and kernel == getattr(args, "kernel", None)
     bios = getattr(args, "bios", None)
     option_roms = getattr(args, "option_roms", None)
-    boot = getattr(args, "boot", None) or ("direct" if elf_kernel and not bios and not option_roms
-                                           else "firmware")
-    firmware_runs = not booting or boot == "firmware"     # a direct boot runs neither BIOS nor ROM
+    # `boot` is the method the loader chose (cli.prepare_items): a direct boot runs neither
+    # BIOS nor ROM.
+    firmware_runs = not booting or getattr(args, "boot", None) != "direct"
     if bios:
         wanted.append((Path(firmware.resolve(bios)).with_suffix(".elf"), None))
     elif booting and firmware_runs:

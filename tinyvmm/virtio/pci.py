@@ -26,7 +26,8 @@ import threading
 from collections import namedtuple
 
 from ..bus import Device
-from ..pci.config import PciFunction
+from ..pci.config import (PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI_STATUS_INTERRUPT,
+                          PciFunction)
 from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, SplitQueue, VirtqueueError
 
 VIRTIO_VENDOR = 0x1AF4
@@ -78,6 +79,8 @@ QUEUE_NOTIFY_OFF = 0x1E
 QUEUE_DESC = 0x20
 QUEUE_DRIVER = 0x28
 QUEUE_DEVICE = 0x30
+# The three 64-bit ring addresses: their common-configuration offset and QueueState field.
+QUEUE_ADDRESSES = ((QUEUE_DESC, "desc"), (QUEUE_DRIVER, "driver"), (QUEUE_DEVICE, "device"))
 NO_VECTOR = 0xFFFF
 
 # device_status bits
@@ -167,9 +170,10 @@ class VirtioPciDevice(PciFunction):
 
     def _update_irq(self) -> None:
         asserted = bool(self.isr)
-        status = self.config[0x06]
-        self.config[0x06] = (status | 0x08) if asserted else (status & ~0x08)
-        masked = self.get(0x04, 2) & 0x0400             # INTx disable
+        status = self.config[PCI_STATUS]
+        self.config[PCI_STATUS] = (status | PCI_STATUS_INTERRUPT) if asserted else \
+            (status & ~PCI_STATUS_INTERRUPT)
+        masked = self.get(PCI_COMMAND, 2) & PCI_COMMAND_INTX_DISABLE
         self.set_irq(asserted and not masked)
 
     def resample(self) -> None:
@@ -218,7 +222,7 @@ class VirtioPciDevice(PciFunction):
             return int(queue.enabled)
         if offset == QUEUE_NOTIFY_OFF:
             return self.queue_select
-        for base, field in ((QUEUE_DESC, "desc"), (QUEUE_DRIVER, "driver"), (QUEUE_DEVICE, "device")):
+        for base, field in QUEUE_ADDRESSES:
             if base <= offset < base + 8:
                 return (getattr(queue, field) >> (8 * (offset - base))) & ((1 << (8 * size)) - 1)
         return 0
@@ -246,7 +250,7 @@ class VirtioPciDevice(PciFunction):
             if value == 1:
                 self.enable_queue(queue)
         else:
-            for base, field in ((QUEUE_DESC, "desc"), (QUEUE_DRIVER, "driver"), (QUEUE_DEVICE, "device")):
+            for base, field in QUEUE_ADDRESSES:
                 if base <= offset < base + 8:
                     shift = 8 * (offset - base)
                     mask = ((1 << (8 * size)) - 1) << shift
@@ -333,7 +337,7 @@ class VirtioPciDevice(PciFunction):
     # --- configuration space: the INTx mask and the PCI_CFG window ----------------
     def config_written(self, offset: int, size: int, changed: bool) -> None:
         with self.lock:
-            if offset <= 0x05 and offset + size > 0x04:
+            if offset < PCI_COMMAND + 2 and offset + size > PCI_COMMAND:
                 self._update_irq()                  # INTx disable may have changed
             data = self.pci_cfg + PCI_CFG_DATA
             if offset < data + 4 and offset + size > data:
