@@ -100,14 +100,14 @@ def check_ends(console: bytes, payload: bytes, phase: str) -> None:
 def run_tinyvmm(image: Path, blob: Path, payload: bytes) -> dict[str, float]:
     from tinyvmm.console import Console
     from tinyvmm.fw_cfg.options import add_fw_cfg_options, attach_fw_cfg
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Outcome, Runner
 
     parser = argparse.ArgumentParser()
     add_fw_cfg_options(parser)
     args = parser.parse_args(["--fw-cfg", f"name=opt/bench/blob,file={blob}"])
     console = bytearray()
-    machine = Machine(MachineConfig(image.read_bytes(), 256 * layout.MiB,
+    machine = Board(BoardConfig(image.read_bytes(), 256 * layout.MiB,
                                     debugcon=Console("debugcon", sink=console.extend)))
     try:
         attach_fw_cfg(machine, args)

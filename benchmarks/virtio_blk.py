@@ -77,13 +77,13 @@ class SerialClock:
 def run_tinyvmm(bios: bytes, disk: Path, iothread: bool) -> tuple[float, float]:
     """One boot; (seconds between milestones 16 and 17, seconds between the serial markers)."""
     from tinyvmm.console import Console
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Outcome, Runner
     from tinyvmm.virtio.blk import BlockBackend, BlockDevice
 
     serial = SerialClock()
     with open(disk, "rb") as image:
-        machine = Machine(MachineConfig(bios, serial=Console("serial", serial),
+        machine = Board(BoardConfig(bios, serial=Console("serial", serial),
                                         virtio_devices=[BlockDevice(BlockBackend(image, read_only=True))],
                                         virtio_iothread=iothread))
         try:

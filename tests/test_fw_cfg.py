@@ -651,7 +651,7 @@ def test_mmio_dma_with_64_and_32_bit_writes(rig):
 
 # --- options, attach and `fw-cfg list` -----------------------------------------------------------
 class FakeMachine:
-    """What attach_fw_cfg needs from tinyvmm.machine.Machine, without KVM."""
+    """What attach_fw_cfg needs from tinyvmm.board.Board, without KVM."""
 
     def __init__(self, ram_size=32 * layout.MiB, tracer=None):
         self.config = SimpleNamespace(ram_size=ram_size, firmware=bytes(64 * layout.KiB))

@@ -4,7 +4,6 @@ The guest prints one line per observation on the debug console; these tests
 compute what each line must say from the items the host put in fw_cfg.
 """
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from guest_build import build_guest, toolchain_missing
 from tinyvmm import layout
-from tinyvmm.fw_cfg.options import add_fw_cfg_options, attach_fw_cfg
 from tinyvmm.kvm.system import kvm_status
 
 MMIO_BASE = 0xFEF00000
@@ -37,38 +35,24 @@ def guest_image(tmp_path_factory) -> bytes:
     return data
 
 
-def fw_cfg_args(extra: list[str], blob_path: Path) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_fw_cfg_options(parser)
-    return parser.parse_args(["--fw-cfg", f"name=opt/test/blob,file={blob_path}"] + extra)
-
-
-def run_guest(image: bytes, extra: list[str], tmp_path: Path):
-    """Run the guest with these fw_cfg options; returns (lines by (mode, label), fw_cfg, outcome)."""
-    from tinyvmm.console import Console
-    from tinyvmm.machine import Machine, MachineConfig
-    from tinyvmm.runner import Outcome, Runner
-
+def run_guest(machine, image: bytes, tmp_path: Path, **fw_cfg_options):
+    """Run the guest with these fw_cfg options (Machine's); returns (lines by (mode, label),
+    fw_cfg)."""
+    from tinyvmm import Outcome
     blob_path = tmp_path / "blob.bin"
     blob_path.write_bytes(BLOB)
-    output = bytearray()
-    config = MachineConfig(image, RAM_SIZE, debugcon=Console("debugcon", sink=output.extend))
-    machine = Machine(config)
-    try:
-        fw_cfg = attach_fw_cfg(machine, fw_cfg_args(extra, blob_path))
-        fw_cfg.items.add_file("opt/test/rw", RW_INITIAL, writable=True)
-        result = Runner(machine, timeout=60).run()
-    finally:
-        machine.close()
-    text = output.decode("latin-1")
-    assert result.outcome is Outcome.RESET, f"{result.outcome}: {result.message}\n{result.report}\n{text}"
+    guest = machine(image, mem=RAM_SIZE, fw_cfg={"opt/test/blob": blob_path}, **fw_cfg_options)
+    guest.add_fw_cfg_file("opt/test/rw", RW_INITIAL, write=lambda offset, data: None)
+    result = guest.run(timeout=60)
+    text = guest.debugcon_output.decode("latin-1")
+    assert result.outcome is Outcome.RESET, guest.summary()
     lines = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) >= 2 and words[0] in ("pio", "mmio"):
             lines[(words[0], words[1])] = words[2:]
     assert text.endswith("end\n"), text
-    return lines, fw_cfg
+    return lines, guest.fw_cfg
 
 
 def checksum(data: bytes) -> str:
@@ -106,33 +90,33 @@ def expect_dma(lines, mode):
     assert lines[(mode, "high")] == ["0000000a", "00000000", ok, "554d4551"]
 
 
-def test_ports_and_mmio_with_dma(guest_image, tmp_path):
-    lines, fw_cfg = run_guest(guest_image, ["--fw-cfg-mmio", hex(MMIO_BASE)], tmp_path)
+def test_ports_and_mmio_with_dma(machine, guest_image, tmp_path):
+    lines, fw_cfg = run_guest(machine, guest_image, tmp_path, fw_cfg_mmio=MMIO_BASE)
     for mode in ("pio", "mmio"):
         expect_common(lines, mode, fw_cfg, dma=True)
         expect_dma(lines, mode)
     assert bytes(fw_cfg.items.file("opt/test/rw").data) == b"WRITTEN!" + RW_INITIAL[8:]
 
 
-def test_without_dma_the_guest_sees_id_1_and_no_dma_register(guest_image, tmp_path):
-    lines, fw_cfg = run_guest(guest_image, ["--no-fw-cfg-dma", "--fw-cfg-mmio", hex(MMIO_BASE)],
-                              tmp_path)
+def test_without_dma_the_guest_sees_id_1_and_no_dma_register(machine, guest_image, tmp_path):
+    lines, fw_cfg = run_guest(machine, guest_image, tmp_path, fw_cfg_dma=False,
+                              fw_cfg_mmio=MMIO_BASE)
     for mode in ("pio", "mmio"):
         expect_common(lines, mode, fw_cfg, dma=False)
         assert (mode, "nodma") in lines and (mode, "sum-dma") not in lines
     assert bytes(fw_cfg.items.file("opt/test/rw").data) == RW_INITIAL
 
 
-def test_mmio_instead_of_the_ports(guest_image, tmp_path):
-    lines, fw_cfg = run_guest(guest_image, ["--no-fw-cfg-ports", "--fw-cfg-mmio", hex(MMIO_BASE)],
-                              tmp_path)
+def test_mmio_instead_of_the_ports(machine, guest_image, tmp_path):
+    lines, fw_cfg = run_guest(machine, guest_image, tmp_path, fw_cfg_ports=False,
+                              fw_cfg_mmio=MMIO_BASE)
     assert ("pio", "absent") in lines and ("pio", "sig") not in lines
     expect_common(lines, "mmio", fw_cfg, dma=True)
     expect_dma(lines, "mmio")
 
 
-def test_ports_only_guest_finds_no_mmio(guest_image, tmp_path):
-    lines, fw_cfg = run_guest(guest_image, [], tmp_path)
+def test_ports_only_guest_finds_no_mmio(machine, guest_image, tmp_path):
+    lines, fw_cfg = run_guest(machine, guest_image, tmp_path)
     expect_common(lines, "pio", fw_cfg, dma=True)
     expect_dma(lines, "pio")
     assert ("mmio", "absent") in lines

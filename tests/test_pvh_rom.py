@@ -100,7 +100,7 @@ def run_machine(bios: bytes, dma: bool, publish, timeout: float = 60,
     from tinyvmm.boot.marks import BootMarks
     from tinyvmm.console import Console
     from tinyvmm.fw_cfg.options import attach_fw_cfg, build_fw_cfg_items
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
     from tinyvmm.timeline import BootTimeline
 
@@ -109,7 +109,7 @@ def run_machine(bios: bytes, dma: bool, publish, timeout: float = 60,
     items = build_fw_cfg_items(args, RAM, len(bios), loader_files=2)
     publish(items)
     serial, debugcon = bytearray(), bytearray()
-    machine = Machine(MachineConfig(bios, RAM, Console("serial", serial.extend, expect),
+    machine = Board(BoardConfig(bios, RAM, Console("serial", serial.extend, expect),
                                     Console("debugcon", debugcon.extend, expect)))
     try:
         fw_cfg = attach_fw_cfg(machine, args, items)

@@ -103,18 +103,13 @@ def test_expect_ends_run_early():
     assert result.returncode == 0, result.stderr.decode()
 
 
-def test_in_process_machine_records_milestones():
-    from tinyvmm.machine import Machine, MachineConfig
-    from tinyvmm.runner import Outcome, Runner
-    image = build_guest("hello")
-    machine = Machine(MachineConfig(image.bin_path.read_bytes(), ram_size=16 << 20))
-    try:
-        result = Runner(machine, timeout=30).run()
-    finally:
-        machine.close()
+def test_in_process_machine_records_milestones(machine):
+    from tinyvmm import Outcome
+    guest = machine(build_guest("hello").bin_path, mem=16 << 20)
+    result = guest.run(timeout=30)
     assert result.outcome is Outcome.RESET
-    assert [(m.port, m.value) for m in machine.milestones] == [(0xF5, 1)]
-    assert machine.first_run_ns <= machine.milestones[0].time_ns
+    assert [(m.port, m.value) for m in guest.milestones] == [(0xF5, 1)]
+    assert guest.board.first_run_ns <= guest.milestones[0].time_ns
 
 
 @pytest.mark.kvm

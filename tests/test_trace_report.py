@@ -22,7 +22,7 @@ from tinyvmm.trace import ExitStats
 def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     """Run a test guest through the same wiring the command line uses; (result, trace, stderr)."""
     from tinyvmm.gdb.options import add_debug_options, attach_debug_tools
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
     from tinyvmm.trace import Tracer
     image = build_guest(name)
@@ -32,7 +32,7 @@ def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     args = parser.parse_args(argv)
     out, err = io.StringIO(), io.StringIO()
     tracer = Tracer(out, set(trace)) if trace else None
-    machine = Machine(MachineConfig(image.bin_path.read_bytes()), tracer=tracer)
+    machine = Board(BoardConfig(image.bin_path.read_bytes()), tracer=tracer)
     try:
         runner = Runner(machine, timeout=timeout, tracer=tracer)
         with attach_debug_tools(machine, runner, args, err=err) as debug:

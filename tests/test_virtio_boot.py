@@ -84,7 +84,7 @@ def test_bootindex_names_the_disk_in_bootorder(tmp_path):
 
 
 def test_drive_bootorder_path_follows_qemu():
-    from tinyvmm.cli import drive_boot_path
+    from tinyvmm.config import drive_boot_path
     assert drive_boot_path(0) == "/pci@i0cf8/scsi@2/disk@0,0"
     assert drive_boot_path(9) == "/pci@i0cf8/scsi@b/disk@0,0"
 

@@ -245,11 +245,11 @@ def boot_disk(path: Path, chunk_sectors: int, reads: int) -> Path:
 def run_seabios(disk: Path, model_class=BlockDevice, timeout=60):
     """Boot SeaBIOS from `disk` with the I/O thread on; (result, machine, serial text)."""
     from tinyvmm.console import Console
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
     serial = bytearray()
     with open(disk, "rb") as image:
-        machine = Machine(MachineConfig(SEABIOS.read_bytes(), serial=Console("serial", serial.extend),
+        machine = Board(BoardConfig(SEABIOS.read_bytes(), serial=Console("serial", serial.extend),
                                         virtio_devices=[model_class(BlockBackend(image, read_only=True))],
                                         virtio_iothread=True))
         try:
@@ -311,11 +311,11 @@ def test_seabios_reads_the_disk_through_the_io_thread(tmp_path, monkeypatch, chu
 
 @pytest.mark.kvm
 def test_a_machine_that_never_runs_closes_its_thread_and_fds(tmp_path):
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     disk = pattern_disk(tmp_path / "disk.img")
     fds = open_fds()
     with open(disk, "rb") as image:
-        machine = Machine(MachineConfig(bytes(64 * 1024), virtio_iothread=True,
+        machine = Board(BoardConfig(bytes(64 * 1024), virtio_iothread=True,
                                         virtio_devices=[BlockDevice(BlockBackend(image))]))
         assert machine.iothreads[0].alive
         machine.close()
@@ -404,7 +404,7 @@ def test_intx_through_the_irqfd_is_raised_again_until_isr_is_read(tmp_path):
     """The guest takes IRQ 10 and EOIs it; KVM lowers the line and signals the resample
     eventfd, and the I/O thread raises it again while ISR holds a cause: three interrupts
     when the third handler's exit reads ISR, and no more."""
-    from tinyvmm.machine import Machine, MachineConfig
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Outcome, Runner
     source = tmp_path / "interrupts.S"
     source.write_text(INTERRUPT_GUEST)
@@ -412,7 +412,7 @@ def test_intx_through_the_irqfd_is_raised_again_until_isr_is_read(tmp_path):
     disk = pattern_disk(tmp_path / "disk.img")
     taken = []
     with open(disk, "rb") as image:
-        machine = Machine(MachineConfig(firmware.read_bytes(), virtio_iothread=True,
+        machine = Board(BoardConfig(firmware.read_bytes(), virtio_iothread=True,
                                         virtio_devices=[BlockDevice(BlockBackend(image))]))
         device = machine.virtio[0]
 

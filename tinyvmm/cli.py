@@ -6,6 +6,7 @@ import re
 import sys
 
 from . import layout
+from .errors import ConfigError
 
 EXIT_OK = 0
 EXIT_HOST_ERROR = 1
@@ -25,8 +26,9 @@ exit status:
 """
 
 
-class UsageError(Exception):
-    """Bad input found before the guest starts: message for the user, exit status 2."""
+# Bad input found before the guest starts: message for the user, exit status 2. The API's
+# ConfigError, so that the command line and scripts say the same.
+UsageError = ConfigError
 
 
 class OutputError(Exception):
@@ -329,119 +331,13 @@ def add_boot_options(parser: argparse.ArgumentParser, choose_boot: bool = True) 
                         help="pass --append to the kernel exactly as given, adding nothing")
 
 
-def read_firmware(path: str) -> bytes:
-    """The firmware image at `path`, its size checked (from stat, before reading) against
-    the machine's rule: a multiple of 64 KiB from 64 KiB to 16 MiB."""
-    from . import firmware as shipped
-    from .files import FileTooLarge, NotAFile, read_bounded
-    path = shipped.resolve(path)
-    try:
-        data = read_bounded(path, layout.FIRMWARE_MAX_SIZE)
-        layout.check_firmware_size(len(data))
-    except FileTooLarge as exc:
-        size = f"this one is {exc.size} bytes" if exc.size is not None else "this one holds more than 16 MiB"
-        raise UsageError(f"firmware {path}: {layout.FIRMWARE_SIZE_RULE}; {size}") from None
-    except (NotAFile, ValueError) as exc:
-        raise UsageError(f"firmware {path}: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read firmware {path}: {exc.strerror}") from None
-    return data
-
-
-def boot_firmware(args) -> bytes:
-    from . import firmware as shipped
-    return read_firmware(args.bios) if getattr(args, "bios", None) else shipped.read_image(shipped.BIOS)
-
-
-def prepare_items(args, firmware: bytes, with_linux: bool):
-    """All fw_cfg items for these options and the kernel payload (None without one),
-    checked before KVM is touched."""
-    from .boot.payload import PayloadError, load_payload
-    from .fw_cfg.items import FwCfgConfigError
-    from .fw_cfg.options import build_fw_cfg_items
-    option_roms = getattr(args, "option_roms", None) or ()
-    try:
-        payload = None
-        if with_linux:
-            boot = getattr(args, "boot", None)
-            if boot is None and (getattr(args, "bios", None) or option_roms):
-                boot = "firmware"           # firmware named: it boots the kernel, whatever the format
-            payload = load_payload(args.kernel, args.initrd, args.append, args.fw_cfg_dma, args.mem,
-                                   getattr(args, "append_as_is", False), boot)
-            if payload.boot == "direct" and (getattr(args, "bios", None) or option_roms):
-                raise UsageError(f"--boot direct runs no firmware: drop "
-                                 f"{'--bios' if args.bios else '--option-rom'}")
-            if payload.boot == "firmware" and option_roms:
-                warn_rom_mismatch(os.path.basename(option_roms[0]), payload.is_elf)
-            args.boot = payload.boot            # as chosen: the debugging aids follow it
-        firmware_boot = payload is not None and payload.boot == "firmware"
-        drives = getattr(args, "drives", None) or []
-        booting_drives = sorted((d.bootindex, i) for i, d in enumerate(drives) if d.bootindex is not None)
-        # Files added after the standard ones: the boot ROM (unless --option-rom gave it)
-        # and the bootorder file, when a kernel or a drive is to be booted.
-        loader_files = int(firmware_boot and not option_roms) + int(firmware_boot or bool(booting_drives))
-        items = build_fw_cfg_items(args, args.mem, len(firmware), loader_files=loader_files)
-        if firmware_boot:
-            payload.publish(items, option_roms)
-        for _, index in booting_drives:     # after the kernel's ROM, as QEMU gives it bootindex 0
-            items.add_boot_device(drive_boot_path(index))
-    except (FwCfgConfigError, PayloadError) as exc:
-        raise UsageError(str(exc)) from None
-    return items, payload
-
-
-def warn_rom_mismatch(rom: str, elf_kernel: bool) -> None:
-    """QEMU's and tinyvmm's boot ROMs are named for the format they boot: say so when the first
-    --option-rom looks like the other kind, before the guest crashes in it."""
-    if elf_kernel and "linuxboot" in rom:
-        print(f"tinyvmm: warning: {rom} boots a bzImage, and the kernel is an ELF vmlinux: give a "
-              "PVH ROM (pvh.bin)", file=sys.stderr)
-    elif not elf_kernel and rom.startswith("pvh"):
-        print(f"tinyvmm: warning: {rom} boots an ELF vmlinux through its PVH entry, and the kernel "
-              "is a bzImage: give a linuxboot ROM", file=sys.stderr)
-
-
-def drive_boot_path(index: int) -> str:
-    """The bootorder path of the `index`th drive, as QEMU writes it for a virtio-blk disk
-    (SeaBIOS matches the PCI part)."""
-    return f"/pci@i0cf8/scsi@{layout.VIRTIO_FIRST_SLOT + index:x}/disk@0,0"
-
-
-def open_disks(args):
-    """The --drive images opened and checked, as virtio-blk models; and a function closing them."""
-    specs = getattr(args, "drives", None) or []
-    if not specs:
-        return [], lambda: None             # no virtio modules to import on the way to KVM_RUN
-    from .virtio.blk import BlockBackend, BlockDevice
-    from .virtio.drive import DriveError, check_drives, open_drive
-    models, fds = [], []
-
-    def close():
-        for fd in fds:
-            os.close(fd)
-    try:
-        check_drives(specs)
-        for spec in specs:
-            fd, size = open_drive(spec, warn=lambda text: print(f"tinyvmm: warning: {text}",
-                                                                 file=sys.stderr))
-            fds.append(fd)
-            models.append(BlockDevice(BlockBackend(fd, size=size, read_only=spec.read_only,
-                                                   serial=spec.serial or f"tinyvmm-disk{len(models)}")))
-    except DriveError as exc:
-        close()
-        raise UsageError(str(exc)) from None
-    return models, close
-
-
 def cmd_run(args) -> int:
-    firmware = read_firmware(args.bios)
     if args.drives:
         from . import firmware as shipped
-        if firmware == shipped.read_image(shipped.BIOS):
+        if shipped.resolve(args.bios) == shipped.image_path(shipped.BIOS):
             print("tinyvmm: warning: tinyvmm's BIOS boots only from fw_cfg, not from disks; give "
                   "--bios /usr/share/seabios/bios-256k.bin to boot one", file=sys.stderr)
-    items, _ = prepare_items(args, firmware, with_linux=False)
-    return launch(args, firmware, items)
+    return launch(args, boot_linux=False)
 
 
 def cmd_boot(args) -> int:
@@ -451,16 +347,15 @@ def cmd_boot(args) -> int:
             check_output_path("--timing-json", args.timing_json)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    firmware = boot_firmware(args)
-    return launch(args, firmware, *prepare_items(args, firmware, with_linux=True))
+    return launch(args, boot_linux=True)
 
 
 def cmd_fw_cfg_list(args) -> int:
+    from .config import MachineOptions, firmware_image, open_disks, prepare_items
     from .fw_cfg.options import print_listing
-    firmware = boot_firmware(args)
-    with_linux = args.kernel is not None
-    items, _ = prepare_items(args, firmware, with_linux)
-    _, close_disks = open_disks(args)           # the same checks as a run's
+    options = MachineOptions.from_args(args)
+    items, _ = prepare_items(options, firmware_image(options), boot_linux=args.kernel is not None)
+    _, close_disks = open_disks(options.drives)         # the same checks as a run's
     close_disks()
     try:
         status = print_listing(args, items, as_json=args.json)
@@ -512,83 +407,60 @@ def cmd_bench(args) -> int:
     return bench.cmd_bench(args)
 
 
-def launch(args, firmware: bytes, items, payload=None) -> int:
-    """Build the machine with these fw_cfg items, run it to its end, report; the exit status.
-    With a kernel `payload`, a firmware boot has the host pages it will be copied to faulted
-    in while the firmware runs, and a direct boot has it written and the vCPU at its entry."""
-    from .console import SinkSpecError
+def launch(args, boot_linux: bool) -> int:
+    """Build the Machine these options describe (with a kernel when `boot_linux`), run it to
+    its end with the command line's own aids (console input, gdb, --trace steps, --stats,
+    the boot's milestones, --timing-json), report; the exit status."""
+    from .config import MachineOptions
     from .fw_cfg.items import FwCfgConfigError
-    from .fw_cfg.options import attach_fw_cfg
     from .gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
-    from .machine import Machine, MachineConfig
+    from .machine import Machine
     from .memory import HostMemoryError
-    from .runner import Outcome, Runner
+    from .runner import Outcome
 
-    try:
-        serial, debugcon, close_consoles = make_consoles(args)
-    except SinkSpecError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        disks, close_disks = open_disks(args)
-    except UsageError:
-        close_consoles()
-        raise
-    try:
-        tracer, close_trace = make_tracer(args)
-    except UsageError:
-        close_consoles()
-        close_disks()
-        raise
+    tracer, close_trace = make_tracer(args)
     steps = args.trace.steps if args.trace else None
     try:
         try:
-            machine = Machine(MachineConfig(firmware, args.mem, serial, debugcon,
-                                            virtio_devices=disks), tracer=tracer)
+            machine = Machine.from_options(
+                MachineOptions.from_args(args), boot_linux=boot_linux, serial=args.serial,
+                debugcon=args.debugcon, expect=os.fsencode(args.expect) if args.expect else None,
+                tracer=tracer)
         except (KvmUnavailable, KvmError) as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)
             return EXIT_HOST_ERROR
         except HostMemoryError as exc:
             print(f"tinyvmm: {exc.strerror}", file=sys.stderr)
             return EXIT_HOST_ERROR
-        direct = payload is not None and payload.boot == "direct"
-        if payload is not None and not direct:
-            machine.memory.prefault(payload.load_ranges())
         try:
-            fw_cfg = attach_fw_cfg(machine, args, items)
-            runner = Runner(machine, timeout=args.timeout, tracer=tracer)
-            if direct:
-                payload.enter(machine.memory, machine.vcpu,
-                              layout.e820_map(machine.config.ram_size, len(firmware)))
-            elif payload is not None:
-                if getattr(args, "bios", None) or getattr(args, "option_roms", None):
-                    payload.preload(machine.memory)     # foreign firmware takes it as loaded
-                if not getattr(args, "gdb", None):
-                    from .boot.marks import BootMarks
-                    # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
-                    entry = (None,) if steps is not None else payload.kernel_entry()
-                    BootMarks(machine, runner, fw_cfg, *entry)
+            board, runner, payload = machine.board, machine.runner, machine.payload
+            args.boot = machine.options.boot        # as chosen: the debugging aids follow it
+            direct = payload is not None and payload.boot == "direct"
+            if payload is not None and not direct and not getattr(args, "gdb", None):
+                from .boot.marks import BootMarks
+                # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
+                entry = (None,) if steps is not None else payload.kernel_entry()
+                BootMarks(board, runner, machine.fw_cfg, *entry)
             timeline = None
             if getattr(args, "timing_json", None):
                 from .timeline import BootTimeline
-                timeline = BootTimeline(machine, runner, fw_cfg)
+                timeline = BootTimeline(board, runner, machine.fw_cfg)
             if getattr(args, "stop_at_kernel", False):
                 if direct:      # the vCPU starts in the kernel: enter KVM_RUN once, run nothing
-                    machine.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
-                    machine.vcpu.run_page.immediate_exit = 1
+                    board.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
+                    board.vcpu.run_page.immediate_exit = 1
                 else:
                     value = payload.kernel_entry()[1]
-                    machine.stop_at_milestone("milestone_linux", value,
-                                              "the boot ROM jumped into the kernel")
-            console_input = start_console_input(args, machine, runner)
+                    board.stop_at_milestone("milestone_linux", value,
+                                            "the boot ROM jumped into the kernel")
+            console_input = start_console_input(args, board, runner)
             try:
-                with attach_debug_tools(machine, runner, args) as debug:
+                with attach_debug_tools(board, runner, args) as debug:
                     if steps is not None:
                         from .steps import StepTracer
-                        StepTracer(machine, runner, tracer, steps, debug.symbols)
-                    serial.begin()          # the last usage error is behind us
-                    debugcon.begin()
-                    result = debug.run()
+                        StepTracer(board, runner, tracer, steps, debug.symbols)
+                    result = debug.run(lambda: machine.run(timeout=args.timeout))
             finally:
                 if console_input is not None:
                     console_input.close()
@@ -605,8 +477,6 @@ def launch(args, firmware: bytes, items, payload=None) -> int:
         finally:
             machine.close()
     finally:
-        close_consoles()
-        close_disks()
         close_trace()
     if result.outcome is Outcome.EXPECTED:
         from .console import end_stdout_line
@@ -682,15 +552,6 @@ def keep_report(report: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(report + "\n")
     return path
-
-
-def make_consoles(args):
-    from .console import Console, open_sink
-    serial_sink, close_serial = open_sink(args.serial)
-    debug_sink, close_debug = open_sink(args.debugcon)
-    expect = os.fsencode(args.expect) if args.expect else None
-    return (Console("serial", serial_sink, expect), Console("debugcon", debug_sink, expect),
-            lambda: (close_serial(), close_debug()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,6 +96,10 @@ class Console:
             raise ValueError(f"cannot watch for more than {TAIL_SIZE // 2} bytes")
         self._watches.append((text, callback))
 
+    def unwatch(self, callback) -> None:
+        """Drop the watches that would call `callback` (those not yet seen)."""
+        self._watches = [w for w in self._watches if w[1] is not callback]
+
     def begin(self) -> None:
         """The run starts: a file sink drops what an earlier run left in it."""
         begin = getattr(self.sink, "begin", None)

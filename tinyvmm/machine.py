@@ -1,231 +1,565 @@
-"""The composition root: builds a VM, its memory per tinyvmm.layout, and its devices on the buses."""
+"""The public API: a Machine a script or a test builds, runs, inspects and extends.
 
-import errno
-import time
+    from tinyvmm import Machine
+    with Machine("bios.bin", mem=64 << 20) as machine:
+        result = machine.run(timeout=10, until_console="nothing to boot")
+        print(result.outcome, machine.debugcon_output)
+
+The `tinyvmm` command line is built on this class: the same checks, the same run loop.
+Addresses are guest-physical, sizes in bytes, times in seconds.
+"""
+
+import os
 
 from . import layout
-from .bus import Bus, Device, PioBus
-from .console import Console
-from .cpu import guest_cpuid
-from .devices.cmos import Cmos
-from .devices.debugcon import DebugConsole
-from .devices.i8042 import I8042
-from .devices.milestones import Milestone, MilestonePort
-from .devices.misc import PostCode, Port92
-from .devices.serial import Serial
-from .kvm import Kvm, KvmError
-from .kvm.slots import SlotMap
-from .kvm.system import is_emulating_host
-from .memory import GuestMemory
-from .pci.host import PciBuses, PciHost
-from .pci.i440fx import I440fxHostBridge
-from .pci.pam import ShadowRam, ShadowWindow
-from .pci.piix import SCI_IRQ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters, ResetControl
-from .runner import Outcome
+from .errors import ConfigError, MachineClosedError
+from .runner import Outcome, RunResult
 
-
-class MachineConfig:
-    """What a Machine is built from. hide_xsave None: hide it where the host cannot run it.
-    virtio_devices: virtio device models (tinyvmm.virtio), each put on PCI slot
-    VIRTIO_FIRST_SLOT and up, in order. virtio_iothread: serve each device's queues on
-    a thread of its own (tinyvmm.virtio.iothread) rather than on the vCPU thread."""
-    __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices",
-                 "virtio_iothread")
-
-    def __init__(self, firmware: bytes, ram_size: int = 256 * layout.MiB,
-                 serial: Console | None = None, debugcon: Console | None = None,
-                 hide_xsave: bool | None = None, virtio_devices=(), virtio_iothread: bool = False):
-        self.firmware = firmware
-        self.ram_size = ram_size
-        self.serial = Console("serial") if serial is None else serial
-        self.debugcon = Console("debugcon") if debugcon is None else debugcon
-        self.hide_xsave = hide_xsave
-        self.virtio_devices = list(virtio_devices)
-        self.virtio_iothread = virtio_iothread
+PORT_SPACE = 0x10000
 
 
 class Machine:
-    """One VM with one vCPU, ready to run from the reset vector."""
+    """One x86 guest on /dev/kvm: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug
+    console, optionally a Linux kernel and virtio-blk disks. Ready to run from the reset
+    vector, or, for `boot="direct"`, from the kernel's entry.
 
-    def __init__(self, config: MachineConfig, tracer=None):
-        layout.check(config.ram_size, len(config.firmware))
-        self.config = config
-        self.tracer = tracer
-        self.stop_request: tuple[Outcome, str] | None = None
-        self.first_run_ns: int | None = None
-        self.milestones: list = []
-        self.milestone_listeners: list = []   # called with each Milestone as it is written
-        self.virtio: list = []
-        self.iothreads: list = []
-        # The Runner driving this machine, attached by whoever runs it for the run's length:
-        # stop_from_thread kicks the vCPU through it.
-        self.runner = None
-        self.kvm = Kvm()
+    firmware      image bytes, a path, a shipped image's bare name ("bios.bin"), or None for
+                  tinyvmm's BIOS: a multiple of 64 KiB, 64 KiB to 16 MiB, mapped to end at 4 GiB
+    mem           guest RAM in bytes (2 MiB to 64 GiB, a multiple of 4 KiB; QEMU's -m)
+    kernel        a bzImage or an ELF vmlinux with a PVH entry, booted as `tinyvmm boot` does
+    initrd, append, append_as_is, boot    as the command line's --initrd, --append,
+                  --append-as-is and --boot ("firmware" or "direct")
+    fw_cfg        {name: bytes | str | os.PathLike}: files served to the guest (QEMU's -fw_cfg:
+                  bytes as they are, str as string=, a path as file=)
+    option_roms   paths, served as genroms/NAME (QEMU's -option-rom)
+    fw_cfg_dma, fw_cfg_ports, fw_cfg_mmio   the fw_cfg interfaces (DMA, ports 0x510/0x514,
+                  an MMIO window base address)
+    drives        QEMU -drive strings ("file=disk.img,if=virtio,format=raw"): virtio-blk disks
+    serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
+                  everything in memory (serial_output, debugcon_output), or "stdio", "none",
+                  "file:PATH", or a callable taking bytes
+    tracer        a tinyvmm.trace.Tracer for the command line's --trace
+
+    Raises ConfigError (bad input, with the command line's status-2 message),
+    tinyvmm.kvm.KvmUnavailable or KvmError (no usable /dev/kvm, a KVM call failed) and
+    tinyvmm.memory.HostMemoryError (the host cannot provide the RAM). A Machine holds file
+    descriptors and guest RAM until close(); use it as a context manager.
+    """
+
+    def __init__(self, firmware=None, *, mem: int = 256 * layout.MiB, kernel=None, initrd=None,
+                 append: str | None = None, append_as_is: bool = False, boot: str | None = None,
+                 fw_cfg: dict | None = None, option_roms=(), fw_cfg_dma: bool = True,
+                 fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None, drives=(),
+                 serial=None, debugcon=None, tracer=None):
+        from .config import MachineOptions
+        image = None
+        if isinstance(firmware, (bytes, bytearray, memoryview)):
+            image = bytes(firmware)
+            try:
+                layout.check_firmware_size(len(image))
+            except ValueError as exc:
+                raise ConfigError(f"firmware: {exc}") from None
+        elif firmware is not None:
+            firmware = os.fspath(firmware)
+        options = MachineOptions(
+            bios=None if image is not None else firmware, mem=_checked_mem(mem),
+            kernel=_path(kernel), initrd=_path(initrd), append=append, append_as_is=append_as_is,
+            boot=boot, fw_cfg=_fw_cfg_specs(fw_cfg), option_roms=[os.fspath(p) for p in option_roms],
+            fw_cfg_dma=fw_cfg_dma, fw_cfg_ports=fw_cfg_ports, fw_cfg_mmio=fw_cfg_mmio,
+            drives=_drive_specs(drives))
+        if boot not in (None, "firmware", "direct"):
+            raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
+        if kernel is None and (initrd is not None or boot is not None):
+            raise ConfigError("initrd and boot need a kernel")
+        self._open(options, kernel is not None, image, serial, debugcon, tracer)
+
+    @classmethod
+    def from_options(cls, options, *, boot_linux: bool, serial=None, debugcon=None,
+                     expect: bytes | None = None, tracer=None) -> "Machine":
+        """A Machine from a config.MachineOptions (the command line's own path); with
+        `boot_linux` and no options.kernel, the default test kernel. `expect`: --expect,
+        watched on both consoles for the machine's life."""
+        machine = cls.__new__(cls)
+        machine._open(options, boot_linux, None, serial, debugcon, tracer, expect)
+        return machine
+
+    def _open(self, options, boot_linux, image, serial, debugcon, tracer, expect=None) -> None:
+        from .config import firmware_image, open_disks, prepare_items
+        self.options = options
+        self._boot_linux = boot_linux
+        self._firmware_given = image is not None
+        self._symbols = None
+        self.board = None
+        self._closers = []
+        self._started = False
+        self._host_traceback = None
+        self.last_result: RunResult | None = None
+        self.firmware = image if image is not None else firmware_image(options)
         try:
-            self._build()
+            if options.fw_cfg_mmio is not None:
+                from .fw_cfg.options import check_mmio_window
+                try:
+                    check_mmio_window(options.fw_cfg_mmio, options.mem)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+            items, self.payload = prepare_items(options, self.firmware, boot_linux)
+            self._serial, self._serial_buffer = self._console("serial", serial, expect)
+            self._debugcon, self._debugcon_buffer = self._console("debugcon", debugcon, expect)
+            disks, close_disks = open_disks(options.drives)
+            self._closers.append(close_disks)
+            self._build(items, disks, tracer)
         except BaseException:
             self.close()
             raise
 
-    def _build(self) -> None:
-        config = self.config
-        self.vm = vm = self.kvm.create_vm()
-        # Both must be placed before the first vCPU exists, outside every memory slot.
-        vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
-        vm.set_tss_addr(layout.KVM_TSS_START)
+    def _console(self, name: str, spec, expect: bytes | None):
+        """A Console for `spec` (see the class), and the buffer keeping all it wrote (or None)."""
+        from .console import Console, SinkSpecError, open_sink
+        if spec is None:
+            buffer = bytearray()
+            return Console(name, buffer.extend, expect), buffer
+        if callable(spec):
+            return Console(name, spec, expect), None
+        try:
+            sink, close = open_sink(spec)
+        except SinkSpecError as exc:
+            raise ConfigError(str(exc)) from None
+        self._closers.append(close)
+        return Console(name, sink, expect), None
 
-        self.memory = GuestMemory.for_layout(config.ram_size, config.firmware)
-        self.slots = SlotMap(vm)
-        self.slots.sync(0, 1 << 64, [(gpa, size, self.memory.host_address(gpa), not writable)
-                                     for gpa, size, writable in self.memory.regions])
-        # Irqchip and PIT after the memory slots: the first slot set once an irqchip exists
-        # waits milliseconds in the kernel (measured: 4-12 ms, against 0.5 ms for all five).
-        vm.create_irqchip()
-        vm.create_pit2()
+    def _build(self, items, disks, tracer) -> None:
+        from .board import Board, BoardConfig
+        from .fw_cfg.items import FwCfgConfigError
+        from .fw_cfg.options import attach_fw_cfg
+        from .runner import Runner
+        self.board = board = Board(BoardConfig(self.firmware, self.options.mem, self._serial,
+                                               self._debugcon, virtio_devices=disks), tracer=tracer)
+        payload = self.payload
+        direct = payload is not None and payload.boot == "direct"
+        if payload is not None and not direct:
+            board.memory.prefault(payload.load_ranges())
+        try:
+            self.fw_cfg = attach_fw_cfg(board, self.options, items)
+        except FwCfgConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        self.runner = Runner(board, tracer=tracer)
+        if direct:
+            payload.enter(board.memory, board.vcpu, layout.e820_map(self.options.mem, len(self.firmware)))
+        elif payload is not None and (self.options.bios or self.options.option_roms):
+            payload.preload(board.memory)       # foreign firmware takes the kernel as loaded
 
-        self.pio = PioBus()
-        self.mmio = Bus("mmio")
-        if self.tracer:
-            self.pio.observer = lambda *a: self.tracer.unclaimed("pio", *a)
-            self.mmio.observer = lambda *a: self.tracer.unclaimed("mmio", *a)
+    # --- running -----------------------------------------------------------------
+    def run(self, *, timeout: float | None = None, until_console: str | bytes | None = None,
+            until_milestone: int | None = None, until_address: int | None = None) -> RunResult:
+        """Run the guest until it resets, powers off, crashes, halts for good, or one of:
+        `timeout` seconds pass (Outcome.TIMEOUT), `until_console` appears on the serial or
+        debug console (EXPECTED), the byte `until_milestone` is written to port 0xf4 or 0xf5
+        (EXPECTED), the vCPU is about to execute linear address `until_address` (BREAKPOINT,
+        a DR0 breakpoint), or host code calls stop() (STOPPED). May be called again to go
+        on from where the last run stopped. Returns a tinyvmm.runner.RunResult: outcome,
+        message, report (a crash report for CRASH and TIMEOUT) and exits."""
+        self._check_open()
+        board, runner = self.board, self.runner
+        if timeout is not None and not 0 < timeout <= 30 * 24 * 3600:
+            raise ConfigError(f"timeout={timeout!r}: above 0 and at most 30 days")
+        undo = []
+        if until_console:
+            text = os.fsencode(until_console) if isinstance(until_console, str) else bytes(until_console)
 
-        config.serial.on_expect = lambda: self.request_stop(Outcome.EXPECTED, "expected output seen")
-        config.debugcon.on_expect = config.serial.on_expect
-        for console in (config.serial, config.debugcon):
-            console.on_closed = lambda name=console.name: self.request_stop(
-                Outcome.OUTPUT_CLOSED, f"the reader of the {name} output went away")
-        self.serial = Serial(out=config.serial.write,
-                             irq=lambda level: vm.irq_line(layout.COM1_IRQ, level))
-        self.debugcon = DebugConsole(out=config.debugcon.write, present=config.debugcon.connected)
-        self.i8042 = I8042(on_reset=lambda: self.request_stop(Outcome.RESET, "keyboard controller reset"))
-        self.port92 = Port92(on_reset=lambda: self.request_stop(Outcome.RESET, "port 0x92 fast reset"))
-        self.post = PostCode()
-        self.cmos = Cmos(config.ram_size)
-        if self.tracer:
-            self.milestone_listeners.append(self.tracer.milestone)
-        self.add_pio("com1", self.serial)
-        self.add_pio("debugcon", self.debugcon)
-        self.add_pio("debugexit", self.debugcon)
-        self.add_pio("i8042", self.i8042)
-        self.add_pio("port92", self.port92)
-        self.add_pio("post", self.post)
-        self.add_pio("cmos", self.cmos)
-        self._build_chipset()
-        for name in ("milestone_linux", "milestone_fw"):
-            port = layout.PORTS[name][0]
-            self.add_pio(name, MilestonePort(port, self.milestones, self._on_milestone))
+            def seen():
+                board.request_stop(Outcome.EXPECTED, f"{text.decode(errors='replace')!r} seen")
+            for console in (self._serial, self._debugcon):
+                try:
+                    console.watch(text, seen)
+                except ValueError as exc:
+                    raise ConfigError(f"until_console: {exc}") from None
+                undo.append(lambda console=console: console.unwatch(seen))
+        if until_milestone is not None:
+            if not 0 <= until_milestone <= 0xFF:
+                raise ConfigError(f"until_milestone={until_milestone!r}: a byte, 0 to 0xff")
 
-        self.vcpu = vm.create_vcpu(0)
-        hide = is_emulating_host() if config.hide_xsave is None else config.hide_xsave
-        self.vcpu.set_cpuid(guest_cpuid(self.kvm.supported_cpuid(), hide_xsave=hide))
+            def milestone(written):
+                if written.value == until_milestone:
+                    board.request_stop(Outcome.EXPECTED, f"milestone {until_milestone:#x} written")
+            board.milestone_listeners.append(milestone)
+            undo.append(lambda: board.milestone_listeners.remove(milestone))
+        if until_address is not None:
+            undo.append(self._break_at(until_address))
+        previous_timeout = runner.timeout
+        runner.timeout = timeout
+        try:
+            result = self._run()
+        finally:
+            runner.timeout = previous_timeout
+            for step in reversed(undo):
+                step()
+        return result
 
-    def _build_chipset(self) -> None:
-        """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, PIIX4 PM."""
-        config, vm = self.config, self.vm
-        self.shadow = ShadowRam(self.memory, self.memory.ram, self.memory.rom, self.slots, self.tracer,
-                                strict_read_only=not is_emulating_host())
-        self.mmio.register(layout.SHADOW_START, layout.SHADOW_END - layout.SHADOW_START,
-                           ShadowWindow(self.memory))
-        self.pci = PciHost(PciBuses(self.pio, self.mmio, self.memory, self.tracer))
-        self.pci.add(I440fxHostBridge(config.ram_size, self.shadow), slot=0)
-        self.isa_bridge = self.pci.add(Piix3IsaBridge(), slot=1)
-        self.power_management = self.pci.add(Piix4PowerManagement(
-            on_poweroff=lambda: self.request_stop(Outcome.POWEROFF, "ACPI power off (PM1a_CNT)"),
-            set_sci=lambda level: vm.irq_line(SCI_IRQ, level)), slot=1, number=3)
-        self.pci.reset_control = ResetControl(
-            on_reset=lambda: self.request_stop(Outcome.RESET, "reset control register 0xcf9"))
-        self.add_pio("pci_config", self.pci)
-        self.add_pio("apm", PlainRegisters("apm", 2))
-        self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
-        if config.virtio_devices:
-            self._add_virtio(config.virtio_devices, config.virtio_iothread)
+    def _run(self) -> RunResult:
+        if not self._started:
+            self._started = True
+            self._serial.begin()        # a file sink drops what an earlier run left in it
+            self._debugcon.begin()
+        try:
+            result = self.runner.run()
+        finally:
+            self.board.stop_request = None      # a stop asked for before a run ends that run alone
+        if self._host_traceback is not None and result.outcome is Outcome.CRASH:
+            from .report import crash_report
+            result.report = (result.report or crash_report(self.runner, result.outcome, result.message)) \
+                + "\n\nthe host code's traceback:\n" + self._host_traceback.rstrip()
+            self._host_traceback = None
+        self.last_result = result
+        return result
 
-    def _add_virtio(self, models, iothread: bool) -> None:
-        """The virtio-pci devices, from PCI slot VIRTIO_FIRST_SLOT up; with `iothread`, each
-        served by an IoThread, else on the vCPU thread with INTx through KVM_IRQ_LINE."""
-        from .virtio.iothread import IoThread, missing_capabilities
-        from .virtio.pci import VirtioPciDevice
-        missing = missing_capabilities(self.vm) if iothread else []
-        if missing:
-            raise KvmError(errno.ENOTSUP, f"the virtio I/O thread needs {', '.join(missing)}")
-        for i, model in enumerate(models):
-            slot = layout.VIRTIO_FIRST_SLOT + i
-            device = VirtioPciDevice(model, self.memory, name=f"{model.name}{i}")
-            if iothread:
-                thread = IoThread(device, self.vm, lambda slot=slot: self.isa_bridge.irq_for(slot, 1),
-                                  on_crash=lambda message: self.stop_from_thread(Outcome.CRASH, message))
-                self.iothreads.append(thread)
-                thread.start()
-            else:
-                device.set_irq = self._intx_line(slot)
-            self.virtio.append(self.pci.add(device, slot=slot))
+    def _break_at(self, address: int):
+        """A DR0 execution breakpoint at linear `address` for one run; returns its undo."""
+        from .gdb.debugregs import BREAK_HARDWARE, DebugRegisters
+        from .kvm import abi
+        runner, vcpu = self.runner, self.board.vcpu
+        if runner.on_debug_exit is not None or runner.debugger is not None:
+            raise ConfigError("until_address: the vCPU's debug registers are taken (gdb, a trace "
+                              "or the boot's kernel-entry mark)")
+        if not 0 <= address < 1 << 64:
+            raise ConfigError(f"until_address={address!r}: not a linear address")
+        registers = DebugRegisters()
+        registers.add(BREAK_HARDWARE, address, 1)
+        vcpu.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP, registers.debugreg())
 
-    def _intx_line(self, slot: int):
-        """set_irq(level) for INTA# of `slot`: the ISA IRQ the PIIX3 routes it to now (none
-        while the firmware has not routed it); a line is lowered where it was raised."""
-        raised = [None]
+        def on_debug_exit(debug):
+            if debug.pc == address:
+                return Outcome.BREAKPOINT, f"breakpoint at {address:#x}"
+            return None
+        runner.on_debug_exit = on_debug_exit
 
-        def set_irq(level: bool) -> None:
-            irq = self.isa_bridge.irq_for(slot, 1) if level else None
-            if raised[0] is not None and raised[0] != irq:
-                self.vm.irq_line(raised[0], False)
-            if irq is not None:
-                self.vm.irq_line(irq, True)
-            raised[0] = irq
-        return set_irq
+        def undo():
+            runner.on_debug_exit = None
+            vcpu.set_guest_debug(0)
+        return undo
 
-    def add_pio(self, name: str, device: Device) -> None:
-        """Put a device on the port range tinyvmm.layout.PORTS names."""
-        base, size = layout.PORTS[name]
-        self.pio.register(base, size, device)
+    def step(self, count: int = 1) -> list[str]:
+        """Execute `count` instructions (1 to 10**6) one at a time; returns one line for each, as
+        `--trace steps` prints it: mode, CS:IP (or RIP), bytes, disassembly (capstone). The
+        vCPU stops before the next instruction. An instruction that exits to a device (an
+        I/O port, MMIO) is served as in run(). RunResult of the stepping: last_result."""
+        from .steps import StepTracer
+        from .trace import StepSpec
+        self._check_open()
+        if not isinstance(count, int) or not 1 <= count <= 10 ** 6:
+            raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
+        runner = self.runner
+        if runner.on_debug_exit is not None or runner.debugger is not None:
+            raise ConfigError("step: the vCPU's debug registers are taken (gdb, a trace or the "
+                              "boot's kernel-entry mark)")
+        lines = []
 
-    def _on_milestone(self, milestone) -> None:
-        for listener in self.milestone_listeners:
-            listener(milestone)
+        class Lines:        # what StepTracer writes its lines to
+            step = lines.append
+        board = self.board
+        StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols,
+                   on_limit=lambda: board.request_stop(Outcome.STOPPED, f"{count} steps done"))
+        try:
+            self._run()
+        finally:
+            runner.stepper = runner.on_debug_exit = None
+            board.vcpu.set_guest_debug(0)
+        return lines[:count]
 
-    def mark_milestone(self, port_name: str, value: int) -> None:
-        """Record a milestone the firmware did not write (boot.marks), unless it already
-        wrote that value: timestamped now, logged and passed to listeners as if written."""
-        port = layout.PORTS[port_name][0]
-        if any(m.port == port and m.value == value for m in self.milestones):
-            return
-        milestone = Milestone(port, value, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
-        self.milestones.append(milestone)
-        self._on_milestone(milestone)
+    @property
+    def symbols(self):
+        """The symbols step() and crash reports name code with (a tinyvmm.symbols.SymbolTable,
+        read once): the ELF beside a firmware or option ROM path (X.elf for X.bin), the
+        shipped BIOS's and boot ROM's, the kernel's own."""
+        if self._symbols is None:
+            from types import SimpleNamespace
+            from .gdb.options import default_symbol_files
+            from .symbols import SymbolTable
+            slots = {name: getattr(self.options, name) for name in type(self.options).__slots__}
+            if slots["bios"] is None and not self._firmware_given and slots["boot"] != "direct":
+                slots["bios"] = "bios.bin"          # tinyvmm's own, shipped with its ELF
+            args = SimpleNamespace(command="boot" if self._boot_linux else "run", **slots)
+            self._symbols = SymbolTable(default_symbol_files(args, []))
+        return self._symbols
 
-    def stop_at_milestone(self, port_name: str, value: int, message: str) -> None:
-        """End the run (status 0) when `value` is written to the milestone port so named."""
-        port = layout.PORTS[port_name][0]
+    def stop(self, message: str = "stopped by the host") -> None:
+        """End the current run after the device access or callback in progress (Outcome.STOPPED):
+        for devices and callbacks, on the vCPU's thread."""
+        self._check_open()
+        self.board.request_stop(Outcome.STOPPED, message)
 
-        def check(milestone) -> None:
-            if milestone.port == port and milestone.value == value:
-                self.request_stop(Outcome.EXPECTED, message)
-        self.milestone_listeners.append(check)
+    # --- guest state ---------------------------------------------------------------
+    def read_memory(self, address: int, size: int) -> bytes:
+        """`size` bytes of guest RAM or ROM at guest-physical `address`; GuestMemoryError
+        (tinyvmm.memory, a ValueError) if any of them is not guest memory."""
+        self._check_open()
+        return b"".join(bytes(view) for view in self.board.memory.views(address, size))
 
-    def request_stop(self, outcome: Outcome, message: str) -> None:
-        """Ask the run loop to end after the current exit (the first request wins)."""
-        if self.stop_request is None:
-            self.stop_request = (outcome, message)
+    def write_memory(self, address: int, data: bytes) -> None:
+        """Write `data` to guest RAM at guest-physical `address`; GuestMemoryError if any byte
+        falls outside RAM (ROM included: the firmware image is read-only)."""
+        self._check_open()
+        data = memoryview(bytes(data))
+        done = 0
+        for view in self.board.memory.views(address, len(data), True):
+            view[:] = data[done:done + len(view)]
+            done += len(view)
 
-    def stop_from_thread(self, outcome: Outcome, message: str) -> None:
-        """request_stop from a thread other than the vCPU's. With a runner attached the vCPU is
-        also kicked out of KVM_RUN, so the run ends at once even if the guest never exits;
-        without one, it ends when the run loop next looks at stop_request."""
-        self.request_stop(outcome, message)
-        if self.runner is not None:
-            self.runner.stop_from_thread(*self.stop_request)
+    def regs(self):
+        """The vCPU's general registers: a kvm_regs (rax ... r15, rip, rflags), a copy."""
+        self._check_open()
+        return self.board.vcpu.get_regs()
 
-    def console_tails(self) -> dict[str, bytes]:
-        return {"serial": bytes(self.config.serial.tail), "debug console": bytes(self.config.debugcon.tail)}
+    def set_regs(self, **values: int) -> None:
+        """Set general registers by name (rax=..., rip=..., rflags=...); TypeError for a name
+        kvm_regs does not have."""
+        self._check_open()
+        regs = self.board.vcpu.get_regs()
+        names = {name for name, _ in type(regs)._fields_}
+        for name, value in values.items():
+            if name not in names:
+                raise TypeError(f"set_regs: no register {name!r} (one of {', '.join(sorted(names))})")
+            setattr(regs, name, value)
+        self.board.vcpu.set_regs(regs)
+
+    def sregs(self):
+        """The vCPU's system registers: a kvm_sregs (cs ... ss as kvm_segment, gdt, idt,
+        cr0 ... cr4, efer), a copy; give it back changed with set_sregs()."""
+        self._check_open()
+        return self.board.vcpu.get_sregs()
+
+    def set_sregs(self, sregs) -> None:
+        self._check_open()
+        self.board.vcpu.set_sregs(sregs)
+
+    def set_segment(self, name: str, selector: int) -> None:
+        """Load segment register `name` ("cs", "ds", "es", "fs", "gs", "ss") as real mode
+        does: the selector, and base = selector * 16."""
+        if name not in ("cs", "ds", "es", "fs", "gs", "ss"):
+            raise TypeError(f"set_segment: {name!r} is not a segment register")
+        sregs = self.sregs()
+        segment = getattr(sregs, name)
+        segment.selector = selector & 0xFFFF
+        segment.base = (selector & 0xFFFF) << 4
+        self.board.vcpu.set_sregs(sregs)
+
+    @property
+    def serial_output(self) -> bytes:
+        """What COM1 has written so far: all of it when kept in memory (serial=None), else the
+        last few KiB."""
+        return bytes(self._serial_buffer if self._serial_buffer is not None else self._serial.tail)
+
+    @property
+    def debugcon_output(self) -> bytes:
+        """What the debug console (ports 0x402 and 0xe9) has written so far (as serial_output)."""
+        return bytes(self._debugcon_buffer if self._debugcon_buffer is not None else self._debugcon.tail)
+
+    @property
+    def milestones(self) -> list:
+        """The milestones written to ports 0xf4/0xf5 so far: (port, value, time_ns) each."""
+        self._check_open()
+        return list(self.board.milestones)
+
+    def summary(self, tail: int = 2000) -> str:
+        """What a person looking at a failed test wants: the last run's outcome and message,
+        its crash report, and the last `tail` bytes of each console."""
+        result = self.last_result
+        lines = ["not run yet" if result is None else
+                 f"last run: {result.outcome.description} ({result.outcome.name}): {result.message}"]
+        if result is not None and result.report:
+            lines += ["", result.report]
+        for name, output in (("serial", self.serial_output), ("debug console", self.debugcon_output)):
+            text = output[-tail:].decode("utf-8", "replace")
+            lines += ["", f"{name}, last {len(output[-tail:])} of {len(output)} bytes:" if output
+                      else f"{name}: nothing written"]
+            if text:
+                lines.append(text.rstrip("\n"))
+        return "\n".join(lines)
+
+    # --- extending -----------------------------------------------------------------
+    def add_port_device(self, base: int, size: int, device) -> None:
+        """Put `device` on I/O ports base ... base+size-1. It answers read(offset, size) -> int
+        and write(offset, size, value), `offset` from `base`, `size` 1, 2 or 4 bytes. A
+        string instruction (rep insb) makes one call per element. ConfigError for a range
+        outside 0-0xffff or overlapping a device's. A method that raises ends the run as a
+        crash whose report holds its traceback."""
+        self._check_open()
+        if not (isinstance(base, int) and isinstance(size, int) and size > 0
+                and 0 <= base and base + size <= PORT_SPACE):
+            raise ConfigError(f"ports {base!r}+{size!r}: the range must lie in 0-0xffff")
+        self._register(self.board.pio, base, size, device)
+
+    def add_mmio_device(self, base: int, size: int, device) -> None:
+        """Put `device` (as add_port_device's, `size` up to 8) on guest-physical
+        base ... base+size-1. ConfigError where guest RAM or ROM is (the guest would never
+        reach the device there) or another device is."""
+        self._check_open()
+        if not (isinstance(base, int) and isinstance(size, int) and size > 0
+                and 0 <= base and base + size <= 1 << 52):
+            raise ConfigError(f"MMIO {base!r}+{size!r}: not a guest-physical range")
+        for start, length, _ in self.board.memory.regions:
+            if base < start + length and start < base + size:
+                raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps guest memory at "
+                                  f"{start:#x}-{start + length - 1:#x}")
+        self._register(self.board.mmio, base, size, device)
+
+    def _register(self, bus, base: int, size: int, device) -> None:
+        from .bus import BusError
+        for method in ("read", "write"):
+            if not callable(getattr(device, method, None)):
+                raise ConfigError(f"{type(device).__name__} has no {method}() method")
+        try:
+            bus.register(base, size, HostDevice(device, self._guard))
+        except BusError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def add_fw_cfg_file(self, name: str, data: bytes = b"", *, size: int | None = None,
+                        read=None, write=None) -> None:
+        """Serve a fw_cfg file `name` ("opt/..." for users, as in QEMU) of `size` bytes
+        (default len(data)), holding `data` zero-padded. `read()`, if given, is called each
+        time the guest selects the file and returns its contents (at most `size` bytes,
+        zero-padded). With `write(offset, data)` the file is writable by fw_cfg DMA, and
+        each DMA write calls it with the bytes written: a guest-to-host request channel.
+        Only before the first run (the guest reads the directory once)."""
+        from .fw_cfg.items import FwCfgConfigError
+        self._check_open()
+        if self._started:
+            raise ConfigError(f"fw_cfg file {name!r}: files are added before the first run")
+        size = len(data) if size is None else size
+        if not isinstance(size, int) or not 0 < size <= min(self.options.mem, 1 << 31):
+            raise ConfigError(f"fw_cfg file {name!r}: size {size!r} must be 1 byte to the guest's RAM")
+        if len(data) > size:
+            raise ConfigError(f"fw_cfg file {name!r}: {len(data)} bytes of data, size {size}")
+        items = self.fw_cfg.items
+        try:
+            entry = items.add_file(name, bytes(data) + bytes(size - len(data)),
+                                   writable=write is not None or read is not None)
+        except FwCfgConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if read is not None:
+            def on_select(entry):
+                contents = bytes(read())
+                if len(contents) > size:
+                    raise ValueError(f"read() of fw_cfg file {name!r} gave {len(contents)} bytes; "
+                                     f"the file holds {size}")
+                entry.data[:] = contents + bytes(size - len(contents))
+            entry.on_select = self._guard(on_select, f"the read callback of fw_cfg file {name!r}")
+        if write is not None:
+            entry.on_write = self._guard(write, f"the write callback of fw_cfg file {name!r}")
+
+    def fw_cfg_file_key(self, name: str) -> int:
+        """The selector key of fw_cfg file `name` (0x20 and up, in the sorted order of all file
+        names, as QEMU orders them: final once the last file is added); ConfigError if
+        there is no such file."""
+        self._check_open()
+        if name not in self.fw_cfg.items.file_names():
+            raise ConfigError(f"fw_cfg: no file {name!r}")
+        return self.fw_cfg.items.file_key(name)
+
+    def _guard(self, callback, what: str, fallback=None):
+        """`callback` made safe for the run loop: an exception ends the run as a crash (its
+        traceback kept for the report) and the call returns `fallback`."""
+        def guarded(*args):
+            try:
+                return callback(*args)
+            except Exception as exc:
+                import traceback
+                if self._host_traceback is None:
+                    self._host_traceback = traceback.format_exc()
+                self.board.request_stop(Outcome.CRASH, f"{what} raised {type(exc).__name__}: {exc}")
+                return fallback
+        return guarded
+
+    # --- the end -------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.board is None:
+            raise MachineClosedError("this Machine is closed")
 
     def close(self) -> None:
-        self.runner = None          # its signal handlers are gone: a kick now would kill us
+        """Free the VM, its RAM and the files it opened. Safe to call twice."""
+        board, self.board = self.board, None
         try:
-            for thread in self.iothreads:       # while the VM they registered with is open
-                thread.close()
+            if board is not None:
+                board.close()
         finally:
-            for name in ("vcpu", "vm"):
-                obj = getattr(self, name, None)
-                if obj is not None:
-                    obj.close()
-            self.kvm.close()
+            closers, self._closers = self._closers, []
+            for close in closers:
+                close()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class HostDevice:
+    """A device written in Python by a user (read(offset, size) -> int, write(offset, size,
+    value)), on a bus: one call per element of string I/O; exceptions end the run."""
+
+    def __init__(self, device, guard):
+        self.device = device
+        self.name = getattr(device, "name", type(device).__name__)
+        name = type(device).__name__
+        self._read = guard(device.read, f"{name}.read", fallback=None)
+        self._write = guard(device.write, f"{name}.write")
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes:
+        out = bytearray()
+        mask = (1 << (8 * size)) - 1
+        for _ in range(count):
+            value = self._read(offset, size)
+            out += ((mask if value is None else int(value)) & mask).to_bytes(size, "little")
+        return bytes(out)
+
+    def write(self, offset: int, size: int, data: bytes) -> None:
+        for i in range(0, len(data), size):
+            self._write(offset, size, int.from_bytes(data[i:i + size], "little"))
+
+
+def _checked_mem(mem) -> int:
+    if not isinstance(mem, int) or not layout.RAM_MIN_SIZE <= mem <= layout.RAM_MAX_SIZE:
+        raise ConfigError(f"mem={mem!r}: RAM must be between {layout.RAM_MIN_SIZE // layout.MiB} MiB "
+                          f"and {layout.RAM_MAX_SIZE // layout.GiB} GiB")
+    if mem % layout.PAGE_SIZE:
+        raise ConfigError(f"mem={mem!r}: RAM must be a multiple of 4 KiB")
+    return mem
+
+
+def _path(value):
+    return None if value is None else os.fspath(value)
+
+
+def _fw_cfg_specs(files) -> list:
+    """{name: bytes | str | PathLike} as the command line's --fw-cfg items."""
+    from .fw_cfg.items import FwCfgConfigError, UserItemSpec, check_file_name
+    specs = []
+    for name, value in (files or {}).items():
+        try:
+            check_file_name(name)
+        except FwCfgConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            specs.append(UserItemSpec(name, data=bytes(value)))
+        elif isinstance(value, str):
+            specs.append(UserItemSpec(name, string=value))
+        elif isinstance(value, os.PathLike):
+            specs.append(UserItemSpec(name, file=os.fspath(value)))
+        else:
+            raise ConfigError(f"fw_cfg[{name!r}]: expected bytes, a str or a path, "
+                              f"not {type(value).__name__}")
+    return specs
+
+
+def _drive_specs(drives) -> list:
+    if isinstance(drives, str):
+        drives = [drives]
+    if not drives:
+        return []                   # no virtio modules to import on the way to KVM_RUN
+    from .virtio.drive import DriveError, parse_drive
+    specs = []
+    for text in drives:
+        try:
+            specs.append(parse_drive(text))
+        except DriveError as exc:
+            raise ConfigError(str(exc)) from None
+    return specs

@@ -1,7 +1,7 @@
 """The vCPU run loop: enter the guest, hand each exit to its handler, act on what it returns.
 
 Handlers return None to go on, or an Outcome to end the run. Devices that end
-the run (a reset, an expected console line) do it through Machine.request_stop,
+the run (a reset, an expected console line) do it through Board.request_stop,
 which the loop checks after every device access.
 """
 
@@ -37,6 +37,8 @@ class Outcome(Enum):
     OUTPUT_CLOSED = ("console output closed", 0)
     HALTED = ("guest halted for good", 5)
     QUIT = ("quit from the console", 0)
+    BREAKPOINT = ("breakpoint reached", 0)      # Machine.run(until_address=...)
+    STOPPED = ("stopped by the host", 0)        # Machine.stop(), or Machine.step()'s count
 
     @property
     def description(self) -> str:
@@ -99,7 +101,7 @@ _EXIT_UNION = 32
 
 
 class Runner:
-    """Runs one vCPU of a Machine until the guest ends, crashes or time runs out."""
+    """Runs one vCPU of a Board until the guest ends, crashes or time runs out."""
 
     def __init__(self, machine, timeout: float | None = None, tracer=None):
         self.machine = machine
@@ -229,7 +231,8 @@ class Runner:
         tracer = self.tracer
         EXIT_IO, EXIT_MMIO = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
 
-        machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if machine.first_run_ns is None:
+            machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         while True:
             try:
                 _kvm_run(fd, KVM_RUN, 0)
@@ -314,7 +317,8 @@ class Runner:
             ended = debugger.on_start()
             if ended:
                 return ended
-        machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if machine.first_run_ns is None:
+            machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         while True:
             if stats is not None:
                 entered = clock()
@@ -328,6 +332,8 @@ class Runner:
                     return ended
                 if stepper is not None:
                     stepper.on_interrupt()
+                    if machine.stop_request is not None:     # its last step
+                        return machine.stop_request
                 if not ours and debugger is not None:
                     ended = debugger.on_kick()
                     if ended:

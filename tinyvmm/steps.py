@@ -40,12 +40,14 @@ class StepTracer:
     """Logs `spec.limit` instructions (a trace.StepSpec) through `tracer` (a trace.Tracer).
 
     Takes the vCPU's guest debugging for the run: nothing else may set it (--gdb, the
-    kernel-entry breakpoint of boot.marks). `symbols` (a SymbolTable, or None) names
+    kernel-entry breakpoint of boot.marks). At the limit the guest runs on at full speed,
+    or `on_limit()` is called (Machine.step stops the run there). `symbols` (a SymbolTable, or None) names
     the instructions and resolves `spec.symbol`; StepError if it cannot.
     """
 
-    def __init__(self, machine, runner, tracer, spec, symbols=None):
+    def __init__(self, machine, runner, tracer, spec, symbols=None, on_limit=None):
         self.vcpu = machine.vcpu
+        self.on_limit = on_limit        # called at the limit instead of running on
         self.runner = runner
         self.tracer = tracer
         self.limit = spec.limit
@@ -132,6 +134,9 @@ class StepTracer:
         if self.count >= self.limit:
             self.stepping = False
             self.vcpu.set_guest_debug(0)
+            if self.on_limit is not None:
+                self.on_limit()
+                return
             plural = "s" if self.count > 1 else ""
             self._note(f"{self.count} instruction{plural} traced; the guest runs on at full speed")
 

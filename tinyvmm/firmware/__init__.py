@@ -50,3 +50,18 @@ def linuxboot_name(dma: bool = True) -> str:
 def pvh_name(dma: bool = True) -> str:
     """The file name of the PVH boot ROM for a fw_cfg device with or without DMA."""
     return PVH_DMA if dma else PVH
+
+
+RESET_VECTOR_OFFSET = 0xFFF0        # in a 64 KiB image: linear 0xffff0 (and 0xfffffff0)
+
+
+def real_mode_image(code: bytes) -> bytes:
+    """A 64 KiB firmware image that runs `code` (16-bit, at most 65520 bytes) from F000:0000,
+    linear 0xf0000: a far jump there at the reset vector, the rest zero. For tests whose
+    guest is a few instructions."""
+    if len(code) > RESET_VECTOR_OFFSET:
+        raise ValueError(f"{len(code)} bytes of code do not fit below the reset vector")
+    image = bytearray(0x10000)
+    image[:len(code)] = code
+    image[RESET_VECTOR_OFFSET:RESET_VECTOR_OFFSET + 5] = b"\xea\x00\x00\x00\xf0"   # ljmp f000:0000
+    return bytes(image)

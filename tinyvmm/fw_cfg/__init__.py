@@ -2,7 +2,7 @@
 
 items   - keys, the registry of numbered items and files, FILE_DIR, etc/e820, user items
 device  - the selector/data/DMA state machine and its port and MMIO faces
-options - command-line options, attaching to a Machine, `tinyvmm fw-cfg list`
+options - command-line options, attaching to a Board, `tinyvmm fw-cfg list`
 """
 
 from .device import FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio

@@ -94,6 +94,8 @@ class FwCfg:
             entry = None                         # out of range: QEMU's FW_CFG_INVALID
         else:
             entry = self.items.lookup(key)
+            if entry is not None and entry.on_select is not None:
+                entry.on_select(entry)
         self._entry = entry
         self._data = entry.data if entry is not None else _EMPTY
         self._length = len(self._data)
@@ -230,10 +232,12 @@ class FwCfg:
             views = self.memory.views(address, length)
         except GuestMemoryError:
             return FW_CFG_DMA_CTL_ERROR, 0
-        target = self._data
+        target, start = self._data, offset
         for view in views:
             target[offset:offset + len(view)] = view
             offset += len(view)
+        if entry.on_write is not None:
+            entry.on_write(start, target[start:offset].tobytes())
         return 0, count
 
     def _store_control(self, descriptor: int, value: int) -> None:

@@ -102,8 +102,14 @@ class FwCfgConfigError(ValueError):
 
 
 class FwCfgEntry:
-    """One populated key. `data` is a memoryview: read-only unless the item is writable."""
-    __slots__ = ("key", "name", "data", "writable", "is_file")
+    """One populated key. `data` is a memoryview: read-only unless the item is writable.
+
+    Host code may watch a file: `on_select(entry)` is called each time the guest selects
+    it (before any byte is read: it may rewrite a writable entry's data), `on_write(offset,
+    data)` after each DMA write into it, with the bytes written at that offset (QEMU's
+    select and write callbacks).
+    """
+    __slots__ = ("key", "name", "data", "writable", "is_file", "on_select", "on_write")
 
     def __init__(self, key: int, name: str, data: memoryview, writable: bool, is_file: bool = False):
         self.key = key
@@ -111,6 +117,8 @@ class FwCfgEntry:
         self.data = data
         self.writable = writable
         self.is_file = is_file
+        self.on_select = None
+        self.on_write = None
 
     @property
     def size(self) -> int:
@@ -186,9 +194,9 @@ class FwCfgItems:
         self.add_item(key, text.encode() + b"\0", replace=replace)
 
     # --- files ------------------------------------------------------------------
-    def add_file(self, name: str, data, writable: bool = False, replace: bool = False) -> None:
+    def add_file(self, name: str, data, writable: bool = False, replace: bool = False) -> FwCfgEntry:
         """Serve `data` as the named file; its key is fixed by the sorted order of all names.
-        With `replace`, a file of that name gets new contents."""
+        With `replace`, a file of that name gets new contents. Returns the new entry."""
         check_file_name(name)
         if name in self._files and replace:
             del self._files[name]
@@ -199,9 +207,10 @@ class FwCfgItems:
                                    "slots are used")
         if len(data) >= 1 << 32:
             raise FwCfgConfigError(f"fw_cfg: file {name!r} is 4 GiB or larger")
-        self._files[name] = FwCfgEntry(0, name, _as_view(data, writable), writable, is_file=True)
+        entry = self._files[name] = FwCfgEntry(0, name, _as_view(data, writable), writable, is_file=True)
         self._by_key = None
         self._file_dir = None
+        return entry
 
     def add_boot_rom(self, rom_name: str, rom: bytes | None) -> None:
         """Name genroms/<rom_name> in bootorder, as QEMU does for the ROM that boots -kernel,
@@ -300,15 +309,21 @@ def e820_file(ram_size: int, firmware_size: int) -> bytes:
                     for address, length, kind in layout.e820_map(ram_size, firmware_size))
 
 
-class UserItemSpec(namedtuple("UserItemSpec", "name string file", defaults=(None, None))):
-    """One `--fw-cfg name=...,string=...|file=...` option, checked for syntax only."""
+class UserItemSpec(namedtuple("UserItemSpec", "name string file data", defaults=(None, None, None))):
+    """One `--fw-cfg name=...,string=...|file=...` option, checked for syntax only; or, from
+    the Python API, the item's bytes as `data`."""
     __slots__ = ()
 
     def load(self, limit: int = FW_CFG_MAX_ITEM_SIZE) -> bytes:
-        """The item's content: the string without a NUL (as QEMU), or the file's bytes, at
-        most `limit` of them (checked from stat before reading)."""
+        """The item's content: the string without a NUL (as QEMU), the file's bytes or `data`,
+        at most `limit` of them (a file's size checked from stat before reading)."""
         if self.string is not None:
             return os.fsencode(self.string)
+        if self.data is not None:
+            if len(self.data) > limit:
+                raise FwCfgConfigError(f"fw_cfg: {self.name!r} is {len(self.data)} bytes; at most "
+                                       f"{limit} bytes fit (the guest's RAM)")
+            return self.data
         from ..files import FileTooLarge, NotAFile, read_bounded
         try:
             return read_bounded(self.file, limit)

@@ -182,9 +182,10 @@ class DebugSession:
     def notice(self, text: str) -> None:
         print(f"tinyvmm: gdb: {text}", file=self.err, flush=True)
 
-    def run(self):
-        """Run the guest; tell gdb how it ended and print --stats."""
-        result = self.runner.run()
+    def run(self, run=None):
+        """Run the guest (through `run()`, by default the runner's); tell gdb how it ended
+        and print --stats."""
+        result = (run or self.runner.run)()
         if self.stub is not None:
             self.stub.finish(result)
         if self.runner.stats is not None:

@@ -1,0 +1,235 @@
+"""The public API (tinyvmm.Machine) and its pytest plugin: what a firmware test can do, and
+the errors misuse gets."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from guest_build import build_guest
+from tinyvmm import ConfigError, GuestMemoryError, Machine, MachineClosedError, Outcome
+from tinyvmm.firmware import real_mode_image
+
+MEM = 16 << 20
+SPIN = real_mode_image(bytes.fromhex("eb fe"))                      # jmp $
+OUT_IN = real_mode_image(bytes.fromhex("ba 00 06 ef ed eb fe"))     # out dx, ax; in ax, dx; jmp $
+
+
+# --- bad input: found before KVM is touched (no fixture needed) -------------------------
+@pytest.mark.parametrize("options,message", [
+    (dict(firmware=b"x" * 1000), "a multiple of 64 KiB"),
+    (dict(firmware="/nonexistent/bios.bin"), "cannot read firmware /nonexistent/bios.bin"),
+    (dict(mem=1 << 20), "RAM must be between 2 MiB and 64 GiB"),
+    (dict(mem=(16 << 20) + 1), "a multiple of 4 KiB"),
+    (dict(boot="network"), "expected 'firmware' or 'direct'"),
+    (dict(initrd="/x"), "initrd and boot need a kernel"),
+    (dict(fw_cfg={"opt/x": 3}), "expected bytes, a str or a path"),
+    (dict(fw_cfg={"": b"x"}), "a file name cannot be empty"),
+    (dict(fw_cfg={"etc/e820": b"x"}), "already provided by tinyvmm"),
+    (dict(drives=["file=/nonexistent.img,if=virtio,format=raw"]), "/nonexistent.img"),
+    (dict(serial="tty"), "expected stdio, none or file:PATH"),
+])
+def test_bad_options_raise_config_error_with_the_cli_message(options, message):
+    options.setdefault("mem", MEM)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Machine(**options)
+
+
+def test_a_kernel_error_is_the_cli_error(tmp_path, capsys):
+    from tinyvmm import cli
+    kernel = tmp_path / "k"
+    kernel.write_bytes(b"not a kernel" * 100)
+    with pytest.raises(ConfigError) as raised:
+        Machine(kernel=kernel, mem=64 << 20)
+    assert cli.main(["boot", "--kernel", str(kernel), "--mem", "64M"]) == cli.EXIT_USAGE
+    assert f"tinyvmm: {raised.value}" in capsys.readouterr().err
+
+
+# --- on KVM, through the plugin's fixture ------------------------------------------------
+def test_run_until_a_console_text_then_on(machine):
+    guest = machine(build_guest("hello").bin_path)
+    result = guest.run(timeout=10, until_console="Hello from COM1")
+    assert result.outcome is Outcome.EXPECTED
+    assert guest.serial_output == b"Hello from COM1"     # stopped at the text's last byte
+    assert guest.milestones[0][:2] == (0xF5, 1)
+    result = guest.run(timeout=10)                  # on from there: the guest resets
+    assert result.outcome is Outcome.RESET
+    assert guest.serial_output == b"Hello from COM1\n"
+    assert guest.debugcon_output == b"Hello from the debug console\n"
+
+
+def test_run_until_a_milestone(machine):
+    guest = machine(build_guest("hello").bin_path)
+    result = guest.run(timeout=10, until_milestone=1)
+    assert result.outcome is Outcome.EXPECTED and "milestone 0x1" in result.message
+    assert guest.serial_output == b""               # stopped right after the `out`
+
+
+def test_timeout_gives_a_report(machine):
+    guest = machine(SPIN, mem=MEM)
+    result = guest.run(timeout=0.3)
+    assert result.outcome is Outcome.TIMEOUT and "f000:0000" in result.report
+
+
+def test_step_disassembles_each_instruction_and_stops(machine):
+    guest = machine(OUT_IN, mem=MEM)
+    guest.add_port_device(0x600, 2, Register())
+    lines = guest.step(4)
+    assert [line.split()[1] for line in lines] == ["f000:fff0", "f000:0000", "f000:0003", "f000:0004"]
+    assert "ljmp" in lines[0] and "out" in lines[2] and "in" in lines[3]
+    assert guest.regs().rip == 5                    # before the jmp $
+    assert guest.step(1)[0].split()[1] == "f000:0005"
+    assert guest.regs().rip == 5                    # jmp $ jumps to itself
+
+
+class Register:
+    """A 16-bit register: reads give what was written last."""
+    value = 0
+
+    def read(self, offset, size):
+        return self.value
+
+    def write(self, offset, size, value):
+        self.value = value
+
+
+def test_memory_and_registers(machine):
+    guest = machine(SPIN, mem=MEM)
+    guest.write_memory(0x1000, b"tinyvmm")
+    assert guest.read_memory(0x1000, 7) == b"tinyvmm"
+    assert guest.read_memory(0xFFFFFFF0, 5) == b"\xea\x00\x00\x00\xf0"  # the firmware at 4 GiB
+    guest.set_regs(rax=0x1234, rflags=0x202)
+    assert guest.regs().rax == 0x1234
+    guest.set_segment("ds", 0x1000)
+    assert guest.sregs().ds.base == 0x10000
+    with pytest.raises(GuestMemoryError):
+        guest.read_memory(MEM - 4, 8)               # runs past the end of RAM
+    with pytest.raises(GuestMemoryError):
+        guest.write_memory(0xFFFFFFF0, b"x")        # ROM
+    with pytest.raises(GuestMemoryError):
+        guest.read_memory(1 << 40, 1)
+    with pytest.raises(TypeError, match="no register 'eax'"):
+        guest.set_regs(eax=1)
+    with pytest.raises(TypeError):
+        guest.set_segment("cr0", 0)
+
+
+def test_device_ranges_are_checked(machine):
+    guest = machine(SPIN, mem=MEM)
+    with pytest.raises(ConfigError, match="overlap"):
+        guest.add_port_device(0x3F8, 8, Register())             # COM1
+    with pytest.raises(ConfigError, match="0-0xffff"):
+        guest.add_port_device(0xFFFF, 2, Register())
+    with pytest.raises(ConfigError, match="overlaps guest memory"):
+        guest.add_mmio_device(0x1000, 4, Register())
+    with pytest.raises(ConfigError, match="no read"):
+        guest.add_port_device(0x600, 1, object())
+    guest.add_mmio_device(0xD0000000, 4, Register())
+    with pytest.raises(ConfigError, match="overlap"):
+        guest.add_mmio_device(0xD0000002, 4, Register())
+
+
+class Broken:
+    def read(self, offset, size):
+        raise KeyError("no such register")
+
+    def write(self, offset, size, value):
+        raise ZeroDivisionError("the device's own bug")
+
+
+def test_a_device_that_raises_ends_the_run_as_a_crash_with_its_traceback(machine):
+    guest = machine(OUT_IN, mem=MEM)
+    guest.add_port_device(0x600, 2, Broken())
+    result = guest.run(timeout=10)
+    assert result.outcome is Outcome.CRASH
+    assert result.message == "Broken.write raised ZeroDivisionError: the device's own bug"
+    assert "Traceback" in result.report and "the device's own bug" in result.report
+    assert "last run: guest crashed (CRASH): Broken.write raised" in guest.summary()
+
+
+def test_a_fw_cfg_callback_that_raises_ends_the_run(machine):
+    from tinyvmm.fw_cfg.device import FwCfg
+    guest = machine(SPIN, mem=MEM)
+    guest.add_fw_cfg_file("opt/bad", size=8, read=lambda: 1 / 0)
+    fw_cfg: FwCfg = guest.fw_cfg
+    fw_cfg.select(guest.fw_cfg_file_key("opt/bad"))        # as a guest's select would
+    result = guest.run(timeout=10)
+    assert result.outcome is Outcome.CRASH
+    assert "read callback of fw_cfg file 'opt/bad' raised ZeroDivisionError" in result.message
+    assert "1 / 0" in result.report
+
+
+def test_fw_cfg_files_are_added_before_the_first_run(machine):
+    guest = machine(SPIN, mem=MEM)
+    guest.add_fw_cfg_file("opt/a", b"abc", size=8)
+    assert bytes(guest.fw_cfg.items.file("opt/a").data) == b"abc" + bytes(5)
+    with pytest.raises(ConfigError, match="duplicate"):
+        guest.add_fw_cfg_file("opt/a", b"x")
+    with pytest.raises(ConfigError, match="3 bytes of data, size 2"):
+        guest.add_fw_cfg_file("opt/b", b"abc", size=2)
+    with pytest.raises(ConfigError, match="no file 'opt/none'"):
+        guest.fw_cfg_file_key("opt/none")
+    guest.run(timeout=0.1)
+    with pytest.raises(ConfigError, match="before the first run"):
+        guest.add_fw_cfg_file("opt/c", b"x")
+
+
+def test_until_address_and_step_refuse_taken_debug_registers(machine):
+    guest = machine(SPIN, mem=MEM)
+    guest.runner.on_debug_exit = lambda debug: None     # as boot marks or gdb take it
+    with pytest.raises(ConfigError, match="debug registers are taken"):
+        guest.run(until_address=0xF0000)
+    with pytest.raises(ConfigError, match="debug registers are taken"):
+        guest.step()
+
+
+def test_a_closed_machine_says_so(machine):
+    guest = machine(SPIN, mem=MEM)
+    guest.close()
+    guest.close()                                   # twice is fine
+    for call in (lambda: guest.run(), lambda: guest.step(), lambda: guest.read_memory(0, 1),
+                 lambda: guest.regs(), lambda: guest.add_port_device(0x600, 1, Register())):
+        with pytest.raises(MachineClosedError, match="closed"):
+            call()
+
+
+def test_context_manager_closes(machine):
+    with Machine(SPIN, mem=MEM) as guest:
+        assert guest.run(timeout=0.1).outcome is Outcome.TIMEOUT
+    with pytest.raises(MachineClosedError):
+        guest.regs()
+
+
+# --- the plugin, as a user's test suite sees it -------------------------------------------
+def run_pytest(tmp_path, test: str, conftest: str = "") -> subprocess.CompletedProcess:
+    (tmp_path / "test_user.py").write_text(textwrap.dedent(test))
+    (tmp_path / "conftest.py").write_text(textwrap.dedent(conftest))
+    return subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+                           str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+
+def test_plugin_shows_the_consoles_and_report_of_a_failed_test(tmp_path):
+    result = run_pytest(tmp_path, f"""
+        from tinyvmm.firmware import real_mode_image
+        def test_fails(machine):
+            guest = machine({build_guest("hello").bin_path.as_posix()!r})
+            guest.run(timeout=10)
+            assert False, "the user's assertion"
+    """)
+    assert result.returncode == 1, result.stdout
+    out = result.stdout
+    assert "tinyvmm machine 1" in out and "last run: guest reset (RESET)" in out
+    assert "Hello from COM1" in out and "Hello from the debug console" in out
+
+
+def test_plugin_skips_with_the_reason_without_kvm(tmp_path):
+    result = run_pytest(tmp_path, """
+        def test_needs_kvm(machine):
+            raise AssertionError("ran without KVM")
+    """, conftest="""
+        import tinyvmm.kvm.system
+        tinyvmm.kvm.system.kvm_status = lambda: "no KVM in this test"
+    """)
+    assert result.returncode == 0, result.stdout
+    assert "1 skipped" in result.stdout and "needs /dev/kvm: no KVM in this test" in result.stdout

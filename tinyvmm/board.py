@@ -1,0 +1,232 @@
+"""The composition root of the hardware: a VM, its memory per tinyvmm.layout, and its devices on the buses."""
+
+import errno
+import time
+
+from . import layout
+from .bus import Bus, Device, PioBus
+from .console import Console
+from .cpu import guest_cpuid
+from .devices.cmos import Cmos
+from .devices.debugcon import DebugConsole
+from .devices.i8042 import I8042
+from .devices.milestones import Milestone, MilestonePort
+from .devices.misc import PostCode, Port92
+from .devices.serial import Serial
+from .kvm import Kvm, KvmError
+from .kvm.slots import SlotMap
+from .kvm.system import is_emulating_host
+from .memory import GuestMemory
+from .pci.host import PciBuses, PciHost
+from .pci.i440fx import I440fxHostBridge
+from .pci.pam import ShadowRam, ShadowWindow
+from .pci.piix import SCI_IRQ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters, ResetControl
+from .runner import Outcome
+
+
+class BoardConfig:
+    """What a Board is built from. hide_xsave None: hide it where the host cannot run it.
+    virtio_devices: virtio device models (tinyvmm.virtio), each put on PCI slot
+    VIRTIO_FIRST_SLOT and up, in order. virtio_iothread: serve each device's queues on
+    a thread of its own (tinyvmm.virtio.iothread) rather than on the vCPU thread."""
+    __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices",
+                 "virtio_iothread")
+
+    def __init__(self, firmware: bytes, ram_size: int = 256 * layout.MiB,
+                 serial: Console | None = None, debugcon: Console | None = None,
+                 hide_xsave: bool | None = None, virtio_devices=(), virtio_iothread: bool = False):
+        self.firmware = firmware
+        self.ram_size = ram_size
+        self.serial = Console("serial") if serial is None else serial
+        self.debugcon = Console("debugcon") if debugcon is None else debugcon
+        self.hide_xsave = hide_xsave
+        self.virtio_devices = list(virtio_devices)
+        self.virtio_iothread = virtio_iothread
+
+
+class Board:
+    """One VM with one vCPU and its devices, ready to run from the reset vector (the
+    hardware alone: tinyvmm.machine.Machine is what scripts and the command line drive)."""
+
+    def __init__(self, config: BoardConfig, tracer=None):
+        layout.check(config.ram_size, len(config.firmware))
+        self.config = config
+        self.tracer = tracer
+        self.stop_request: tuple[Outcome, str] | None = None
+        self.first_run_ns: int | None = None
+        self.milestones: list = []
+        self.milestone_listeners: list = []   # called with each Milestone as it is written
+        self.virtio: list = []
+        self.iothreads: list = []
+        # The Runner driving this machine, attached by whoever runs it for the run's length:
+        # stop_from_thread kicks the vCPU through it.
+        self.runner = None
+        self.kvm = Kvm()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        config = self.config
+        self.vm = vm = self.kvm.create_vm()
+        # Both must be placed before the first vCPU exists, outside every memory slot.
+        vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
+        vm.set_tss_addr(layout.KVM_TSS_START)
+
+        self.memory = GuestMemory.for_layout(config.ram_size, config.firmware)
+        self.slots = SlotMap(vm)
+        self.slots.sync(0, 1 << 64, [(gpa, size, self.memory.host_address(gpa), not writable)
+                                     for gpa, size, writable in self.memory.regions])
+        # Irqchip and PIT after the memory slots: the first slot set once an irqchip exists
+        # waits milliseconds in the kernel (measured: 4-12 ms, against 0.5 ms for all five).
+        vm.create_irqchip()
+        vm.create_pit2()
+
+        self.pio = PioBus()
+        self.mmio = Bus("mmio")
+        if self.tracer:
+            self.pio.observer = lambda *a: self.tracer.unclaimed("pio", *a)
+            self.mmio.observer = lambda *a: self.tracer.unclaimed("mmio", *a)
+
+        config.serial.on_expect = lambda: self.request_stop(Outcome.EXPECTED, "expected output seen")
+        config.debugcon.on_expect = config.serial.on_expect
+        for console in (config.serial, config.debugcon):
+            console.on_closed = lambda name=console.name: self.request_stop(
+                Outcome.OUTPUT_CLOSED, f"the reader of the {name} output went away")
+        self.serial = Serial(out=config.serial.write,
+                             irq=lambda level: vm.irq_line(layout.COM1_IRQ, level))
+        self.debugcon = DebugConsole(out=config.debugcon.write, present=config.debugcon.connected)
+        self.i8042 = I8042(on_reset=lambda: self.request_stop(Outcome.RESET, "keyboard controller reset"))
+        self.port92 = Port92(on_reset=lambda: self.request_stop(Outcome.RESET, "port 0x92 fast reset"))
+        self.post = PostCode()
+        self.cmos = Cmos(config.ram_size)
+        if self.tracer:
+            self.milestone_listeners.append(self.tracer.milestone)
+        self.add_pio("com1", self.serial)
+        self.add_pio("debugcon", self.debugcon)
+        self.add_pio("debugexit", self.debugcon)
+        self.add_pio("i8042", self.i8042)
+        self.add_pio("port92", self.port92)
+        self.add_pio("post", self.post)
+        self.add_pio("cmos", self.cmos)
+        self._build_chipset()
+        for name in ("milestone_linux", "milestone_fw"):
+            port = layout.PORTS[name][0]
+            self.add_pio(name, MilestonePort(port, self.milestones, self._on_milestone))
+
+        self.vcpu = vm.create_vcpu(0)
+        hide = is_emulating_host() if config.hide_xsave is None else config.hide_xsave
+        self.vcpu.set_cpuid(guest_cpuid(self.kvm.supported_cpuid(), hide_xsave=hide))
+
+    def _build_chipset(self) -> None:
+        """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, PIIX4 PM."""
+        config, vm = self.config, self.vm
+        self.shadow = ShadowRam(self.memory, self.memory.ram, self.memory.rom, self.slots, self.tracer,
+                                strict_read_only=not is_emulating_host())
+        self.mmio.register(layout.SHADOW_START, layout.SHADOW_END - layout.SHADOW_START,
+                           ShadowWindow(self.memory))
+        self.pci = PciHost(PciBuses(self.pio, self.mmio, self.memory, self.tracer))
+        self.pci.add(I440fxHostBridge(config.ram_size, self.shadow), slot=0)
+        self.isa_bridge = self.pci.add(Piix3IsaBridge(), slot=1)
+        self.power_management = self.pci.add(Piix4PowerManagement(
+            on_poweroff=lambda: self.request_stop(Outcome.POWEROFF, "ACPI power off (PM1a_CNT)"),
+            set_sci=lambda level: vm.irq_line(SCI_IRQ, level)), slot=1, number=3)
+        self.pci.reset_control = ResetControl(
+            on_reset=lambda: self.request_stop(Outcome.RESET, "reset control register 0xcf9"))
+        self.add_pio("pci_config", self.pci)
+        self.add_pio("apm", PlainRegisters("apm", 2))
+        self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
+        if config.virtio_devices:
+            self._add_virtio(config.virtio_devices, config.virtio_iothread)
+
+    def _add_virtio(self, models, iothread: bool) -> None:
+        """The virtio-pci devices, from PCI slot VIRTIO_FIRST_SLOT up; with `iothread`, each
+        served by an IoThread, else on the vCPU thread with INTx through KVM_IRQ_LINE."""
+        from .virtio.iothread import IoThread, missing_capabilities
+        from .virtio.pci import VirtioPciDevice
+        missing = missing_capabilities(self.vm) if iothread else []
+        if missing:
+            raise KvmError(errno.ENOTSUP, f"the virtio I/O thread needs {', '.join(missing)}")
+        for i, model in enumerate(models):
+            slot = layout.VIRTIO_FIRST_SLOT + i
+            device = VirtioPciDevice(model, self.memory, name=f"{model.name}{i}")
+            if iothread:
+                thread = IoThread(device, self.vm, lambda slot=slot: self.isa_bridge.irq_for(slot, 1),
+                                  on_crash=lambda message: self.stop_from_thread(Outcome.CRASH, message))
+                self.iothreads.append(thread)
+                thread.start()
+            else:
+                device.set_irq = self._intx_line(slot)
+            self.virtio.append(self.pci.add(device, slot=slot))
+
+    def _intx_line(self, slot: int):
+        """set_irq(level) for INTA# of `slot`: the ISA IRQ the PIIX3 routes it to now (none
+        while the firmware has not routed it); a line is lowered where it was raised."""
+        raised = [None]
+
+        def set_irq(level: bool) -> None:
+            irq = self.isa_bridge.irq_for(slot, 1) if level else None
+            if raised[0] is not None and raised[0] != irq:
+                self.vm.irq_line(raised[0], False)
+            if irq is not None:
+                self.vm.irq_line(irq, True)
+            raised[0] = irq
+        return set_irq
+
+    def add_pio(self, name: str, device: Device) -> None:
+        """Put a device on the port range tinyvmm.layout.PORTS names."""
+        base, size = layout.PORTS[name]
+        self.pio.register(base, size, device)
+
+    def _on_milestone(self, milestone) -> None:
+        for listener in self.milestone_listeners:
+            listener(milestone)
+
+    def mark_milestone(self, port_name: str, value: int) -> None:
+        """Record a milestone the firmware did not write (boot.marks), unless it already
+        wrote that value: timestamped now, logged and passed to listeners as if written."""
+        port = layout.PORTS[port_name][0]
+        if any(m.port == port and m.value == value for m in self.milestones):
+            return
+        milestone = Milestone(port, value, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        self.milestones.append(milestone)
+        self._on_milestone(milestone)
+
+    def stop_at_milestone(self, port_name: str, value: int, message: str) -> None:
+        """End the run (status 0) when `value` is written to the milestone port so named."""
+        port = layout.PORTS[port_name][0]
+
+        def check(milestone) -> None:
+            if milestone.port == port and milestone.value == value:
+                self.request_stop(Outcome.EXPECTED, message)
+        self.milestone_listeners.append(check)
+
+    def request_stop(self, outcome: Outcome, message: str) -> None:
+        """Ask the run loop to end after the current exit (the first request wins)."""
+        if self.stop_request is None:
+            self.stop_request = (outcome, message)
+
+    def stop_from_thread(self, outcome: Outcome, message: str) -> None:
+        """request_stop from a thread other than the vCPU's. With a runner attached the vCPU is
+        also kicked out of KVM_RUN, so the run ends at once even if the guest never exits;
+        without one, it ends when the run loop next looks at stop_request."""
+        self.request_stop(outcome, message)
+        if self.runner is not None:
+            self.runner.stop_from_thread(*self.stop_request)
+
+    def console_tails(self) -> dict[str, bytes]:
+        return {"serial": bytes(self.config.serial.tail), "debug console": bytes(self.config.debugcon.tail)}
+
+    def close(self) -> None:
+        self.runner = None          # its signal handlers are gone: a kick now would kill us
+        try:
+            for thread in self.iothreads:       # while the VM they registered with is open
+                thread.close()
+        finally:
+            for name in ("vcpu", "vm"):
+                obj = getattr(self, name, None)
+                if obj is not None:
+                    obj.close()
+            self.kvm.close()
