@@ -233,3 +233,51 @@ def test_plugin_skips_with_the_reason_without_kvm(tmp_path):
     """)
     assert result.returncode == 0, result.stdout
     assert "1 skipped" in result.stdout and "needs /dev/kvm: no KVM in this test" in result.stdout
+
+
+class Stopper:
+    """Stops the run at its first write, and tries to run the machine from inside it."""
+
+    def __init__(self):
+        self.guest = None
+        self.nested = None
+
+    def read(self, offset, size):
+        return 0
+
+    def write(self, offset, size, value):
+        from tinyvmm.errors import MachineBusyError
+        try:
+            self.guest.run()
+        except MachineBusyError as exc:
+            self.nested = str(exc)
+        self.guest.stop("the device has seen enough")
+
+
+def test_a_device_stops_the_run_and_cannot_run_it_again_from_inside(machine):
+    guest = machine(OUT_IN, mem=MEM)
+    stopper = Stopper()
+    stopper.guest = guest
+    guest.add_port_device(0x600, 2, stopper)
+    result = guest.run(timeout=10)
+    assert (result.outcome, result.message) == (Outcome.STOPPED, "the device has seen enough")
+    assert "running already" in stopper.nested
+    assert guest.regs().rip == 4                    # after the `out`, before the `in`
+
+
+def test_stop_before_a_run_ends_that_run_alone(machine):
+    guest = machine(SPIN, mem=MEM)
+    guest.stop("not now")
+    result = guest.run(timeout=10)
+    assert (result.outcome, result.message) == (Outcome.STOPPED, "not now")
+    assert guest.run(timeout=0.2).outcome is Outcome.TIMEOUT
+
+
+def test_stop_from_another_thread_kicks_a_spinning_guest(machine):
+    import threading
+    guest = machine(SPIN, mem=MEM)
+    timer = threading.Timer(0.3, guest.stop, args=("from a thread",))
+    timer.start()
+    result = guest.run(timeout=20)
+    timer.join()
+    assert (result.outcome, result.message) == (Outcome.STOPPED, "from a thread")

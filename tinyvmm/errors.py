@@ -9,3 +9,8 @@ class ConfigError(ValueError):
 
 class MachineClosedError(RuntimeError):
     """A Machine used after close() (or after its `with` block)."""
+
+
+class MachineBusyError(RuntimeError):
+    """run() or step() called while the Machine is running: from a device or callback of its
+    own, or from another thread."""

@@ -10,9 +10,10 @@ Addresses are guest-physical, sizes in bytes, times in seconds.
 """
 
 import os
+import threading
 
 from . import layout
-from .errors import ConfigError, MachineClosedError
+from .errors import ConfigError, MachineBusyError, MachineClosedError
 from .runner import Outcome, RunResult
 
 PORT_SPACE = 0x10000
@@ -92,6 +93,7 @@ class Machine:
         self.board = None
         self._closers = []
         self._started = False
+        self._running = None        # the thread running the guest, while it runs
         self._host_traceback = None
         self.last_result: RunResult | None = None
         self.firmware = image if image is not None else firmware_image(options)
@@ -160,8 +162,12 @@ class Machine:
         message, report (a crash report for CRASH and TIMEOUT) and exits."""
         self._check_open()
         board, runner = self.board, self.runner
-        if timeout is not None and not 0 < timeout <= 30 * 24 * 3600:
-            raise ConfigError(f"timeout={timeout!r}: above 0 and at most 30 days")
+        if timeout is not None:
+            if not isinstance(timeout, (int, float)) or not 0 < timeout <= 30 * 24 * 3600:
+                raise ConfigError(f"timeout={timeout!r}: above 0 and at most 30 days")
+            if threading.current_thread() is not threading.main_thread():
+                raise ConfigError("timeout: a run with a timeout must be on the main thread "
+                                  "(the timer is a signal)")
         undo = []
         if until_console:
             text = os.fsencode(until_console) if isinstance(until_console, str) else bytes(until_console)
@@ -196,13 +202,18 @@ class Machine:
         return result
 
     def _run(self) -> RunResult:
+        if self._running is not None:
+            raise MachineBusyError("this Machine is running already: a device or callback "
+                                   "ends the run with stop(), and the caller runs it again")
         if not self._started:
             self._started = True
             self._serial.begin()        # a file sink drops what an earlier run left in it
             self._debugcon.begin()
+        self._running = threading.get_ident()
         try:
             result = self.runner.run()
         finally:
+            self._running = None
             self.board.stop_request = None      # a stop asked for before a run ends that run alone
         if self._host_traceback is not None and result.outcome is Outcome.CRASH:
             from .report import crash_report
@@ -282,10 +293,17 @@ class Machine:
         return self._symbols
 
     def stop(self, message: str = "stopped by the host") -> None:
-        """End the current run after the device access or callback in progress (Outcome.STOPPED):
-        for devices and callbacks, on the vCPU's thread."""
+        """End the current run (Outcome.STOPPED): from a device or callback, after the access in
+        progress; from another thread, at once (the vCPU is kicked out of the guest, when
+        the run is on the main thread). Before a run, that run ends at its start."""
         self._check_open()
-        self.board.request_stop(Outcome.STOPPED, message)
+        running = self._running
+        if running is not None and running != threading.get_ident():
+            self.board.stop_from_thread(Outcome.STOPPED, message)
+        else:
+            self.board.request_stop(Outcome.STOPPED, message)
+            if running is None:                 # leave KVM_RUN at once when it is entered
+                self.board.vcpu.run_page.immediate_exit = 1
 
     # --- guest state ---------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
