@@ -11,6 +11,7 @@ _PUBLIC = {
     "Machine": "machine",
     "ConfigError": "errors",
     "MachineClosedError": "errors",
+    "MachineBusyError": "errors",
     "GuestMemoryError": "memory",
     "Outcome": "runner",
     "RunResult": "runner",
