@@ -23,7 +23,7 @@ OUT_IN = real_mode_image(bytes.fromhex("ba 00 06 ef ed eb fe"))     # out dx, ax
     (dict(mem=1 << 20), "RAM must be between 2 MiB and 64 GiB"),
     (dict(mem=(16 << 20) + 1), "a multiple of 4 KiB"),
     (dict(boot="network"), "expected 'firmware' or 'direct'"),
-    (dict(initrd="/x"), "initrd and boot need a kernel"),
+    (dict(initrd="/x"), "initrd, append, append_as_is and boot need a kernel"),
     (dict(fw_cfg={"opt/x": 3}), "expected bytes, a str or a path"),
     (dict(fw_cfg={"": b"x"}), "a file name cannot be empty"),
     (dict(fw_cfg={"etc/e820": b"x"}), "already provided by tinyvmm"),
@@ -281,3 +281,125 @@ def test_stop_from_another_thread_kicks_a_spinning_guest(machine):
     result = guest.run(timeout=20)
     timer.join()
     assert (result.outcome, result.message) == (Outcome.STOPPED, "from a thread")
+
+
+def test_each_run_reports_its_own_outcome(machine):
+    import time
+    guest = machine(SPIN, mem=MEM)
+    assert guest.run(timeout=0.3).outcome is Outcome.TIMEOUT
+    start = time.monotonic()
+    result = guest.run(timeout=2.5)             # not ended early by the last run's signal
+    assert result.outcome is Outcome.TIMEOUT and "after 2.5 s" in result.message
+    assert time.monotonic() - start >= 2.4
+    guest.stop("once")
+    assert guest.run(timeout=5).message == "once"
+    assert guest.run(timeout=0.2).outcome is Outcome.TIMEOUT
+
+
+def test_until_address_goes_on_from_a_breakpoint(machine):
+    guest = machine(real_mode_image(bytes.fromhex("43 eb fd")), mem=MEM)   # inc bx; jmp 0
+    for count in (1, 2, 3):
+        result = guest.run(timeout=10, until_address=0xF0000)
+        assert result.outcome is Outcome.BREAKPOINT
+        assert guest.regs().rbx == count - 1        # stopped before each `inc bx`
+
+
+def test_ports_kvm_serves_are_refused(machine):
+    guest = machine(SPIN, mem=MEM)
+    for base, what in ((0x20, "master PIC"), (0x43, "PIT"), (0x61, "speaker"), (0x4D1, "ELCR")):
+        with pytest.raises(ConfigError, match=what):
+            guest.add_port_device(base, 1, Register())
+    for base, what in ((0xFEE00000, "local APIC"), (0xFEC00010, "I/O APIC")):
+        with pytest.raises(ConfigError, match=what):
+            guest.add_mmio_device(base, 4, Register())
+
+
+class Returns:
+    def __init__(self, value):
+        self.value = value
+
+    def read(self, offset, size):
+        return self.value
+
+    def write(self, offset, size, value):
+        pass
+
+
+@pytest.mark.parametrize("value,message", [
+    ("12", "returned '12' (str), not an int"), (3.7, "(float), not an int"),
+    (None, "(NoneType), not an int"), (True, "(bool), not an int"),
+    (1 << 16, "returned 0x10000, which a 2-byte access cannot hold"), (-1, "cannot hold"),
+])
+def test_a_device_read_of_the_wrong_kind_is_a_crash(machine, value, message):
+    guest = machine(OUT_IN, mem=MEM)
+    guest.add_port_device(0x600, 2, Returns(value))
+    result = guest.run(timeout=10)
+    assert result.outcome is Outcome.CRASH and message in result.message
+
+
+def test_wrong_types_are_type_errors(machine):
+    guest = machine(SPIN, mem=MEM)
+    with pytest.raises(TypeError, match="kvm_sregs"):
+        guest.set_sregs(guest.regs())
+    with pytest.raises(TypeError, match="expected bytes"):
+        guest.write_memory(0x1000, 4)
+    with pytest.raises(TypeError, match="rax: expected int"):
+        guest.set_regs(rax="1")
+    with pytest.raises(ConfigError, match="64 bits"):
+        guest.set_regs(rax=-1)
+    with pytest.raises(ConfigError, match="16 bits"):
+        guest.set_segment("ds", 0x10000)
+    with pytest.raises(TypeError, match="until_console"):
+        guest.run(until_console=5)
+    with pytest.raises(ConfigError, match="1 to 2048 bytes"):
+        guest.run(until_console="")
+    with pytest.raises(TypeError, match="read must be callable"):
+        guest.add_fw_cfg_file("opt/x", b"x", read=5)
+    for options in (dict(mem="16M"), dict(fw_cfg_mmio="0x1000"), dict(option_roms="rom.bin"),
+                    dict(serial=5), dict(kernel=b"bzImage"), dict(fw_cfg={b"opt/a": b"x"})):
+        with pytest.raises(TypeError):
+            Machine(SPIN, **{"mem": MEM, **options})
+
+
+def test_a_refused_fw_cfg_write_gives_the_guest_the_dma_error(machine):
+    from tinyvmm.fw_cfg.device import FW_CFG_DMA_CTL_ERROR, FwCfgDmaPorts
+    guest = machine(SPIN, mem=MEM)
+    guest.add_fw_cfg_file("opt/request", size=4, write=lambda offset, data: data == b"good")
+    key = guest.fw_cfg_file_key("opt/request")
+    for request, status in ((b"good", 0), (b"bad!", FW_CFG_DMA_CTL_ERROR)):
+        # a descriptor at 0x500 as a guest driver writes it: SELECT | WRITE, 4 bytes from 0x600
+        guest.write_memory(0x500, (key << 16 | 0x18).to_bytes(4, "big") + (4).to_bytes(4, "big")
+                           + (0x600).to_bytes(8, "big"))
+        guest.write_memory(0x600, request)
+        FwCfgDmaPorts(guest.fw_cfg).write(4, 4, (0x500).to_bytes(4, "big"))
+        assert int.from_bytes(guest.read_memory(0x500, 4), "big") == status
+
+
+class Closer(Register):
+    def write(self, offset, size, value):
+        from tinyvmm import MachineBusyError
+        try:
+            self.guest.close()
+        except MachineBusyError as exc:
+            self.refused = str(exc)
+        self.guest.stop()
+
+
+def test_close_inside_a_run_is_refused(machine):
+    guest = machine(OUT_IN, mem=MEM)
+    closer = Closer()
+    closer.guest = guest
+    guest.add_port_device(0x600, 2, closer)
+    assert guest.run(timeout=10).outcome is Outcome.STOPPED
+    assert "stop() it" in closer.refused
+
+
+def test_ctrl_c_stops_a_script(machine):
+    import os
+    import signal
+    import threading
+    guest = machine(SPIN, mem=MEM)
+    threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        guest.run(timeout=20)
+    assert guest.last_result.outcome is Outcome.INTERRUPTED

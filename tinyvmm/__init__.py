@@ -25,3 +25,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'tinyvmm' has no attribute {name!r}")
     from importlib import import_module
     return getattr(import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

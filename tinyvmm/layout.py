@@ -118,6 +118,12 @@ PORTS = {
     "pci_config": (0xCF8, 8),    # configuration mechanism #1; 0xcf9 (byte) is PIIX reset control
 }
 
+# Ports KVM's in-kernel irqchip and PIT serve (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2): no exit
+# reaches user space for them. (first port, number of ports, what)
+IN_KERNEL_PORTS = ((0x20, 2, "the in-kernel master PIC"), (0x40, 4, "the in-kernel PIT"),
+                   (0x61, 1, "the in-kernel PIT's speaker port"), (0xA0, 2, "the in-kernel slave PIC"),
+                   (0x4D0, 2, "the in-kernel PIC's ELCR"))
+
 COM1_IRQ = 4
 
 # Boot milestones written to the milestone ports (qboot's benchmark values).

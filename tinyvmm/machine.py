@@ -17,6 +17,7 @@ from .errors import ConfigError, MachineBusyError, MachineClosedError
 from .runner import Outcome, RunResult
 
 PORT_SPACE = 0x10000
+_STEPS_DONE = "steps done: {}"
 
 
 class Machine:
@@ -61,17 +62,31 @@ class Machine:
             except ValueError as exc:
                 raise ConfigError(f"firmware: {exc}") from None
         elif firmware is not None:
-            firmware = os.fspath(firmware)
-        options = MachineOptions(
-            bios=None if image is not None else firmware, mem=_checked_mem(mem),
-            kernel=_path(kernel), initrd=_path(initrd), append=append, append_as_is=append_as_is,
-            boot=boot, fw_cfg=_fw_cfg_specs(fw_cfg), option_roms=[os.fspath(p) for p in option_roms],
-            fw_cfg_dma=fw_cfg_dma, fw_cfg_ports=fw_cfg_ports, fw_cfg_mmio=fw_cfg_mmio,
-            drives=_drive_specs(drives))
+            firmware = _path(firmware, "firmware")
+        for name, value in (("append_as_is", append_as_is), ("fw_cfg_dma", fw_cfg_dma),
+                            ("fw_cfg_ports", fw_cfg_ports)):
+            _check_type(name, value, bool)
+        _check_type("append", append, str, none=True)
+        _check_type("boot", boot, str, none=True)
+        _check_type("fw_cfg_mmio", fw_cfg_mmio, int, none=True)
+        for name, value in (("serial", serial), ("debugcon", debugcon)):
+            if not (value is None or isinstance(value, str) or callable(value)):
+                raise TypeError(f"{name}: expected None, 'stdio', 'none', 'file:PATH' or a "
+                                f"callable taking bytes, not {type(value).__name__}")
         if boot not in (None, "firmware", "direct"):
             raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
-        if kernel is None and (initrd is not None or boot is not None):
-            raise ConfigError("initrd and boot need a kernel")
+        if kernel is None and (initrd is not None or boot is not None or append is not None
+                               or append_as_is):
+            raise ConfigError("initrd, append, append_as_is and boot need a kernel")
+        if fw_cfg_mmio is not None and fw_cfg_mmio < 0:
+            raise ConfigError(f"fw_cfg_mmio={fw_cfg_mmio:#x}: not a guest-physical address")
+        options = MachineOptions(
+            bios=None if image is not None else firmware, mem=_checked_mem(mem),
+            kernel=_path(kernel, "kernel"), initrd=_path(initrd, "initrd"), append=append,
+            append_as_is=append_as_is, boot=boot, fw_cfg=_fw_cfg_specs(fw_cfg),
+            option_roms=[_path(rom, "option_roms[]") for rom in _sequence("option_roms", option_roms)],
+            fw_cfg_dma=fw_cfg_dma, fw_cfg_ports=fw_cfg_ports, fw_cfg_mmio=fw_cfg_mmio,
+            drives=_drive_specs(drives))
         self._open(options, kernel is not None, image, serial, debugcon, tracer)
 
     @classmethod
@@ -82,6 +97,7 @@ class Machine:
         watched on both consoles for the machine's life."""
         machine = cls.__new__(cls)
         machine._open(options, boot_linux, None, serial, debugcon, tracer, expect)
+        machine._interrupt_raises = False       # the command line reports it with status 130
         return machine
 
     def _open(self, options, boot_linux, image, serial, debugcon, tracer, expect=None) -> None:
@@ -94,6 +110,7 @@ class Machine:
         self._closers = []
         self._started = False
         self._running = None        # the thread running the guest, while it runs
+        self._interrupt_raises = True
         self._host_traceback = None
         self.last_result: RunResult | None = None
         self.firmware = image if image is not None else firmware_image(options)
@@ -121,7 +138,7 @@ class Machine:
             buffer = bytearray()
             return Console(name, buffer.extend, expect), buffer
         if callable(spec):
-            return Console(name, spec, expect), None
+            return Console(name, self._guard(spec, f"the {name} output callable"), expect), None
         try:
             sink, close = open_sink(spec)
         except SinkSpecError as exc:
@@ -136,6 +153,7 @@ class Machine:
         from .runner import Runner
         self.board = board = Board(BoardConfig(self.firmware, self.options.mem, self._serial,
                                                self._debugcon, virtio_devices=disks), tracer=tracer)
+        self._milestones = board.milestones
         payload = self.payload
         direct = payload is not None and payload.boot == "direct"
         if payload is not None and not direct:
@@ -160,51 +178,80 @@ class Machine:
         a DR0 breakpoint), or host code calls stop() (STOPPED). May be called again to go
         on from where the last run stopped. Returns a tinyvmm.runner.RunResult: outcome,
         message, report (a crash report for CRASH and TIMEOUT) and exits."""
-        self._check_open()
-        board, runner = self.board, self.runner
+        from .console import TAIL_SIZE
+        self._check_idle()
+        board = self.board
         if timeout is not None:
-            if not isinstance(timeout, (int, float)) or not 0 < timeout <= 30 * 24 * 3600:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout: expected seconds as int or float, not {type(timeout).__name__}")
+            if not 0 < timeout <= 30 * 24 * 3600:
                 raise ConfigError(f"timeout={timeout!r}: above 0 and at most 30 days")
             if threading.current_thread() is not threading.main_thread():
                 raise ConfigError("timeout: a run with a timeout must be on the main thread "
                                   "(the timer is a signal)")
-        undo = []
-        if until_console:
-            text = os.fsencode(until_console) if isinstance(until_console, str) else bytes(until_console)
-
-            def seen():
-                board.request_stop(Outcome.EXPECTED, f"{text.decode(errors='replace')!r} seen")
-            for console in (self._serial, self._debugcon):
-                try:
-                    console.watch(text, seen)
-                except ValueError as exc:
-                    raise ConfigError(f"until_console: {exc}") from None
-                undo.append(lambda console=console: console.unwatch(seen))
+        text = None
+        if until_console is not None:
+            if not isinstance(until_console, (str, bytes)):
+                raise TypeError(f"until_console: expected str or bytes, not {type(until_console).__name__}")
+            text = os.fsencode(until_console) if isinstance(until_console, str) else until_console
+            if not 0 < len(text) <= TAIL_SIZE // 2:
+                raise ConfigError(f"until_console: the text must be 1 to {TAIL_SIZE // 2} bytes")
         if until_milestone is not None:
+            _check_type("until_milestone", until_milestone, int)
             if not 0 <= until_milestone <= 0xFF:
                 raise ConfigError(f"until_milestone={until_milestone!r}: a byte, 0 to 0xff")
-
-            def milestone(written):
-                if written.value == until_milestone:
-                    board.request_stop(Outcome.EXPECTED, f"milestone {until_milestone:#x} written")
-            board.milestone_listeners.append(milestone)
-            undo.append(lambda: board.milestone_listeners.remove(milestone))
         if until_address is not None:
-            undo.append(self._break_at(until_address))
-        previous_timeout = runner.timeout
-        runner.timeout = timeout
+            _check_type("until_address", until_address, int)
+            if not 0 <= until_address < 1 << 64:
+                raise ConfigError(f"until_address={until_address:#x}: not a linear address")
+            if self._pc() == until_address:     # stopped there: step off it first
+                stepped = self._step_over()
+                if stepped is not None:
+                    return stepped
+        undo = []
         try:
-            result = self._run()
+            if text is not None:
+                def seen():
+                    board.request_stop(Outcome.EXPECTED, f"{text.decode(errors='replace')!r} seen")
+                for console in (self._serial, self._debugcon):
+                    console.watch(text, seen)
+                    undo.append(lambda console=console: console.unwatch(seen))
+            if until_milestone is not None:
+                def milestone(written):
+                    if written.value == until_milestone:
+                        board.request_stop(Outcome.EXPECTED, f"milestone {until_milestone:#x} written")
+                board.milestone_listeners.append(milestone)
+                undo.append(lambda: board.milestone_listeners.remove(milestone))
+            if until_address is not None:
+                undo.append(self._break_at(until_address))
+            self.runner.timeout = timeout
+            return self._run()
         finally:
-            runner.timeout = previous_timeout
+            self.runner.timeout = None
             for step in reversed(undo):
                 step()
-        return result
 
-    def _run(self) -> RunResult:
+    def _check_idle(self) -> None:
+        self._check_open()
         if self._running is not None:
             raise MachineBusyError("this Machine is running already: a device or callback "
                                    "ends the run with stop(), and the caller runs it again")
+
+    def _pc(self) -> int:
+        """The linear address of the vCPU's next instruction."""
+        from .report import instruction_pointer
+        return instruction_pointer(self.board.vcpu.get_regs(), self.board.vcpu.get_sregs())
+
+    def _step_over(self) -> RunResult | None:
+        """Execute the one instruction at the vCPU's address (a breakpoint there would stop it
+        again at once); the step's result if the run ended there, else None."""
+        self.step(1)
+        result = self.last_result
+        if result.outcome is Outcome.STOPPED and result.message == _STEPS_DONE.format(1):
+            return None
+        return result
+
+    def _run(self) -> RunResult:
         if not self._started:
             self._started = True
             self._serial.begin()        # a file sink drops what an earlier run left in it
@@ -221,6 +268,8 @@ class Machine:
                 + "\n\nthe host code's traceback:\n" + self._host_traceback.rstrip()
             self._host_traceback = None
         self.last_result = result
+        if result.outcome is Outcome.INTERRUPTED and self._interrupt_raises:
+            raise KeyboardInterrupt(result.message)     # Ctrl-C stops a script or a test run
         return result
 
     def _break_at(self, address: int):
@@ -231,8 +280,6 @@ class Machine:
         if runner.on_debug_exit is not None or runner.debugger is not None:
             raise ConfigError("until_address: the vCPU's debug registers are taken (gdb, a trace "
                               "or the boot's kernel-entry mark)")
-        if not 0 <= address < 1 << 64:
-            raise ConfigError(f"until_address={address!r}: not a linear address")
         registers = DebugRegisters()
         registers.add(BREAK_HARDWARE, address, 1)
         vcpu.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP, registers.debugreg())
@@ -252,11 +299,12 @@ class Machine:
         """Execute `count` instructions (1 to 10**6) one at a time; returns one line for each, as
         `--trace steps` prints it: mode, CS:IP (or RIP), bytes, disassembly (capstone). The
         vCPU stops before the next instruction. An instruction that exits to a device (an
-        I/O port, MMIO) is served as in run(). RunResult of the stepping: last_result."""
+        I/O port, MMIO) is served as in run(). Fewer lines come back when the guest ends
+        first (a crash, a reset, stop()): last_result says how the stepping ended."""
         from .steps import StepTracer
         from .trace import StepSpec
-        self._check_open()
-        if not isinstance(count, int) or not 1 <= count <= 10 ** 6:
+        self._check_idle()
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10 ** 6:
             raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
         runner = self.runner
         if runner.on_debug_exit is not None or runner.debugger is not None:
@@ -268,7 +316,7 @@ class Machine:
             step = lines.append
         board = self.board
         StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols,
-                   on_limit=lambda: board.request_stop(Outcome.STOPPED, f"{count} steps done"))
+                   on_limit=lambda: board.request_stop(Outcome.STOPPED, _STEPS_DONE.format(count)))
         try:
             self._run()
         finally:
@@ -297,6 +345,7 @@ class Machine:
         progress; from another thread, at once (the vCPU is kicked out of the guest, when
         the run is on the main thread). Before a run, that run ends at its start."""
         self._check_open()
+        _check_type("message", message, str)
         running = self._running
         if running is not None and running != threading.get_ident():
             self.board.stop_from_thread(Outcome.STOPPED, message)
@@ -316,7 +365,9 @@ class Machine:
         """Write `data` to guest RAM at guest-physical `address`; GuestMemoryError if any byte
         falls outside RAM (ROM included: the firmware image is read-only)."""
         self._check_open()
-        data = memoryview(bytes(data))
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write_memory: expected bytes, not {type(data).__name__}")
+        data = memoryview(data).cast("B")
         done = 0
         for view in self.board.memory.views(address, len(data), True):
             view[:] = data[done:done + len(view)]
@@ -336,6 +387,9 @@ class Machine:
         for name, value in values.items():
             if name not in names:
                 raise TypeError(f"set_regs: no register {name!r} (one of {', '.join(sorted(names))})")
+            _check_type(name, value, int)
+            if not 0 <= value < 1 << 64:
+                raise ConfigError(f"set_regs: {name}={value:#x} does not fit 64 bits unsigned")
             setattr(regs, name, value)
         self.board.vcpu.set_regs(regs)
 
@@ -346,7 +400,12 @@ class Machine:
         return self.board.vcpu.get_sregs()
 
     def set_sregs(self, sregs) -> None:
+        """Give the vCPU system registers read with sregs() and changed; TypeError for
+        anything but a kvm_sregs."""
+        from .kvm.abi import kvm_sregs
         self._check_open()
+        if not isinstance(sregs, kvm_sregs):
+            raise TypeError(f"set_sregs: expected the kvm_sregs sregs() gives, not {type(sregs).__name__}")
         self.board.vcpu.set_sregs(sregs)
 
     def set_segment(self, name: str, selector: int) -> None:
@@ -354,6 +413,9 @@ class Machine:
         does: the selector, and base = selector * 16."""
         if name not in ("cs", "ds", "es", "fs", "gs", "ss"):
             raise TypeError(f"set_segment: {name!r} is not a segment register")
+        _check_type("selector", selector, int)
+        if not 0 <= selector <= 0xFFFF:
+            raise ConfigError(f"set_segment: selector {selector:#x} is not 16 bits")
         sregs = self.sregs()
         segment = getattr(sregs, name)
         segment.selector = selector & 0xFFFF
@@ -373,21 +435,24 @@ class Machine:
 
     @property
     def milestones(self) -> list:
-        """The milestones written to ports 0xf4/0xf5 so far: (port, value, time_ns) each."""
-        self._check_open()
-        return list(self.board.milestones)
+        """The milestones written to ports 0xf4/0xf5 so far: (port, value, time_ns) each,
+        time_ns from CLOCK_MONOTONIC (time.monotonic_ns())."""
+        return list(self._milestones)
 
     def summary(self, tail: int = 2000) -> str:
         """What a person looking at a failed test wants: the last run's outcome and message,
         its crash report, and the last `tail` bytes of each console."""
+        _check_type("tail", tail, int)
+        tail = max(tail, 0)
         result = self.last_result
         lines = ["not run yet" if result is None else
                  f"last run: {result.outcome.description} ({result.outcome.name}): {result.message}"]
         if result is not None and result.report:
             lines += ["", result.report]
         for name, output in (("serial", self.serial_output), ("debug console", self.debugcon_output)):
-            text = output[-tail:].decode("utf-8", "replace")
-            lines += ["", f"{name}, last {len(output[-tail:])} of {len(output)} bytes:" if output
+            shown = output[len(output) - min(tail, len(output)):]
+            text = shown.decode("utf-8", "replace")
+            lines += ["", f"{name}, last {len(shown)} of {len(output)} bytes:" if output
                       else f"{name}: nothing written"]
             if text:
                 lines.append(text.rstrip("\n"))
@@ -396,27 +461,29 @@ class Machine:
     # --- extending -----------------------------------------------------------------
     def add_port_device(self, base: int, size: int, device) -> None:
         """Put `device` on I/O ports base ... base+size-1. It answers read(offset, size) -> int
-        and write(offset, size, value), `offset` from `base`, `size` 1, 2 or 4 bytes. A
-        string instruction (rep insb) makes one call per element. ConfigError for a range
-        outside 0-0xffff or overlapping a device's. A method that raises ends the run as a
-        crash whose report holds its traceback."""
+        and write(offset, size, value), `offset` from `base`, `size` 1, 2 or 4 bytes, the
+        value 0 to 2**(8*size)-1. A string instruction (rep insb) makes one call per element.
+        ConfigError for a range outside 0-0xffff, overlapping a device's, or one KVM serves
+        itself (the PIC, the PIT). A method that raises or returns something other than such
+        an int ends the run as a crash whose report holds its traceback."""
         self._check_open()
-        if not (isinstance(base, int) and isinstance(size, int) and size > 0
-                and 0 <= base and base + size <= PORT_SPACE):
-            raise ConfigError(f"ports {base!r}+{size!r}: the range must lie in 0-0xffff")
+        _check_range("ports", base, size, PORT_SPACE)
+        for start, length, what in layout.IN_KERNEL_PORTS:
+            if base < start + length and start < base + size:
+                raise ConfigError(f"ports {base:#x}-{base + size - 1:#x} overlap {what} at "
+                                  f"{start:#x}-{start + length - 1:#x} (the guest never exits there)")
         self._register(self.board.pio, base, size, device)
 
     def add_mmio_device(self, base: int, size: int, device) -> None:
-        """Put `device` (as add_port_device's, `size` up to 8) on guest-physical
-        base ... base+size-1. ConfigError where guest RAM or ROM is (the guest would never
-        reach the device there) or another device is."""
+        """Put `device` (as add_port_device's; sizes up to 8 bytes) on guest-physical
+        base ... base+size-1. ConfigError where guest RAM or ROM is, where KVM serves the
+        APICs, or where another device is: the guest would never reach it there."""
         self._check_open()
-        if not (isinstance(base, int) and isinstance(size, int) and size > 0
-                and 0 <= base and base + size <= 1 << 52):
-            raise ConfigError(f"MMIO {base!r}+{size!r}: not a guest-physical range")
-        for start, length, _ in self.board.memory.regions:
+        _check_range("MMIO", base, size, 1 << 52)
+        taken = [(start, length, "guest memory") for start, length, _ in self.board.memory.regions]
+        for start, length, what in taken + list(layout.RESERVED_MMIO):
             if base < start + length and start < base + size:
-                raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps guest memory at "
+                raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps {what} at "
                                   f"{start:#x}-{start + length - 1:#x}")
         self._register(self.board.mmio, base, size, device)
 
@@ -430,21 +497,33 @@ class Machine:
         except BusError as exc:
             raise ConfigError(str(exc)) from None
 
-    def add_fw_cfg_file(self, name: str, data: bytes = b"", *, size: int | None = None,
+    def add_fw_cfg_file(self, name: str, data: bytes | str = b"", *, size: int | None = None,
                         read=None, write=None) -> None:
         """Serve a fw_cfg file `name` ("opt/..." for users, as in QEMU) of `size` bytes
-        (default len(data)), holding `data` zero-padded. `read()`, if given, is called each
-        time the guest selects the file and returns its contents (at most `size` bytes,
-        zero-padded). With `write(offset, data)` the file is writable by fw_cfg DMA, and
-        each DMA write calls it with the bytes written: a guest-to-host request channel.
-        Only before the first run (the guest reads the directory once)."""
-        from .fw_cfg.items import FwCfgConfigError
+        (default len(data)), holding `data` (a str is encoded as UTF-8) zero-padded.
+        `read()`, if given, is called each time the guest selects the file and returns its
+        contents (bytes, at most `size`, zero-padded). With `write(offset, data)` the file is
+        writable by fw_cfg DMA, and each DMA write calls it with the bytes written: a
+        guest-to-host request channel; a write() that returns False, or raises, gives the
+        guest the DMA error bit. Only before the first run (the guest reads the directory once)."""
+        from .fw_cfg.items import FwCfgConfigError, user_item_warning
         self._check_open()
+        _check_type("name", name, str)
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"fw_cfg file {name!r}: data must be bytes or str, not {type(data).__name__}")
+        for what, callback in (("read", read), ("write", write)):
+            if callback is not None and not callable(callback):
+                raise TypeError(f"fw_cfg file {name!r}: {what} must be callable")
         if self._started:
             raise ConfigError(f"fw_cfg file {name!r}: files are added before the first run")
         size = len(data) if size is None else size
-        if not isinstance(size, int) or not 0 < size <= min(self.options.mem, 1 << 31):
-            raise ConfigError(f"fw_cfg file {name!r}: size {size!r} must be 1 byte to the guest's RAM")
+        _check_type("size", size, int)
+        limit = min(self.options.mem, 1 << 31)
+        if not 0 <= size <= limit:
+            raise ConfigError(f"fw_cfg file {name!r}: size {size} is outside 0 to {limit} bytes "
+                              "(the guest's RAM, at most 2 GiB)")
         if len(data) > size:
             raise ConfigError(f"fw_cfg file {name!r}: {len(data)} bytes of data, size {size}")
         items = self.fw_cfg.items
@@ -453,16 +532,24 @@ class Machine:
                                    writable=write is not None or read is not None)
         except FwCfgConfigError as exc:
             raise ConfigError(str(exc)) from None
+        warning = user_item_warning(name)
+        if warning:
+            import warnings
+            warnings.warn(warning, stacklevel=2)
         if read is not None:
             def on_select(entry):
-                contents = bytes(read())
+                contents = read()
+                if not isinstance(contents, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"read() of fw_cfg file {name!r} returned "
+                                    f"{type(contents).__name__}, not bytes")
                 if len(contents) > size:
                     raise ValueError(f"read() of fw_cfg file {name!r} gave {len(contents)} bytes; "
                                      f"the file holds {size}")
-                entry.data[:] = contents + bytes(size - len(contents))
+                entry.data[:] = bytes(contents) + bytes(size - len(contents))
             entry.on_select = self._guard(on_select, f"the read callback of fw_cfg file {name!r}")
         if write is not None:
-            entry.on_write = self._guard(write, f"the write callback of fw_cfg file {name!r}")
+            entry.on_write = self._guard(write, f"the write callback of fw_cfg file {name!r}",
+                                         fallback=False)
 
     def fw_cfg_file_key(self, name: str) -> int:
         """The selector key of fw_cfg file `name` (0x20 and up, in the sorted order of all file
@@ -483,7 +570,8 @@ class Machine:
                 import traceback
                 if self._host_traceback is None:
                     self._host_traceback = traceback.format_exc()
-                self.board.request_stop(Outcome.CRASH, f"{what} raised {type(exc).__name__}: {exc}")
+                if self.board is not None:
+                    self.board.request_stop(Outcome.CRASH, f"{what} raised {type(exc).__name__}: {exc}")
                 return fallback
         return guarded
 
@@ -493,7 +581,11 @@ class Machine:
             raise MachineClosedError("this Machine is closed")
 
     def close(self) -> None:
-        """Free the VM, its RAM and the files it opened. Safe to call twice."""
+        """Free the VM, its RAM and the files it opened. Safe to call twice; refused
+        (MachineBusyError) while the guest runs. The consoles' output, last_result and
+        summary() stay readable."""
+        if self._running is not None:
+            raise MachineBusyError("this Machine is running: stop() it, and close it after run() returns")
         board, self.board = self.board, None
         try:
             if board is not None:
@@ -516,17 +608,24 @@ class HostDevice:
 
     def __init__(self, device, guard):
         self.device = device
-        self.name = getattr(device, "name", type(device).__name__)
-        name = type(device).__name__
-        self._read = guard(device.read, f"{name}.read", fallback=None)
-        self._write = guard(device.write, f"{name}.write")
+        self.name = type(device).__name__
+        self._read = guard(self._checked_read, f"{self.name}.read", fallback=None)
+        self._write = guard(device.write, f"{self.name}.write")
+
+    def _checked_read(self, offset: int, size: int) -> int:
+        value = self.device.read(offset, size)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"returned {value!r} ({type(value).__name__}), not an int")
+        if not 0 <= value < 1 << (8 * size):
+            raise ValueError(f"returned {value:#x}, which a {size}-byte access cannot hold")
+        return value
 
     def read(self, offset: int, size: int, count: int = 1) -> bytes:
         out = bytearray()
-        mask = (1 << (8 * size)) - 1
+        all_ones = (1 << (8 * size)) - 1
         for _ in range(count):
             value = self._read(offset, size)
-            out += ((mask if value is None else int(value)) & mask).to_bytes(size, "little")
+            out += (all_ones if value is None else value).to_bytes(size, "little")
         return bytes(out)
 
     def write(self, offset: int, size: int, data: bytes) -> None:
@@ -534,8 +633,32 @@ class HostDevice:
             self._write(offset, size, int.from_bytes(data[i:i + size], "little"))
 
 
+def _check_range(what: str, base, size, end: int) -> None:
+    _check_type(f"{what} base", base, int)
+    _check_type(f"{what} size", size, int)
+    if not (size > 0 and 0 <= base and base + size <= end):
+        raise ConfigError(f"{what} {base:#x}+{size:#x}: the range must lie in 0-{end - 1:#x}")
+
+
+def _check_type(name: str, value, kind: type, none: bool = False) -> None:
+    """TypeError unless `value` is a `kind` (or None, when `none`); bool is no int here."""
+    if value is None and none:
+        return
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{name}: expected {kind.__name__}{' or None' if none else ''}, "
+                        f"not {type(value).__name__}")
+
+
+def _sequence(name: str, values) -> list:
+    """A list or tuple of values; a lone str or bytes would be taken as its characters."""
+    if isinstance(values, (str, bytes, os.PathLike)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected a list, not {type(values).__name__}")
+    return list(values)
+
+
 def _checked_mem(mem) -> int:
-    if not isinstance(mem, int) or not layout.RAM_MIN_SIZE <= mem <= layout.RAM_MAX_SIZE:
+    _check_type("mem", mem, int)
+    if not layout.RAM_MIN_SIZE <= mem <= layout.RAM_MAX_SIZE:
         raise ConfigError(f"mem={mem!r}: RAM must be between {layout.RAM_MIN_SIZE // layout.MiB} MiB "
                           f"and {layout.RAM_MAX_SIZE // layout.GiB} GiB")
     if mem % layout.PAGE_SIZE:
@@ -543,15 +666,28 @@ def _checked_mem(mem) -> int:
     return mem
 
 
-def _path(value):
-    return None if value is None else os.fspath(value)
+def _path(value, name: str) -> str | None:
+    """A path given as str or os.PathLike, checked for what no file name holds."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a path (str or os.PathLike), not {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{name}: expected a str path, not {type(path).__name__}")
+    if not path or "\0" in path:
+        raise ConfigError(f"{name}: {path!r} is not a file name")
+    return path
 
 
 def _fw_cfg_specs(files) -> list:
     """{name: bytes | str | PathLike} as the command line's --fw-cfg items."""
     from .fw_cfg.items import FwCfgConfigError, UserItemSpec, check_file_name
+    if files is not None and not isinstance(files, dict):
+        raise TypeError(f"fw_cfg: expected a dict of name: contents, not {type(files).__name__}")
     specs = []
     for name, value in (files or {}).items():
+        _check_type("fw_cfg name", name, str)
         try:
             check_file_name(name)
         except FwCfgConfigError as exc:
@@ -569,13 +705,13 @@ def _fw_cfg_specs(files) -> list:
 
 
 def _drive_specs(drives) -> list:
-    if isinstance(drives, str):
-        drives = [drives]
+    drives = [drives] if isinstance(drives, str) else _sequence("drives", drives)
     if not drives:
         return []                   # no virtio modules to import on the way to KVM_RUN
     from .virtio.drive import DriveError, parse_drive
     specs = []
     for text in drives:
+        _check_type("drives[]", text, str)
         try:
             specs.append(parse_drive(text))
         except DriveError as exc:

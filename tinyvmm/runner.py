@@ -67,6 +67,9 @@ class RunResult:
     def status(self) -> int:
         return self.outcome.status
 
+    def __repr__(self) -> str:
+        return f"RunResult({self.outcome.name}, {self.message!r}, exits={self.exits})"
+
 
 class ExitRecord(namedtuple("ExitRecord", "reason address is_write size count data",
                             defaults=(0, False, 0, 0, b""))):
@@ -199,6 +202,9 @@ class Runner:
 
     # --- the loop ----------------------------------------------------------
     def run(self) -> RunResult:
+        """Run until the guest ends or is stopped; may be called again to go on. Each run's
+        result is its own: the signal that ended the last one is forgotten."""
+        exits_before = sum(self.exit_counts)
         previous = self._install_signals()
         observed = self.debugger is not None or self.stats is not None or self.stepper is not None
         loop = self._observed_loop if observed else self._loop
@@ -210,7 +216,8 @@ class Runner:
         finally:
             self.machine.runner = None
             self._restore_signals(previous)
-        result = RunResult(outcome, message, exits=sum(self.exit_counts))
+            self._signal, self._signal_message, self._check_halt = None, "", False
+        result = RunResult(outcome, message, exits=sum(self.exit_counts) - exits_before)
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
             from .report import crash_report, known_host_limit
             result.report = crash_report(self, outcome, message)

@@ -236,8 +236,8 @@ class FwCfg:
         for view in views:
             target[offset:offset + len(view)] = view
             offset += len(view)
-        if entry.on_write is not None:
-            entry.on_write(start, target[start:offset].tobytes())
+        if entry.on_write is not None and entry.on_write(start, target[start:offset].tobytes()) is False:
+            return FW_CFG_DMA_CTL_ERROR, count          # the host refused it
         return 0, count
 
     def _store_control(self, descriptor: int, value: int) -> None:

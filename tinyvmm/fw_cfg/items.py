@@ -107,7 +107,7 @@ class FwCfgEntry:
     Host code may watch a file: `on_select(entry)` is called each time the guest selects
     it (before any byte is read: it may rewrite a writable entry's data), `on_write(offset,
     data)` after each DMA write into it, with the bytes written at that offset (QEMU's
-    select and write callbacks).
+    select and write callbacks); on_write returning False fails the transfer.
     """
     __slots__ = ("key", "name", "data", "writable", "is_file", "on_select", "on_write")
 
