@@ -7,7 +7,6 @@ kernel of `make -C kernels` under QEMU.
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys

@@ -7,7 +7,6 @@ tests can vary the items; `tinyvmm boot --boot firmware` publishes them through
 tinyvmm.boot.pvh.publish, which the last test goes through.
 """
 
-import re
 import struct
 import subprocess
 import sys

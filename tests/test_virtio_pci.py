@@ -3,7 +3,6 @@ feature handshake, queue setup, notifications and INTx, the PCI_CFG window; no K
 
 import struct
 
-import pytest
 
 from tinyvmm.memory import GuestMemory
 from tinyvmm.pci.config import PCI_COMMAND, PCI_STATUS

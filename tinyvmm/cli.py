@@ -334,7 +334,7 @@ def add_boot_options(parser: argparse.ArgumentParser, choose_boot: bool = True) 
 def cmd_run(args) -> int:
     if args.drives:
         from . import firmware as shipped
-        if shipped.resolve(args.bios) == shipped.image_path(shipped.BIOS):
+        if os.path.realpath(shipped.resolve(args.bios)) == os.path.realpath(shipped.image_path(shipped.BIOS)):
             print("tinyvmm: warning: tinyvmm's BIOS boots only from fw_cfg, not from disks; give "
                   "--bios /usr/share/seabios/bios-256k.bin to boot one", file=sys.stderr)
     return launch(args, boot_linux=False)
