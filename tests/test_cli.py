@@ -365,3 +365,46 @@ def test_console_files_that_are_not_regular_files(tmp_path):
                              "file:/dev/null", "--timeout", "30"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 5 and "Traceback" not in result.stderr
+
+
+def test_a_closed_stdout_ends_version_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "--version"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                         # gone before tinyvmm writes
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["--serial", "file:/dev/full"], "serial"),
+    (["--debugcon", "file:/dev/full"], "debugcon"),
+])
+@pytest.mark.kvm
+def test_a_console_that_cannot_be_written_is_one_line_and_status_1(argv, what):
+    from guest_build import build_guest
+    hello = build_guest("hello").bin_path                  # prints on COM1 and port 0x402
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(hello),
+                             "--timeout", "30", *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"tinyvmm: cannot write the {what} output: No space left on device\n"
+
+
+@pytest.mark.kvm
+def test_a_usage_error_leaves_the_trace_file_as_it_was(tmp_path):
+    trace = tmp_path / "trace.txt"
+    trace.write_text("the previous run\n")
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--kernel", "/nonexistent",
+                             "--trace", "io", "--trace-file", str(trace)], capture_output=True)
+    assert result.returncode == 2 and trace.read_text() == "the previous run\n"
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", "bios.bin",
+                             "--trace", "exits,milestones", "--trace-file", str(trace)],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 5, result.stderr
+    lines = trace.read_text().splitlines()
+    assert "the previous run" not in lines and "firmware start" in lines[0]
+    assert any(line.endswith(" INTR") for line in lines)   # the halt check's signal, an exit
+
+
+def test_fw_cfg_list_refuses_boot_options_without_a_kernel(capsys):
+    assert cli.main(["fw-cfg", "list", "--initrd", "/tmp"]) == cli.EXIT_USAGE
+    assert "--initrd without --kernel" in capsys.readouterr().err

@@ -93,8 +93,9 @@ class Board:
         config.serial.on_expect = lambda: self.request_stop(Outcome.EXPECTED, "expected output seen")
         config.debugcon.on_expect = config.serial.on_expect
         for console in (config.serial, config.debugcon):
-            console.on_closed = lambda name=console.name: self.request_stop(
-                Outcome.OUTPUT_CLOSED, f"the reader of the {name} output went away")
+            console.on_closed = lambda console=console: self.request_stop(
+                Outcome.OUTPUT_CLOSED,
+                console.failed or f"the reader of the {console.name} output went away")
         self.serial = Serial(out=config.serial.write,
                              irq=lambda level: vm.irq_line(layout.COM1_IRQ, level))
         self.debugcon = DebugConsole(out=config.debugcon.write, present=config.debugcon.connected)

@@ -115,7 +115,8 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     add_debug_options(parser)
     parser.add_argument("--trace", type=parse_trace, metavar="CATEGORIES",
                         help="log events to stderr (or --trace-file): comma-separated io, mmio, "
-                             "unclaimed, milestones, exits, fw_cfg, pci, or all; and "
+                             "unclaimed, milestones, exits (the other exits: HLT, shutdown, "
+                             "signals, debug), fw_cfg, pci, or all; and "
                              "steps[=N][@START]: single-step N instructions (default 10000), "
                              "logging each one's mode, CS:IP, bytes, disassembly and symbol, then "
                              "run on at full speed; from the first instruction, or from START: a "
@@ -178,7 +179,12 @@ class VersionAction(argparse.Action):
     """--version, its text worked out only when asked for (it imports what a start needs not)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(version_text())
+        try:
+            print(version_text(), flush=True)
+        except BrokenPipeError:
+            parser.exit(quiet_stdout())
+        except OSError as exc:
+            parser.exit(EXIT_HOST_ERROR, f"tinyvmm: cannot write the version: {exc.strerror}\n")
         parser.exit()
 
 
@@ -351,6 +357,13 @@ def cmd_boot(args) -> int:
 
 
 def cmd_fw_cfg_list(args) -> int:
+    if args.kernel is None:
+        given = [option for option, value in (("--initrd", args.initrd), ("--append", args.append),
+                                              ("--append-as-is", args.append_as_is),
+                                              ("--boot", args.boot)) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} without --kernel: fw-cfg list shows the boot "
+                             "items of the --kernel given")
     from .config import MachineOptions, firmware_image, open_disks, prepare_items
     from .fw_cfg.options import print_listing
     options = MachineOptions.from_args(args)
@@ -460,10 +473,14 @@ def launch(args, boot_linux: bool) -> int:
                     if steps is not None:
                         from .steps import StepTracer
                         StepTracer(board, runner, tracer, steps, debug.symbols)
+                    if tracer is not None and hasattr(tracer.out, "begin"):
+                        tracer.out.begin()      # the last usage error is behind us
                     result = debug.run(lambda: machine.run(timeout=args.timeout))
             finally:
                 if console_input is not None:
                     console_input.close()
+            if machine.output_error:
+                raise OutputError(machine.output_error)
             if timeline:
                 try:
                     timeline.write(args.timing_json, result.outcome.name)

@@ -56,7 +56,9 @@ def read_firmware(path: str) -> bytes:
     except FileTooLarge as exc:
         size = f"this one is {exc.size} bytes" if exc.size is not None else "this one holds more than 16 MiB"
         raise ConfigError(f"firmware {path}: {layout.FIRMWARE_SIZE_RULE}; {size}") from None
-    except (NotAFile, ValueError) as exc:
+    except NotAFile as exc:
+        raise ConfigError(f"firmware {exc}") from None     # it names the path
+    except ValueError as exc:
         raise ConfigError(f"firmware {path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read firmware {path}: {exc.strerror}") from None

@@ -88,6 +88,7 @@ class Console:
         self.expect = expect
         self.on_expect = on_expect or (lambda: None)
         self.on_closed = lambda: None           # called when the sink's reader has gone
+        self.failed: str | None = None          # why the sink could not be written, if it failed
         if expect:
             self.watch(expect, lambda: self.on_expect())
 
@@ -112,6 +113,12 @@ class Console:
         except BrokenPipeError:
             # The reader went away (`tinyvmm boot | head`): stop forwarding, and say so once.
             self.sink = lambda data: None
+            self.on_closed()
+        except OSError as exc:
+            # A full disk, /dev/full: the output is lost from here on; the run ends and the
+            # command line says so with status 1.
+            self.sink = lambda data: None
+            self.failed = f"cannot write the {self.name} output: {exc.strerror or exc}"
             self.on_closed()
         self.total += len(data)
         self.tail += data

@@ -434,6 +434,12 @@ class Machine:
         return bytes(self._debugcon_buffer if self._debugcon_buffer is not None else self._debugcon.tail)
 
     @property
+    def output_error(self) -> str | None:
+        """Why a console's output could not be written ("cannot write the serial output: No
+        space left on device"), which ended a run as OUTPUT_CLOSED; None while all is well."""
+        return self._serial.failed or self._debugcon.failed
+
+    @property
     def milestones(self) -> list:
         """The milestones written to ports 0xf4/0xf5 so far: (port, value, time_ns) each,
         time_ns from CLOCK_MONOTONIC (time.monotonic_ns())."""

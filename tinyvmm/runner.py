@@ -285,6 +285,8 @@ class Runner:
         """KVM_RUN returned EINTR: how the run ends (or None), and whether the interrupt was the
         loop's own (a signal, the halt check) rather than a kick for the debugger."""
         self.exit_counts[abi.KVM_EXIT_INTR] += 1
+        if self.tracer:
+            self.tracer.exit(abi.KVM_EXIT_INTR)
         self.vcpu.run_page.immediate_exit = 0
         if self._signal is not None:
             return self._signal_outcome(), True

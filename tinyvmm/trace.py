@@ -14,6 +14,7 @@ The --trace grammar, items separated by commas:
 e.g. `--trace steps`, `--trace steps=20000@setup_pic`, `--trace io,steps=500@milestone:5`.
 """
 
+import os
 import re
 import time
 from collections import namedtuple
@@ -102,15 +103,32 @@ def _number(text: str) -> int | None:
 
 
 class TraceFile:
-    """--trace-file PATH, opened for writing (OSError if it cannot be). A write that fails (a
-    full disk) does not end the run: later lines are dropped, and close() raises that error."""
+    """--trace-file PATH, opened for writing (OSError if it cannot be). Its old contents go
+    only when the run begins (begin()): lines written before are held until then, and a
+    usage error found in between leaves the file as it was. A write that fails (a full
+    disk) does not end the run: later lines are dropped, and close() raises that error."""
 
     def __init__(self, path: str):
-        self.file = open(path, "w")
+        self.file = open(path, "a")
         self.error: OSError | None = None
+        self._held: list[str] | None = []
+
+    def begin(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            if os.path.isfile(self.file.name):
+                self.file.truncate(0)
+        except OSError as exc:
+            self.error = exc
+        for text in held:
+            self.write(text)
 
     def write(self, text: str) -> None:
-        if self.error is None:
+        if self._held is not None:
+            self._held.append(text)
+        elif self.error is None:
             try:
                 self.file.write(text)
             except OSError as exc:
