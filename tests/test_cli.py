@@ -408,3 +408,12 @@ def test_a_usage_error_leaves_the_trace_file_as_it_was(tmp_path):
 def test_fw_cfg_list_refuses_boot_options_without_a_kernel(capsys):
     assert cli.main(["fw-cfg", "list", "--initrd", "/tmp"]) == cli.EXIT_USAGE
     assert "--initrd without --kernel" in capsys.readouterr().err
+
+
+def test_trace_given_twice_adds_up():
+    args = cli.build_parser("run").parse_args(["run", "--bios", "x", "--trace", "milestones",
+                                               "--trace", "fw_cfg,steps=5"])
+    assert args.trace.categories == {"milestones", "fw_cfg"} and args.trace.steps.limit == 5
+    with pytest.raises(SystemExit):
+        cli.build_parser("run").parse_args(["run", "--bios", "x", "--trace", "steps",
+                                            "--trace", "steps=5"])

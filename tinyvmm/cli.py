@@ -94,6 +94,19 @@ def parse_trace(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class MergeTrace(argparse.Action):
+    """--trace given more than once: the categories of all, and at most one steps."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        if previous:
+            if previous.steps is not None and values.steps is not None:
+                parser.error("argument --trace: steps is given twice")
+            values = type(values)(previous.categories | values.categories,
+                                  previous.steps if values.steps is None else values.steps)
+        setattr(namespace, self.dest, values)
+
+
 def add_machine_options(parser: argparse.ArgumentParser) -> None:
     """Options every command that runs a guest shares."""
     parser.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
@@ -113,7 +126,7 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     add_drive_options(parser)
     from .gdb.options import add_debug_options
     add_debug_options(parser)
-    parser.add_argument("--trace", type=parse_trace, metavar="CATEGORIES",
+    parser.add_argument("--trace", type=parse_trace, action=MergeTrace, metavar="CATEGORIES",
                         help="log events to stderr (or --trace-file): comma-separated io, mmio, "
                              "unclaimed, milestones, exits (the other exits: HLT, shutdown, "
                              "signals, debug), fw_cfg, pci, or all; and "
