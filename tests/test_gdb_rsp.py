@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from tinyvmm.gdb import commands, rsp, tdesc
 from tinyvmm.gdb.commands import CommandHandler, Detach, Kill, Resume
-from tinyvmm.gdb.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
-                                   WATCH_WRITE, DebugRegisters)
+from tinyvmm.kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
+                                   WATCH_WRITE, DebugRegisterError, DebugRegisters,
+                                   execution_breakpoint)
 from tinyvmm.gdb.events import StopEvent, TargetError
 from tinyvmm.gdb.linear import LinearMemory
 from tinyvmm.gdb.registers import abridged_tag, full_tag_word
@@ -432,12 +433,14 @@ def test_debug_registers_encode_dr7():
     assert dr.debugreg(executes=False)[7] & 1 == 0
     assert dr.hit(0b10) == (WATCH_WRITE, 0x500, 4)
     dr.add(WATCH_READ, 0x600, 2)
-    with pytest.raises(TargetError):
+    with pytest.raises(DebugRegisterError) as full:
         dr.add(BREAK_HARDWARE, 0x1, 1)                                  # all four in use
-    with pytest.raises(TargetError):
+    assert full.value.errno == 28                                       # gdb's ENOSPC
+    with pytest.raises(DebugRegisterError):
         DebugRegisters().add(WATCH_WRITE, 0x501, 4)                     # misaligned
-    with pytest.raises(TargetError):
+    with pytest.raises(DebugRegisterError):
         DebugRegisters().add(WATCH_WRITE, 0x500, 3)
+    assert execution_breakpoint(0xF001C) == [0xF001C, 0, 0, 0, 0, 0, 0, (1 << 10) | 1]
     assert dr.remove(WATCH_WRITE, 0x500, 4) and not dr.remove(WATCH_WRITE, 0x500, 4)
 
 

@@ -274,15 +274,12 @@ class Machine:
 
     def _break_at(self, address: int):
         """A DR0 execution breakpoint at linear `address` for one run; returns its undo."""
-        from .gdb.debugregs import BREAK_HARDWARE, DebugRegisters
-        from .kvm import abi
+        from .kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
         runner, vcpu = self.runner, self.board.vcpu
         if runner.on_debug_exit is not None or runner.debugger is not None:
             raise ConfigError("until_address: the vCPU's debug registers are taken (gdb, a trace "
                               "or the boot's kernel-entry mark)")
-        registers = DebugRegisters()
-        registers.add(BREAK_HARDWARE, address, 1)
-        vcpu.set_guest_debug(abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP, registers.debugreg())
+        vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(address))
 
         def on_debug_exit(debug):
             if debug.pc == address:

@@ -18,7 +18,7 @@ reports it as a debug exit instead of returning EINTR. Either way is one step.
 """
 
 from .disasm import MAX_INSTRUCTION, DisassemblerUnavailable, code_bits, disassemble
-from .gdb.debugregs import BREAK_HARDWARE, DebugRegisters
+from .kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 from .gdb.linear import LinearMemory
 from .gdb.options import DebugSetupError
 from .kvm import abi
@@ -26,7 +26,6 @@ from .memory import GuestMemoryError
 from .report import instruction_pointer, where
 
 STEP = abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP
-BREAK = abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP
 # Decoded instructions by (bits, IP, bytes): firmware loops over the same few, and capstone
 # takes about 10 us an instruction, a third of a step here. Emptied when full.
 DECODED_CACHE_SIZE = 1 << 16
@@ -71,9 +70,7 @@ class StepTracer:
             name = symbols.name(self.address) if symbols else ""
             self._note(f"waiting for the first instruction at {self.address:#x}"
                        + (f" <{name}>" if name else ""))
-            start = DebugRegisters()
-            start.add(BREAK_HARDWARE, self.address, 1)
-            self.vcpu.set_guest_debug(BREAK, start.debugreg())
+            self.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(self.address))
         elif self.milestone is not None:
             self._note(f"waiting for milestone {self.milestone} on port 0xf4 or 0xf5")
             machine.milestone_listeners.append(self._on_milestone)

@@ -20,10 +20,7 @@ to the BIOS phase.
 
 from .. import layout
 from ..fw_cfg.items import KERNEL_KEYS
-from ..kvm import abi
-
-DR7_ENABLE_DR0 = 0x1              # L0; R/W0 = 00 (execute) and LEN0 = 00
-DR7_RESERVED_ONE = 1 << 10
+from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 
 
 class BootMarks:
@@ -46,9 +43,8 @@ class BootMarks:
             self.fw_cfg.on_select = None
             self.machine.mark_milestone("milestone_linux", layout.MILESTONE_DO_BOOT)
             if self.entry is not None:
-                self.machine.vcpu.set_guest_debug(
-                    abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP,
-                    [self.entry, 0, 0, 0, 0, 0, 0, DR7_ENABLE_DR0 | DR7_RESERVED_ONE])
+                self.machine.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS,
+                                                  execution_breakpoint(self.entry))
 
     def _on_debug_exit(self, debug) -> None:
         if self.entry is None or debug.pc != self.entry:

@@ -9,8 +9,8 @@ from ..kvm import abi
 from ..memory import GuestMemoryError
 from ..report import format_registers
 from . import tdesc
-from .debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DEBUG_SLOTS, WATCH_ACCESS, WATCH_READ,
-                        WATCH_WRITE, DebugRegisters)
+from ..kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DEBUG_SLOTS, WATCH_ACCESS, WATCH_READ,
+                        WATCH_WRITE, DebugRegisterError, DebugRegisters)
 from .events import SIGINT, SIGTRAP, StopEvent, TargetError
 from .linear import LinearMemory, linear_pc
 from .registers import layout_for, read_registers, write_registers
@@ -101,7 +101,10 @@ class KvmTarget:
             self.notice("this host's KVM does not report data breakpoints, so hardware watchpoints "
                         "never fire; 'set can-use-hw-watchpoints 0' makes gdb single-step instead")
             raise TargetError("no hardware watchpoints on this host", errno=95)
-        self.hardware.add(kind, address, length)
+        try:
+            self.hardware.add(kind, address, length)
+        except DebugRegisterError as exc:
+            raise TargetError(str(exc), errno=exc.errno) from None
 
     def _fallback(self, why: str) -> None:
         if not self._told_fallback:

@@ -1,6 +1,11 @@
-"""The four x86 hardware breakpoint slots, as KVM_SET_GUEST_DEBUG takes them (debugreg[0..3], DR7)."""
+"""The four x86 hardware breakpoint slots, as KVM_SET_GUEST_DEBUG takes them (debugreg[0..3], DR7):
+for gdb's breakpoints and watchpoints, and the single execution breakpoints of boot marks,
+--trace steps and Machine.run(until_address=...)."""
 
-from .events import TargetError
+from . import abi
+
+# KVM_SET_GUEST_DEBUG's control word for hardware breakpoints
+USE_HARDWARE_BREAKPOINTS = abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_USE_HW_BP
 
 # gdb's Z/z packet types
 BREAK_SOFTWARE, BREAK_HARDWARE, WATCH_WRITE, WATCH_READ, WATCH_ACCESS = range(5)
@@ -11,6 +16,21 @@ DR7_RW_EXECUTE, DR7_RW_WRITE, DR7_RW_READ_WRITE = 0, 1, 3
 DR7_LEN = {1: 0b00, 2: 0b01, 8: 0b10, 4: 0b11}
 DR6_BS = 1 << 14                 # single step
 DEBUG_SLOTS = 4
+
+
+class DebugRegisterError(ValueError):
+    """A breakpoint the slots cannot hold; `errno` is the gdb error number it answers with."""
+
+    def __init__(self, message: str, errno: int = 22):
+        super().__init__(message)
+        self.errno = errno
+
+
+def execution_breakpoint(address: int) -> list[int]:
+    """debugreg[0..7] for one execution breakpoint at linear `address`, in DR0."""
+    registers = DebugRegisters()
+    registers.add(BREAK_HARDWARE, address, 1)
+    return registers.debugreg()
 
 
 class DebugRegisters:
@@ -30,13 +50,13 @@ class DebugRegisters:
         if kind in (BREAK_SOFTWARE, BREAK_HARDWARE):
             length = 1                  # gdb sends the breakpoint "kind", 1 on x86
         elif length not in DR7_LEN:
-            raise TargetError(f"a hardware watchpoint covers 1, 2, 4 or 8 bytes, not {length}")
+            raise DebugRegisterError(f"a hardware watchpoint covers 1, 2, 4 or 8 bytes, not {length}")
         elif address % length:
-            raise TargetError(f"a {length}-byte watchpoint needs an address aligned to {length}")
+            raise DebugRegisterError(f"a {length}-byte watchpoint needs an address aligned to {length}")
         if (kind, address, length) in self.slots:
             return self.slots.index((kind, address, length))
         if None not in self.slots:
-            raise TargetError(f"all {DEBUG_SLOTS} hardware breakpoint slots are in use", errno=28)
+            raise DebugRegisterError(f"all {DEBUG_SLOTS} hardware breakpoint slots are in use", errno=28)
         slot = self.slots.index(None)
         self.slots[slot] = (kind, address, length)
         return slot
