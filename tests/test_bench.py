@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyvmm import bench, bench_qemu, cli, plot
+from tinyvmm import bench, cli
+from tinyvmm.bench import firmware, plot
+from tinyvmm.bench import qemu as bench_qemu
 from tinyvmm.boot import payload as bench_payload
 
 PHASE_KEYS = {"vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s"}
@@ -190,7 +192,7 @@ def test_bench_with_qboot_from_real_boots(tmp_path):
     qboot = data["summary"]["tinyvmm-qboot"]
     assert PHASE_KEYS <= set(qboot) and all(qboot[key] > 0 for key in PHASE_KEYS)
     assert qboot["setup"]["dma_bytes"] > 900_000
-    assert f"qboot columns: {bench.QBOOT}" in table
+    assert f"qboot columns: {firmware.QBOOT}" in table
 
 
 def bench_args(*argv):
@@ -259,11 +261,11 @@ def test_qemu_runs_the_same_firmware_files():
     commands = {system: bench_qemu.qemu_command(system, args, "console=ttyS0", "bz", "initrd",
                                                 Path("q.log"))
                 for system in bench_qemu.SYSTEMS}
-    assert option(commands["qemu-seabios-dma"], "-bios") == bench.SEABIOS == "/usr/share/seabios/bios.bin"
-    assert option(commands["qemu-seabios-legacy"], "-bios") == bench.SEABIOS
+    assert option(commands["qemu-seabios-dma"], "-bios") == firmware.SEABIOS == "/usr/share/seabios/bios.bin"
+    assert option(commands["qemu-seabios-legacy"], "-bios") == firmware.SEABIOS
     assert option(commands["qemu-seabios-legacy"], "-global") == "fw_cfg_io.dma_enabled=off"
     assert "-global" not in commands["qemu-seabios-dma"]
-    assert option(commands["qemu-qboot"], "-bios") == bench.QBOOT
+    assert option(commands["qemu-qboot"], "-bios") == firmware.QBOOT
     for command in commands.values():
         assert option(command, "-kernel") == "bz" and option(command, "-initrd") == "initrd"
         assert command.count("-bios") == 1
@@ -284,7 +286,7 @@ def test_tinyvmm_run_passes_the_system_boot_arguments(tmp_path, monkeypatch):
     argv = bench.FIRMWARE["qboot"]["tinyvmm-qboot"]
     phases = bench.tinyvmm_run(bench_args("--no-banner"), "tinyvmm-qboot", argv, tmp_path, 0)
     assert phases["bios_startup_s"] == pytest.approx(1) and phases["kernel_setup_s"] == pytest.approx(1)
-    assert option(seen[0], "--bios") == bench.QBOOT
+    assert option(seen[0], "--bios") == firmware.QBOOT
     assert "tinyvmm-qboot" in option(seen[0], "--timing-json")
 
 

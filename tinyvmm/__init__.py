@@ -13,8 +13,8 @@ _PUBLIC = {
     "MachineClosedError": "errors",
     "MachineBusyError": "errors",
     "GuestMemoryError": "memory",
-    "Outcome": "runner",
-    "RunResult": "runner",
+    "Outcome": "outcome",
+    "RunResult": "outcome",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -21,7 +21,7 @@ from .pci.host import PciBuses, PciHost
 from .pci.i440fx import I440fxHostBridge
 from .pci.pam import ShadowRam, ShadowWindow
 from .pci.piix import SCI_IRQ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters, ResetControl
-from .runner import Outcome
+from .outcome import Outcome
 
 
 class BoardConfig:

@@ -443,7 +443,7 @@ def launch(args, boot_linux: bool) -> int:
     from .kvm import KvmError, KvmUnavailable
     from .machine import Machine
     from .memory import HostMemoryError
-    from .runner import Outcome
+    from .outcome import Outcome
 
     tracer, close_trace = make_tracer(args)
     steps = args.trace.steps if args.trace else None
@@ -564,7 +564,7 @@ def start_console_input(args, machine, runner):
     except (OSError, ValueError):
         return None                                 # no stdin at all
     import signal
-    from .runner import Outcome
+    from .outcome import Outcome
     from .terminal import ConsoleInput
     # Ctrl-A x kicks the vCPU with SIGUSR1, possibly before the run loop installs its own
     # handler or after it has put the old one back: never let the default action kill us.

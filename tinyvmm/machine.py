@@ -14,7 +14,7 @@ import threading
 
 from . import layout
 from .errors import ConfigError, MachineBusyError, MachineClosedError
-from .runner import Outcome, RunResult
+from .outcome import Outcome, RunResult
 
 PORT_SPACE = 0x10000
 _STEPS_DONE = "steps done: {}"
@@ -176,7 +176,7 @@ class Machine:
         debug console (EXPECTED), the byte `until_milestone` is written to port 0xf4 or 0xf5
         (EXPECTED), the vCPU is about to execute linear address `until_address` (BREAKPOINT,
         a DR0 breakpoint), or host code calls stop() (STOPPED). May be called again to go
-        on from where the last run stopped. Returns a tinyvmm.runner.RunResult: outcome,
+        on from where the last run stopped. Returns a tinyvmm.outcome.RunResult: outcome,
         message, report (a crash report for CRASH and TIMEOUT) and exits."""
         from .console import TAIL_SIZE
         self._check_idle()

@@ -90,7 +90,7 @@ def known_host_limit(runner, outcome) -> str | None:
     self-test (KVM cannot deliver the breakpoint: an internal error at an int3, after the
     banner)."""
     from .kvm.system import is_emulating_host
-    from .runner import Outcome
+    from .outcome import Outcome
     machine = runner.machine
     if outcome is not Outcome.CRASH or not is_emulating_host():
         return None
@@ -113,7 +113,7 @@ def known_host_limit(runner, outcome) -> str | None:
 
 
 def crash_report(runner, outcome, message: str) -> str:
-    from .runner import ExitRecord
+    from .outcome import ExitRecord
     machine = runner.machine
     lines = [f"tinyvmm: {outcome.description}: {message}"]
     try:

@@ -10,11 +10,11 @@ import signal
 import struct
 import threading
 import time
-from collections import deque, namedtuple
-from enum import Enum
+from collections import deque
 
 from .kvm import abi
 from .kvm.ioctl import KvmError
+from .outcome import Outcome, RunResult
 
 KVM_RUN = abi.KVM_RUN
 _kvm_run = fcntl.ioctl      # faster than the ctypes path; KVM_RUN takes no argument
@@ -24,76 +24,6 @@ HISTORY_SIZE = 32
 # which the in-kernel irqchip keeps inside KVM_RUN for ever).
 HALT_CHECK_S = 1.0
 RFLAGS_IF = 0x200
-
-
-class Outcome(Enum):
-    """How a run ended, and the process exit status that goes with it."""
-    RESET = ("guest reset", 0)
-    POWEROFF = ("guest powered off", 0)
-    EXPECTED = ("expected output seen", 0)
-    CRASH = ("guest crashed", 3)
-    TIMEOUT = ("timeout", 4)
-    INTERRUPTED = ("interrupted", 130)
-    OUTPUT_CLOSED = ("console output closed", 0)
-    HALTED = ("guest halted for good", 5)
-    QUIT = ("quit from the console", 0)
-    BREAKPOINT = ("breakpoint reached", 0)      # Machine.run(until_address=...)
-    STOPPED = ("stopped by the host", 0)        # Machine.stop(), or Machine.step()'s count
-
-    @property
-    def description(self) -> str:
-        return self.value[0]
-
-    @property
-    def status(self) -> int:
-        return self.value[1]
-
-
-class RunResult:
-    """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits;
-    `known_limit`, a one-line explanation when the crash is this host's known limit."""
-    __slots__ = ("outcome", "message", "report", "exits", "extra", "known_limit")
-
-    def __init__(self, outcome: Outcome, message: str = "", report: str | None = None,
-                 exits: int = 0, extra: dict | None = None):
-        self.outcome = outcome
-        self.message = message
-        self.report = report
-        self.exits = exits
-        self.extra = {} if extra is None else extra
-        self.known_limit = None
-
-    @property
-    def status(self) -> int:
-        return self.outcome.status
-
-    def __repr__(self) -> str:
-        return f"RunResult({self.outcome.name}, {self.message!r}, exits={self.exits})"
-
-
-class ExitRecord(namedtuple("ExitRecord", "reason address is_write size count data",
-                            defaults=(0, False, 0, 0, b""))):
-    """One exit as remembered for crash reports (kept as a plain tuple in the loop).
-
-    `address` is the port, or the guest-physical address of an MMIO access.
-    """
-    __slots__ = ()
-
-    def describe(self) -> str:
-        name = abi.EXIT_REASON_NAMES.get(self.reason, str(self.reason))
-        if self.reason == abi.KVM_EXIT_IO:
-            what = "out" if self.is_write else "in "
-            rep = f" x{self.count}" if self.count > 1 else ""
-            return f"IO   {what} port {self.address:#06x} size {self.size}{rep} data {_hex(self.data)}"
-        if self.reason == abi.KVM_EXIT_MMIO:
-            what = "write" if self.is_write else "read "
-            return f"MMIO {what} {self.address:#010x} len {self.size} data {_hex(self.data)}"
-        return name
-
-
-def _hex(data: bytes, limit: int = 16) -> str:
-    text = data[:limit].hex(" ")
-    return text + (f" ... ({len(data)} bytes)" if len(data) > limit else "")
 
 
 # kvm_run.exit_reason at offset 8, then kvm_run.io at offset 32 (garbage for other exits)

@@ -20,8 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .bench import FIRMWARE_FILES, QBOOT, SEABIOS
-from .fw_cfg.items import KERNEL_KEYS
+from .firmware import FIRMWARE_FILES, QBOOT, SEABIOS
+from ..fw_cfg.items import KERNEL_KEYS
 
 KVM_RUN_TYPE = "0xae80"
 LINE = re.compile(r"^\d+@(\d+)\.(\d+):(\w+) (.*)$")

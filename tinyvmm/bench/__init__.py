@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import layout
+from .. import layout
+from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
 
 PHASES = ("vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s", "banner_s")
 PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup",
@@ -38,27 +39,11 @@ PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup"
 DO_BOOT = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_DO_BOOT}"
 KERNEL_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_LINUX_START_BOOT}"
 PVH_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_PVH_BOOT}"
-# Firmware as Debian installs it, the same files QEMU's pc machine loads.
-SEABIOS = "/usr/share/seabios/bios.bin"
-LINUXBOOT_DMA = "/usr/share/qemu/linuxboot_dma.bin"
-LINUXBOOT = "/usr/share/qemu/linuxboot.bin"
-QBOOT = "/usr/share/qemu/qboot.rom"
 # Each system's `tinyvmm boot` arguments.
 SYSTEMS = {"tinyvmm-dma": [], "tinyvmm-legacy": ["--no-fw-cfg-dma"], "tinyvmm-direct64": ["--boot", "direct"]}
 # The systems that boot the vmlinux (PVH), with `--kernel VMLINUX` in front.
 PVH_SYSTEMS = {"tinyvmm-pvh": ["--boot", "direct"], "tinyvmm-pvh-dma": ["--boot", "firmware"],
                "tinyvmm-pvh-legacy": ["--boot", "firmware", "--no-fw-cfg-dma"]}
-FIRMWARE = {
-    "seabios": {"tinyvmm-seabios-dma": ["--bios", SEABIOS, "--option-rom", LINUXBOOT_DMA],
-                "tinyvmm-seabios-legacy": ["--bios", SEABIOS, "--option-rom", LINUXBOOT,
-                                           "--no-fw-cfg-dma"]},
-    "qboot": {"tinyvmm-qboot": ["--bios", QBOOT]},
-}
-# The files each firmware needs, and the Debian package that installs each.
-FIRMWARE_FILES = {
-    "seabios": {SEABIOS: "seabios", LINUXBOOT_DMA: "qemu-system-data", LINUXBOOT: "qemu-system-data"},
-    "qboot": {QBOOT: "qemu-system-data"},
-}
 # The host goes on tearing a VM down (freeing its RAM, destroying KVM's VM) after its
 # process has exited; without a pause that work lands in the next run's VMM startup.
 SETTLE_S = 0.5
@@ -108,7 +93,7 @@ def pvh_systems(vmlinux: str | None, initrd: str | None) -> dict:
 
 def bench_initrd(args) -> str | None:
     """The initrd every row boots: --initrd, else the default one with the default kernel."""
-    from .boot.payload import DEFAULT_INITRD
+    from ..boot.payload import DEFAULT_INITRD
     if args.initrd or args.kernel is not None:
         return args.initrd
     return DEFAULT_INITRD if os.path.exists(DEFAULT_INITRD) else None
@@ -116,7 +101,7 @@ def bench_initrd(args) -> str | None:
 
 def default_vmlinux(args) -> str | None:
     """--vmlinux, else the vmlinux beside the default kernel when no --kernel is given."""
-    from .boot.payload import DEFAULT_VMLINUX
+    from ..boot.payload import DEFAULT_VMLINUX
     if args.vmlinux is not None:
         return args.vmlinux
     return DEFAULT_VMLINUX if args.kernel is None and os.path.isfile(DEFAULT_VMLINUX) else None
@@ -158,7 +143,7 @@ def is_direct(boot_args: list[str]) -> bool:
 def child_env(environ=None) -> dict:
     """The environment of a `tinyvmm boot` child started with -S: PYTHONPATH leads to this package."""
     env = dict(os.environ if environ is None else environ)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = [package_parent] + report_libraries() + [env.get("PYTHONPATH")]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     return env
@@ -329,8 +314,8 @@ def firmware_notes(summary: dict) -> list[str]:
 def qemu_runner(args, vmlinux: str | None = None):
     """A function running one QEMU boot of `system`, or None with the reason on stderr.
     Its PVH systems boot `vmlinux`, the others the bzImage."""
-    from . import bench_qemu
-    from .boot.payload import DEFAULT_KERNEL, kernel_cmdline
+    from . import qemu as bench_qemu
+    from ..boot.payload import DEFAULT_KERNEL, kernel_cmdline
     missing = bench_qemu.qemu_missing()
     if missing:
         print(f"tinyvmm: no QEMU columns: {missing}", file=sys.stderr)
@@ -355,7 +340,7 @@ class Interrupted(Exception):
 
 def check_outputs(args) -> None:
     """Raise ValueError now, before any boot, for a --json or --plot the end could not write."""
-    from .files import check_output_path
+    from ..files import check_output_path
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None:
             check_output_path(option, path)
@@ -369,8 +354,8 @@ def metadata(args) -> dict:
     import datetime
     import platform
     from importlib import metadata as package_metadata
-    from .boot.payload import DEFAULT_KERNEL, kernel_cmdline
-    from .kvm.system import is_emulating_host
+    from ..boot.payload import DEFAULT_KERNEL, kernel_cmdline
+    from ..kvm.system import is_emulating_host
 
     def described(path):
         return None if path is None else {"path": os.path.abspath(path),
@@ -403,7 +388,7 @@ def metadata(args) -> dict:
 def cmd_bench(args) -> int:
     # Byte-compile the package first, so VMM startup measures a warm install rather than
     # Python compiling tinyvmm's sources (PYTHONDONTWRITEBYTECODE would otherwise force that).
-    compileall.compile_dir(str(Path(__file__).parent), quiet=1)
+    compileall.compile_dir(str(Path(__file__).parent.parent), quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="tinyvmm-bench-"))
 
     def on_signal(*_):
@@ -429,8 +414,8 @@ def _bench(args, workdir: Path) -> int:
     systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(args, n, argv, w, i))(name, argv)
                for name, argv in boots.items()}
     if args.vs_qemu:
-        from .bench_qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
-        from .bench_qemu import SYSTEMS as QEMU_SYSTEMS
+        from .qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
+        from .qemu import SYSTEMS as QEMU_SYSTEMS
         run_qemu = qemu_runner(args, vmlinux)
         if run_qemu:
             systems.update({name: (lambda n: lambda w, i: run_qemu(n, w, i))(name)
