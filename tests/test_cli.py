@@ -101,8 +101,8 @@ def test_boot_runs_under_python_S_as_bench_starts_it(tmp_path):
 # Modules a boot has no use for: heavy standard library ones, and those of site-packages
 # (absent under -S) that only --symbols, gdb and crash reports use.
 NOT_FOR_A_BOOT = ("dataclasses", "inspect", "typing", "pathlib", "runpy", "elftools", "capstone",
-                  "tinyvmm.symbols", "tinyvmm.gdb.server", "tinyvmm.report", "tinyvmm.trace",
-                  "tinyvmm.bench")
+                  "tinyvmm.debug.symbols", "tinyvmm.debug.gdb.server", "tinyvmm.debug.report",
+                  "tinyvmm.debug.trace", "tinyvmm.bench")
 
 
 @pytest.mark.kvm

@@ -23,7 +23,7 @@ from tinyvmm.fw_cfg.options import (add_fw_cfg_list_options, add_fw_cfg_options,
                                     build_fw_cfg_items, check_mmio_window, cmd_fw_cfg_list,
                                     parse_mmio_base, print_listing)
 from tinyvmm.memory import GuestMemory, GuestMemoryError
-from tinyvmm.trace import Tracer
+from tinyvmm.debug.trace import Tracer
 
 READ, WRITE, SKIP, SELECT, ERROR = (FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_WRITE,
                                     FW_CFG_DMA_CTL_SKIP, FW_CFG_DMA_CTL_SELECT,

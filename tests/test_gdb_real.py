@@ -13,27 +13,12 @@ from pathlib import Path
 import pytest
 
 from guest_build import build_guest
-from tinyvmm.gdb import rsp, tdesc
-from tinyvmm.symbols import SymbolFile
+from tinyvmm.debug.gdb import rsp, tdesc
+from tinyvmm.debug.symbols import SymbolFile
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.kvm
 DEADLINE = 120
-
-
-def cli_has_gdb() -> bool:
-    from tinyvmm import cli
-    try:
-        cli.build_parser().parse_args(["run", "--bios", "x", "--gdb", "tcp::0"])
-    except SystemExit:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_gdb_option():
-    if not cli_has_gdb():
-        pytest.skip("tinyvmm run has no --gdb yet: cli.py must call tinyvmm.gdb.options.add_debug_options")
 
 
 class Vmm:

@@ -7,15 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyvmm.gdb import commands, rsp, tdesc
-from tinyvmm.gdb.commands import CommandHandler, Detach, Kill, Resume
+from tinyvmm.debug.gdb import commands, rsp, tdesc
+from tinyvmm.debug.gdb.commands import CommandHandler, Detach, Kill, Resume
 from tinyvmm.kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
                                    WATCH_WRITE, DebugRegisterError, DebugRegisters,
                                    execution_breakpoint)
-from tinyvmm.gdb.events import StopEvent, TargetError
-from tinyvmm.gdb.linear import LinearMemory
-from tinyvmm.gdb.registers import abridged_tag, full_tag_word
-from tinyvmm.gdb.target import KvmTarget
+from tinyvmm.debug.gdb.events import StopEvent, TargetError
+from tinyvmm.debug.gdb.linear import LinearMemory
+from tinyvmm.debug.gdb.registers import abridged_tag, full_tag_word
+from tinyvmm.debug.gdb.target import KvmTarget
 from tinyvmm.kvm import abi
 from tinyvmm.memory import GuestMemory, GuestMemoryError
 

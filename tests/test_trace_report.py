@@ -11,20 +11,20 @@ import sys
 import pytest
 
 from guest_build import build_guest, toolchain_missing
-from tinyvmm import disasm, report
+from tinyvmm.debug import disasm, report
 from tinyvmm.kvm import abi
 from tinyvmm.memory import GuestMemory
 from tinyvmm.runner import Outcome
-from tinyvmm.symbols import SymbolFile, SymbolFileError, SymbolTable, parse_symbol_spec
-from tinyvmm.trace import ExitStats
+from tinyvmm.debug.symbols import SymbolFile, SymbolFileError, SymbolTable, parse_symbol_spec
+from tinyvmm.debug.trace import ExitStats
 
 
 def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     """Run a test guest through the same wiring the command line uses; (result, trace, stderr)."""
-    from tinyvmm.gdb.options import add_debug_options, attach_debug_tools
+    from tinyvmm.debug.gdb.options import add_debug_options, attach_debug_tools
     from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
-    from tinyvmm.trace import Tracer
+    from tinyvmm.debug.trace import Tracer
     image = build_guest(name)
     parser = argparse.ArgumentParser()
     add_debug_options(parser)

@@ -11,8 +11,8 @@ import pytest
 from guest_build import build_guest
 from tinyvmm import cli
 from tinyvmm import firmware as shipped
-from tinyvmm.symbols import SymbolFile
-from tinyvmm.trace import CATEGORIES, DEFAULT_STEPS, StepSpec, TraceSpecError, parse_spec
+from tinyvmm.debug.symbols import SymbolFile
+from tinyvmm.debug.trace import CATEGORIES, DEFAULT_STEPS, StepSpec, TraceSpecError, parse_spec
 
 SHIPPED_BIOS = str(Path(shipped.DIRECTORY, shipped.BIOS))   # its bios.elf beside it names things
 STEP_LINE = re.compile(r"^ *\d+\.\d+ step       (?!steps: )")

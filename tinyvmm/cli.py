@@ -87,7 +87,7 @@ def parse_sink(text: str) -> str:
 
 
 def parse_trace(text: str):
-    from .trace import TraceSpecError, parse_spec
+    from .debug.trace import TraceSpecError, parse_spec
     try:
         return parse_spec(text)
     except TraceSpecError as exc:
@@ -124,7 +124,7 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
                              "debug console has shown TEXT")
     from .virtio.drive import add_drive_options
     add_drive_options(parser)
-    from .gdb.options import add_debug_options
+    from .debug.gdb.options import add_debug_options
     add_debug_options(parser)
     parser.add_argument("--trace", type=parse_trace, action=MergeTrace, metavar="CATEGORIES",
                         help="log events to stderr (or --trace-file): comma-separated io, mmio, "
@@ -439,7 +439,7 @@ def launch(args, boot_linux: bool) -> int:
     the boot's milestones, --timing-json), report; the exit status."""
     from .config import MachineOptions
     from .fw_cfg.items import FwCfgConfigError
-    from .gdb.options import DebugSetupError, attach_debug_tools
+    from .debug.gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
     from .machine import Machine
     from .memory import HostMemoryError
@@ -484,7 +484,7 @@ def launch(args, boot_linux: bool) -> int:
             try:
                 with attach_debug_tools(board, runner, args) as debug:
                     if steps is not None:
-                        from .steps import StepTracer
+                        from .debug.steps import StepTracer
                         StepTracer(board, runner, tracer, steps, debug.symbols)
                     if tracer is not None and hasattr(tracer.out, "begin"):
                         tracer.out.begin()      # the last usage error is behind us
@@ -538,7 +538,7 @@ def make_tracer(args):
     if args.trace.steps is not None and getattr(args, "gdb", None):
         raise UsageError("--trace steps cannot be used with --gdb: both need the vCPU's "
                          "debug registers")
-    from .trace import TraceFile, Tracer
+    from .debug.trace import TraceFile, Tracer
     if not path:
         return Tracer(sys.stderr, args.trace.categories), lambda: None
     try:

@@ -40,7 +40,7 @@ class Machine:
     serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
                   everything in memory (serial_output, debugcon_output), or "stdio", "none",
                   "file:PATH", or a callable taking bytes
-    tracer        a tinyvmm.trace.Tracer for the command line's --trace
+    tracer        a tinyvmm.debug.trace.Tracer for the command line's --trace
 
     Raises ConfigError (bad input, with the command line's status-2 message),
     tinyvmm.kvm.KvmUnavailable or KvmError (no usable /dev/kvm, a KVM call failed) and
@@ -239,7 +239,7 @@ class Machine:
 
     def _pc(self) -> int:
         """The linear address of the vCPU's next instruction."""
-        from .report import instruction_pointer
+        from .debug.report import instruction_pointer
         return instruction_pointer(self.board.vcpu.get_regs(), self.board.vcpu.get_sregs())
 
     def _step_over(self) -> RunResult | None:
@@ -263,7 +263,7 @@ class Machine:
             self._running = None
             self.board.stop_request = None      # a stop asked for before a run ends that run alone
         if self._host_traceback is not None and result.outcome is Outcome.CRASH:
-            from .report import crash_report
+            from .debug.report import crash_report
             result.report = (result.report or crash_report(self.runner, result.outcome, result.message)) \
                 + "\n\nthe host code's traceback:\n" + self._host_traceback.rstrip()
             self._host_traceback = None
@@ -298,8 +298,8 @@ class Machine:
         vCPU stops before the next instruction. An instruction that exits to a device (an
         I/O port, MMIO) is served as in run(). Fewer lines come back when the guest ends
         first (a crash, a reset, stop()): last_result says how the stepping ended."""
-        from .steps import StepTracer
-        from .trace import StepSpec
+        from .debug.steps import StepTracer
+        from .debug.trace import StepSpec
         self._check_idle()
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10 ** 6:
             raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
@@ -323,13 +323,13 @@ class Machine:
 
     @property
     def symbols(self):
-        """The symbols step() and crash reports name code with (a tinyvmm.symbols.SymbolTable,
+        """The symbols step() and crash reports name code with (a tinyvmm.debug.symbols.SymbolTable,
         read once): the ELF beside a firmware or option ROM path (X.elf for X.bin), the
         shipped BIOS's and boot ROM's, the kernel's own."""
         if self._symbols is None:
             from types import SimpleNamespace
-            from .gdb.options import default_symbol_files
-            from .symbols import SymbolTable
+            from .debug.gdb.options import default_symbol_files
+            from .debug.symbols import SymbolTable
             slots = {name: getattr(self.options, name) for name in type(self.options).__slots__}
             if slots["bios"] is None and not self._firmware_given and slots["boot"] != "direct":
                 slots["bios"] = "bios.bin"          # tinyvmm's own, shipped with its ELF

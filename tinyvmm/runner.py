@@ -48,7 +48,7 @@ class Runner:
         self._deadline: float | None = None
         self._check_halt = False
         self._signal_message = ""
-        # Debugging aids (tinyvmm.gdb.options and tinyvmm.steps attach them). With any of the
+        # Debugging aids (tinyvmm.debug.gdb.options and tinyvmm.debug.steps attach them). With any of the
         # first three set the run goes through _observed_loop; _loop stays lean.
         self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
         self.stats = None       # a trace.ExitStats for --stats
@@ -149,7 +149,7 @@ class Runner:
             self._signal, self._signal_message, self._check_halt = None, "", False
         result = RunResult(outcome, message, exits=sum(self.exit_counts) - exits_before)
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
-            from .report import crash_report, known_host_limit
+            from .debug.report import crash_report, known_host_limit
             result.report = crash_report(self, outcome, message)
             result.known_limit = known_host_limit(self, outcome)
         return result

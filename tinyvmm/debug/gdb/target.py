@@ -5,11 +5,11 @@ F000:FFF0 at reset is 0xFFFFFFF0, and 0xFFFF0 once the firmware has jumped
 low), paged through the guest's tables when CR0.PG is set.
 """
 
-from ..kvm import abi
-from ..memory import GuestMemoryError
+from ...kvm import abi
+from ...memory import GuestMemoryError
 from ..report import format_registers
 from . import tdesc
-from ..kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DEBUG_SLOTS, WATCH_ACCESS, WATCH_READ,
+from ...kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DEBUG_SLOTS, WATCH_ACCESS, WATCH_READ,
                         WATCH_WRITE, DebugRegisterError, DebugRegisters)
 from .events import SIGINT, SIGTRAP, StopEvent, TargetError
 from .linear import LinearMemory, linear_pc

@@ -4,7 +4,7 @@ Real mode and unpaged protected mode: linear = physical (A20 is always on
 in this machine). With CR0.PG set, KVM_TRANSLATE walks the guest's tables.
 """
 
-from ..memory import GuestMemoryError
+from ...memory import GuestMemoryError
 
 CR0_PG = 1 << 31
 EFER_LMA = 1 << 10

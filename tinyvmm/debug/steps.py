@@ -18,11 +18,11 @@ reports it as a debug exit instead of returning EINTR. Either way is one step.
 """
 
 from .disasm import MAX_INSTRUCTION, DisassemblerUnavailable, code_bits, disassemble
-from .kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
+from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 from .gdb.linear import LinearMemory
 from .gdb.options import DebugSetupError
-from .kvm import abi
-from .memory import GuestMemoryError
+from ..kvm import abi
+from ..memory import GuestMemoryError
 from .report import instruction_pointer, where
 
 STEP = abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP

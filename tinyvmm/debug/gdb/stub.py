@@ -13,7 +13,7 @@ import queue
 import signal
 import threading
 
-from ..outcome import Outcome
+from ...outcome import Outcome
 from . import rsp
 from .commands import CommandHandler, Detach, Kill, Resume, exit_reply, stop_reply
 from .events import SIGTRAP, StopEvent

@@ -55,7 +55,7 @@ def default_symbol_files(args, given) -> list:
     """
     from pathlib import Path
 
-    from .. import firmware, layout
+    from ... import firmware, layout
     from ..symbols import SymbolFile, SymbolFileError
     wanted = []
     booting = getattr(args, "command", None) == "boot"
@@ -94,8 +94,8 @@ def kernel_symbol_file(args) -> str | None:
     bzImage when no --kernel is given; None when there is neither."""
     import os
 
-    from ..boot.elf import is_elf
-    from ..boot.payload import DEFAULT_VMLINUX
+    from ...boot.elf import is_elf
+    from ...boot.payload import DEFAULT_VMLINUX
     kernel = getattr(args, "kernel", None)
     if kernel is None:
         return DEFAULT_VMLINUX if os.path.isfile(DEFAULT_VMLINUX) else None
@@ -149,7 +149,7 @@ class DebugSession:
             from ..trace import ExitStats
             runner.stats = ExitStats()
         if gdb is not None:
-            from ..kvm.system import is_emulating_host
+            from ...kvm.system import is_emulating_host
             # An emulating KVM (kvm_pvm) lets int3 reach the guest and never checks DR0-3
             # on data accesses: measured on the development host.
             self._start_gdb(machine, runner, gdb, args.gdb_wait, full_debug=not is_emulating_host())

@@ -1,5 +1,5 @@
 """The exit trace: one line per event, with a timestamp, for the categories asked for; and with
-steps, one line per instruction (tinyvmm.steps).
+steps, one line per instruction (tinyvmm.debug.steps).
 
 The --trace grammar, items separated by commas:
   io, mmio, unclaimed, milestones, exits, fw_cfg, pci   event categories; all: every one of them
@@ -19,7 +19,7 @@ import re
 import time
 from collections import namedtuple
 
-from .kvm import abi
+from ..kvm import abi
 
 CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci")
 DEFAULT_STEPS = 10_000

@@ -1,6 +1,6 @@
 """Readable reports of a guest that crashed or stopped answering: why, where, and what led there."""
 
-from .kvm import abi
+from ..kvm import abi
 
 CR0_PE = 1 << 0
 CR0_PG = 1 << 31
@@ -59,7 +59,7 @@ def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> lis
     """The instructions from the instruction pointer on, decoded in the vCPU's mode."""
     from .disasm import MAX_INSTRUCTION, DisassemblerUnavailable, code_bits, disassemble
     from .gdb.linear import LinearMemory
-    from .memory import GuestMemoryError
+    from ..memory import GuestMemoryError
     pc = instruction_pointer(regs, sregs)
     bits = code_bits(sregs)
     try:
@@ -89,8 +89,8 @@ def known_host_limit(runner, outcome) -> str | None:
     on a KVM that emulates guest code (kvm_pvm), Linux stops for good at its int3
     self-test (KVM cannot deliver the breakpoint: an internal error at an int3, after the
     banner)."""
-    from .kvm.system import is_emulating_host
-    from .outcome import Outcome
+    from ..kvm.system import is_emulating_host
+    from ..outcome import Outcome
     machine = runner.machine
     if outcome is not Outcome.CRASH or not is_emulating_host():
         return None
@@ -113,7 +113,7 @@ def known_host_limit(runner, outcome) -> str | None:
 
 
 def crash_report(runner, outcome, message: str) -> str:
-    from .outcome import ExitRecord
+    from ..outcome import ExitRecord
     machine = runner.machine
     lines = [f"tinyvmm: {outcome.description}: {message}"]
     try:
