@@ -1,5 +1,10 @@
+"""`python -m tinyvmm`: the command line."""
+
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:           # Ctrl-C while Python is still loading tinyvmm
+    sys.exit(130)
 
 sys.exit(main())
