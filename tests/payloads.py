@@ -22,26 +22,26 @@ def make_firmware(out: Path, *targets: str) -> None:
                     f"PYTHON={sys.executable}", *targets], check=True, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def payload(tmp_path_factory) -> Path:
+def built_payload(tmp_path_factory, target: str, file_name: str) -> Path:
+    """`make -C firmware TARGET` into a fresh folder; the path of what it built."""
     missing = toolchain_missing()
     if missing:
         pytest.skip(missing)
-    out = tmp_path_factory.mktemp("payload")
-    make_firmware(out, "payload")
-    return out / "obj" / "payload.bzImage"
+    out = tmp_path_factory.mktemp(target)
+    make_firmware(out, target)
+    return out / "obj" / file_name
+
+
+@pytest.fixture(scope="session")
+def payload(tmp_path_factory) -> Path:
+    return built_payload(tmp_path_factory, "payload", "payload.bzImage")
 
 
 @pytest.fixture(scope="session")
 def pvh_payload(tmp_path_factory) -> Path:
     """firmware/tests/pvh_payload.S built by `make -C firmware pvh-payload`: a tiny ELF64 PVH
     kernel that reports on COM1 what its PVH entry was handed."""
-    missing = toolchain_missing()
-    if missing:
-        pytest.skip(missing)
-    out = tmp_path_factory.mktemp("pvh-payload")
-    make_firmware(out, "pvh-payload")
-    return out / "obj" / "pvh_payload.elf"
+    return built_payload(tmp_path_factory, "pvh-payload", "pvh_payload.elf")
 
 
 @pytest.fixture(scope="session")

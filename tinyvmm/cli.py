@@ -438,7 +438,6 @@ def launch(args, boot_linux: bool) -> int:
     its end with the command line's own aids (console input, gdb, --trace steps, --stats,
     the boot's milestones, --timing-json), report; the exit status."""
     from .config import MachineOptions
-    from .fw_cfg.items import FwCfgConfigError
     from .debug.gdb.options import DebugSetupError, attach_debug_tools
     from .kvm import KvmError, KvmUnavailable
     from .machine import Machine
@@ -473,9 +472,8 @@ def launch(args, boot_linux: bool) -> int:
                 from .timeline import BootTimeline
                 timeline = BootTimeline(board, runner, machine.fw_cfg)
             if getattr(args, "stop_at_kernel", False):
-                if direct:      # the vCPU starts in the kernel: enter KVM_RUN once, run nothing
+                if direct:      # the vCPU starts in the kernel: the run ends before it enters
                     board.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
-                    board.vcpu.run_page.immediate_exit = 1
                 else:
                     value = payload.kernel_entry()[1]
                     board.stop_at_milestone("milestone_linux", value,
@@ -499,7 +497,7 @@ def launch(args, boot_linux: bool) -> int:
                     timeline.write(args.timing_json, result.outcome.name)
                 except OSError as exc:
                     raise OutputError(f"cannot write {args.timing_json}: {exc.strerror}") from None
-        except (DebugSetupError, FwCfgConfigError) as exc:
+        except DebugSetupError as exc:
             raise UsageError(str(exc)) from None
         except KvmError as exc:
             print(f"tinyvmm: {exc}", file=sys.stderr)

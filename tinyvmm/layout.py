@@ -74,6 +74,19 @@ VIRTIO_MAX_DEVICES = 32 - VIRTIO_FIRST_SLOT
 RESERVED_MMIO = ((IOAPIC_START, 0x1000, "the I/O APIC"), (LAPIC_START, 0x1000, "the local APIC"),
                  (KVM_IDENTITY_MAP_START, KVM_PRIVATE_SIZE, "KVM's identity map and TSS"))
 
+
+def mmio_conflict(address: int, size: int, memory_regions=()) -> str | None:
+    """What guest-physical [address, address + size) overlaps where an MMIO device would never
+    be reached: guest memory (`memory_regions`, (gpa, size, ...) tuples, e.g.
+    GuestMemory.regions) or a page KVM serves (RESERVED_MMIO), as "the local APIC at
+    0xfee00000-0xfee00fff"; None when the range is free of both."""
+    end = address + size
+    taken = [(gpa, length, "guest memory") for gpa, length, *_ in memory_regions]
+    for start, length, what in taken + list(RESERVED_MMIO):
+        if start < end and address < start + length:
+            return f"{what} at {start:#x}-{start + length - 1:#x}"
+    return None
+
 # PAM segments of the shadow window: (first address, size, i440FX register, nibble shift).
 SHADOW_SEGMENTS = tuple(
     [(0xC0000 + 0x4000 * i, 0x4000, 0x5A + i // 2, 4 * (i % 2)) for i in range(12)]

@@ -115,12 +115,6 @@ class Machine:
         self.last_result: RunResult | None = None
         self.firmware = image if image is not None else firmware_image(options)
         try:
-            if options.fw_cfg_mmio is not None:
-                from .fw_cfg.options import check_mmio_window
-                try:
-                    check_mmio_window(options.fw_cfg_mmio, options.mem)
-                except ValueError as exc:
-                    raise ConfigError(str(exc)) from None
             items, self.payload = prepare_items(options, self.firmware, boot_linux)
             self._serial, self._serial_buffer = self._console("serial", serial, expect)
             self._debugcon, self._debugcon_buffer = self._console("debugcon", debugcon, expect)
@@ -348,8 +342,6 @@ class Machine:
             self.board.stop_from_thread(Outcome.STOPPED, message)
         else:
             self.board.request_stop(Outcome.STOPPED, message)
-            if running is None:                 # leave KVM_RUN at once when it is entered
-                self.board.vcpu.run_page.immediate_exit = 1
 
     # --- guest state ---------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
@@ -483,11 +475,9 @@ class Machine:
         APICs, or where another device is: the guest would never reach it there."""
         self._check_open()
         _check_range("MMIO", base, size, 1 << 52)
-        taken = [(start, length, "guest memory") for start, length, _ in self.board.memory.regions]
-        for start, length, what in taken + list(layout.RESERVED_MMIO):
-            if base < start + length and start < base + size:
-                raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps {what} at "
-                                  f"{start:#x}-{start + length - 1:#x}")
+        conflict = layout.mmio_conflict(base, size, self.board.memory.regions)
+        if conflict:
+            raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps {conflict}")
         self._register(self.board.mmio, base, size, device)
 
     def _register(self, bus, base: int, size: int, device) -> None:

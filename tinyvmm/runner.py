@@ -170,6 +170,8 @@ class Runner:
 
         if machine.first_run_ns is None:
             machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if machine.stop_request is not None:        # asked for before the run: it ends at once
+            return machine.stop_request
         while True:
             try:
                 _kvm_run(fd, KVM_RUN, 0)
@@ -220,8 +222,6 @@ class Runner:
         self.vcpu.run_page.immediate_exit = 0
         if self._signal is not None:
             return self._signal_outcome(), True
-        if self.machine.stop_request is not None:      # asked for before the first entry
-            return self.machine.stop_request, True
         if self._check_halt:
             return self._halted_for_good(), True
         return None, False
@@ -258,6 +258,8 @@ class Runner:
                 return ended
         if machine.first_run_ns is None:
             machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if machine.stop_request is not None:
+            return machine.stop_request
         while True:
             if stats is not None:
                 entered = clock()

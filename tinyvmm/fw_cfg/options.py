@@ -18,8 +18,6 @@ from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, FW_CFG_MAX
 # The widest register in the MMIO window is 8 bytes; 8-byte alignment keeps every one natural.
 MMIO_ALIGN = 8
 # Pages the in-kernel irqchip claims inside the hole below 4 GiB.
-IRQCHIP_PAGES = ((layout.IOAPIC_START, layout.PAGE_SIZE, "the I/O APIC"),
-                 (layout.LAPIC_START, layout.PAGE_SIZE, "the local APIC"))
 NO_REBOOT_ON_BOOT_FAILURE = 0xFFFFFFFF   # etc/boot-fail-wait value QEMU uses by default
 
 
@@ -54,10 +52,10 @@ def check_mmio_window(base: int, ram_size: int | None, size: int = MMIO_SIZE) ->
         with_ram = f" with {ram_size // layout.MiB} MiB of RAM" if ram_size is not None else ""
         raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} is outside the "
                                f"hole below 4 GiB ({hole_start:#x}-{hole_end - 1:#x}{with_ram})")
-    for start, length, what in IRQCHIP_PAGES:
-        if base < start + length and start < base + size:
-            raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} overlaps "
-                                   f"{what} at {start:#x}-{start + length - 1:#x}")
+    conflict = layout.mmio_conflict(base, size)
+    if conflict:
+        raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} overlaps "
+                               f"{conflict}")
 
 
 def add_fw_cfg_options(parser: argparse.ArgumentParser) -> None:

@@ -38,14 +38,7 @@ class PciBuses:
 
     def _conflict(self, bus: str, address: int, size: int) -> str | None:
         if bus == "mmio":
-            end = address + size
-            if self.memory is not None:
-                for gpa, length, _ in self.memory.regions:
-                    if gpa < end and address < gpa + length:
-                        return f"guest memory at {gpa:#x}-{gpa + length - 1:#x}"
-            for start, length, what in layout.RESERVED_MMIO:
-                if start < end and address < start + length:
-                    return f"{what} at {start:#x}-{start + length - 1:#x}"
+            return layout.mmio_conflict(address, size, self.memory.regions if self.memory else ())
         return None
 
     def map(self, function: PciFunction, bar, bus: str, address: int) -> bool:
