@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 
+from .completion import Completer
 from .kvm import abi
 from .kvm.ioctl import KvmError
 from .outcome import Outcome, RunResult
@@ -42,6 +43,9 @@ class Runner:
         self.timeout = timeout
         self.tracer = tracer
         self.history: deque[tuple] = deque(maxlen=HISTORY_SIZE)  # ExitRecord fields
+        # What the host's KVM cannot emulate is finished here (tinyvmm.completion).
+        self.completer = Completer(machine.vcpu, machine.memory, machine.slots,
+                                   trace=tracer.completion if tracer else None)
         self.exit_counts = [0] * 256      # by exit reason
         self.pio_bytes = 0                 # data moved by port I/O, both directions
         self._signal: Outcome | None = None
@@ -353,11 +357,7 @@ class Runner:
         if reason == abi.KVM_EXIT_HLT:
             return Outcome.POWEROFF, "guest halted (KVM_EXIT_HLT)"
         if reason == abi.KVM_EXIT_INTERNAL_ERROR:
-            internal = run.exit.internal
-            sub = abi.KVM_INTERNAL_ERROR_NAMES.get(internal.suberror, str(internal.suberror))
-            data = " ".join(f"{internal.data[i]:#x}" for i in range(min(internal.ndata, 16)))
-            detail = f" data {data}" if data else ""
-            return Outcome.CRASH, f"KVM internal error {sub}{detail}"
+            return self.completer.complete(run.exit.internal)
         if reason == abi.KVM_EXIT_FAIL_ENTRY:
             code = run.exit.fail_entry.hardware_entry_failure_reason
             return Outcome.CRASH, f"VM entry failed, hardware reason {code:#x}"

@@ -2,7 +2,8 @@
 steps, one line per instruction (tinyvmm.debug.steps).
 
 The --trace grammar, items separated by commas:
-  io, mmio, unclaimed, milestones, exits, fw_cfg, pci   event categories; all: every one of them
+  io, mmio, unclaimed, milestones, exits, fw_cfg, pci, completions
+                        event categories; all: every one of them
   steps[=N][@START]     single-step N instructions (default 10000), logging each one, then let
                         the guest run on at full speed; START, where stepping begins (default:
                         the first instruction):
@@ -21,7 +22,7 @@ from collections import namedtuple
 
 from ..kvm import abi
 
-CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci")
+CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci", "completions")
 DEFAULT_STEPS = 10_000
 MAX_STEPS = 1_000_000_000
 MILESTONE_PREFIX = "milestone:"
@@ -186,6 +187,11 @@ class Tracer:
         """An fw_cfg select, data read or DMA transfer (the device formats the details)."""
         if "fw_cfg" in self.categories:
             self.line("fw_cfg", f"{event} {text}")
+
+    def completion(self, text: str) -> None:
+        """An instruction the host's KVM left undone, completed by tinyvmm.completion."""
+        if "completions" in self.categories:
+            self.line("complete", text)
 
     def exit(self, reason: int) -> None:
         if "exits" in self.categories:

@@ -209,6 +209,32 @@ KVM_GUESTDBG_INJECT_BP = 0x80000
 KVM_GUESTDBG_BLOCKIRQ = 0x100000
 
 
+class kvm_vcpu_events_exception(_Struct):
+    _fields_ = [("injected", c_uint8), ("nr", c_uint8), ("has_error_code", c_uint8),
+                ("pending", c_uint8), ("error_code", c_uint32)]
+
+
+class kvm_vcpu_events_interrupt(_Struct):
+    _fields_ = [("injected", c_uint8), ("nr", c_uint8), ("soft", c_uint8), ("shadow", c_uint8)]
+
+
+class kvm_vcpu_events(_Struct):
+    """Pending and in-delivery events (64 bytes): an exception or a (soft) interrupt set
+    here is delivered through the guest's IDT at the next entry."""
+    _fields_ = [
+        ("exception", kvm_vcpu_events_exception),
+        ("interrupt", kvm_vcpu_events_interrupt),
+        ("nmi", c_uint8 * 4),
+        ("sipi_vector", c_uint32),
+        ("flags", c_uint32),
+        ("smi", c_uint8 * 4),
+        ("triple_fault", c_uint8),
+        ("reserved", c_uint8 * 26),
+        ("exception_has_payload", c_uint8),
+        ("exception_payload", c_uint64),
+    ]
+
+
 class kvm_translation(_Struct):
     _fields_ = [("linear_address", c_uint64), ("physical_address", c_uint64),
                 ("valid", c_uint8), ("writeable", c_uint8), ("usermode", c_uint8),
@@ -366,6 +392,8 @@ KVM_SET_FPU = IOW(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = IOW(0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = IOWR(0x91, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = IOW(0x9B, kvm_guest_debug)             # KVM_CAP_SET_GUEST_DEBUG
+KVM_GET_VCPU_EVENTS = IOR(0x9F, kvm_vcpu_events)
+KVM_SET_VCPU_EVENTS = IOW(0xA0, kvm_vcpu_events)
 
 IOCTL_NAMES = {
     value: name for name, value in dict(globals()).items()

@@ -77,6 +77,15 @@ class Vcpu:
     def set_fpu(self, fpu: abi.kvm_fpu) -> None:
         ioctl(self.fd, abi.KVM_SET_FPU, fpu)
 
+    def get_vcpu_events(self) -> abi.kvm_vcpu_events:
+        events = abi.kvm_vcpu_events()
+        ioctl(self.fd, abi.KVM_GET_VCPU_EVENTS, events)
+        return events
+
+    def set_vcpu_events(self, events: abi.kvm_vcpu_events) -> None:
+        """KVM_SET_VCPU_EVENTS: what is injected here is delivered at the next KVM_RUN."""
+        ioctl(self.fd, abi.KVM_SET_VCPU_EVENTS, events)
+
     def set_cpuid(self, entries: list[abi.kvm_cpuid_entry2]) -> None:
         buf = abi.cpuid2_type(len(entries))(nent=len(entries))
         for i, entry in enumerate(entries):

@@ -1,0 +1,132 @@
+"""What is frequent or special, completed without a software CPU (Intel SDM vol. 2 and 3A 6.12):
+
+- clac/stac: RFLAGS.AC cleared or set (#UD above CPL 0);
+- int3 and int n in protected or long mode: the gate checked as the CPU checks it
+  (limit, present, DPL against CPL for software interrupts), then delivered through KVM;
+- a user-mode `syscall` the host only half performs: it enters the guest's #PF handler
+  instead of the system-call entry; the completion finishes the system call there.
+"""
+
+from .cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
+
+RFLAGS_FIXED = 1 << 1
+RFLAGS_RF = 1 << 16
+RFLAGS_AC = 1 << 18
+CLAC = b"\x0f\x01\xca"
+STAC = b"\x0f\x01\xcb"
+INT3 = 0xCC
+INT_N = 0xCD
+UD, NP, GP, PF = 6, 11, 13, 14
+INTERRUPT_GATE_TYPES = {0x6, 0x7, 0xE, 0xF}     # 16- and 32/64-bit interrupt and trap gates
+TASK_GATE = 0x5
+USER_SPACE_END = 1 << 47                          # canonical lower half, 4-level paging
+PF_USER_FETCH = 0x14                              # #PF error code: user mode, instruction fetch
+
+
+class Gate:
+    """An IDT gate: handler offset, DPL, present bit and type."""
+    __slots__ = ("offset", "selector", "dpl", "present", "type")
+
+    def __init__(self, raw: bytes, long_mode: bool):
+        low = int.from_bytes(raw[:8], "little")
+        self.selector = (low >> 16) & 0xFFFF
+        attributes = (low >> 40) & 0xFF
+        self.type = attributes & 0xF
+        self.dpl = (attributes >> 5) & 3
+        self.present = bool(attributes & 0x80)
+        self.offset = (low & 0xFFFF) | ((low >> 32) & 0xFFFF_0000)
+        if long_mode:
+            self.offset |= int.from_bytes(raw[8:12], "little") << 32
+
+
+def idt_gate(cpu: GuestCpu, vector: int) -> Gate | None:
+    """Gate `vector` of the guest's IDT, or None when it lies past the IDT's limit or
+    outside guest memory."""
+    size = 16 if cpu.long_mode else 8
+    idt = cpu.sregs.idt
+    if vector * size + size - 1 > idt.limit:
+        return None
+    raw = cpu.read_linear(idt.base + vector * size, size)
+    return None if raw is None else Gate(raw, cpu.long_mode)
+
+
+def complete(cpu: GuestCpu, code: bytes) -> str | None:
+    """Complete the instruction whose bytes start `code`, if it is one of the fast paths:
+    returns its name; None when it is not (the caller tries the software CPU)."""
+    if code[:3] in (CLAC, STAC):
+        if code[:3] == CLAC and finish_syscall(cpu):
+            return "syscall"
+        return _clac_stac(cpu, code[:3] == STAC)
+    if code[:1] == bytes([INT3]):
+        return _software_interrupt(cpu, 3, 1)
+    if code[:1] == bytes([INT_N]) and len(code) >= 2:
+        return _software_interrupt(cpu, code[1], 2)
+    return None
+
+
+def _clac_stac(cpu: GuestCpu, set_ac: bool) -> str:
+    name = "stac" if set_ac else "clac"
+    if cpu.cpl != 0:
+        cpu.inject_exception(UD)
+        return name
+    regs = cpu.regs
+    regs.rflags = (regs.rflags | RFLAGS_AC) if set_ac else (regs.rflags & ~RFLAGS_AC)
+    regs.rip += 3
+    cpu.regs_dirty = True
+    cpu.commit()
+    return name
+
+
+def _software_interrupt(cpu: GuestCpu, vector: int, length: int) -> str:
+    """int3 (length 1) or int n (length 2), outside real mode, which KVM does itself."""
+    name = "int3" if length == 1 else f"int {vector:#x}"
+    if not cpu.sregs.cr0 & 1:
+        raise Refused(f"{name} in real mode")
+    gate = idt_gate(cpu, vector)
+    selector_error = vector * 8 + 2           # IDT bit set, as the CPU reports it
+    if gate is None or (gate.type not in INTERRUPT_GATE_TYPES and
+                        (gate.type != TASK_GATE or cpu.long_mode)):
+        cpu.inject_exception(GP, selector_error)
+        return name
+    if gate.dpl < cpu.cpl:
+        cpu.inject_exception(GP, selector_error)
+        return name
+    if not gate.present:
+        cpu.inject_exception(NP, selector_error)
+        return name
+    # A software interrupt is a trap: the handler returns after the instruction.
+    cpu.regs.rip += length
+    cpu.regs_dirty = True
+    if vector < 32:
+        cpu.inject_exception(vector)
+    else:
+        cpu.inject_soft_interrupt(vector)
+    return name
+
+
+def finish_syscall(cpu: GuestCpu) -> bool:
+    """At the first instruction of the guest's #PF handler, finish a user `syscall` the host
+    left half done, when every guard holds: the #PF gate's handler is where the vCPU is,
+    the fault was a user fetch whose frame returns to LSTAR from CPL 3, and RCX (the
+    return address the host saved) is a user address. Returns whether it did."""
+    if not cpu.long_mode:
+        return False
+    gate = idt_gate(cpu, PF)
+    regs = cpu.regs
+    if gate is None or not gate.present or gate.offset != regs.rip:
+        return False
+    # The #PF frame, from the stack pointer up: error code, RIP, CS, RFLAGS, RSP, SS.
+    frame = cpu.read_linear(regs.rsp, 48)
+    if frame is None:
+        return False
+    error, rip, cs, rflags, rsp, _ = (int.from_bytes(frame[i:i + 8], "little") for i in range(0, 48, 8))
+    lstar = cpu.msr(MSR_LSTAR)
+    if not (error & PF_USER_FETCH == PF_USER_FETCH and rip == lstar and cs & 3 == 3
+            and regs.rcx < USER_SPACE_END and cpu.sregs.cr2 == lstar):
+        return False
+    regs.rip = lstar
+    regs.rsp = rsp
+    regs.rflags = (rflags & ~cpu.msr(MSR_FMASK) & ~RFLAGS_RF) | RFLAGS_FIXED
+    cpu.regs_dirty = True
+    cpu.commit()
+    return True

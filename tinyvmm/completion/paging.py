@@ -1,0 +1,87 @@
+"""Guest linear to guest-physical addresses through the guest's own page tables.
+
+The walk reads the tables from guest RAM (GuestMemory checks every access), so a guest
+that points its tables anywhere gets None, never a read outside its memory. Modes (Intel
+SDM vol. 3A, 4.3-4.5): paging off (linear = physical, A20 on), 32-bit (with 4 MiB pages
+when CR4.PSE), PAE, 4-level and 5-level (CR4.LA57).
+"""
+
+from ..memory import GuestMemoryError
+
+CR0_PG = 1 << 31
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
+CR4_LA57 = 1 << 12
+EFER_LMA = 1 << 10
+PRESENT = 1 << 0
+LARGE = 1 << 7
+PAGE_SIZE = 4096
+ADDRESS_BITS = 0x000F_FFFF_FFFF_F000     # bits 12-51 of a 64-bit entry
+
+
+def _entry(memory, address: int, size: int) -> int | None:
+    try:
+        return int.from_bytes(memory.read(address, size), "little")
+    except GuestMemoryError:
+        return None
+
+
+def translate(memory, cr0: int, cr3: int, cr4: int, efer: int, linear: int) -> int | None:
+    """The guest-physical address of `linear`, or None when a table or the page is absent
+    or a table lies outside guest memory. Access rights are not checked."""
+    if not cr0 & CR0_PG:
+        return linear & 0xFFFF_FFFF
+    if efer & EFER_LMA:
+        levels = 5 if cr4 & CR4_LA57 else 4
+        table = cr3 & ADDRESS_BITS
+        for level in range(levels, 0, -1):
+            shift = 12 + 9 * (level - 1)
+            entry = _entry(memory, table + ((linear >> shift) & 0x1FF) * 8, 8)
+            if entry is None or not entry & PRESENT:
+                return None
+            if level == 1 or (level <= 3 and entry & LARGE):
+                base = entry & ADDRESS_BITS & ~((1 << shift) - 1)
+                return base | (linear & ((1 << shift) - 1))
+            table = entry & ADDRESS_BITS
+        return None
+    linear &= 0xFFFF_FFFF
+    if cr4 & CR4_PAE:
+        pdpte = _entry(memory, (cr3 & 0xFFFF_FFE0) + (linear >> 30) * 8, 8)
+        if pdpte is None or not pdpte & PRESENT:
+            return None
+        pde = _entry(memory, (pdpte & ADDRESS_BITS) + ((linear >> 21) & 0x1FF) * 8, 8)
+        if pde is None or not pde & PRESENT:
+            return None
+        if pde & LARGE:
+            return (pde & ADDRESS_BITS & ~0x1F_FFFF) | (linear & 0x1F_FFFF)
+        pte = _entry(memory, (pde & ADDRESS_BITS) + ((linear >> 12) & 0x1FF) * 8, 8)
+        if pte is None or not pte & PRESENT:
+            return None
+        return (pte & ADDRESS_BITS) | (linear & 0xFFF)
+    pde = _entry(memory, (cr3 & 0xFFFF_F000) + (linear >> 22) * 4, 4)
+    if pde is None or not pde & PRESENT:
+        return None
+    if pde & LARGE and cr4 & CR4_PSE:
+        # bits 13-20 of a 4 MiB entry are physical bits 32-39 (PSE-36)
+        return (pde & 0xFFC0_0000) | ((pde >> 13) & 0xFF) << 32 | (linear & 0x3F_FFFF)
+    pte = _entry(memory, (pde & 0xFFFF_F000) + ((linear >> 12) & 0x3FF) * 4, 4)
+    if pte is None or not pte & PRESENT:
+        return None
+    return (pte & 0xFFFF_F000) | (linear & 0xFFF)
+
+
+def read_linear(memory, sregs, linear: int, size: int) -> bytes | None:
+    """`size` bytes at a linear address under the paging mode `sregs` describes (a
+    kvm_sregs), page by page; None when any byte is not in guest memory."""
+    out = bytearray()
+    while len(out) < size:
+        address = linear + len(out)
+        chunk = min(size - len(out), PAGE_SIZE - address % PAGE_SIZE)
+        physical = translate(memory, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, address)
+        if physical is None:
+            return None
+        try:
+            out += memory.read(physical, chunk)
+        except GuestMemoryError:
+            return None
+    return bytes(out)
