@@ -442,6 +442,10 @@ class Machine:
         result = self.last_result
         lines = ["not run yet" if result is None else
                  f"last run: {result.outcome.description} ({result.outcome.name}): {result.message}"]
+        if result is not None and result.completions:
+            lines.append("completed for the host's KVM: " + ", ".join(
+                f"{name} {count}" for name, count in sorted(result.completions.items(),
+                                                            key=lambda kv: -kv[1])))
         if result is not None and result.report:
             lines += ["", result.report]
         for name, output in (("serial", self.serial_output), ("debug console", self.debugcon_output)):

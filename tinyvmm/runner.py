@@ -139,6 +139,7 @@ class Runner:
         """Run until the guest ends or is stopped; may be called again to go on. Each run's
         result is its own: the signal that ended the last one is forgotten."""
         exits_before = sum(self.exit_counts)
+        completed_before = dict(self.completer.stats.counts)
         previous = self._install_signals()
         observed = self.debugger is not None or self.stats is not None or self.stepper is not None
         loop = self._observed_loop if observed else self._loop
@@ -152,6 +153,9 @@ class Runner:
             self._restore_signals(previous)
             self._signal, self._signal_message, self._check_halt = None, "", False
         result = RunResult(outcome, message, exits=sum(self.exit_counts) - exits_before)
+        result.completions = {name: count - completed_before.get(name, 0)
+                              for name, count in self.completer.stats.counts.items()
+                              if count != completed_before.get(name, 0)}
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
             from .debug.report import crash_report, known_host_limit
             result.report = crash_report(self, outcome, message)

@@ -12,7 +12,6 @@ these exits never come and nothing here runs.
 
 import time
 
-from ..debug.disasm import code_bits
 from ..kvm import abi
 from ..outcome import Outcome
 from . import fastpaths
@@ -33,12 +32,12 @@ def exit_instruction(internal) -> bytes | None:
     return raw[1:1 + size] if size else None
 
 
-def describe(code: bytes, address: int, bits: int) -> str:
-    """'`mnemonic operands` (bytes)' of the first instruction of `code` in `bits`-bit code,
-    or its first bytes when it does not decode."""
-    from ..debug.disasm import DisassemblerUnavailable, disassemble
+def describe(code: bytes, address: int, sregs) -> str:
+    """'`mnemonic operands` (bytes)' of the first instruction of `code` in the vCPU's mode
+    (`sregs`), or its first bytes when it does not decode."""
+    from ..debug.disasm import DisassemblerUnavailable, code_bits, disassemble
     try:
-        found = disassemble(code, address, bits, count=1)
+        found = disassemble(code, address, code_bits(sregs), count=1)
     except DisassemblerUnavailable:
         found = []
     if not found:
@@ -72,11 +71,6 @@ class CompletionStats:
             lines.append(f"{name:<18}{count:>10}{ns / 1e9:>11.6f} s{ns / count / 1e3:>9.1f} us")
         return "\n".join(lines)
 
-    def summary(self) -> str:
-        """'clac 4812, int3 1, ...' or 'none'."""
-        return ", ".join(f"{name} {count}" for name, count in
-                         sorted(self.counts.items(), key=lambda kv: -kv[1])) or "none"
-
 
 class Completer:
     """Completes emulation failures of one vCPU. `slots` is the VM's tinyvmm.kvm.slots
@@ -98,20 +92,22 @@ class Completer:
             return _failure(internal)
         started = time.perf_counter_ns()
         cpu = GuestCpu(self.vcpu, self.memory)
+        pc = code = None
         try:
-            code = exit_instruction(internal) or cpu.read_linear(cpu.pc, MAX_INSTRUCTION)
+            pc = cpu.pc
+            code = exit_instruction(internal) or cpu.read_linear(pc, MAX_INSTRUCTION)
             if not code:
-                raise Refused(f"its bytes at {cpu.pc:#x} are not in guest memory")
+                raise Refused(f"its bytes at {pc:#x} are not in guest memory")
             name = fastpaths.complete(cpu, code)
             if name is None:
                 name = self.softcpu.execute(cpu, code)
         except Refused as exc:
-            where = describe(code, cpu.pc, code_bits(cpu.sregs)) if code else "an instruction"
-            return Outcome.CRASH, (f"KVM cannot emulate {where} at {cpu.pc:#x}, "
+            where = describe(code, pc, cpu.sregs) if code else "an instruction"
+            return Outcome.CRASH, (f"KVM cannot emulate {where} at {pc:#x}, "
                                    f"and it could not be completed: {exc}")
         self.stats.add(name, time.perf_counter_ns() - started)
         if self.trace is not None:
-            self.trace(f"{name} at {cpu.pc:#x}")
+            self.trace(f"{name} at {pc:#x}")
         return None
 
     @property

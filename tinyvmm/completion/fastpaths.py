@@ -58,9 +58,9 @@ def complete(cpu: GuestCpu, code: bytes) -> str | None:
             return "syscall"
         return _clac_stac(cpu, code[:3] == STAC)
     if code[:1] == bytes([INT3]):
-        return _software_interrupt(cpu, 3, 1)
+        return software_interrupt(cpu, 3, 1)
     if code[:1] == bytes([INT_N]) and len(code) >= 2:
-        return _software_interrupt(cpu, code[1], 2)
+        return software_interrupt(cpu, code[1], 2)
     return None
 
 
@@ -77,7 +77,7 @@ def _clac_stac(cpu: GuestCpu, set_ac: bool) -> str:
     return name
 
 
-def _software_interrupt(cpu: GuestCpu, vector: int, length: int) -> str:
+def software_interrupt(cpu: GuestCpu, vector: int, length: int) -> str:
     """int3 (length 1) or int n (length 2), outside real mode, which KVM does itself."""
     name = "int3" if length == 1 else f"int {vector:#x}"
     if not cpu.sregs.cr0 & 1:

@@ -196,6 +196,9 @@ class DebugSession:
                 entry = table.get(port)
                 return entry[2].name if entry else ""
             print(self.runner.stats.table(self.runner.exit_counts, port_name), file=self.err)
+            completions = self.runner.completer.stats
+            if completions.total:
+                print("\n" + completions.table(), file=self.err)
         return result
 
     def close(self) -> None:
