@@ -9,7 +9,10 @@
  *   2. prints the marker line INIT_MARKER to /dev/console;
  *   3. lists every QEMU fw_cfg file the kernel exposes under
  *      /sys/firmware/qemu_fw_cfg/by_name, one "fw_cfg: NAME (size N)"
- *      line each, or "fw_cfg: not present";
+ *      line each, or "fw_cfg: not present"; the contents of files under
+ *      "opt/" (the user's own, -fw_cfg name=opt/...) follow their name as
+ *      "fw_cfg: NAME = TEXT", at most 64 bytes, '.' for what is not
+ *      printable;
  *   4. restarts the machine with reboot(LINUX_REBOOT_CMD_RESTART).  With
  *      "reboot=k" on the kernel command line the kernel then writes 0xFE
  *      to port 0x64 (keyboard-controller reset), which tinyvmm and
@@ -53,6 +56,7 @@
 #define REBOOT_CMD_RESTART 0x01234567UL
 
 #define PATH_BUF 512
+#define SHOWN_BYTES 64
 
 struct dirent64 {
 	unsigned long d_ino;
@@ -119,6 +123,32 @@ static void mount_fs(const char *type, const char *target)
 		put_line("init: could not mount ", type, "");
 }
 
+/* Prints the first bytes of the entry whose by_name path is path (length len). */
+static void show_contents(char *path, unsigned long len, const char *name)
+{
+	char text[SHOWN_BYTES + 1], line[PATH_BUF + SHOWN_BYTES + 4];
+	long fd, n, i;
+
+	append(path, len, PATH_BUF, "/raw");
+	fd = syscall3(NR_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
+	path[len] = 0;
+	n = fd < 0 ? -1 : syscall3(NR_read, fd, (long)text, SHOWN_BYTES);
+	if (fd >= 0)
+		syscall3(NR_close, fd, 0, 0);
+	if (n < 0) {
+		put_line("fw_cfg: cannot read ", name, "");
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if (text[i] < ' ' || text[i] > '~')
+			text[i] = '.';
+	text[n] = 0;
+	n = append(line, 0, sizeof(line), name);
+	n = append(line, n, sizeof(line), " = ");
+	append(line, n, sizeof(line), text);
+	put_line("fw_cfg: ", line, "");
+}
+
 /* Prints one fw_cfg entry; path is its by_name path, name starts inside it. */
 static void show_entry(char *path, unsigned long len, const char *name)
 {
@@ -144,6 +174,8 @@ static void show_entry(char *path, unsigned long len, const char *name)
 	append(path, n, PATH_BUF, ")");
 	put_line("fw_cfg: ", name, "");
 	path[len] = 0;
+	if (name[0] == 'o' && name[1] == 'p' && name[2] == 't' && name[3] == '/')
+		show_contents(path, len, name);
 }
 
 /*

@@ -509,10 +509,7 @@ def launch(args, boot_linux: bool) -> int:
     if result.outcome is Outcome.EXPECTED:
         from .console import end_stdout_line
         end_stdout_line()
-    if result.known_limit:
-        print(f"tinyvmm: {result.known_limit}; the crash report is in {keep_report(result.report)}",
-              file=sys.stderr)
-    elif result.report:
+    if result.report:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:
         print("tinyvmm: interrupted", file=sys.stderr)
@@ -571,15 +568,6 @@ def start_console_input(args, machine, runner):
         Outcome.QUIT, "C-a x typed on the console"))
     console_input.start()
     return console_input
-
-
-def keep_report(report: str) -> str:
-    """Write a report nobody needs to read now to a file of its own; returns its path."""
-    import tempfile
-    fd, path = tempfile.mkstemp(prefix="tinyvmm-report-", suffix=".txt")
-    with os.fdopen(fd, "w") as f:
-        f.write(report + "\n")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

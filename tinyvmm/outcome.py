@@ -32,10 +32,9 @@ class Outcome(Enum):
 
 class RunResult:
     """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits;
-    `known_limit`, a one-line explanation when the crash is this host's known limit;
     `completions`, how many instructions of each name the host's KVM left to tinyvmm
     (tinyvmm.completion) in this run."""
-    __slots__ = ("outcome", "message", "report", "exits", "extra", "known_limit", "completions")
+    __slots__ = ("outcome", "message", "report", "exits", "extra", "completions")
 
     def __init__(self, outcome: Outcome, message: str = "", report: str | None = None,
                  exits: int = 0, extra: dict | None = None):
@@ -44,7 +43,6 @@ class RunResult:
         self.report = report
         self.exits = exits
         self.extra = {} if extra is None else extra
-        self.known_limit = None
         self.completions: dict[str, int] = {}
 
     @property

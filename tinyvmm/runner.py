@@ -157,9 +157,8 @@ class Runner:
                               for name, count in self.completer.stats.counts.items()
                               if count != completed_before.get(name, 0)}
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
-            from .debug.report import crash_report, known_host_limit
+            from .debug.report import crash_report
             result.report = crash_report(self, outcome, message)
-            result.known_limit = known_host_limit(self, outcome)
         return result
 
     def _loop(self) -> tuple[Outcome, str]:

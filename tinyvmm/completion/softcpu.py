@@ -33,6 +33,9 @@ GPRS_32 = (("rax", X.UC_X86_REG_EAX), ("rbx", X.UC_X86_REG_EBX), ("rcx", X.UC_X8
            ("rsp", X.UC_X86_REG_ESP), ("rbp", X.UC_X86_REG_EBP))
 DATA_SEGMENTS = (("ds", X.UC_X86_REG_DS), ("es", X.UC_X86_REG_ES), ("ss", X.UC_X86_REG_SS),
                  ("fs", X.UC_X86_REG_FS), ("gs", X.UC_X86_REG_GS))
+# A recent CPU model: the default one lacks SMAP (clac/stac) and other instructions
+# today's kernels use.
+CPU_MODEL = X.UC_CPU_X86_EPYC_ROME
 MODES = {16: unicorn.UC_MODE_16, 32: unicorn.UC_MODE_32, 64: unicorn.UC_MODE_64}
 # Exceptions without an error code, delivered as raised; #UD is refused instead: the host's
 # CPU may know an instruction the software CPU does not.
@@ -57,6 +60,7 @@ class SoftCpu:
         entry = self._engines.get(bits)
         if entry is None:
             uc = unicorn.Uc(unicorn.UC_ARCH_X86, MODES[bits])
+            uc.ctl_set_cpu_model(CPU_MODEL)
             uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
             entry = self._engines[bits] = [uc, None]
         uc = entry[0]
@@ -99,6 +103,8 @@ class SoftCpu:
             uc.ctl_flush_tb()           # the guest may have rewritten code since last time
             uc.emu_start(start, (1 << 64) - 1 if bits == 64 else (1 << 32) - 1, timeout=TIMEOUT_US, count=1)
         except unicorn.UcError as exc:
+            if exc.errno == unicorn.UC_ERR_INSN_INVALID:
+                raise Refused("the software CPU does not know it either (#UD)") from None
             raise Refused(f"the software CPU stopped: {exc}") from None
         raised = self._raised
         if raised is not None:
@@ -130,7 +136,6 @@ class SoftCpu:
         uc.reg_write(X.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
         for index, name in ((4, "cr4"), (3, "cr3"), (0, "cr0")):   # CR3 flushes the TLB
             uc.reg_write(getattr(X, f"UC_X86_REG_CR{index}"), getattr(sregs, name))
-        uc.reg_write(X.UC_X86_REG_CR2, sregs.cr2)
         for name, reg in GPRS if bits == 64 else GPRS_32:
             uc.reg_write(reg, getattr(regs, name) if bits == 64 else getattr(regs, name) & 0xFFFF_FFFF)
         uc.reg_write(X.UC_X86_REG_RFLAGS if bits == 64 else X.UC_X86_REG_EFLAGS, regs.rflags)
@@ -166,7 +171,7 @@ class SoftCpu:
         regs.rip = rip - sregs.cs.base if bits == 16 else rip
         cpu.regs_dirty = True
         changed = False
-        for index, name in ((0, "cr0"), (2, "cr2"), (3, "cr3"), (4, "cr4")):
+        for index, name in ((0, "cr0"), (3, "cr3"), (4, "cr4")):     # CR2 only changes on #PF
             value = uc.reg_read(getattr(X, f"UC_X86_REG_CR{index}"))
             if value != getattr(sregs, name):
                 setattr(sregs, name, value)

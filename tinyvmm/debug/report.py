@@ -81,37 +81,6 @@ def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> lis
     return lines
 
 
-INT3 = 0xCC
-
-
-def known_host_limit(runner, outcome) -> str | None:
-    """A one-line explanation when a crash is this host's known limit rather than a fault:
-    on a KVM that emulates guest code (kvm_pvm), Linux stops for good at its int3
-    self-test (KVM cannot deliver the breakpoint: an internal error at an int3, after the
-    banner)."""
-    from ..kvm.system import is_emulating_host
-    from ..outcome import Outcome
-    machine = runner.machine
-    if outcome is not Outcome.CRASH or not is_emulating_host():
-        return None
-    if runner.vcpu.run_page.exit_reason != abi.KVM_EXIT_INTERNAL_ERROR:
-        return None
-    if b"Linux version" not in bytes(machine.config.serial.tail) and \
-            machine.config.serial.total < len(machine.config.serial.tail):
-        return None
-    try:
-        regs, sregs = machine.vcpu.get_regs(), machine.vcpu.get_sregs()
-        linear = sregs.cs.base + regs.rip
-        physical = machine.vcpu.translate(linear) if sregs.cr0 & 0x80000000 else linear
-        if physical is None or machine.memory.read(physical, 1)[0] != INT3:
-            return None
-    except (OSError, ValueError):
-        return None
-    return ("Linux stopped at its int3 self-test, as it always does on this host: its KVM "
-            "(kvm_pvm) emulates guest code and cannot deliver the breakpoint; Linux gets this far "
-            "and no further here (hardware virtualization boots it to init)")
-
-
 def crash_report(runner, outcome, message: str) -> str:
     from ..outcome import ExitRecord
     machine = runner.machine

@@ -1,0 +1,335 @@
+"""Completion of instructions the host's KVM cannot emulate, on hand-made vCPU states: the
+fast paths, the software CPU, and the two against each other. No KVM needed."""
+
+import ctypes
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tinyvmm.completion import Completer, exit_instruction
+from tinyvmm.completion.cpu import MSR_FMASK, MSR_LSTAR, MSR_STAR, GuestCpu, Refused
+from tinyvmm.completion import fastpaths
+from tinyvmm.completion.softcpu import SoftCpu
+from tinyvmm.kvm import abi
+from tinyvmm.memory import GuestMemory
+from tinyvmm.outcome import Outcome
+
+RAM_SIZE = 4 << 20
+KERNEL_BASE = 0xFFFF_FFFF_8000_0000       # mapped onto physical 0
+PML4, PDPT_LOW, PDPT_HIGH, PD = 0x1000, 0x2000, 0x4000, 0x3000
+IDT = 0x5000
+CODE = 0x10000
+STACK_TOP = 0x20000
+LSTAR = KERNEL_BASE + 0x8000
+FMASK = 0x47700
+PF_HANDLER = KERNEL_BASE + 0x9000
+USER_RIP = 0x40_1000
+USER_RSP = 0x7FFF_F000
+
+
+class FakeVcpu:
+    """A vCPU that is only its state: what Vcpu's getters and setters would move."""
+
+    def __init__(self):
+        self.regs = abi.kvm_regs()
+        self.sregs = abi.kvm_sregs()
+        self.fpu = abi.kvm_fpu()
+        self.events = abi.kvm_vcpu_events()
+        self.msrs = {MSR_LSTAR: LSTAR, MSR_FMASK: FMASK, MSR_STAR: 0x0023_0010 << 32}
+        self.fpu_sets = 0
+
+    def get_regs(self):
+        return _copy(self.regs)
+
+    def set_regs(self, regs):
+        self.regs = _copy(regs)
+
+    def get_sregs(self):
+        return _copy(self.sregs)
+
+    def set_sregs(self, sregs):
+        self.sregs = _copy(sregs)
+
+    def get_fpu(self):
+        return _copy(self.fpu)
+
+    def set_fpu(self, fpu):
+        self.fpu = _copy(fpu)
+        self.fpu_sets += 1
+
+    def get_msrs(self, indices):
+        return {i: self.msrs[i] for i in indices if i in self.msrs}
+
+    def get_vcpu_events(self):
+        return _copy(self.events)
+
+    def set_vcpu_events(self, events):
+        self.events = _copy(events)
+
+
+def _copy(struct):
+    return type(struct).from_buffer_copy(bytes(struct))
+
+
+class Slots:
+    """What SoftCpu needs of a SlotMap: the memory slots and their update counter."""
+
+    def __init__(self, ram: bytearray):
+        self.address = ctypes.addressof((ctypes.c_char * len(ram)).from_buffer(ram))
+        self.mapped = {0: (len(ram), self.address, False, 0)}
+        self.updates = 1
+
+
+def _gate(offset: int, dpl: int = 0, present: bool = True, kind: int = 0xE) -> bytes:
+    attributes = (0x80 if present else 0) | dpl << 5 | kind
+    low = (offset & 0xFFFF) | 0x10 << 16 | attributes << 40 | ((offset >> 16) & 0xFFFF) << 48
+    return low.to_bytes(8, "little") + (offset >> 32).to_bytes(4, "little") + bytes(4)
+
+
+@pytest.fixture
+def machine():
+    """A long-mode vCPU at CPL 0 with 4 MiB of RAM mapped at 0 and at KERNEL_BASE (2 MiB
+    pages), an IDT of 256 present interrupt gates (DPL 0, vector 0x80 DPL 3) and RIP at CODE."""
+    ram = bytearray(RAM_SIZE)
+    put = lambda gpa, value: ram.__setitem__(slice(gpa, gpa + 8), value.to_bytes(8, "little"))
+    put(PML4, PDPT_LOW | 3)
+    put(PML4 + 511 * 8, PDPT_HIGH | 3)
+    put(PDPT_LOW, PD | 3)
+    put(PDPT_HIGH + 510 * 8, PD | 3)
+    put(PD, 0x83)
+    put(PD + 8, 0x20_0000 | 0x83)
+    for vector in range(256):
+        gate = _gate(KERNEL_BASE + 0xA000 + vector * 16, dpl=3 if vector == 0x80 else 0)
+        ram[IDT + vector * 16:IDT + vector * 16 + 16] = gate
+    ram[IDT + 14 * 16:IDT + 15 * 16] = _gate(PF_HANDLER)
+    vcpu = FakeVcpu()
+    s = vcpu.sregs
+    s.cr0, s.cr3, s.cr4, s.efer = 0x8005_0033, PML4, 0x3006A0, 0xD01
+    s.cs.selector, s.cs.l, s.cs.present, s.cs.s, s.cs.type = 0x10, 1, 1, 1, 0xB
+    s.ss.selector, s.ss.present, s.ss.s, s.ss.type = 0x18, 1, 1, 3
+    s.idt.base, s.idt.limit = KERNEL_BASE + IDT, 256 * 16 - 1
+    s.gdt.base, s.gdt.limit = KERNEL_BASE + 0x6000, 0x7F
+    vcpu.regs.rip = KERNEL_BASE + CODE
+    vcpu.regs.rsp = KERNEL_BASE + STACK_TOP
+    vcpu.regs.rflags = 0x46
+    vcpu.fpu.fcw, vcpu.fpu.mxcsr = 0x40, 0x1F80      # not what finit leaves
+    memory = GuestMemory([(0, RAM_SIZE, ram, True)])
+    return vcpu, memory, ram
+
+
+def _code(ram: bytearray, code: bytes) -> bytes:
+    ram[CODE:CODE + len(code)] = code
+    return code
+
+
+def _cpu(machine) -> GuestCpu:
+    vcpu, memory, _ = machine
+    return GuestCpu(vcpu, memory)
+
+
+def _at_user_level(vcpu) -> None:
+    vcpu.sregs.cs.selector, vcpu.sregs.cs.dpl = 0x33, 3
+    vcpu.sregs.ss.selector, vcpu.sregs.ss.dpl = 0x2B, 3
+
+
+# --- fast paths -------------------------------------------------------------------
+@pytest.mark.parametrize("code,ac", [(fastpaths.CLAC, 0), (fastpaths.STAC, 1)])
+def test_clac_and_stac_change_ac_and_step_over(machine, code, ac):
+    vcpu, _, ram = machine
+    vcpu.regs.rflags = 0x46 | (1 - ac) << 18
+    assert fastpaths.complete(_cpu(machine), _code(ram, code)) == ("stac" if ac else "clac")
+    assert vcpu.regs.rflags >> 18 & 1 == ac
+    assert vcpu.regs.rip == KERNEL_BASE + CODE + 3
+    assert not vcpu.events.exception.injected
+
+
+def test_clac_above_cpl_0_is_an_invalid_opcode(machine):
+    vcpu, _, ram = machine
+    _at_user_level(vcpu)
+    fastpaths.complete(_cpu(machine), _code(ram, fastpaths.CLAC))
+    assert (vcpu.events.exception.injected, vcpu.events.exception.nr) == (1, 6)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE        # a fault: at the instruction
+
+
+def test_int3_is_a_breakpoint_trap(machine):
+    vcpu, _, ram = machine
+    assert fastpaths.complete(_cpu(machine), _code(ram, b"\xcc")) == "int3"
+    events = vcpu.events.exception
+    assert (events.injected, events.nr, events.has_error_code) == (1, 3, 0)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE + 1
+
+
+def test_int_n_at_user_level_through_a_gate_that_allows_it(machine):
+    vcpu, _, ram = machine
+    _at_user_level(vcpu)
+    assert fastpaths.complete(_cpu(machine), _code(ram, b"\xcd\x80")) == "int 0x80"
+    assert (vcpu.events.interrupt.injected, vcpu.events.interrupt.nr, vcpu.events.interrupt.soft) == (1, 0x80, 1)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE + 2
+
+
+@pytest.mark.parametrize("code,vector", [(b"\xcc", 3), (b"\xcd\x81", 0x81)])
+def test_a_gate_above_cpl_is_a_general_protection_fault(machine, code, vector):
+    vcpu, _, ram = machine
+    _at_user_level(vcpu)
+    fastpaths.complete(_cpu(machine), _code(ram, code))
+    events = vcpu.events.exception
+    assert (events.injected, events.nr, events.has_error_code, events.error_code) == (1, 13, 1, vector * 8 + 2)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE
+    assert not vcpu.events.interrupt.injected
+
+
+def test_a_missing_gate_is_not_present_and_one_past_the_limit_is_protection(machine):
+    vcpu, _, ram = machine
+    ram[IDT + 0x40 * 16 + 5] &= 0x7F                   # vector 0x40: not present
+    fastpaths.complete(_cpu(machine), _code(ram, b"\xcd\x40"))
+    assert (vcpu.events.exception.nr, vcpu.events.exception.error_code) == (11, 0x40 * 8 + 2)
+    vcpu.sregs.idt.limit = 0x40 * 16 - 1
+    fastpaths.complete(_cpu(machine), _code(ram, b"\xcd\x40"))
+    assert (vcpu.events.exception.nr, vcpu.events.exception.error_code) == (13, 0x40 * 8 + 2)
+
+
+def _half_done_syscall(machine, **frame):
+    """The state the host leaves: the vCPU at the #PF handler's clac, the fault's frame on
+    the kernel stack returning to LSTAR at CPL 3, RCX/R11 as the syscall set them."""
+    vcpu, _, ram = machine
+    values = dict(error=0x15, rip=LSTAR, cs=0x33, rflags=0x10246, rsp=USER_RSP, ss=0x2B)
+    values.update(frame)
+    sp = STACK_TOP - 48
+    for i, name in enumerate(("error", "rip", "cs", "rflags", "rsp", "ss")):
+        ram[sp + 8 * i:sp + 8 * i + 8] = values[name].to_bytes(8, "little")
+    vcpu.regs.rsp = KERNEL_BASE + sp
+    vcpu.regs.rip = PF_HANDLER
+    vcpu.regs.rcx = USER_RIP
+    vcpu.regs.r11 = 0x246
+    vcpu.sregs.cr2 = LSTAR
+    ram[0x9000:0x9003] = fastpaths.CLAC
+    return fastpaths.CLAC
+
+
+def test_a_half_done_syscall_is_finished_at_the_page_fault_entry(machine):
+    vcpu, _, _ = machine
+    code = _half_done_syscall(machine)
+    assert fastpaths.complete(_cpu(machine), code) == "syscall"
+    regs = vcpu.regs
+    assert (regs.rip, regs.rsp, regs.rcx, regs.r11) == (LSTAR, USER_RSP, USER_RIP, 0x246)
+    assert regs.rflags == (0x10246 & ~FMASK & ~(1 << 16)) | 2
+    assert not vcpu.events.exception.injected
+
+
+@pytest.mark.parametrize("frame,rcx", [
+    ({"rip": LSTAR + 1}, USER_RIP),             # the fault was not at the system-call entry
+    ({"cs": 0x10}, USER_RIP),                   # nor from user mode
+    ({"error": 0x05}, USER_RIP),                # nor an instruction fetch
+    ({}, KERNEL_BASE + 0x100),                  # RCX is not a user return address
+])
+def test_a_page_fault_that_fails_a_guard_stays_a_page_fault(machine, frame, rcx):
+    vcpu, _, _ = machine
+    code = _half_done_syscall(machine, **frame)
+    vcpu.regs.rcx = rcx
+    assert fastpaths.complete(_cpu(machine), code) == "clac"
+    assert vcpu.regs.rip == PF_HANDLER + 3 and vcpu.regs.rsp == KERNEL_BASE + STACK_TOP - 48
+
+
+# --- the software CPU -------------------------------------------------------------
+def _soft(machine, code: bytes) -> str:
+    vcpu, memory, ram = machine
+    return SoftCpu(Slots(ram)).execute(GuestCpu(vcpu, memory), _code(ram, code))
+
+
+def test_popcnt_in_the_software_cpu(machine):
+    vcpu, _, _ = machine
+    vcpu.regs.rbx = 0xF0F0_0000_0000_0007
+    assert _soft(machine, bytes.fromhex("f3480fb8c3")) == "popcnt"      # popcnt rax, rbx
+    assert vcpu.regs.rax == 11
+    assert vcpu.regs.rip == KERNEL_BASE + CODE + 5
+    assert not vcpu.regs.rflags & 0x40                                  # ZF: not zero
+
+
+def test_finit_fldcw_ldmxcsr_reach_the_fpu(machine):
+    vcpu, memory, ram = machine
+    softcpu = SoftCpu(Slots(ram))
+    _code(ram, bytes.fromhex("9bdbe3" "d928" "0fae10"))     # finit; fldcw [rax]; ldmxcsr [rax]
+    ram[0x30000:0x30004] = (0x1F80 | 0x6000).to_bytes(4, "little")
+    vcpu.regs.rax = KERNEL_BASE + 0x30000
+
+    def step() -> str:
+        pc = vcpu.regs.rip - KERNEL_BASE
+        return softcpu.execute(GuestCpu(vcpu, memory), bytes(ram[pc:pc + 15]))
+    assert [step(), step()] == ["wait", "fninit"]          # finit is two instructions
+    assert (vcpu.fpu.fcw, vcpu.fpu.fsw, vcpu.fpu.ftwx) == (0x37F, 0, 0)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE + 3
+    assert [step(), step()] == ["fldcw", "ldmxcsr"]
+    assert vcpu.fpu.fcw == 0x7F80 and vcpu.fpu.mxcsr == 0x7F80
+
+
+def test_a_store_through_a_kernel_address_lands_in_guest_ram(machine):
+    vcpu, _, ram = machine
+    vcpu.regs.rax, vcpu.regs.rbx = KERNEL_BASE + 0x30008, 0x1122_3344_5566_7788
+    _soft(machine, bytes.fromhex("488918"))                           # mov [rax], rbx
+    assert ram[0x30008:0x30010] == (0x1122_3344_5566_7788).to_bytes(8, "little")
+
+
+def test_an_access_outside_guest_ram_is_refused(machine):
+    vcpu, _, ram = machine
+    ram[PD + 16:PD + 24] = (0xFEC0_0000 | 0x83).to_bytes(8, "little")  # 4 MiB up: MMIO
+    vcpu.regs.rax = KERNEL_BASE + 0x40_0000
+    before = bytes(vcpu.regs)
+    with pytest.raises(Refused, match="stopped"):
+        _soft(machine, bytes.fromhex("488918"))
+    assert bytes(vcpu.regs) == before
+
+
+@pytest.mark.parametrize("code", [fastpaths.CLAC, fastpaths.STAC, b"\xcc"])
+def test_the_software_cpu_agrees_with_the_fast_paths(code):
+    results = []
+    for complete in (lambda m: fastpaths.complete(_cpu(m), _code(m[2], code)), lambda m: _soft(m, code)):
+        m = machine.__wrapped__()
+        m[0].regs.rflags = 0x46 | 1 << 18
+        complete(m)
+        results.append((bytes(m[0].regs), bytes(m[0].sregs), bytes(m[0].events)))
+    assert results[0] == results[1]
+
+
+# --- the completer ----------------------------------------------------------------
+def _internal(code: bytes) -> abi.kvm_run_internal:
+    internal = abi.kvm_run_internal(suberror=1, ndata=4)
+    raw = bytes([15]) + code.ljust(15, b"\x90") + bytes(32)
+    internal.data[0] = 1
+    for i in range(3):
+        internal.data[1 + i] = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+    return internal
+
+
+def test_the_exit_carries_the_instruction_bytes():
+    assert exit_instruction(_internal(b"\x0f\x01\xca"))[:3] == b"\x0f\x01\xca"
+    assert exit_instruction(abi.kvm_run_internal(suberror=1, ndata=1)) is None
+
+
+def test_the_completer_counts_and_names_what_it_cannot_do(machine):
+    vcpu, memory, ram = machine
+    completer = Completer(vcpu, memory, Slots(ram))
+    assert completer.complete(_internal(_code(ram, fastpaths.CLAC))) is None
+    vcpu.regs.rip = KERNEL_BASE + CODE
+    outcome, message = completer.complete(_internal(_code(ram, b"\x0f\x0b")))     # ud2
+    assert outcome is Outcome.CRASH and "`ud2`" in message and "#UD" in message
+    assert completer.stats.counts == {"clac": 1}
+    outcome, message = completer.complete(abi.kvm_run_internal(suberror=3, ndata=0))
+    assert outcome is Outcome.CRASH and "DELIVERY_EV" in message
+
+
+registers = st.integers(0, (1 << 64) - 1)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(code=st.binary(min_size=1, max_size=15), rax=registers, rbx=registers, rsp=registers,
+       rflags=st.integers(0, 0x3F_FFFF), long_mode=st.booleans())
+def test_random_instructions_complete_or_are_refused(machine, code, rax, rbx, rsp, rflags, long_mode):
+    vcpu, memory, ram = machine
+    vcpu.regs.rip = KERNEL_BASE + CODE
+    vcpu.regs.rax, vcpu.regs.rbx, vcpu.regs.rsp, vcpu.regs.rflags = rax, rbx, rsp, rflags | 2
+    if not long_mode:                    # flat 32-bit protected mode, no paging
+        vcpu.sregs.efer, vcpu.sregs.cr0, vcpu.sregs.cs.l, vcpu.sregs.cs.db = 0, 0x11, 0, 1
+        vcpu.regs.rip = CODE
+    completer = Completer(vcpu, memory, Slots(ram))
+    result = completer.complete(_internal(_code(ram, code)))
+    assert result is None or (result[0] is Outcome.CRASH and "could not be completed" in result[1])
