@@ -280,6 +280,10 @@ def _add_bench(commands) -> None:
     bench.add_argument("--no-banner", action="store_true",
                        help="stop each boot when the ROM jumps into the kernel instead of waiting "
                             "for the banner (for large kernels, slow to reach it under emulation)")
+    bench.add_argument("--to-init", action="store_true",
+                       help="run each tinyvmm boot on to the test init's first line "
+                            "(TINYVMM-INIT-OK) and add the \"to init\" row, with the completions "
+                            "an emulating host needed; about 40 s a boot on such a host")
     bench.add_argument("--vs-qemu", action="store_true",
                        help="also boot the same kernel under QEMU: SeaBIOS with linuxboot_dma, "
                             "SeaBIOS with the legacy linuxboot, and qboot (SeaBIOS is "

@@ -9,6 +9,7 @@ import time
 from .devices.milestones import MILESTONE_NAMES
 
 BANNER = b"Linux version"
+INIT = b"TINYVMM-INIT-OK"          # the test init's first line (kernels/init.c, INIT_MARKER)
 
 
 class BootTimeline:
@@ -19,6 +20,7 @@ class BootTimeline:
         self.marks: list[dict] = []
         machine.milestone_listeners.append(self._on_milestone)
         machine.config.serial.watch(BANNER, lambda: self.mark("banner"))
+        machine.config.serial.watch(INIT, lambda: self.mark("init"))
 
     def _on_milestone(self, milestone) -> None:
         self.mark(f"milestone {milestone.port:#x}:{milestone.value}", milestone.time_ns)
@@ -30,6 +32,8 @@ class BootTimeline:
             "exits": sum(self.runner.exit_counts),
             "pio_bytes": self.runner.pio_bytes,
             "dma_bytes": getattr(self.fw_cfg, "dma_bytes", 0),
+            "completions": self.runner.completer.stats.total,
+            "completion_ns": self.runner.completer.stats.total_ns,
         })
 
     def to_dict(self, outcome: str) -> dict:

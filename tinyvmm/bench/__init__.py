@@ -7,7 +7,8 @@ Phases, as the posting defines them:
   kernel setup   milestone 5 -> milestone 3 (the ROM jumps into the kernel), or 4 for
                  the PVH ROM
   total          the sum of the three
-and, beside them, the time from process start to the "Linux version" banner: the
+and, beside them, the time from process start to the "Linux version" banner (and with
+--to-init, to the test init's first line, with the completions it took): the
 headline of a direct boot (the 64-bit entry of the bzImage, or the PVH entry of the
 vmlinux beside it), whose vCPU starts in the kernel, so that its BIOS startup and
 kernel setup are empty and its total is its VMM startup.
@@ -31,11 +32,13 @@ import time
 from pathlib import Path
 
 from .. import layout
+from ..timeline import INIT
 from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
 
-PHASES = ("vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s", "banner_s")
+PHASES = ("vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s", "banner_s", "init_s")
 PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup",
-                "kernel_setup_s": "kernel setup", "total_s": "total", "banner_s": "banner"}
+                "kernel_setup_s": "kernel setup", "total_s": "total", "banner_s": "banner",
+                "init_s": "to init"}
 DO_BOOT = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_DO_BOOT}"
 KERNEL_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_LINUX_START_BOOT}"
 PVH_JUMP = f"milestone {layout.PORTS['milestone_linux'][0]:#x}:{layout.MILESTONE_PVH_BOOT}"
@@ -111,7 +114,10 @@ def boot_command(args, boot_args: list[str], timing: Path, serial: Path) -> list
     """The `tinyvmm boot` command line of one run; a system's own --kernel wins over args'."""
     command = TINYVMM + ["boot", "--serial", f"file:{serial}", "--timing-json", str(timing),
                          "--mem", str(args.mem // layout.MiB), "--timeout", str(args.timeout)]
-    command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
+    if getattr(args, "to_init", False):
+        command += ["--expect", INIT.decode()]
+    else:
+        command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
     command += boot_args
     if getattr(args, "append_as_is", False):
         command.append("--append-as-is")
@@ -170,8 +176,14 @@ def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) ->
     first = {"time_ns": timeline["start_ns"], "exits": 0, "pio_bytes": 0, "dma_bytes": 0}
     banner = (marks["banner"]["time_ns"] - start_ns) / 1e9 if "banner" in marks else None
     vmm_startup = (first["time_ns"] - start_ns) / 1e9
+    to_init = {}
+    if "init" in marks:
+        init = marks["init"]
+        to_init = {"init_s": (init["time_ns"] - start_ns) / 1e9,
+                   "init": {"completions": init.get("completions", 0),
+                            "completion_s": init.get("completion_ns", 0) / 1e9}}
     if direct:
-        return {"vmm_startup_s": vmm_startup, "total_s": vmm_startup, "banner_s": banner}
+        return {"vmm_startup_s": vmm_startup, "total_s": vmm_startup, "banner_s": banner, **to_init}
     jump = marks.get(KERNEL_JUMP) or marks.get(PVH_JUMP)
     for needed, mark in ((DO_BOOT, marks.get(DO_BOOT)), (f"{KERNEL_JUMP} or {PVH_JUMP}", jump)):
         if mark is None:
@@ -191,6 +203,7 @@ def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) ->
         "banner_s": banner,
         "bios": counters(first, do_boot),
         "setup": counters(do_boot, jump),
+        **to_init,
     }
     result["total_s"] = result["vmm_startup_s"] + result["bios_startup_s"] + result["kernel_setup_s"]
     return result
@@ -212,7 +225,7 @@ def summarize(runs: list[dict]) -> dict:
                 entry[phase] = statistics.median(values)
                 entry[range_key(phase, "min")] = min(values)
                 entry[range_key(phase, "max")] = max(values)
-        for part in ("bios", "setup"):
+        for part in ("bios", "setup", "init"):
             if all(part in run for run in mine):
                 # Counters stay whole numbers: the lower median, not a mean of two.
                 entry[part] = {key: statistics.median_low(run[part][key] for run in mine)
@@ -243,7 +256,8 @@ def _size(n: float) -> str:
 def format_table(summary: dict, runs: int) -> str:
     systems = list(summary)
     header = ["phase (median, min-max)"] + systems
-    rows = [[PHASE_LABELS[p]] + [_cell(summary[s], p) for s in systems] for p in PHASES]
+    shown = [p for p in PHASES if p != "init_s" or any(p in summary[s] for s in systems)]
+    rows = [[PHASE_LABELS[p]] + [_cell(summary[s], p) for s in systems] for p in shown]
     for part, label in (("bios", "BIOS startup"), ("setup", "kernel setup")):
         for key, what in (("exits", "exits"), ("pio_bytes", "port I/O bytes"), ("dma_bytes", "DMA bytes")):
             row = [f"{label}: {what}"]
@@ -251,6 +265,13 @@ def format_table(summary: dict, runs: int) -> str:
                 value = summary[s].get(part, {}).get(key)
                 row.append("-" if value is None else (f"{value:.0f}" if key == "exits" else _size(value)))
             rows.append(row)
+    if "init_s" in shown:
+        rows.append(["to init: completions"] + [
+            f"{summary[s]['init']['completions']:.0f}" if "init" in summary[s] else "-" for s in systems])
+        rows.append(["to init: completion time"] + [
+            f"{summary[s]['init']['completion_s']:.3f} s "
+            f"({100 * summary[s]['init']['completion_s'] / summary[s]['init_s']:.1f} %)"
+            if "init" in summary[s] else "-" for s in systems])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]

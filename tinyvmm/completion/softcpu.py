@@ -11,17 +11,23 @@ outside guest RAM such as MMIO, a change of segment registers) is refused.
 
 import ctypes
 
+import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from ..debug.disasm import code_bits, disassemble
+from ..debug.disasm import code_bits
 from .cpu import MSR_STAR, GuestCpu, Refused
 from .fastpaths import software_interrupt
 
 EFER = 0xC000_0080
 MSR_FS_BASE = 0xC000_0100
 MSR_GS_BASE = 0xC000_0101
-TIMEOUT_US = 1_000_000              # one instruction: a second is far more than enough
+# Instructions that read or write x87, MMX or SSE state: only theirs is copied (a copy both
+# ways costs more than the rest of a completion).
+VECTOR_GROUPS = ("fpu", "mmx", "sse", "avx", "3dnow", "fma", "f16c", "aes", "sha", "pclmul", "xop")
+VECTOR_MNEMONICS = ("fx", "xsave", "xrstor", "fnsave", "fsave", "frstor", "fnstenv", "fldenv", "emms")
+VECTOR_REGISTERS = ("st", "fp", "mm", "xmm", "ymm", "zmm", "mxcsr")
+SEEN_CODE_MAX = 4096
 GPRS = (("rax", X.UC_X86_REG_RAX), ("rbx", X.UC_X86_REG_RBX), ("rcx", X.UC_X86_REG_RCX),
         ("rdx", X.UC_X86_REG_RDX), ("rsi", X.UC_X86_REG_RSI), ("rdi", X.UC_X86_REG_RDI),
         ("rsp", X.UC_X86_REG_RSP), ("rbp", X.UC_X86_REG_RBP), ("r8", X.UC_X86_REG_R8),
@@ -55,6 +61,10 @@ class SoftCpu:
     def __init__(self, slots):
         self.slots = slots
         self._engines: dict[int, list] = {}      # bits -> [Uc, slot updates mapped]
+        self._decoders: dict[int, capstone.Cs] = {}
+        # (bits, address) -> the bytes translated there last: the software CPU keeps its
+        # translations, and one is dropped only when the guest has rewritten its code.
+        self._seen_code: dict[tuple[int, int], bytes] = {}
 
     def _engine(self, bits: int) -> unicorn.Uc:
         entry = self._engines.get(bits)
@@ -75,6 +85,16 @@ class SoftCpu:
             entry[1] = self.slots.updates
         return uc
 
+    def _decode(self, code: bytes, address: int, bits: int):
+        engine = self._decoders.get(bits)
+        if engine is None:
+            mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
+            engine = self._decoders[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
+            engine.detail = True
+        for insn in engine.disasm(code, address, 1):
+            return insn
+        raise Refused("its bytes do not decode")
+
     def _on_interrupt(self, uc, vector: int, _user) -> None:
         self._raised = vector
         uc.emu_stop()
@@ -83,25 +103,29 @@ class SoftCpu:
         """Run the instruction at the vCPU's RIP; returns its mnemonic. Raises Refused."""
         sregs = cpu.sregs
         bits = code_bits(sregs)
-        found = disassemble(code, cpu.pc, bits, count=1)
-        if not found:
-            raise Refused("its bytes do not decode")
-        name = found[0].text.split()[0]
-        length = len(found[0].raw)
+        insn = self._decode(code, cpu.pc, bits)
+        name, length = insn.mnemonic, insn.size
+        vector = _touches_vector_state(insn)
         if bits == 16 and any(getattr(sregs, s).base != getattr(sregs, s).selector << 4
                               for s in ("cs", "ds", "es", "ss", "fs", "gs")):
             raise Refused("a segment base in real mode is not its selector times 16")
         uc = self._engine(bits)
-        fpu = cpu.vcpu.get_fpu()
+        fpu = cpu.vcpu.get_fpu() if vector else None
         try:
             self._load(uc, cpu, fpu, bits)
         except unicorn.UcError as exc:
             raise Refused(f"the software CPU cannot take the vCPU's state ({exc})") from None
         self._raised = None
         start = cpu.regs.rip if bits != 16 else cpu.pc
+        key = (bits, start)
+        if self._seen_code.get(key) != code[:length]:
+            if len(self._seen_code) >= SEEN_CODE_MAX:
+                self._seen_code.clear()
+            uc.ctl_remove_cache(start, start + length)
+            self._seen_code[key] = code[:length]
         try:
-            uc.ctl_flush_tb()           # the guest may have rewritten code since last time
-            uc.emu_start(start, (1 << 64) - 1 if bits == 64 else (1 << 32) - 1, timeout=TIMEOUT_US, count=1)
+            # count=1: one instruction (one iteration of a rep-prefixed one), so it ends.
+            uc.emu_start(start, (1 << 64) - 1 if bits == 64 else (1 << 32) - 1, count=1)
         except unicorn.UcError as exc:
             if exc.errno == unicorn.UC_ERR_INSN_INVALID:
                 raise Refused("the software CPU does not know it either (#UD)") from None
@@ -146,6 +170,8 @@ class SoftCpu:
             uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
             uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
             uc.reg_write(X.UC_X86_REG_MSR, (MSR_STAR, cpu.msr(MSR_STAR)))
+        if fpu is None:
+            return
         top = (fpu.fsw >> 11) & 7
         uc.reg_write(X.UC_X86_REG_FPCW, fpu.fcw)
         uc.reg_write(X.UC_X86_REG_FPSW, fpu.fsw)
@@ -183,7 +209,8 @@ class SoftCpu:
                     getattr(sregs, name).base = value
                     changed = True
         cpu.sregs_dirty = changed
-        self._store_fpu(uc, cpu, fpu, bits)
+        if fpu is not None:
+            self._store_fpu(uc, cpu, fpu, bits)
         cpu.commit()
 
     def _store_fpu(self, uc, cpu: GuestCpu, fpu, bits: int) -> None:
@@ -201,6 +228,16 @@ class SoftCpu:
         fpu.mxcsr = uc.reg_read(X.UC_X86_REG_MXCSR)
         if bytes(fpu) != before:
             cpu.vcpu.set_fpu(fpu)
+
+
+def _touches_vector_state(insn) -> bool:
+    """Whether the instruction may read or write x87, MMX or SSE state."""
+    if insn.mnemonic.startswith(VECTOR_MNEMONICS):
+        return True
+    if any(insn.group_name(group).startswith(VECTOR_GROUPS) for group in insn.groups):
+        return True
+    read, written = insn.regs_access()
+    return any(insn.reg_name(reg).startswith(VECTOR_REGISTERS) for reg in read + written)
 
 
 def _full_tags(abridged: int) -> int:
