@@ -71,11 +71,12 @@ def test_initrd_larger_than_ram_is_a_usage_error(payload, tmp_path):
     assert result.returncode == 2 and b"than the guest's 32 MiB of RAM" in result.stderr
 
 
-# How the test kernel boots to its init: directly, through tinyvmm's BIOS and each of its
+# How the test kernel boots to its init: directly (PVH, and the bzImage's 64-bit entry), through tinyvmm's BIOS and each of its
 # ROMs, through SeaBIOS and through qboot. On a host whose KVM emulates guest code, what
 # its emulator lacks is completed by tinyvmm (tinyvmm.completion).
 BOOTS = {
     "pvh": ["--kernel", "kernels/build/vmlinux", "--initrd", "kernels/build/initramfs.cpio"],
+    "direct64": ["--boot", "direct"],
     "dma": [],
     "legacy": ["--no-fw-cfg-dma"],
     "seabios": ["--bios", "/usr/share/seabios/bios.bin"],
