@@ -403,3 +403,18 @@ def test_ctrl_c_stops_a_script(machine):
     with pytest.raises(KeyboardInterrupt):
         guest.run(timeout=20)
     assert guest.last_result.outcome is Outcome.INTERRUPTED
+
+
+@pytest.mark.kvm
+def test_a_run_counts_what_it_completed_for_the_host():
+    """The triple-fault guest's int3 in protected mode: an emulating host leaves it to tinyvmm,
+    which delivers it (#GP: the IDT is empty), and the run and its summary say so."""
+    from tinyvmm.kvm.system import is_emulating_host
+    with Machine(build_guest("triple_fault").bin_path.read_bytes(), mem=MEM) as guest:
+        result = guest.run(timeout=30)
+        assert result.outcome is Outcome.CRASH and "triple fault" in result.message
+        if is_emulating_host():
+            assert result.completions == {"int3": 1}
+            assert "completed for the host's KVM: int3 1" in guest.summary()
+        else:
+            assert result.completions == {}
