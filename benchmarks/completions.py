@@ -30,7 +30,9 @@ CASES = {   # name: (instruction bytes, how: None for the fast paths, "soft", "s
     "clac (fast path)": (fastpaths.CLAC, None),
     "int3 (fast path)": (b"\xcc", None),
     "syscall (fast path)": (None, "syscall"),
+    "cmpxchg16b (fast path)": (bytes.fromhex("480fc70e"), None),
     "clac (software CPU)": (fastpaths.CLAC, "soft"),
+    "cmpxchg16b (software CPU)": (bytes.fromhex("480fc70e"), "soft"),
     "popcnt (software CPU)": (bytes.fromhex("f3480fb8c3"), "soft"),
     "fninit (software CPU, x87 state)": (bytes.fromhex("dbe3"), "soft"),
 }
@@ -44,6 +46,7 @@ def measure(code, how, repeat: int) -> float:
         code = states._half_done_syscall(machine)
     else:
         states._code(ram, code)
+        vcpu.regs.rsi = states.KERNEL_BASE + 0x30010     # cmpxchg16b's operand
     saved = bytes(vcpu.regs), bytes(vcpu.events)
     times = []
     for _ in range(repeat + 20):                  # the first ones warm the software CPU up

@@ -230,6 +230,33 @@ def test_a_page_fault_that_fails_a_guard_stays_a_page_fault(machine, frame, rcx)
     assert vcpu.regs.rip == PF_HANDLER + 3 and vcpu.regs.rsp == KERNEL_BASE + STACK_TOP - 48
 
 
+@pytest.mark.parametrize("equal", [True, False])
+def test_cmpxchg16b_through_gs_compares_and_exchanges(machine, equal):
+    vcpu, _, ram = machine
+    vcpu.sregs.gs.base = KERNEL_BASE + 0x30000
+    vcpu.regs.rsi = 0x10
+    ram[0x30010:0x30020] = (0x1111 | 0x2222 << 64).to_bytes(16, "little")
+    vcpu.regs.rax, vcpu.regs.rdx = (0x1111, 0x2222) if equal else (0x1111, 0x9999)
+    vcpu.regs.rbx, vcpu.regs.rcx = 0x3333, 0x4444
+    code = _code(ram, bytes.fromhex("65f0480fc70e"))          # lock cmpxchg16b gs:[rsi]
+    assert fastpaths.complete(_cpu(machine), code) == "lock cmpxchg16b"
+    stored = int.from_bytes(ram[0x30010:0x30020], "little")
+    if equal:
+        assert stored == 0x3333 | 0x4444 << 64 and vcpu.regs.rflags & 0x40
+    else:
+        assert stored == 0x1111 | 0x2222 << 64 and not vcpu.regs.rflags & 0x40
+        assert (vcpu.regs.rax, vcpu.regs.rdx) == (0x1111, 0x2222)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE + 6
+
+
+def test_a_misaligned_cmpxchg16b_is_a_general_protection_fault(machine):
+    vcpu, _, ram = machine
+    vcpu.regs.rsi = KERNEL_BASE + 0x30008
+    fastpaths.complete(_cpu(machine), _code(ram, bytes.fromhex("480fc70e")))
+    assert (vcpu.events.exception.nr, vcpu.events.exception.error_code) == (13, 0)
+    assert vcpu.regs.rip == KERNEL_BASE + CODE
+
+
 # --- the software CPU -------------------------------------------------------------
 def _soft(machine, code: bytes) -> str:
     vcpu, memory, ram = machine
@@ -279,14 +306,24 @@ def test_an_access_outside_guest_ram_is_refused(machine):
     assert bytes(vcpu.regs) == before
 
 
-@pytest.mark.parametrize("code", [fastpaths.CLAC, fastpaths.STAC, b"\xcc"])
-def test_the_software_cpu_agrees_with_the_fast_paths(code):
+@pytest.mark.parametrize("code", [fastpaths.CLAC, fastpaths.STAC, b"\xcc",
+                                  bytes.fromhex("480fc70e"), bytes.fromhex("0fc70e")])
+@pytest.mark.parametrize("equal", [True, False])
+def test_the_software_cpu_agrees_with_the_fast_paths(code, equal):
     results = []
     for complete in (lambda m: fastpaths.complete(_cpu(m), _code(m[2], code)), lambda m: _soft(m, code)):
         m = machine.__wrapped__()
-        m[0].regs.rflags = 0x46 | 1 << 18
-        complete(m)
-        results.append((bytes(m[0].regs), bytes(m[0].sregs), bytes(m[0].events)))
+        vcpu, _, ram = m
+        vcpu.regs.rflags = 0x46 | 1 << 18
+        vcpu.regs.rsi = KERNEL_BASE + 0x30010           # the cmpxchg8b/16b operand
+        ram[0x30010:0x30020] = bytes(range(1, 17))
+        vcpu.regs.rax, vcpu.regs.rdx = ((0x0807060504030201, 0x100F0E0D0C0B0A09) if equal
+                                        else (5, 6))
+        vcpu.regs.rbx, vcpu.regs.rcx = 0xAAAA_BBBB_CCCC_DDDD, 0x1111_2222_3333_4444
+        if len(code) == 3 and code[0] == 0x0F and code[1] == 0xC7:   # cmpxchg8b: EDX:EAX
+            vcpu.regs.rax, vcpu.regs.rdx = (0x04030201, 0x08070605) if equal else (5, 6)
+        assert complete(m) is not None
+        results.append((bytes(vcpu.regs), bytes(vcpu.sregs), bytes(vcpu.events), bytes(ram[0x30010:0x30020])))
     assert results[0] == results[1]
 
 

@@ -60,6 +60,23 @@ class GuestCpu:
     def read_linear(self, linear: int, size: int) -> bytes | None:
         return paging.read_linear(self.memory, self.sregs, linear, size)
 
+    def write_linear(self, linear: int, data: bytes) -> bool:
+        """Write `data` at a linear address when every byte of it is guest RAM; returns
+        whether it did (nothing is written otherwise)."""
+        pieces, done = [], 0
+        while done < len(data):
+            address = linear + done
+            chunk = min(len(data) - done, paging.PAGE_SIZE - address % paging.PAGE_SIZE)
+            s = self.sregs
+            physical = paging.translate(self.memory, s.cr0, s.cr3, s.cr4, s.efer, address)
+            if physical is None or not self.memory.contains(physical, chunk, writable=True):
+                return False
+            pieces.append((physical, data[done:done + chunk]))
+            done += chunk
+        for physical, piece in pieces:
+            self.memory.write(physical, piece)
+        return True
+
     def read_u64(self, linear: int) -> int | None:
         data = self.read_linear(linear, 8)
         return None if data is None else int.from_bytes(data, "little")

@@ -4,7 +4,9 @@
 - int3 and int n in protected or long mode: the gate checked as the CPU checks it
   (limit, present, DPL against CPL for software interrupts), then delivered through KVM;
 - a user-mode `syscall` the host only half performs: it enters the guest's #PF handler
-  instead of the system-call entry; the completion finishes the system call there.
+  instead of the system-call entry; the completion finishes the system call there;
+- cmpxchg8b/cmpxchg16b in long mode (SLUB's per-CPU fast path runs it tens of thousands of
+  times a boot of a distribution kernel).
 """
 
 from .cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
@@ -16,6 +18,8 @@ CLAC = b"\x0f\x01\xca"
 STAC = b"\x0f\x01\xcb"
 INT3 = 0xCC
 INT_N = 0xCD
+CMPXCHG_OPCODE = b"\x0f\xc7"                     # /1: cmpxchg8b, with REX.W cmpxchg16b
+ZF = 1 << 6
 UD, NP, GP, PF = 6, 11, 13, 14
 INTERRUPT_GATE_TYPES = {0x6, 0x7, 0xE, 0xF}     # 16- and 32/64-bit interrupt and trap gates
 TASK_GATE = 0x5
@@ -61,6 +65,8 @@ def complete(cpu: GuestCpu, code: bytes) -> str | None:
         return software_interrupt(cpu, 3, 1)
     if code[:1] == bytes([INT_N]) and len(code) >= 2:
         return software_interrupt(cpu, code[1], 2)
+    if CMPXCHG_OPCODE in code[:6] and cpu.long_mode:
+        return compare_exchange(cpu, code)
     return None
 
 
@@ -130,3 +136,76 @@ def finish_syscall(cpu: GuestCpu) -> bool:
     cpu.regs_dirty = True
     cpu.commit()
     return True
+
+
+_decoder = None
+
+
+def _decode_long(code: bytes, address: int):
+    global _decoder
+    if _decoder is None:
+        import capstone
+        _decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        _decoder.detail = True
+    for insn in _decoder.disasm(code, address, 1):
+        return insn
+    return None
+
+
+def _effective_address(cpu: GuestCpu, insn, operand) -> int | None:
+    """The linear address of a memory operand in long mode, from 64-bit base and index
+    registers (or RIP); None for anything else (the software CPU takes it)."""
+    memory = operand.mem
+    address = memory.disp
+    for register, scale in ((memory.base, 1), (memory.index, memory.scale)):
+        if register == 0:
+            continue
+        name = insn.reg_name(register)
+        if name == "rip":
+            address += insn.address + insn.size
+        elif hasattr(cpu.regs, name):
+            address += getattr(cpu.regs, name) * scale
+        else:
+            return None
+    segment = insn.reg_name(memory.segment) if memory.segment else None
+    if segment in ("fs", "gs"):
+        address += getattr(cpu.sregs, segment).base
+    return address & ((1 << 64) - 1)
+
+
+def compare_exchange(cpu: GuestCpu, code: bytes) -> str | None:
+    """cmpxchg8b/cmpxchg16b m: compare EDX:EAX (RDX:RAX) with the memory operand; if equal,
+    store ECX:EBX (RCX:RBX) there and set ZF, else load the operand into EDX:EAX (RDX:RAX)
+    and clear ZF. A misaligned cmpxchg16b operand is #GP(0). None when the instruction is
+    not one of them or its operand is not plain guest RAM (the software CPU takes it)."""
+    insn = _decode_long(code, cpu.pc)
+    if insn is None or insn.mnemonic.split()[-1] not in ("cmpxchg8b", "cmpxchg16b") \
+            or len(insn.operands) != 1:
+        return None
+    wide = insn.mnemonic.endswith("16b")
+    size, half = (16, 64) if wide else (8, 32)
+    address = _effective_address(cpu, insn, insn.operands[0])
+    if address is None:
+        return None
+    if wide and address % 16:
+        cpu.inject_exception(GP, 0)
+        return insn.mnemonic
+    data = cpu.read_linear(address, size)
+    if data is None:
+        return None
+    mask = (1 << half) - 1
+    regs = cpu.regs
+    current = int.from_bytes(data, "little")
+    expected = (regs.rdx & mask) << half | (regs.rax & mask)
+    if current == expected:
+        new = (regs.rcx & mask) << half | (regs.rbx & mask)
+        if not cpu.write_linear(address, new.to_bytes(size, "little")):
+            return None
+        regs.rflags |= ZF
+    else:
+        regs.rax, regs.rdx = current & mask, current >> half     # a 32-bit load zero-extends
+        regs.rflags &= ~ZF
+    regs.rip += insn.size
+    cpu.regs_dirty = True
+    cpu.commit()
+    return insn.mnemonic
