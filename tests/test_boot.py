@@ -114,3 +114,19 @@ def test_append_keeps_what_the_machine_needs_unless_told_not_to(monkeypatch):
     assert payload.kernel_cmdline("console=ttyS0 noxsave", dma=False).split().count("noxsave") == 1
     assert payload.kernel_cmdline("console=ttyS0", dma=True, as_is=True) == "console=ttyS0"
     assert "noxsave" in payload.kernel_cmdline(None, dma=True)
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_a_32_bit_init_makes_its_system_calls_through_int_0x80():
+    result = tinyvmm("boot", "--kernel", "kernels/build/vmlinux", "--initrd",
+                     "kernels/build/initramfs.cpio", "--timeout", "400", "--stats",
+                     "--append", "console=ttyS0 reboot=k panic=-1 rdinit=/init32", cwd=ROOT)
+    console, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, console[-3000:] + err[-3000:]
+    assert "TINYVMM-INIT32-OK" in console
+    if is_emulating_host():
+        counts = {line[:18].strip(): line[18:].split()[0] for line in err.splitlines()
+                  if line.startswith("int 0x80")}
+        assert counts == {"int 0x80 (user)": "3"}      # open, write, reboot

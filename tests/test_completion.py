@@ -230,6 +230,37 @@ def test_a_page_fault_that_fails_a_guard_stays_a_page_fault(machine, frame, rcx)
     assert vcpu.regs.rip == PF_HANDLER + 3 and vcpu.regs.rsp == KERNEL_BASE + STACK_TOP - 48
 
 
+def _user_int_made_invalid(machine, vector: int) -> bytes:
+    """The state the host leaves for a 32-bit program's `int n`: the vCPU at the #UD
+    handler's clac, the #UD frame on the kernel stack returning to `cd nn` at CPL 3."""
+    vcpu, _, ram = machine
+    ud_handler = KERNEL_BASE + 0xB000
+    ram[IDT + 6 * 16:IDT + 7 * 16] = _gate(ud_handler)
+    ram[0xB000:0xB003] = fastpaths.CLAC
+    ram[0x50000:0x50002] = bytes([0xCD, vector])
+    sp = STACK_TOP - 40
+    for i, value in enumerate((0x50000, 0x23, 0x246, 0xFFD0_0000, 0x2B)):
+        ram[sp + 8 * i:sp + 8 * i + 8] = value.to_bytes(8, "little")
+    vcpu.regs.rip, vcpu.regs.rsp, vcpu.regs.rflags = ud_handler, KERNEL_BASE + sp, 0x46
+    return fastpaths.CLAC
+
+
+def test_a_user_int_the_host_made_invalid_becomes_the_interrupt(machine):
+    vcpu, _, ram = machine
+    code = _user_int_made_invalid(machine, 0x80)
+    assert fastpaths.complete(_cpu(machine), code) == "int 0x80 (user)"
+    assert vcpu.regs.rip == KERNEL_BASE + 0xA000 + 0x80 * 16      # gate 0x80's handler
+    assert int.from_bytes(ram[STACK_TOP - 40:STACK_TOP - 32], "little") == 0x50002
+    assert vcpu.regs.rflags == 0x46 and vcpu.regs.rsp == KERNEL_BASE + STACK_TOP - 40
+
+
+def test_a_user_int_through_a_gate_it_may_not_use_stays_invalid(machine):
+    vcpu, _, ram = machine
+    code = _user_int_made_invalid(machine, 0x81)              # DPL 0: the CPU would refuse it
+    assert fastpaths.complete(_cpu(machine), code) == "clac"
+    assert int.from_bytes(ram[STACK_TOP - 40:STACK_TOP - 32], "little") == 0x50000
+
+
 @pytest.mark.parametrize("equal", [True, False])
 def test_cmpxchg16b_through_gs_compares_and_exchanges(machine, equal):
     vcpu, _, ram = machine

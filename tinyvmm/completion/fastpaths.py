@@ -5,6 +5,8 @@
   (limit, present, DPL against CPL for software interrupts), then delivered through KVM;
 - a user-mode `syscall` the host only half performs: it enters the guest's #PF handler
   instead of the system-call entry; the completion finishes the system call there;
+- a user-mode `int n` (a 32-bit program's `int $0x80`) the host turns into #UD: at the #UD
+  handler, it becomes the interrupt the gate allows;
 - cmpxchg8b/cmpxchg16b in long mode (SLUB's per-CPU fast path runs it tens of thousands of
   times a boot of a distribution kernel).
 """
@@ -12,7 +14,11 @@
 from .cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
 
 RFLAGS_FIXED = 1 << 1
+RFLAGS_TF = 1 << 8
+RFLAGS_IF = 1 << 9
+RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
+RFLAGS_VM = 1 << 17
 RFLAGS_AC = 1 << 18
 CLAC = b"\x0f\x01\xca"
 STAC = b"\x0f\x01\xcb"
@@ -29,13 +35,14 @@ PF_USER_FETCH = 0x14                              # #PF error code: user mode, i
 
 class Gate:
     """An IDT gate: handler offset, DPL, present bit and type."""
-    __slots__ = ("offset", "selector", "dpl", "present", "type")
+    __slots__ = ("offset", "selector", "dpl", "present", "type", "ist")
 
     def __init__(self, raw: bytes, long_mode: bool):
         low = int.from_bytes(raw[:8], "little")
         self.selector = (low >> 16) & 0xFFFF
         attributes = (low >> 40) & 0xFF
         self.type = attributes & 0xF
+        self.ist = (low >> 32) & 7 if long_mode else 0
         self.dpl = (attributes >> 5) & 3
         self.present = bool(attributes & 0x80)
         self.offset = (low & 0xFFFF) | ((low >> 32) & 0xFFFF_0000)
@@ -60,6 +67,10 @@ def complete(cpu: GuestCpu, code: bytes) -> str | None:
     if code[:3] in (CLAC, STAC):
         if code[:3] == CLAC and finish_syscall(cpu):
             return "syscall"
+        if code[:3] == CLAC:
+            name = finish_user_interrupt(cpu)
+            if name:
+                return name
         return _clac_stac(cpu, code[:3] == STAC)
     if code[:1] == bytes([INT3]):
         return software_interrupt(cpu, 3, 1)
@@ -137,6 +148,42 @@ def finish_syscall(cpu: GuestCpu) -> bool:
     cpu.commit()
     return True
 
+
+
+def finish_user_interrupt(cpu: GuestCpu) -> str | None:
+    """At the first instruction of the guest's #UD handler, turn the #UD the host raised for
+    a user-mode `int n` into that interrupt, when the guards hold: the #UD gate's handler is
+    where the vCPU is, the frame returns to CPL 3 at `cd nn` (read through the guest's page
+    tables), and gate n is a present interrupt or trap gate of DPL 3 on the same code
+    segment and stack as #UD's. The #UD frame is the frame int n pushes (neither has an
+    error code) once its return address is moved past the instruction. Returns the
+    interrupt's name, or None."""
+    if not cpu.long_mode:
+        return None
+    regs = cpu.regs
+    invalid = idt_gate(cpu, UD)
+    if invalid is None or not invalid.present or invalid.offset != regs.rip:
+        return None
+    frame = cpu.read_linear(regs.rsp, 40)         # RIP, CS, RFLAGS, RSP, SS
+    if frame is None:
+        return None
+    rip, cs, rflags = (int.from_bytes(frame[i:i + 8], "little") for i in (0, 8, 16))
+    code = cpu.read_linear(rip, 2)
+    if cs & 3 != 3 or code is None or code[0] != INT_N:
+        return None
+    vector = code[1]
+    gate = idt_gate(cpu, vector)
+    if (gate is None or not gate.present or gate.dpl != 3 or gate.type not in (0xE, 0xF)
+            or gate.selector != cpu.sregs.cs.selector or gate.ist != invalid.ist):
+        return None
+    if not cpu.write_linear(regs.rsp, (rip + 2).to_bytes(8, "little")):
+        return None
+    cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM | (RFLAGS_IF if gate.type == 0xE else 0)
+    regs.rip = gate.offset
+    regs.rflags = (rflags & ~cleared) | RFLAGS_FIXED
+    cpu.regs_dirty = True
+    cpu.commit()
+    return f"int {vector:#x} (user)"
 
 _decoder = None
 
