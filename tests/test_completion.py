@@ -401,3 +401,14 @@ def test_random_instructions_complete_or_are_refused(machine, code, rax, rbx, rs
     completer = Completer(vcpu, memory, Slots(ram))
     result = completer.complete(_internal(_code(ram, code)))
     assert result is None or (result[0] is Outcome.CRASH and "could not be completed" in result[1])
+
+
+@pytest.mark.parametrize("cmdline,warned", [
+    ("console=ttyS0 nosmap", True), ("clearcpuid=308 quiet", True),
+    ("console=ttyS0 clearcpuid=151", False), ("nosmapx", False)])
+def test_a_command_line_without_smap_is_warned_of_on_an_emulating_host(monkeypatch, cmdline, warned):
+    from tinyvmm.boot import payload
+    monkeypatch.setattr(payload, "is_emulating_host", lambda: True)
+    assert (payload.cmdline_warning(cmdline) is not None) == warned
+    monkeypatch.setattr(payload, "is_emulating_host", lambda: False)
+    assert payload.cmdline_warning(cmdline) is None

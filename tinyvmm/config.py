@@ -74,7 +74,7 @@ def firmware_image(options: MachineOptions) -> bytes:
 def prepare_items(options: MachineOptions, firmware: bytes, boot_linux: bool):
     """(fw_cfg items, kernel payload or None) for these options; `options.boot` is set to
     the method chosen. ConfigError for anything that cannot be served."""
-    from .boot.payload import PayloadError, load_payload
+    from .boot.payload import PayloadError, cmdline_warning, load_payload
     from .fw_cfg.items import FwCfgConfigError
     from .fw_cfg.options import build_fw_cfg_items
     option_roms = options.option_roms
@@ -91,6 +91,9 @@ def prepare_items(options: MachineOptions, firmware: bytes, boot_linux: bool):
                                   f"{'--bios' if options.bios else '--option-rom'}")
             if payload.boot == "firmware" and option_roms:
                 warn_rom_mismatch(os.path.basename(option_roms[0]), payload.is_elf)
+            warning = cmdline_warning(payload.plan.cmdline.rstrip(b"\0").decode("latin-1"))
+            if warning:
+                print(f"tinyvmm: warning: {warning}", file=sys.stderr)
             options.boot = payload.boot         # as chosen: the debugging aids follow it
         firmware_boot = payload is not None and payload.boot == "firmware"
         booting_drives = sorted((d.bootindex, i) for i, d in enumerate(options.drives)

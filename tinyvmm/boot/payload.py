@@ -116,6 +116,20 @@ def kernel_cmdline(append: str | None, dma: bool, as_is: bool = False) -> str:
     return " ".join([append] + [part for part in host_cmdline(dma) if part not in given]).strip()
 
 
+# Parameters that hide SMAP: an emulating host's user system calls are completed at the
+# kernel entry's clac (tinyvmm.completion), which a kernel without SMAP does not execute.
+NO_SMAP = ("nosmap", "clearcpuid=308", "clearcpuid=smap")
+
+
+def cmdline_warning(cmdline: str) -> str | None:
+    """What a user should hear of a command line that cannot work on this host, or None."""
+    hiding = [part for part in cmdline.split() if part in NO_SMAP]
+    if hiding and is_emulating_host():
+        return (f"{hiding[0]} turns SMAP off, and this host's KVM needs the kernel's clac to hand "
+                "user system calls to tinyvmm: the first one will fail (SIGSEGV)")
+    return None
+
+
 def _read(path: str, what: str, ram_size: int) -> bytes:
     """A kernel or initrd: it must fit in the guest's RAM below 4 GiB, which is checked
     before it is read (from stat; other files are read through that bound)."""
