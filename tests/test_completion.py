@@ -404,8 +404,9 @@ def test_random_instructions_complete_or_are_refused(machine, code, rax, rbx, rs
 
 
 @pytest.mark.parametrize("cmdline,warned", [
-    ("console=ttyS0 nosmap", True), ("clearcpuid=308 quiet", True),
-    ("console=ttyS0 clearcpuid=151", False), ("nosmapx", False)])
+    ("clearcpuid=308 quiet", True), ("clearcpuid=1,308", True), ("clearcpuid=151,smap", True),
+    ("clearcpuid=308 clearcpuid=1", False),         # Linux takes the last one
+    ("console=ttyS0 clearcpuid=151", False), ("nosmap", False)])   # x86 has no nosmap
 def test_a_command_line_without_smap_is_warned_of_on_an_emulating_host(monkeypatch, cmdline, warned):
     from tinyvmm.boot import payload
     monkeypatch.setattr(payload, "is_emulating_host", lambda: True)

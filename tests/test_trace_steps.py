@@ -62,7 +62,7 @@ def test_steps_grammar():
     ("steps=5@", "after @ comes"),
     ("steps=5@a-b", "after @ comes"),
     ("stepsx", "unknown trace categories stepsx"),
-    ("", "unknown trace categories (none)"),
+    ("", "no trace category given"),
 ])
 def test_bad_steps_specs(spec, message):
     with pytest.raises(TraceSpecError, match=re.escape(message)):

@@ -129,7 +129,8 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", type=parse_trace, action=MergeTrace, metavar="CATEGORIES",
                         help="log events to stderr (or --trace-file): comma-separated io, mmio, "
                              "unclaimed, milestones, exits (the other exits: HLT, shutdown, "
-                             "signals, debug), fw_cfg, pci, or all; and "
+                             "signals, debug), fw_cfg, pci, completions (instructions the host's "
+                             "KVM cannot emulate, completed by tinyvmm), or all; and "
                              "steps[=N][@START]: single-step N instructions (default 10000), "
                              "logging each one's mode, CS:IP, bytes, disassembly and symbol, then "
                              "run on at full speed; from the first instruction, or from START: a "
@@ -282,8 +283,10 @@ def _add_bench(commands) -> None:
                             "for the banner (for large kernels, slow to reach it under emulation)")
     bench.add_argument("--to-init", action="store_true",
                        help="run each tinyvmm boot on to the test init's first line "
-                            "(TINYVMM-INIT-OK) and add the \"to init\" row, with the completions "
-                            "an emulating host needed; about 40 s a boot on such a host")
+                            "(TINYVMM-INIT-OK, so the initrd must be kernels/build/initramfs.cpio "
+                            "with its /init) instead of the banner (--no-banner is then ignored), "
+                            "and add the \"to init\" row with the completions an emulating host "
+                            "needed; 30-50 s a boot on such a host (6 rows x --runs)")
     bench.add_argument("--vs-qemu", action="store_true",
                        help="also boot the same kernel under QEMU: SeaBIOS with linuxboot_dma, "
                             "SeaBIOS with the legacy linuxboot, and qboot (SeaBIOS is "
@@ -424,8 +427,9 @@ def cmd_bench(args) -> int:
         args.direct64 = False
     args.vmlinux_path = bench.default_vmlinux(args)
     if args.vmlinux_path is None:
-        print("tinyvmm: no PVH rows: no vmlinux (give --vmlinux, or build kernels/build/vmlinux "
-              "with `make -C kernels`)", file=sys.stderr)
+        why = ("--kernel is given without --vmlinux" if args.kernel is not None else
+               "no kernels/build/vmlinux (build it with `make -C kernels`, or give --vmlinux)")
+        print(f"tinyvmm: no PVH rows: {why}", file=sys.stderr)
     else:
         try:
             payload = load_payload(args.vmlinux_path, bench.bench_initrd(args), args.append, True, args.mem,

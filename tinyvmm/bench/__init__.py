@@ -457,7 +457,8 @@ def _bench(args, workdir: Path) -> int:
                 return 1
             run.update(system=system, run=index)
             runs.append(run)
-            print(f" total {run['total_s']:.3f} s", file=sys.stderr, flush=True)
+            reached = f", to init {run['init_s']:.1f} s" if run.get("init_s") is not None else ""
+            print(f" total {run['total_s']:.3f} s{reached}", file=sys.stderr, flush=True)
     summary = summarize(runs)
     sys.stdout.write(format_table(summary, args.runs))
     try:

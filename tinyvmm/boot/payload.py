@@ -116,17 +116,20 @@ def kernel_cmdline(append: str | None, dma: bool, as_is: bool = False) -> str:
     return " ".join([append] + [part for part in host_cmdline(dma) if part not in given]).strip()
 
 
-# Parameters that hide SMAP: an emulating host's user system calls are completed at the
-# kernel entry's clac (tinyvmm.completion), which a kernel without SMAP does not execute.
-NO_SMAP = ("nosmap", "clearcpuid=308", "clearcpuid=smap")
+# SMAP as x86 Linux's clearcpuid= names it (X86_FEATURE_SMAP, 9*32+20). An emulating host's
+# user system calls are completed at the kernel entry's clac (tinyvmm.completion), which a
+# kernel without SMAP does not execute.
+SMAP_FEATURE = ("308", "smap")
 
 
 def cmdline_warning(cmdline: str) -> str | None:
-    """What a user should hear of a command line that cannot work on this host, or None."""
-    hiding = [part for part in cmdline.split() if part in NO_SMAP]
-    if hiding and is_emulating_host():
-        return (f"{hiding[0]} turns SMAP off, and this host's KVM needs the kernel's clac to hand "
-                "user system calls to tinyvmm: the first one will fail (SIGSEGV)")
+    """What a user should hear of a command line that cannot work on this host, or None:
+    SMAP hidden by clearcpuid= (Linux takes the last one; a comma-separated list)."""
+    values = [part.split("=", 1)[1] for part in cmdline.split() if part.startswith("clearcpuid=")]
+    if values and is_emulating_host() and \
+            any(item.strip().lower() in SMAP_FEATURE for item in values[-1].split(",")):
+        return (f"clearcpuid={values[-1]} turns SMAP off, and this host's KVM needs the kernel's "
+                "clac to hand user system calls to tinyvmm: the first one will fail (SIGSEGV)")
     return None
 
 

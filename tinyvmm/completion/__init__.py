@@ -107,7 +107,9 @@ class Completer:
                                    f"and it could not be completed: {exc}")
         self.stats.add(name, time.perf_counter_ns() - started)
         if self.trace is not None:
-            self.trace(f"{name} at {pc:#x}")
+            resume = (f"with {cpu.delivered}" if cpu.delivered else
+                      f"at {cpu.sregs.cs.base + cpu.regs.rip:#x}")
+            self.trace(f"{name}: exit at {pc:#x}, the guest goes on {resume}")
         return None
 
     @property

@@ -29,6 +29,7 @@ class GuestCpu:
         self._sregs = None
         self.regs_dirty = False
         self.sregs_dirty = False
+        self.delivered: str | None = None      # the event injected, for traces
 
     @property
     def regs(self) -> abi.kvm_regs:
@@ -98,6 +99,7 @@ class GuestCpu:
         events.exception.error_code = error_code or 0
         events.exception_has_payload = 0
         events.flags = 0            # leave NMI, SIPI, interrupt shadow and SMM state alone
+        self.delivered = f"exception {vector}" + (f" ({error_code:#x})" if error_code is not None else "")
         self.commit()
         self.vcpu.set_vcpu_events(events)
 
@@ -108,6 +110,7 @@ class GuestCpu:
         events.interrupt.nr = vector
         events.interrupt.soft = 1
         events.flags = 0
+        self.delivered = f"interrupt {vector:#x}"
         self.commit()
         self.vcpu.set_vcpu_events(events)
 

@@ -64,7 +64,7 @@ def parse_spec(spec: str) -> TraceSpec:
         return TraceSpec(set(CATEGORIES), steps)
     unknown = names - set(CATEGORIES)
     if unknown or not (names or steps):
-        raise TraceSpecError(f"unknown trace categories {', '.join(sorted(unknown)) or '(none)'}; "
+        raise TraceSpecError(f"{'unknown trace categories ' + ', '.join(sorted(unknown)) if unknown else 'no trace category given'}; "
                              f"choose from {', '.join(CATEGORIES)}, all, and steps[=N][@START]")
     return TraceSpec(names, steps)
 
@@ -189,9 +189,10 @@ class Tracer:
             self.line("fw_cfg", f"{event} {text}")
 
     def completion(self, text: str) -> None:
-        """An instruction the host's KVM left undone, completed by tinyvmm.completion."""
+        """An instruction the host's KVM left undone, completed by tinyvmm.completion; `text`
+        says where (the vCPU has already moved on, so locate() is not asked)."""
         if "completions" in self.categories:
-            self.line("complete", text)
+            self.out.write(f"{time.monotonic() - self.start:12.6f} {'complete':<10} {text}\n")
 
     def exit(self, reason: int) -> None:
         if "exits" in self.categories:

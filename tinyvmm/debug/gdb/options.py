@@ -34,7 +34,8 @@ def add_debug_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gdb-wait", action="store_true",
                        help="with --gdb: stop before the first instruction until gdb connects")
     group.add_argument("--stats", action="store_true",
-                       help="print exits per reason and per port, and the time in each handler, "
+                       help="print exits per reason and per port, the time in each handler, and "
+                            "the instructions completed for the host's KVM (count and time), "
                             "at the end")
     group.add_argument("--symbols", type=parse_symbols, nargs="+", action="extend", default=[],
                        metavar="ELF[@ADDRESS]",
