@@ -124,3 +124,21 @@ def test_a_guest_halted_for_good_ends_the_run_with_status_5():
     assert result.returncode == 5, result.stderr
     assert "halted for good: HLT with interrupts disabled at f000:" in result.stderr
     assert time.monotonic() - start < 10
+
+
+def test_tinyvmm_ends_the_guest_line_before_its_own_when_both_share_a_file(tmp_path):
+    from tinyvmm.firmware import real_mode_image
+    bios = tmp_path / "bios.bin"
+    # mov al, 'a'; mov dx, 0x3f8; out dx, al; cli; hlt: a line without its newline, then a halt
+    bios.write_bytes(real_mode_image(bytes.fromhex("b061 baf803 ee fa f4")))
+    log = tmp_path / "both.txt"
+    with open(log, "wb") as out:
+        result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(bios),
+                                 "--timeout", "30"], stdout=out, stderr=out, timeout=60)
+    text = log.read_bytes()
+    assert result.returncode == 5 and text.startswith(b"a\ntinyvmm: "), text[:200]   # HALTED
+    apart = tmp_path / "apart.txt"
+    with open(apart, "wb") as out:
+        subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(bios),
+                        "--timeout", "30"], stdout=out, stderr=subprocess.DEVNULL, timeout=60)
+    assert apart.read_bytes() == b"a"          # the guest's own output, untouched

@@ -514,9 +514,11 @@ def launch(args, boot_linux: bool) -> int:
             machine.close()
     finally:
         close_trace()
+    from .console import end_stdout_line, end_stdout_line_before_stderr
     if result.outcome is Outcome.EXPECTED:
-        from .console import end_stdout_line
         end_stdout_line()
+    else:
+        end_stdout_line_before_stderr()
     if result.report:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:

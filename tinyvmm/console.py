@@ -40,6 +40,22 @@ def end_stdout_line() -> None:
         _stdout_last[0] = b"\n"
 
 
+def end_stdout_line_before_stderr() -> None:
+    """Before tinyvmm's own end-of-run lines: when stdout and stderr are one terminal or file,
+    end the guest's last line there, so that tinyvmm's does not continue it."""
+    if _stdout_last[0] == b"\n":
+        return
+    try:
+        shared = os.path.samestat(os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno()))
+    except (OSError, ValueError):
+        return
+    if shared:
+        try:
+            end_stdout_line()
+        except OSError:
+            pass                # the reader went away: nothing to end
+
+
 class FileSink:
     """`--serial file:PATH`: opened (and checked) at once, emptied only when the run begins,
     so a usage error found in between leaves the previous run's output as it was."""

@@ -190,6 +190,8 @@ class DebugSession:
         if self.stub is not None:
             self.stub.finish(result)
         if self.runner.stats is not None:
+            from ...console import end_stdout_line_before_stderr
+            end_stdout_line_before_stderr()
             machine = self.runner.machine
             table = machine.pio.table
 
