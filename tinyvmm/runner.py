@@ -16,6 +16,7 @@ from .completion import Completer
 from .kvm import abi
 from .kvm.ioctl import KvmError
 from .outcome import Outcome, RunResult
+from .x86 import RFLAGS_IF
 
 KVM_RUN = abi.KVM_RUN
 _kvm_run = fcntl.ioctl      # faster than the ctypes path; KVM_RUN takes no argument
@@ -24,7 +25,6 @@ HISTORY_SIZE = 32
 # How often the vCPU is looked at for a halt it can never leave (HLT with interrupts off,
 # which the in-kernel irqchip keeps inside KVM_RUN for ever).
 HALT_CHECK_S = 1.0
-RFLAGS_IF = 0x200
 
 
 # kvm_run.exit_reason at offset 8, then kvm_run.io at offset 32 (garbage for other exits)

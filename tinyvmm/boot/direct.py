@@ -16,6 +16,7 @@ import struct
 from .. import layout
 from . import bzimage as bz
 from . import linux, pvh
+from ..x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_FIXED
 
 # GDT slots: __BOOT_CS and __BOOT_DS are 0x10 and 0x18 in the 64-bit protocol; the PVH
 # entry leaves selectors free, so it uses the same ones.
@@ -31,13 +32,6 @@ FLAGS_32 = 0xC                      # G (4 KiB granularity), D/B (32-bit)
 FLAGS_64 = 0xA                      # G, L (64-bit code)
 TSS_LIMIT = 0x67
 
-CR0_PE = 1 << 0
-CR0_ET = 1 << 4
-CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
-EFER_LME = 1 << 8
-EFER_LMA = 1 << 10
-RFLAGS_RESERVED = 1 << 1
 
 PAGE_PRESENT_WRITABLE = 0x3
 PAGE_SIZE_2M = 0x80
@@ -162,7 +156,7 @@ def set_entry_state(vcpu, long_mode: bool, rip: int, rbx: int = 0, rsi: int = 0)
     regs.rbx = rbx
     regs.rsi = rsi
     regs.rsp = layout.BOOT_STACK_TOP if long_mode else 0
-    regs.rflags = RFLAGS_RESERVED      # interrupts off, no single-stepping
+    regs.rflags = RFLAGS_FIXED      # interrupts off, no single-stepping
     vcpu.set_regs(regs)
 
 

@@ -2,9 +2,9 @@
 memory by linear address, MSRs, and events injected as the CPU would deliver them."""
 
 from ..kvm import abi
+from ..x86 import EFER_LMA
 from . import paging
 
-EFER_LMA = 1 << 10
 MSR_STAR = 0xC000_0081
 MSR_LSTAR = 0xC000_0082
 MSR_FMASK = 0xC000_0084      # SFMASK: RFLAGS bits a syscall clears

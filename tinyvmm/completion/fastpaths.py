@@ -11,21 +11,15 @@
   times a boot of a distribution kernel).
 """
 
+from ..x86 import (RFLAGS_AC, RFLAGS_FIXED, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
+                   RFLAGS_ZF)
 from .cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
 
-RFLAGS_FIXED = 1 << 1
-RFLAGS_TF = 1 << 8
-RFLAGS_IF = 1 << 9
-RFLAGS_NT = 1 << 14
-RFLAGS_RF = 1 << 16
-RFLAGS_VM = 1 << 17
-RFLAGS_AC = 1 << 18
 CLAC = b"\x0f\x01\xca"
 STAC = b"\x0f\x01\xcb"
 INT3 = 0xCC
 INT_N = 0xCD
 CMPXCHG_OPCODE = b"\x0f\xc7"                     # /1: cmpxchg8b, with REX.W cmpxchg16b
-ZF = 1 << 6
 UD, NP, GP, PF = 6, 11, 13, 14
 INTERRUPT_GATE_TYPES = {0x6, 0x7, 0xE, 0xF}     # 16- and 32/64-bit interrupt and trap gates
 TASK_GATE = 0x5
@@ -248,10 +242,10 @@ def compare_exchange(cpu: GuestCpu, code: bytes) -> str | None:
         new = (regs.rcx & mask) << half | (regs.rbx & mask)
         if not cpu.write_linear(address, new.to_bytes(size, "little")):
             return None
-        regs.rflags |= ZF
+        regs.rflags |= RFLAGS_ZF
     else:
         regs.rax, regs.rdx = current & mask, current >> half     # a 32-bit load zero-extends
-        regs.rflags &= ~ZF
+        regs.rflags &= ~RFLAGS_ZF
     regs.rip += insn.size
     cpu.regs_dirty = True
     cpu.commit()

@@ -7,12 +7,8 @@ when CR4.PSE), PAE, 4-level and 5-level (CR4.LA57).
 """
 
 from ..memory import GuestMemoryError
+from ..x86 import CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA
 
-CR0_PG = 1 << 31
-CR4_PSE = 1 << 4
-CR4_PAE = 1 << 5
-CR4_LA57 = 1 << 12
-EFER_LMA = 1 << 10
 PRESENT = 1 << 0
 LARGE = 1 << 7
 PAGE_SIZE = 4096

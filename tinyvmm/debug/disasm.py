@@ -1,9 +1,8 @@
 """Guest instructions as text (capstone), decoded in the mode the vCPU is in."""
 
 from dataclasses import dataclass
+from ..x86 import CR0_PE, EFER_LMA
 
-CR0_PE = 1 << 0
-EFER_LMA = 1 << 10
 MAX_INSTRUCTION = 15             # the longest x86 instruction, in bytes
 
 

@@ -1,10 +1,8 @@
 """Readable reports of a guest that crashed or stopped answering: why, where, and what led there."""
 
 from ..kvm import abi
+from ..x86 import CR0_PE, EFER_LMA
 
-CR0_PE = 1 << 0
-CR0_PG = 1 << 31
-EFER_LMA = 1 << 10
 SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
 GENERAL = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")

@@ -5,9 +5,8 @@ in this machine). With CR0.PG set, KVM_TRANSLATE walks the guest's tables.
 """
 
 from ...memory import GuestMemoryError
+from ...x86 import CR0_PG, EFER_LMA
 
-CR0_PG = 1 << 31
-EFER_LMA = 1 << 10
 PAGE_SIZE = 4096
 
 

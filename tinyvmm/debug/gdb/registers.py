@@ -2,10 +2,8 @@
 
 from . import tdesc
 from .events import TargetError
+from ...x86 import CR0_PE, EFER_LMA, RFLAGS_VM
 
-CR0_PE = 1 << 0
-EFER_LMA = 1 << 10
-RFLAGS_VM = 1 << 17
 
 
 def layout_for(sregs) -> tdesc.Layout:
