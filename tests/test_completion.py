@@ -2,6 +2,7 @@
 fast paths, the software CPU, and the two against each other. No KVM needed."""
 
 import ctypes
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -413,3 +414,12 @@ def test_a_command_line_without_smap_is_warned_of_on_an_emulating_host(monkeypat
     assert (payload.cmdline_warning(cmdline) is not None) == warned
     monkeypatch.setattr(payload, "is_emulating_host", lambda: False)
     assert payload.cmdline_warning(cmdline) is None
+
+
+def test_without_unicorn_the_fallback_names_what_is_missing(machine, monkeypatch):
+    vcpu, memory, ram = machine
+    monkeypatch.setitem(sys.modules, "unicorn", None)        # import unicorn raises ImportError
+    monkeypatch.delitem(sys.modules, "tinyvmm.completion.softcpu", raising=False)
+    outcome, message = Completer(vcpu, memory, Slots(ram)).complete(
+        _internal(_code(ram, bytes.fromhex("f3480fb8c3"))))
+    assert outcome is Outcome.CRASH and "`popcnt rax, rbx`" in message and "pip install unicorn" in message

@@ -115,7 +115,11 @@ class Completer:
     @property
     def softcpu(self):
         if self._softcpu is None:
-            from .softcpu import SoftCpu
+            try:
+                from .softcpu import SoftCpu
+            except ImportError as exc:
+                raise Refused(f"the software CPU needs the unicorn package ({exc}): "
+                              "pip install unicorn") from None
             self._softcpu = SoftCpu(self.slots)
         return self._softcpu
 
