@@ -34,6 +34,7 @@ CASES = {   # name: (instruction bytes, how: None for the fast paths, "soft", "s
     "clac (software CPU)": (fastpaths.CLAC, "soft"),
     "cmpxchg16b (software CPU)": (bytes.fromhex("480fc70e"), "soft"),
     "popcnt (software CPU)": (bytes.fromhex("f3480fb8c3"), "soft"),
+    "paddd xmm0, xmm6 (software CPU, two XMM registers)": (bytes.fromhex("660ffec6"), "soft"),
     "fninit (software CPU, x87 state)": (bytes.fromhex("dbe3"), "soft"),
 }
 

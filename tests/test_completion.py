@@ -423,3 +423,16 @@ def test_without_unicorn_the_fallback_names_what_is_missing(machine, monkeypatch
     outcome, message = Completer(vcpu, memory, Slots(ram)).complete(
         _internal(_code(ram, bytes.fromhex("f3480fb8c3"))))
     assert outcome is Outcome.CRASH and "`popcnt rax, rbx`" in message and "pip install unicorn" in message
+
+
+def test_an_sse_instruction_reads_and_writes_only_its_own_registers(machine):
+    vcpu, _, _ = machine
+    for i in range(16):
+        ctypes.memmove(vcpu.fpu.xmm[i], (0x0101_0101_0101_0101 * (i + 1)).to_bytes(16, "little"), 16)
+    before = [bytes(vcpu.fpu.xmm[i]) for i in range(16)]
+    assert _soft(machine, bytes.fromhex("660ffec6")) == "paddd"            # paddd xmm0, xmm6
+    lanes = [int.from_bytes(before[0][i:i + 4], "little") + int.from_bytes(before[6][i:i + 4], "little")
+             for i in range(0, 16, 4)]
+    assert bytes(vcpu.fpu.xmm[0]) == b"".join((lane & 0xFFFF_FFFF).to_bytes(4, "little") for lane in lanes)
+    assert [bytes(vcpu.fpu.xmm[i]) for i in range(1, 16)] == before[1:]
+    assert vcpu.fpu.mxcsr == 0x1F80 and vcpu.fpu.fcw == 0x40          # the x87 state untouched

@@ -105,14 +105,14 @@ class SoftCpu:
         bits = code_bits(sregs)
         insn = self._decode(code, cpu.pc, bits)
         name, length = insn.mnemonic, insn.size
-        vector = _touches_vector_state(insn)
+        vector = _vector_registers(insn, bits)
         if bits == 16 and any(getattr(sregs, s).base != getattr(sregs, s).selector << 4
                               for s in ("cs", "ds", "es", "ss", "fs", "gs")):
             raise Refused("a segment base in real mode is not its selector times 16")
         uc = self._engine(bits)
-        fpu = cpu.vcpu.get_fpu() if vector else None
+        fpu = cpu.vcpu.get_fpu() if vector is not None else None
         try:
-            self._load(uc, cpu, fpu, bits)
+            self._load(uc, cpu, fpu, vector, bits)
         except unicorn.UcError as exc:
             raise Refused(f"the software CPU cannot take the vCPU's state ({exc})") from None
         self._raised = None
@@ -133,7 +133,7 @@ class SoftCpu:
         raised = self._raised
         if raised is not None:
             return self._deliver(cpu, raised, name, length)
-        self._store(uc, cpu, fpu, bits)
+        self._store(uc, cpu, fpu, vector, bits)
         return name
 
     def _deliver(self, cpu: GuestCpu, vector: int, name: str, length: int) -> str:
@@ -153,7 +153,7 @@ class SoftCpu:
         return name if vector not in TRAPS else f"{name} ({label})"
 
     # --- state in and out -------------------------------------------------
-    def _load(self, uc, cpu: GuestCpu, fpu, bits: int) -> None:
+    def _load(self, uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
         regs, sregs = cpu.regs, cpu.sregs
         uc.reg_write(X.UC_X86_REG_MSR, (EFER, sregs.efer))
         uc.reg_write(X.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
@@ -172,6 +172,11 @@ class SoftCpu:
             uc.reg_write(X.UC_X86_REG_MSR, (MSR_STAR, cpu.msr(MSR_STAR)))
         if fpu is None:
             return
+        if vector is not ALL:
+            for i in vector:
+                uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))
+            uc.reg_write(X.UC_X86_REG_MXCSR, fpu.mxcsr)
+            return
         top = (fpu.fsw >> 11) & 7
         uc.reg_write(X.UC_X86_REG_FPCW, fpu.fcw)
         uc.reg_write(X.UC_X86_REG_FPSW, fpu.fsw)
@@ -184,7 +189,7 @@ class SoftCpu:
             uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))
         uc.reg_write(X.UC_X86_REG_MXCSR, fpu.mxcsr)
 
-    def _store(self, uc, cpu: GuestCpu, fpu, bits: int) -> None:
+    def _store(self, uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
         regs, sregs = cpu.regs, cpu.sregs
         for name, reg in DATA_SEGMENTS + (("cs", X.UC_X86_REG_CS),):
             if uc.reg_read(reg) != getattr(sregs, name).selector:
@@ -210,11 +215,18 @@ class SoftCpu:
                     changed = True
         cpu.sregs_dirty = changed
         if fpu is not None:
-            self._store_fpu(uc, cpu, fpu, bits)
+            self._store_fpu(uc, cpu, fpu, vector, bits)
         cpu.commit()
 
-    def _store_fpu(self, uc, cpu: GuestCpu, fpu, bits: int) -> None:
+    def _store_fpu(self, uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
         before = bytes(fpu)
+        if vector is not ALL:
+            for i in vector:
+                ctypes.memmove(fpu.xmm[i], uc.reg_read(X.UC_X86_REG_XMM0 + i).to_bytes(16, "little"), 16)
+            fpu.mxcsr = uc.reg_read(X.UC_X86_REG_MXCSR)
+            if bytes(fpu) != before:
+                cpu.vcpu.set_fpu(fpu)
+            return
         fpu.fcw = uc.reg_read(X.UC_X86_REG_FPCW)
         fpu.fsw = uc.reg_read(X.UC_X86_REG_FPSW)
         fpu.ftwx = _abridged_tags(uc.reg_read(X.UC_X86_REG_FPTAG))
@@ -230,14 +242,25 @@ class SoftCpu:
             cpu.vcpu.set_fpu(fpu)
 
 
-def _touches_vector_state(insn) -> bool:
-    """Whether the instruction may read or write x87, MMX or SSE state."""
-    if insn.mnemonic.startswith(VECTOR_MNEMONICS):
-        return True
-    if any(insn.group_name(group).startswith(VECTOR_GROUPS) for group in insn.groups):
-        return True
-    read, written = insn.regs_access()
-    return any(insn.reg_name(reg).startswith(VECTOR_REGISTERS) for reg in read + written)
+ALL = "all"
+
+
+def _vector_registers(insn, bits: int):
+    """Which x87/MMX/SSE state the instruction may use: None (none of it), a tuple of the XMM
+    register numbers it names (an SSE instruction on XMM registers only: those and MXCSR
+    are copied), or ALL (x87, MMX, state save and restore, MXCSR loads: everything)."""
+    names = [insn.reg_name(reg) for reg in sum(insn.regs_access(), [])]
+    vector_names = [name for name in names if name.startswith(VECTOR_REGISTERS)]
+    groups = [insn.group_name(group) for group in insn.groups]
+    if not vector_names and not insn.mnemonic.startswith(VECTOR_MNEMONICS) and \
+            not any(group.startswith(VECTOR_GROUPS) for group in groups):
+        return None
+    if insn.mnemonic.startswith(VECTOR_MNEMONICS) or "mxcsr" in insn.mnemonic or \
+            any(group in ("fpu", "mmx", "3dnow") for group in groups) or not vector_names or \
+            any(not name.startswith("xmm") for name in vector_names):
+        return ALL
+    numbers = tuple(sorted({int(name[3:]) for name in vector_names}))
+    return numbers if all(n < (16 if bits == 64 else 8) for n in numbers) else ALL
 
 
 def _full_tags(abridged: int) -> int:
