@@ -355,7 +355,12 @@ def test_wrong_types_are_type_errors(machine):
         guest.run(until_console="")
     with pytest.raises(TypeError, match="read must be callable"):
         guest.add_fw_cfg_file("opt/x", b"x", read=5)
+    with pytest.raises(TypeError, match="count: expected int"):
+        guest.step("3")
+    with pytest.raises(ConfigError, match="1 to 1000000"):
+        guest.step(0)
     for options in (dict(mem="16M"), dict(fw_cfg_mmio="0x1000"), dict(option_roms="rom.bin"),
+                    dict(drives="file=disk.img,if=virtio,format=raw"),
                     dict(serial=5), dict(kernel=b"bzImage"), dict(fw_cfg={b"opt/a": b"x"})):
         with pytest.raises(TypeError):
             Machine(SPIN, **{"mem": MEM, **options})

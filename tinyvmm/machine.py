@@ -295,7 +295,8 @@ class Machine:
         from .debug.steps import StepTracer
         from .debug.trace import StepSpec
         self._check_idle()
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10 ** 6:
+        _check_type("count", count, int)
+        if not 1 <= count <= 10 ** 6:
             raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
         runner = self.runner
         if runner.on_debug_exit is not None or runner.debugger is not None:
@@ -702,7 +703,7 @@ def _fw_cfg_specs(files) -> list:
 
 
 def _drive_specs(drives) -> list:
-    drives = [drives] if isinstance(drives, str) else _sequence("drives", drives)
+    drives = _sequence("drives", drives)
     if not drives:
         return []                   # no virtio modules to import on the way to KVM_RUN
     from .virtio.drive import DriveError, parse_drive
