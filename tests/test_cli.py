@@ -20,6 +20,10 @@ from tinyvmm import cli
     (["run", "--bios", "{ok}", "--serial", "tty"], "expected stdio, none or file:PATH"),
     (["run", "--bios", "{ok}", "--trace", "io,bogus"], "unknown trace categories"),
     (["run", "--bios", "{ok}", "--serial", "file:/nonexistent/dir/x"], "cannot open"),
+    # paths that open but cannot be written as a stream: one line, status 2, not a traceback
+    (["run", "--bios", "{ok}", "--serial", "file:/proc/self/mem"], "cannot write /proc/self/mem"),
+    (["run", "--bios", "{ok}", "--serial", "none", "--debugcon", "file:/proc/version"],
+     "cannot write /proc/version"),
 ])
 def test_usage_errors(tmp_path, capsys, argv, message):
     small = tmp_path / "small.bin"

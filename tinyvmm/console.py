@@ -67,9 +67,13 @@ class FileSink:
         except OSError as exc:
             reason = "a FIFO with no reader" if exc.errno == errno.ENXIO else exc.strerror
             raise SinkSpecError(f"cannot open {path}: {reason}") from None
-        os.set_blocking(fd, True)
-        self.file = os.fdopen(fd, "ab", buffering=0)
-        self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        try:
+            os.set_blocking(fd, True)
+            self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            self.file = os.fdopen(fd, "ab", buffering=0)
+        except OSError as exc:          # it opens but cannot be written as a stream (/proc files)
+            os.close(fd)
+            raise SinkSpecError(f"cannot write {path}: {exc.strerror}") from None
         self.begun = False
 
     def begin(self) -> None:
