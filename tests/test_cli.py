@@ -2,8 +2,11 @@
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -421,3 +424,22 @@ def test_trace_given_twice_adds_up():
     with pytest.raises(SystemExit):
         cli.build_parser("run").parse_args(["run", "--bios", "x", "--trace", "steps",
                                             "--trace", "steps=5"])
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("command", ["script", "module"])
+def test_an_early_interrupt_ends_with_status_130_and_no_traceback(tmp_path, command, signum):
+    """From the moment tinyvmm's own code runs: while Python loads it, while it reads files,
+    in the run loop."""
+    script = Path(sys.executable).parent / "tinyvmm"
+    argv = [str(script)] if command == "script" else [sys.executable, "-m", "tinyvmm"]
+    if command == "script" and not script.exists():
+        pytest.fail(f"{script} is missing: make setup installs the console script")
+    for delay in (0.12, 0.25, 0.6):
+        proc = subprocess.Popen(argv + ["boot", "--serial", "none", "--timeout", "60"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+        time.sleep(delay)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and b"Traceback" not in err, (delay, proc.returncode, err[-2000:])
