@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tinyvmm.completion import Completer, exit_instruction
-from tinyvmm.completion.cpu import MSR_FMASK, MSR_LSTAR, MSR_STAR, GuestCpu, Refused
+from tinyvmm.completion.cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
 from tinyvmm.completion import fastpaths
 from tinyvmm.completion.softcpu import SoftCpu
 from tinyvmm.kvm import abi
@@ -36,7 +36,7 @@ class FakeVcpu:
         self.sregs = abi.kvm_sregs()
         self.fpu = abi.kvm_fpu()
         self.events = abi.kvm_vcpu_events()
-        self.msrs = {MSR_LSTAR: LSTAR, MSR_FMASK: FMASK, MSR_STAR: 0x0023_0010 << 32}
+        self.msrs = {MSR_LSTAR: LSTAR, MSR_FMASK: FMASK}
         self.fpu_sets = 0
 
     def get_regs(self):

@@ -19,3 +19,5 @@ RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
 RFLAGS_VM = 1 << 17
 RFLAGS_AC = 1 << 18
+
+MAX_INSTRUCTION = 15        # the longest instruction, in bytes

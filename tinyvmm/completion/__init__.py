@@ -14,12 +14,12 @@ import time
 
 from ..kvm import abi
 from ..outcome import Outcome
+from ..x86 import MAX_INSTRUCTION
 from . import fastpaths
 from .cpu import GuestCpu, Refused
 
 EMULATION = 1                       # KVM_INTERNAL_ERROR_EMULATION
 INSTRUCTION_BYTES = 1               # data[0] flag: the instruction's bytes follow
-MAX_INSTRUCTION = 15
 
 
 def exit_instruction(internal) -> bytes | None:

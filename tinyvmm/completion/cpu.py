@@ -5,7 +5,6 @@ from ..kvm import abi
 from ..x86 import EFER_LMA
 from . import paging
 
-MSR_STAR = 0xC000_0081
 MSR_LSTAR = 0xC000_0082
 MSR_FMASK = 0xC000_0084      # SFMASK: RFLAGS bits a syscall clears
 
@@ -62,25 +61,7 @@ class GuestCpu:
         return paging.read_linear(self.memory, self.sregs, linear, size)
 
     def write_linear(self, linear: int, data: bytes) -> bool:
-        """Write `data` at a linear address when every byte of it is guest RAM; returns
-        whether it did (nothing is written otherwise)."""
-        pieces, done = [], 0
-        while done < len(data):
-            address = linear + done
-            chunk = min(len(data) - done, paging.PAGE_SIZE - address % paging.PAGE_SIZE)
-            s = self.sregs
-            physical = paging.translate(self.memory, s.cr0, s.cr3, s.cr4, s.efer, address)
-            if physical is None or not self.memory.contains(physical, chunk, writable=True):
-                return False
-            pieces.append((physical, data[done:done + chunk]))
-            done += chunk
-        for physical, piece in pieces:
-            self.memory.write(physical, piece)
-        return True
-
-    def read_u64(self, linear: int) -> int | None:
-        data = self.read_linear(linear, 8)
-        return None if data is None else int.from_bytes(data, "little")
+        return paging.write_linear(self.memory, self.sregs, linear, data)
 
     def msr(self, index: int) -> int:
         values = self.vcpu.get_msrs([index])

@@ -58,14 +58,14 @@ def idt_gate(cpu: GuestCpu, vector: int) -> Gate | None:
 def complete(cpu: GuestCpu, code: bytes) -> str | None:
     """Complete the instruction whose bytes start `code`, if it is one of the fast paths:
     returns its name; None when it is not (the caller tries the software CPU)."""
-    if code[:3] in (CLAC, STAC):
-        if code[:3] == CLAC and finish_syscall(cpu):
+    if code[:3] == CLAC:
+        # The first instruction of every kernel entry: where the host's half-done user
+        # system calls and int n arrive.
+        if finish_syscall(cpu):
             return "syscall"
-        if code[:3] == CLAC:
-            name = finish_user_interrupt(cpu)
-            if name:
-                return name
-        return _clac_stac(cpu, code[:3] == STAC)
+        return finish_user_interrupt(cpu) or _clac_stac(cpu, set_ac=False)
+    if code[:3] == STAC:
+        return _clac_stac(cpu, set_ac=True)
     if code[:1] == bytes([INT3]):
         return software_interrupt(cpu, 3, 1)
     if code[:1] == bytes([INT_N]) and len(code) >= 2:
@@ -179,19 +179,6 @@ def finish_user_interrupt(cpu: GuestCpu) -> str | None:
     cpu.commit()
     return f"int {vector:#x} (user)"
 
-_decoder = None
-
-
-def _decode_long(code: bytes, address: int):
-    global _decoder
-    if _decoder is None:
-        import capstone
-        _decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        _decoder.detail = True
-    for insn in _decoder.disasm(code, address, 1):
-        return insn
-    return None
-
 
 def _effective_address(cpu: GuestCpu, insn, operand) -> int | None:
     """The linear address of a memory operand in long mode, from 64-bit base and index
@@ -219,7 +206,11 @@ def compare_exchange(cpu: GuestCpu, code: bytes) -> str | None:
     store ECX:EBX (RCX:RBX) there and set ZF, else load the operand into EDX:EAX (RDX:RAX)
     and clear ZF. A misaligned cmpxchg16b operand is #GP(0). None when the instruction is
     not one of them or its operand is not plain guest RAM (the software CPU takes it)."""
-    insn = _decode_long(code, cpu.pc)
+    from ..debug.disasm import DisassemblerUnavailable, decode
+    try:
+        insn = decode(code, cpu.pc, 64)
+    except DisassemblerUnavailable:
+        return None                     # the software CPU says why it cannot either
     if insn is None or insn.mnemonic.split()[-1] not in ("cmpxchg8b", "cmpxchg16b") \
             or len(insn.operands) != 1:
         return None

@@ -66,18 +66,36 @@ def translate(memory, cr0: int, cr3: int, cr4: int, efer: int, linear: int) -> i
     return (pte & 0xFFFF_F000) | (linear & 0xFFF)
 
 
-def read_linear(memory, sregs, linear: int, size: int) -> bytes | None:
-    """`size` bytes at a linear address under the paging mode `sregs` describes (a
-    kvm_sregs), page by page; None when any byte is not in guest memory."""
-    out = bytearray()
-    while len(out) < size:
-        address = linear + len(out)
-        chunk = min(size - len(out), PAGE_SIZE - address % PAGE_SIZE)
+def _pieces(memory, sregs, linear: int, size: int, writable: bool) -> list | None:
+    """(guest-physical address, offset, length) of each page's part of `size` bytes at a
+    linear address under the paging mode `sregs` (a kvm_sregs) describes; None when any
+    byte is not guest memory (RAM, for `writable`)."""
+    pieces, done = [], 0
+    while done < size:
+        address = linear + done
+        chunk = min(size - done, PAGE_SIZE - address % PAGE_SIZE)
         physical = translate(memory, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, address)
-        if physical is None:
+        if physical is None or not memory.contains(physical, chunk, writable=writable):
             return None
-        try:
-            out += memory.read(physical, chunk)
-        except GuestMemoryError:
-            return None
-    return bytes(out)
+        pieces.append((physical, done, chunk))
+        done += chunk
+    return pieces
+
+
+def read_linear(memory, sregs, linear: int, size: int) -> bytes | None:
+    """`size` bytes at a linear address; None when any of them is not guest memory."""
+    pieces = _pieces(memory, sregs, linear, size, writable=False)
+    if pieces is None:
+        return None
+    return b"".join(memory.read(physical, chunk) for physical, _, chunk in pieces)
+
+
+def write_linear(memory, sregs, linear: int, data: bytes) -> bool:
+    """Write `data` at a linear address when every byte of it is guest RAM; returns whether
+    it did (nothing is written otherwise)."""
+    pieces = _pieces(memory, sregs, linear, len(data), writable=True)
+    if pieces is None:
+        return False
+    for physical, offset, chunk in pieces:
+        memory.write(physical, data[offset:offset + chunk])
+    return True

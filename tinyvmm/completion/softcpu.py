@@ -11,12 +11,11 @@ outside guest RAM such as MMIO, a change of segment registers) is refused.
 
 import ctypes
 
-import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from ..debug.disasm import code_bits
-from .cpu import MSR_STAR, GuestCpu, Refused
+from ..debug.disasm import DisassemblerUnavailable, code_bits, decode
+from .cpu import GuestCpu, Refused
 from .fastpaths import software_interrupt
 
 EFER = 0xC000_0080
@@ -61,7 +60,6 @@ class SoftCpu:
     def __init__(self, slots):
         self.slots = slots
         self._engines: dict[int, list] = {}      # bits -> [Uc, slot updates mapped]
-        self._decoders: dict[int, capstone.Cs] = {}
         # (bits, address) -> the bytes translated there last: the software CPU keeps its
         # translations, and one is dropped only when the guest has rewritten its code.
         self._seen_code: dict[tuple[int, int], bytes] = {}
@@ -85,16 +83,6 @@ class SoftCpu:
             entry[1] = self.slots.updates
         return uc
 
-    def _decode(self, code: bytes, address: int, bits: int):
-        engine = self._decoders.get(bits)
-        if engine is None:
-            mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
-            engine = self._decoders[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
-            engine.detail = True
-        for insn in engine.disasm(code, address, 1):
-            return insn
-        raise Refused("its bytes do not decode")
-
     def _on_interrupt(self, uc, vector: int, _user) -> None:
         self._raised = vector
         uc.emu_stop()
@@ -103,7 +91,12 @@ class SoftCpu:
         """Run the instruction at the vCPU's RIP; returns its mnemonic. Raises Refused."""
         sregs = cpu.sregs
         bits = code_bits(sregs)
-        insn = self._decode(code, cpu.pc, bits)
+        try:
+            insn = decode(code, cpu.pc, bits)
+        except DisassemblerUnavailable as exc:
+            raise Refused(str(exc)) from None
+        if insn is None:
+            raise Refused("its bytes do not decode")
         name, length = insn.mnemonic, insn.size
         vector = _vector_registers(insn, bits)
         if bits == 16 and any(getattr(sregs, s).base != getattr(sregs, s).selector << 4
@@ -169,7 +162,6 @@ class SoftCpu:
         if bits == 64:
             uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
             uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
-            uc.reg_write(X.UC_X86_REG_MSR, (MSR_STAR, cpu.msr(MSR_STAR)))
         if fpu is None:
             return
         if vector is not ALL:

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from ..x86 import CR0_PE, EFER_LMA
 
-MAX_INSTRUCTION = 15             # the longest x86 instruction, in bytes
 
 
 class DisassemblerUnavailable(RuntimeError):
@@ -26,19 +25,30 @@ def code_bits(sregs) -> int:
     return 32 if sregs.cs.db else 16
 
 
-_engines: dict[int, object] = {}
+_engines: dict[tuple[int, bool], object] = {}
 
 
-def _engine(bits: int):
-    if bits not in _engines:
+def _engine(bits: int, detail: bool = False):
+    key = (bits, detail)
+    if key not in _engines:
         try:
             import capstone
         except ImportError:
             raise DisassemblerUnavailable(
                 "capstone is not installed (pip install capstone); instructions are shown as bytes") from None
         mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
-        _engines[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
-    return _engines[bits]
+        engine = _engines[key] = capstone.Cs(capstone.CS_ARCH_X86, mode)
+        engine.detail = detail
+    return _engines[key]
+
+
+def decode(code: bytes, address: int, bits: int):
+    """The first instruction of `code` as capstone's CsInsn with its details (operands,
+    registers read and written, groups), or None when it does not decode. Raises
+    DisassemblerUnavailable without capstone."""
+    for insn in _engine(bits, detail=True).disasm(code, address, 1):
+        return insn
+    return None
 
 
 def disassemble(code: bytes, address: int, bits: int, count: int = 8) -> list[Instruction]:

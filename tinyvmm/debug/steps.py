@@ -17,7 +17,8 @@ access and returns at once (immediate_exit), because an emulating KVM
 reports it as a debug exit instead of returning EINTR. Either way is one step.
 """
 
-from .disasm import MAX_INSTRUCTION, DisassemblerUnavailable, code_bits, disassemble
+from ..x86 import MAX_INSTRUCTION
+from .disasm import DisassemblerUnavailable, code_bits, disassemble
 from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 from .gdb.linear import LinearMemory
 from .gdb.options import DebugSetupError
