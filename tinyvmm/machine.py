@@ -491,6 +491,7 @@ class Machine:
             if not callable(getattr(device, method, None)):
                 raise ConfigError(f"{type(device).__name__} has no {method}() method")
         try:
+            from .hostdevice import HostDevice
             bus.register(base, size, HostDevice(device, self._guard))
         except BusError as exc:
             raise ConfigError(str(exc)) from None
@@ -598,37 +599,6 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class HostDevice:
-    """A device written in Python by a user (read(offset, size) -> int, write(offset, size,
-    value)), on a bus: one call per element of string I/O; exceptions end the run."""
-
-    def __init__(self, device, guard):
-        self.device = device
-        self.name = type(device).__name__
-        self._read = guard(self._checked_read, f"{self.name}.read", fallback=None)
-        self._write = guard(device.write, f"{self.name}.write")
-
-    def _checked_read(self, offset: int, size: int) -> int:
-        value = self.device.read(offset, size)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"returned {value!r} ({type(value).__name__}), not an int")
-        if not 0 <= value < 1 << (8 * size):
-            raise ValueError(f"returned {value:#x}, which a {size}-byte access cannot hold")
-        return value
-
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        out = bytearray()
-        all_ones = (1 << (8 * size)) - 1
-        for _ in range(count):
-            value = self._read(offset, size)
-            out += (all_ones if value is None else value).to_bytes(size, "little")
-        return bytes(out)
-
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        for i in range(0, len(data), size):
-            self._write(offset, size, int.from_bytes(data[i:i + size], "little"))
 
 
 def _check_range(what: str, base, size, end: int) -> None:
