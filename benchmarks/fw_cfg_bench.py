@@ -99,18 +99,18 @@ def check_ends(console: bytes, payload: bytes, phase: str) -> None:
 
 def run_tinyvmm(image: Path, blob: Path, payload: bytes) -> dict[str, float]:
     from tinyvmm.console import Console
-    from tinyvmm.fw_cfg.options import add_fw_cfg_options, attach_fw_cfg
+    from tinyvmm.fw_cfg.attach import attach_fw_cfg
+    from tinyvmm.fw_cfg.items import UserItemSpec
+    from tinyvmm.spec import FwCfgSpec
     from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Outcome, Runner
 
-    parser = argparse.ArgumentParser()
-    add_fw_cfg_options(parser)
-    args = parser.parse_args(["--fw-cfg", f"name=opt/bench/blob,file={blob}"])
+    spec = FwCfgSpec(files=(UserItemSpec("opt/bench/blob", file=str(blob)),))
     console = bytearray()
     machine = Board(BoardConfig(image.read_bytes(), 256 * layout.MiB,
                                     debugcon=Console("debugcon", sink=console.extend)))
     try:
-        attach_fw_cfg(machine, args)
+        attach_fw_cfg(machine, spec)
         result = Runner(machine, timeout=600).run()
     finally:
         machine.close()

@@ -196,15 +196,17 @@ def test_bench_with_qboot_from_real_boots(tmp_path):
 
 
 def bench_args(*argv):
-    return cli.build_parser("bench").parse_args(["bench", *argv])
+    """The BenchOptions of `tinyvmm bench ARGV` (the vmlinux as given)."""
+    from tinyvmm.cli.commands import bench_options
+    return bench_options(cli.build_parser("bench").parse_args(["bench", *argv]))
 
 
 def test_firmware_option_is_repeatable_and_comma_separated():
-    assert bench_args().firmware == []
-    assert bench_args("--firmware", "qboot").firmware == ["qboot"]
-    assert bench_args("--firmware", "seabios,qboot").firmware == ["seabios", "qboot"]
-    assert bench_args("--firmware", "qboot", "--firmware", "seabios").firmware == ["qboot", "seabios"]
-    assert bench_args("--firmware", " seabios , qboot ").firmware == ["seabios", "qboot"]
+    assert bench_args().firmware == ()
+    assert bench_args("--firmware", "qboot").firmware == ("qboot",)
+    assert bench_args("--firmware", "seabios,qboot").firmware == ("seabios", "qboot")
+    assert bench_args("--firmware", "qboot", "--firmware", "seabios").firmware == ("qboot", "seabios")
+    assert bench_args("--firmware", " seabios , qboot ").firmware == ("seabios", "qboot")
 
 
 @pytest.mark.parametrize("value", ["ovmf", "seabios,ovmf", ",", ""])
@@ -340,9 +342,8 @@ def test_bench_without_firmware_runs_today_systems(fake_runs):
 
 def test_a_vmlinux_adds_the_pvh_rows(fake_runs):
     order, vmlinuxes = fake_runs
-    args = bench_args("--runs", "1", "--vs-qemu", "--initrd", "rd")
-    args.vmlinux_path = "vm"
-    assert bench.cmd_bench(args) == 0
+    options = bench_args("--runs", "1", "--vs-qemu", "--initrd", "rd", "--vmlinux", "vm")
+    assert bench.cmd_bench(options) == 0
     assert [system for system, _ in order] == [
         "tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64", "tinyvmm-pvh", "tinyvmm-pvh-dma",
         "tinyvmm-pvh-legacy", "qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot",

@@ -336,8 +336,8 @@ def test_a_usage_error_leaves_the_serial_file_alone_and_expect_ends_its_line(tmp
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["run", "--bios", "bios.bin", "--expect", "a" * 2049], "at most 2048 bytes can be expected"),
-    (["run", "--bios", "bios.bin", "--expect", ""], "the text to expect is empty"),
+    (["run", "--bios", "bios.bin", "--expect", "a" * 2049], "the text to wait for must be 1 to 2048 bytes"),
+    (["run", "--bios", "bios.bin", "--expect", ""], "the text to wait for must be 1 to 2048 bytes"),
     (["bench", "--json", "/sys/kernel/x.json"], "--json /sys/kernel/x.json:"),
     (["fw-cfg", "list", "--fw-cfg-mmio", "0x1000"], "outside the hole below 4 GiB (0x100000-"),
 ])

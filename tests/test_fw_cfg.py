@@ -19,9 +19,10 @@ from tinyvmm.fw_cfg.device import (DMA_DESCRIPTOR, FW_CFG_DMA_CTL_ERROR, FW_CFG_
                                    FW_CFG_DMA_CTL_WRITE, MMIO_DMA, MMIO_SIZE, FwCfg,
                                    FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio)
 from tinyvmm.fw_cfg.items import FwCfgConfigError, FwCfgItems
-from tinyvmm.fw_cfg.options import (add_fw_cfg_list_options, add_fw_cfg_options, attach_fw_cfg,
-                                    build_fw_cfg_items, check_mmio_window, cmd_fw_cfg_list,
-                                    parse_mmio_base, print_listing)
+from tinyvmm import cli
+from tinyvmm.cli.arguments import machine_spec, parse_fw_cfg_mmio
+from tinyvmm.fw_cfg.attach import (attach_fw_cfg, build_fw_cfg_items, check_mmio_window,
+                                   describe_fw_cfg)
 from tinyvmm.memory import GuestMemory, GuestMemoryError
 from tinyvmm.debug.trace import Tracer
 
@@ -664,12 +665,10 @@ class FakeMachine:
         self.pio.register(*layout.PORTS[name], device)
 
 
-def parse(argv, list_command=False):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mem", type=lambda t: int(t) * layout.MiB, default=32 * layout.MiB)
-    parser.add_argument("--bios")
-    (add_fw_cfg_list_options if list_command else add_fw_cfg_options)(parser)
-    return parser.parse_args(argv)
+def parse(argv):
+    """The FwCfgSpec of `tinyvmm fw-cfg list` with these options."""
+    args = cli.build_parser("fw-cfg").parse_args(["fw-cfg", "list", *argv])
+    return machine_spec(args, boot_linux=False).fw_cfg
 
 
 def test_attach_serves_the_standard_keys_of_the_machine(tmp_path):
@@ -741,14 +740,14 @@ def test_duplicate_and_reserved_user_names_are_errors():
 ])
 def test_bad_mmio_bases_are_refused(text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
-        parse_mmio_base(text)
+        parse_fw_cfg_mmio(text)
 
 
 def test_mmio_window_must_be_above_ram():
     check_mmio_window(0xB0000000, 256 * layout.MiB)
     with pytest.raises(FwCfgConfigError, match="outside the hole"):
         check_mmio_window(0xB0000000, 3 * layout.GiB)
-    assert parse_mmio_base("0xfef00000") == 0xFEF00000
+    assert parse_fw_cfg_mmio("0xfef00000") == 0xFEF00000
 
 
 def test_bad_fw_cfg_spec_is_an_argparse_error(capsys):
@@ -766,9 +765,8 @@ def test_fw_cfg_list_table_needs_no_kvm(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(system.Kvm, "__init__", no_kvm)
     bios = tmp_path / "bios.bin"
     bios.write_bytes(bytes(128 * layout.KiB))
-    args = parse(["--bios", str(bios), "--mem", "64", "--fw-cfg", "name=mine,string=abc"],
-                 list_command=True)
-    assert cmd_fw_cfg_list(args) == 0
+    assert cli.main(["fw-cfg", "list", "--bios", str(bios), "--mem", "64", "--fw-cfg",
+                     "name=mine,string=abc"]) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[0].split() == ["KEY", "NAME", "SIZE", "WRITABLE"]
@@ -783,8 +781,8 @@ def test_fw_cfg_list_table_needs_no_kvm(monkeypatch, capsys, tmp_path):
 
 
 def test_fw_cfg_list_json(capsys):
-    args = parse(["--json", "--no-fw-cfg-dma", "--fw-cfg-mmio", "0xfef00000"], list_command=True)
-    assert cmd_fw_cfg_list(args) == 0
+    assert cli.main(["fw-cfg", "list", "--json", "--no-fw-cfg-dma", "--fw-cfg-mmio",
+                     "0xfef00000"]) == 0
     description = json.loads(capsys.readouterr().out)
     assert description["interfaces"] == {"ports": True, "dma": False, "selector_port": 0x510,
                                          "dma_port": None, "mmio": 0xFEF00000}
@@ -794,21 +792,19 @@ def test_fw_cfg_list_json(capsys):
     assert [i["key"] for i in description["items"]] == sorted(i["key"] for i in description["items"])
 
 
-def test_listing_of_prepared_items_shows_what_the_boot_loader_added(capsys):
-    args = parse([])
-    items = build_fw_cfg_items(args, 32 * layout.MiB, 64 * layout.KiB)
+def test_listing_of_prepared_items_shows_what_the_boot_loader_added():
+    spec = parse([])
+    items = build_fw_cfg_items(spec, 32 * layout.MiB, 64 * layout.KiB)
     items.add_u32(fwi.FW_CFG_KERNEL_ADDR, 0x100000)
     items.add_file("genroms/linuxboot_dma.bin", bytes(1536))
-    assert print_listing(args, items, as_json=True) == 0
-    by_name = {i["name"]: i for i in json.loads(capsys.readouterr().out)["items"]}
+    by_name = {i["name"]: i for i in describe_fw_cfg(spec, items)["items"]}
     assert by_name["kernel_addr"]["key"] == 7 and by_name["kernel_addr"]["size"] == 4
     assert by_name["genroms/linuxboot_dma.bin"]["size"] == 1536
     assert by_name["signature"]["size"] == 4 and by_name["id"]["size"] == 4
 
 
 def test_fw_cfg_list_reports_unreadable_files_with_status_2(capsys, tmp_path):
-    args = parse(["--fw-cfg", f"name=opt/x,file={tmp_path / 'nope'}"], list_command=True)
-    assert cmd_fw_cfg_list(args) == 2
+    assert cli.main(["fw-cfg", "list", "--fw-cfg", f"name=opt/x,file={tmp_path / 'nope'}"]) == 2
     assert "nope" in capsys.readouterr().err
 
 

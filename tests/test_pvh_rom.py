@@ -10,7 +10,6 @@ tinyvmm.boot.pvh.publish, which the last test goes through.
 import struct
 import subprocess
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -98,20 +97,20 @@ def run_machine(bios: bytes, dma: bool, publish, timeout: float = 60,
     `keep` is read before the machine goes."""
     from tinyvmm.boot.marks import BootMarks
     from tinyvmm.console import Console
-    from tinyvmm.fw_cfg.options import attach_fw_cfg, build_fw_cfg_items
+    from tinyvmm.fw_cfg.attach import attach_fw_cfg, build_fw_cfg_items
+    from tinyvmm.spec import FwCfgSpec
     from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
     from tinyvmm.timeline import BootTimeline
 
-    args = Namespace(fw_cfg=[], fw_cfg_dma=dma, fw_cfg_mmio=None, fw_cfg_ports=True,
-                     option_roms=[])
-    items = build_fw_cfg_items(args, RAM, len(bios), loader_files=2)
+    spec = FwCfgSpec(dma=dma)
+    items = build_fw_cfg_items(spec, RAM, len(bios), loader_files=2)
     publish(items)
     serial, debugcon = bytearray(), bytearray()
     machine = Board(BoardConfig(bios, RAM, Console("serial", serial.extend, expect),
                                     Console("debugcon", debugcon.extend, expect)))
     try:
-        fw_cfg = attach_fw_cfg(machine, args, items)
+        fw_cfg = attach_fw_cfg(machine, spec, items)
         runner = Runner(machine, timeout=timeout)
         BootMarks(machine, runner, fw_cfg, None)    # do_boot for a firmware that writes none
         timeline = BootTimeline(machine, runner, fw_cfg)

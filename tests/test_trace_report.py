@@ -1,7 +1,6 @@
 """Exit traces with locations and symbols, --stats, crash reports with disassembly: for tiny
 guests that do known things, plus the symbol and disassembly helpers on their own."""
 
-import argparse
 import io
 import re
 import shutil
@@ -21,21 +20,21 @@ from tinyvmm.debug.trace import ExitStats
 
 def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     """Run a test guest through the same wiring the command line uses; (result, trace, stderr)."""
-    from tinyvmm.debug.gdb.options import add_debug_options, attach_debug_tools
     from tinyvmm.board import Board, BoardConfig
-    from tinyvmm.runner import Runner
+    from tinyvmm.debug.session import DebugSession
     from tinyvmm.debug.trace import Tracer
+    from tinyvmm.runner import Runner
+    from tinyvmm.spec import DebugSpec, MachineSpec
     image = build_guest(name)
-    parser = argparse.ArgumentParser()
-    add_debug_options(parser)
-    argv = (["--symbols", str(image.elf_path)] if symbols else []) + (["--stats"] if stats else [])
-    args = parser.parse_args(argv)
+    firmware = image.bin_path.read_bytes()
+    spec = MachineSpec(firmware=firmware, debug=DebugSpec(
+        stats=stats, symbols=(parse_symbol_spec(str(image.elf_path)),) if symbols else ()))
     out, err = io.StringIO(), io.StringIO()
     tracer = Tracer(out, set(trace)) if trace else None
-    machine = Board(BoardConfig(image.bin_path.read_bytes()), tracer=tracer)
+    machine = Board(BoardConfig(firmware), tracer=tracer)
     try:
         runner = Runner(machine, timeout=timeout, tracer=tracer)
-        with attach_debug_tools(machine, runner, args, err=err) as debug:
+        with DebugSession(machine, runner, spec, None, err=err) as debug:
             result = debug.run()
     finally:
         machine.close()

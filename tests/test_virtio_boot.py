@@ -84,7 +84,7 @@ def test_bootindex_names_the_disk_in_bootorder(tmp_path):
 
 
 def test_drive_bootorder_path_follows_qemu():
-    from tinyvmm.config import drive_boot_path
+    from tinyvmm.build import drive_boot_path
     assert drive_boot_path(0) == "/pci@i0cf8/scsi@2/disk@0,0"
     assert drive_boot_path(9) == "/pci@i0cf8/scsi@b/disk@0,0"
 
@@ -123,7 +123,8 @@ def test_an_odd_sized_image_is_rounded_down_with_a_warning(tmp_path):
 def test_a_read_only_file_needs_readonly_on(tmp_path, monkeypatch):
     """An image the OS will only open read-only (a read-only mount, EROFS; a mode-0444 file for
     a user other than root, EACCES) is refused unless readonly=on."""
-    from tinyvmm.virtio.drive import DriveError, DriveSpec, open_drive
+    from tinyvmm.spec import DriveSpec
+    from tinyvmm.virtio.drive import DriveError, open_drive
     image = tmp_path / "ro.img"
     image.write_bytes(bytes(4096))
     real_open = os.open

@@ -4,11 +4,12 @@ import errno
 import os
 import stat
 import sys
+from .errors import ConfigError
 
 TAIL_SIZE = 4096
 
 
-class SinkSpecError(ValueError):
+class SinkSpecError(ConfigError):
     """A --serial/--debugcon value that is not stdio, none or file:PATH."""
 
 

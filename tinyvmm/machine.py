@@ -5,9 +5,12 @@
         result = machine.run(timeout=10, until_console="nothing to boot")
         print(result.outcome, machine.debugcon_output)
 
-The `tinyvmm` command line is built on this class: the same checks, the same run loop.
+A thin facade: the machine is described by a tinyvmm.spec.MachineSpec, built by
+tinyvmm.build and run by tinyvmm.runner. The `tinyvmm` command line uses the same three.
 Addresses are guest-physical, sizes in bytes, times in seconds.
 """
+
+from __future__ import annotations
 
 import os
 import threading
@@ -15,6 +18,13 @@ import threading
 from . import layout
 from .errors import ConfigError, MachineBusyError, MachineClosedError
 from .outcome import Outcome, RunResult
+from .spec import MachineSpec, check_console_text, check_timeout, check_type
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .board import Board
+    from .debug.symbols import SymbolTable
+    from .kvm.abi import kvm_regs
 
 PORT_SPACE = 0x10000
 _STEPS_DONE = "steps done: {}"
@@ -24,6 +34,9 @@ class Machine:
     """One x86 guest on /dev/kvm: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug
     console, optionally a Linux kernel and virtio-blk disks. Ready to run from the reset
     vector, or, for `boot="direct"`, from the kernel's entry.
+
+    Machine(spec) builds the machine a tinyvmm.spec.MachineSpec describes; Machine(firmware,
+    **options) builds MachineSpec.from_api(firmware, **options):
 
     firmware      image bytes, a path, a shipped image's bare name ("bios.bin"), or None for
                   tinyvmm's BIOS: a multiple of 64 KiB, 64 KiB to 16 MiB, mapped to end at 4 GiB
@@ -40,127 +53,45 @@ class Machine:
     serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
                   everything in memory (serial_output, debugcon_output), or "stdio", "none",
                   "file:PATH", or a callable taking bytes
-    tracer        a tinyvmm.debug.trace.Tracer for the command line's --trace
+    trace, trace_file   the command line's --trace categories ("io,fw_cfg") and --trace-file
 
-    Raises ConfigError (bad input, with the command line's status-2 message),
-    tinyvmm.kvm.KvmUnavailable or KvmError (no usable /dev/kvm, a KVM call failed) and
-    tinyvmm.memory.HostMemoryError (the host cannot provide the RAM). A Machine holds file
-    descriptors and guest RAM until close(); use it as a context manager.
+    Raises TypeError for an argument of the wrong type, ConfigError (bad input, with the
+    command line's status-2 message), tinyvmm.errors.HostError: KvmUnavailable or KvmError
+    (no usable /dev/kvm, a KVM call failed) and HostMemoryError (the host cannot provide the
+    RAM). A Machine holds file descriptors and guest RAM until close(); use it as a context
+    manager. `raise_on_interrupt` False: a Ctrl-C ends run() with Outcome.INTERRUPTED instead
+    of raising KeyboardInterrupt (the command line's choice).
     """
 
-    def __init__(self, firmware=None, *, mem: int = 256 * layout.MiB, kernel=None, initrd=None,
-                 append: str | None = None, append_as_is: bool = False, boot: str | None = None,
-                 fw_cfg: dict | None = None, option_roms=(), fw_cfg_dma: bool = True,
-                 fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None, drives=(),
-                 serial=None, debugcon=None, tracer=None):
-        from .config import MachineOptions
-        image = None
-        if isinstance(firmware, (bytes, bytearray, memoryview)):
-            image = bytes(firmware)
-            try:
-                layout.check_firmware_size(len(image))
-            except ValueError as exc:
-                raise ConfigError(f"firmware: {exc}") from None
-        elif firmware is not None:
-            firmware = _path(firmware, "firmware")
-        for name, value in (("append_as_is", append_as_is), ("fw_cfg_dma", fw_cfg_dma),
-                            ("fw_cfg_ports", fw_cfg_ports)):
-            _check_type(name, value, bool)
-        _check_type("append", append, str, none=True)
-        _check_type("boot", boot, str, none=True)
-        _check_type("fw_cfg_mmio", fw_cfg_mmio, int, none=True)
-        for name, value in (("serial", serial), ("debugcon", debugcon)):
-            if not (value is None or isinstance(value, str) or callable(value)):
-                raise TypeError(f"{name}: expected None, 'stdio', 'none', 'file:PATH' or a "
-                                f"callable taking bytes, not {type(value).__name__}")
-        if boot not in (None, "firmware", "direct"):
-            raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
-        if kernel is None and (initrd is not None or boot is not None or append is not None
-                               or append_as_is):
-            raise ConfigError("initrd, append, append_as_is and boot need a kernel")
-        if fw_cfg_mmio is not None and fw_cfg_mmio < 0:
-            raise ConfigError(f"fw_cfg_mmio={fw_cfg_mmio:#x}: not a guest-physical address")
-        options = MachineOptions(
-            bios=None if image is not None else firmware, mem=_checked_mem(mem),
-            kernel=_path(kernel, "kernel"), initrd=_path(initrd, "initrd"), append=append,
-            append_as_is=append_as_is, boot=boot, fw_cfg=_fw_cfg_specs(fw_cfg),
-            option_roms=[_path(rom, "option_roms[]") for rom in _sequence("option_roms", option_roms)],
-            fw_cfg_dma=fw_cfg_dma, fw_cfg_ports=fw_cfg_ports, fw_cfg_mmio=fw_cfg_mmio,
-            drives=_drive_specs(drives))
-        self._open(options, kernel is not None, image, serial, debugcon, tracer)
+    def __init__(self, firmware: MachineSpec | bytes | str | os.PathLike | None = None, *,
+                 raise_on_interrupt: bool = True, **options) -> None:
+        from .build import build
+        spec = firmware if isinstance(firmware, MachineSpec) and not options else \
+            MachineSpec.from_api(firmware, **options)
+        self.spec = spec
+        self.board = None
+        self._symbols: SymbolTable | None = None
+        self._started = False
+        self._running: int | None = None    # the thread running the guest, while it runs
+        self._interrupt_raises = raise_on_interrupt
+        self._host_traceback: str | None = None
+        self.last_result: RunResult | None = None
+        self._built = built = build(spec, self._guard)
+        self.firmware, self.payload = built.firmware, built.payload
+        self._serial, self._debugcon = built.serial, built.debugcon
+        self.board, self.fw_cfg, self.runner = built.board, built.fw_cfg, built.runner
+        self._milestones = built.board.milestones
 
     @classmethod
-    def from_options(cls, options, *, boot_linux: bool, serial=None, debugcon=None,
-                     expect: bytes | None = None, tracer=None) -> "Machine":
-        """A Machine from a config.MachineOptions (the command line's own path); with
-        `boot_linux` and no options.kernel, the default test kernel. `expect`: --expect,
-        watched on both consoles for the machine's life."""
-        machine = cls.__new__(cls)
-        machine._open(options, boot_linux, None, serial, debugcon, tracer, expect)
-        machine._interrupt_raises = False       # the command line reports it with status 130
-        return machine
+    def from_spec(cls, spec: MachineSpec, *, raise_on_interrupt: bool = True) -> Machine:
+        """The Machine `spec` describes (as Machine(spec))."""
+        return cls(spec, raise_on_interrupt=raise_on_interrupt)
 
-    def _open(self, options, boot_linux, image, serial, debugcon, tracer, expect=None) -> None:
-        from .config import firmware_image, open_disks, prepare_items
-        self.options = options
-        self._boot_linux = boot_linux
-        self._firmware_given = image is not None
-        self._symbols = None
-        self.board = None
-        self._closers = []
-        self._started = False
-        self._running = None        # the thread running the guest, while it runs
-        self._interrupt_raises = True
-        self._host_traceback = None
-        self.last_result: RunResult | None = None
-        self.firmware = image if image is not None else firmware_image(options)
-        try:
-            items, self.payload = prepare_items(options, self.firmware, boot_linux)
-            self._serial, self._serial_buffer = self._console("serial", serial, expect)
-            self._debugcon, self._debugcon_buffer = self._console("debugcon", debugcon, expect)
-            disks, close_disks = open_disks(options.drives)
-            self._closers.append(close_disks)
-            self._build(items, disks, tracer)
-        except BaseException:
-            self.close()
-            raise
-
-    def _console(self, name: str, spec, expect: bytes | None):
-        """A Console for `spec` (see the class), and the buffer keeping all it wrote (or None)."""
-        from .console import Console, SinkSpecError, open_sink
-        if spec is None:
-            buffer = bytearray()
-            return Console(name, buffer.extend, expect), buffer
-        if callable(spec):
-            return Console(name, self._guard(spec, f"the {name} output callable"), expect), None
-        try:
-            sink, close = open_sink(spec)
-        except SinkSpecError as exc:
-            raise ConfigError(str(exc)) from None
-        self._closers.append(close)
-        return Console(name, sink, expect), None
-
-    def _build(self, items, disks, tracer) -> None:
-        from .board import Board, BoardConfig
-        from .fw_cfg.items import FwCfgConfigError
-        from .fw_cfg.options import attach_fw_cfg
-        from .runner import Runner
-        self.board = board = Board(BoardConfig(self.firmware, self.options.mem, self._serial,
-                                               self._debugcon, virtio_devices=disks), tracer=tracer)
-        self._milestones = board.milestones
-        payload = self.payload
-        direct = payload is not None and payload.boot == "direct"
-        if payload is not None and not direct:
-            board.memory.prefault(payload.load_ranges())
-        try:
-            self.fw_cfg = attach_fw_cfg(board, self.options, items)
-        except FwCfgConfigError as exc:
-            raise ConfigError(str(exc)) from None
-        self.runner = Runner(board, tracer=tracer)
-        if direct:
-            payload.enter(board.memory, board.vcpu, layout.e820_map(self.options.mem, len(self.firmware)))
-        elif payload is not None and (self.options.bios or self.options.option_roms):
-            payload.preload(board.memory)       # foreign firmware takes the kernel as loaded
+    @property
+    def boot(self) -> str | None:
+        """How the kernel is booted: "firmware" or "direct" (as chosen when not given); None
+        without a kernel."""
+        return self.payload.boot if self.payload is not None else None
 
     # --- running -----------------------------------------------------------------
     def run(self, *, timeout: float | None = None, until_console: str | bytes | None = None,
@@ -172,14 +103,11 @@ class Machine:
         a DR0 breakpoint), or host code calls stop() (STOPPED). May be called again to go
         on from where the last run stopped. Returns a tinyvmm.outcome.RunResult: outcome,
         message, report (a crash report for CRASH and TIMEOUT) and exits."""
-        from .console import TAIL_SIZE
-        self._check_idle()
-        board = self.board
+        board = self._check_idle()
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise TypeError(f"timeout: expected seconds as int or float, not {type(timeout).__name__}")
-            if not 0 < timeout <= 30 * 24 * 3600:
-                raise ConfigError(f"timeout={timeout!r}: above 0 and at most 30 days")
+            check_timeout(timeout, f"timeout={timeout!r}")
             if threading.current_thread() is not threading.main_thread():
                 raise ConfigError("timeout: a run with a timeout must be on the main thread "
                                   "(the timer is a signal)")
@@ -187,15 +115,14 @@ class Machine:
         if until_console is not None:
             if not isinstance(until_console, (str, bytes)):
                 raise TypeError(f"until_console: expected str or bytes, not {type(until_console).__name__}")
-            text = os.fsencode(until_console) if isinstance(until_console, str) else until_console
-            if not 0 < len(text) <= TAIL_SIZE // 2:
-                raise ConfigError(f"until_console: the text must be 1 to {TAIL_SIZE // 2} bytes")
+            text = check_console_text(os.fsencode(until_console) if isinstance(until_console, str)
+                                      else until_console)
         if until_milestone is not None:
-            _check_type("until_milestone", until_milestone, int)
+            check_type("until_milestone", until_milestone, int)
             if not 0 <= until_milestone <= 0xFF:
                 raise ConfigError(f"until_milestone={until_milestone!r}: a byte, 0 to 0xff")
         if until_address is not None:
-            _check_type("until_address", until_address, int)
+            check_type("until_address", until_address, int)
             if not 0 <= until_address < 1 << 64:
                 raise ConfigError(f"until_address={until_address:#x}: not a linear address")
             if self._pc() == until_address:     # stopped there: step off it first
@@ -225,11 +152,12 @@ class Machine:
             for step in reversed(undo):
                 step()
 
-    def _check_idle(self) -> None:
-        self._check_open()
+    def _check_idle(self) -> Board:
+        board = self._check_open()
         if self._running is not None:
             raise MachineBusyError("this Machine is running already: a device or callback "
                                    "ends the run with stop(), and the caller runs it again")
+        return board
 
     def _pc(self) -> int:
         """The linear address of the vCPU's next instruction."""
@@ -250,6 +178,9 @@ class Machine:
             self._started = True
             self._serial.begin()        # a file sink drops what an earlier run left in it
             self._debugcon.begin()
+            tracer = self._built.tracer
+            if tracer is not None and hasattr(tracer.out, "begin"):
+                tracer.out.begin()      # a trace file, likewise
         self._running = threading.get_ident()
         try:
             result = self.runner.run()
@@ -295,7 +226,7 @@ class Machine:
         from .debug.steps import StepTracer
         from .debug.trace import StepSpec
         self._check_idle()
-        _check_type("count", count, int)
+        check_type("count", count, int)
         if not 1 <= count <= 10 ** 6:
             raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
         runner = self.runner
@@ -317,19 +248,15 @@ class Machine:
         return lines[:count]
 
     @property
-    def symbols(self):
+    def symbols(self) -> SymbolTable:
         """The symbols step() and crash reports name code with (a tinyvmm.debug.symbols.SymbolTable,
-        read once): the ELF beside a firmware or option ROM path (X.elf for X.bin), the
-        shipped BIOS's and boot ROM's, the kernel's own."""
+        read once): the spec's symbol files, the ELF beside a firmware or option ROM path (X.elf
+        for X.bin), the shipped BIOS's and boot ROM's, the kernel's own."""
         if self._symbols is None:
-            from types import SimpleNamespace
-            from .debug.gdb.options import default_symbol_files
+            from .debug.session import default_symbol_files
             from .debug.symbols import SymbolTable
-            slots = {name: getattr(self.options, name) for name in type(self.options).__slots__}
-            if slots["bios"] is None and not self._firmware_given and slots["boot"] != "direct":
-                slots["bios"] = "bios.bin"          # tinyvmm's own, shipped with its ELF
-            args = SimpleNamespace(command="boot" if self._boot_linux else "run", **slots)
-            self._symbols = SymbolTable(default_symbol_files(args, []))
+            given = list(self.spec.debug.symbols)
+            self._symbols = SymbolTable(given + default_symbol_files(self.spec, self.boot, given))
         return self._symbols
 
     def stop(self, message: str = "stopped by the host") -> None:
@@ -337,7 +264,7 @@ class Machine:
         progress; from another thread, at once (the vCPU is kicked out of the guest, when
         the run is on the main thread). Before a run, that run ends at its start."""
         self._check_open()
-        _check_type("message", message, str)
+        check_type("message", message, str)
         running = self._running
         if running is not None and running != threading.get_ident():
             self.board.stop_from_thread(Outcome.STOPPED, message)
@@ -363,7 +290,7 @@ class Machine:
             view[:] = data[done:done + len(view)]
             done += len(view)
 
-    def regs(self):
+    def regs(self) -> kvm_regs:
         """The vCPU's general registers: a kvm_regs (rax ... r15, rip, rflags), a copy."""
         self._check_open()
         return self.board.vcpu.get_regs()
@@ -377,7 +304,7 @@ class Machine:
         for name, value in values.items():
             if name not in names:
                 raise TypeError(f"set_regs: no register {name!r} (one of {', '.join(sorted(names))})")
-            _check_type(name, value, int)
+            check_type(name, value, int)
             if not 0 <= value < 1 << 64:
                 raise ConfigError(f"set_regs: {name}={value:#x} does not fit 64 bits unsigned")
             setattr(regs, name, value)
@@ -403,7 +330,7 @@ class Machine:
         does: the selector, and base = selector * 16."""
         if name not in ("cs", "ds", "es", "fs", "gs", "ss"):
             raise TypeError(f"set_segment: {name!r} is not a segment register")
-        _check_type("selector", selector, int)
+        check_type("selector", selector, int)
         if not 0 <= selector <= 0xFFFF:
             raise ConfigError(f"set_segment: selector {selector:#x} is not 16 bits")
         sregs = self.sregs()
@@ -416,18 +343,21 @@ class Machine:
     def serial_output(self) -> bytes:
         """What COM1 has written so far: all of it when kept in memory (serial=None), else the
         last few KiB."""
-        return bytes(self._serial_buffer if self._serial_buffer is not None else self._serial.tail)
+        buffer = self._built.serial_buffer
+        return bytes(buffer if buffer is not None else self._serial.tail)
 
     @property
     def debugcon_output(self) -> bytes:
         """What the debug console (ports 0x402 and 0xe9) has written so far (as serial_output)."""
-        return bytes(self._debugcon_buffer if self._debugcon_buffer is not None else self._debugcon.tail)
+        buffer = self._built.debugcon_buffer
+        return bytes(buffer if buffer is not None else self._debugcon.tail)
 
     @property
     def output_error(self) -> str | None:
         """Why a console's output could not be written ("cannot write the serial output: No
-        space left on device"), which ended a run as OUTPUT_CLOSED; None while all is well."""
-        return self._serial.failed or self._debugcon.failed
+        space left on device"), which ended a run as OUTPUT_CLOSED, or (after close()) why the
+        trace file could not; None while all is well."""
+        return self._serial.failed or self._debugcon.failed or self._built.trace_error
 
     @property
     def milestones(self) -> list:
@@ -438,7 +368,7 @@ class Machine:
     def summary(self, tail: int = 2000) -> str:
         """What a person looking at a failed test wants: the last run's outcome and message,
         its crash report, and the last `tail` bytes of each console."""
-        _check_type("tail", tail, int)
+        check_type("tail", tail, int)
         tail = max(tail, 0)
         result = self.last_result
         lines = ["not run yet" if result is None else
@@ -505,50 +435,15 @@ class Machine:
         writable by fw_cfg DMA, and each DMA write calls it with the bytes written: a
         guest-to-host request channel; a write() that returns False, or raises, gives the
         guest the DMA error bit. Only before the first run (the guest reads the directory once)."""
-        from .fw_cfg.items import FwCfgConfigError, user_item_warning
+        from .fw_cfg.attach import add_host_file
         self._check_open()
-        _check_type("name", name, str)
-        if isinstance(data, str):
-            data = data.encode()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"fw_cfg file {name!r}: data must be bytes or str, not {type(data).__name__}")
-        for what, callback in (("read", read), ("write", write)):
-            if callback is not None and not callable(callback):
-                raise TypeError(f"fw_cfg file {name!r}: {what} must be callable")
         if self._started:
             raise ConfigError(f"fw_cfg file {name!r}: files are added before the first run")
-        size = len(data) if size is None else size
-        _check_type("size", size, int)
-        limit = min(self.options.mem, 1 << 31)
-        if not 0 <= size <= limit:
-            raise ConfigError(f"fw_cfg file {name!r}: size {size} is outside 0 to {limit} bytes "
-                              "(the guest's RAM, at most 2 GiB)")
-        if len(data) > size:
-            raise ConfigError(f"fw_cfg file {name!r}: {len(data)} bytes of data, size {size}")
-        items = self.fw_cfg.items
-        try:
-            entry = items.add_file(name, bytes(data) + bytes(size - len(data)),
-                                   writable=write is not None or read is not None)
-        except FwCfgConfigError as exc:
-            raise ConfigError(str(exc)) from None
-        warning = user_item_warning(name)
+        warning = add_host_file(self.fw_cfg.items, name, data, size=size, read=read, write=write,
+                                limit=min(self.spec.mem, 1 << 31), guard=self._guard)
         if warning:
             import warnings
             warnings.warn(warning, stacklevel=2)
-        if read is not None:
-            def on_select(entry):
-                contents = read()
-                if not isinstance(contents, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"read() of fw_cfg file {name!r} returned "
-                                    f"{type(contents).__name__}, not bytes")
-                if len(contents) > size:
-                    raise ValueError(f"read() of fw_cfg file {name!r} gave {len(contents)} bytes; "
-                                     f"the file holds {size}")
-                entry.data[:] = bytes(contents) + bytes(size - len(contents))
-            entry.on_select = self._guard(on_select, f"the read callback of fw_cfg file {name!r}")
-        if write is not None:
-            entry.on_write = self._guard(write, f"the write callback of fw_cfg file {name!r}",
-                                         fallback=False)
 
     def fw_cfg_file_key(self, name: str) -> int:
         """The selector key of fw_cfg file `name` (0x20 and up, in the sorted order of all file
@@ -575,9 +470,10 @@ class Machine:
         return guarded
 
     # --- the end -------------------------------------------------------------------
-    def _check_open(self) -> None:
+    def _check_open(self) -> Board:
         if self.board is None:
             raise MachineClosedError("this Machine is closed")
+        return self.board
 
     def close(self) -> None:
         """Free the VM, its RAM and the files it opened. Safe to call twice; refused
@@ -585,16 +481,10 @@ class Machine:
         summary() stay readable."""
         if self._running is not None:
             raise MachineBusyError("this Machine is running: stop() it, and close it after run() returns")
-        board, self.board = self.board, None
-        try:
-            if board is not None:
-                board.close()
-        finally:
-            closers, self._closers = self._closers, []
-            for close in closers:
-                close()
+        self.board = None
+        self._built.close()
 
-    def __enter__(self) -> "Machine":
+    def __enter__(self) -> Machine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -602,86 +492,7 @@ class Machine:
 
 
 def _check_range(what: str, base, size, end: int) -> None:
-    _check_type(f"{what} base", base, int)
-    _check_type(f"{what} size", size, int)
+    check_type(f"{what} base", base, int)
+    check_type(f"{what} size", size, int)
     if not (size > 0 and 0 <= base and base + size <= end):
         raise ConfigError(f"{what} {base:#x}+{size:#x}: the range must lie in 0-{end - 1:#x}")
-
-
-def _check_type(name: str, value, kind: type, none: bool = False) -> None:
-    """TypeError unless `value` is a `kind` (or None, when `none`); bool is no int here."""
-    if value is None and none:
-        return
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"{name}: expected {kind.__name__}{' or None' if none else ''}, "
-                        f"not {type(value).__name__}")
-
-
-def _sequence(name: str, values) -> list:
-    """A list or tuple of values; a lone str or bytes would be taken as its characters."""
-    if isinstance(values, (str, bytes, os.PathLike)) or not hasattr(values, "__iter__"):
-        raise TypeError(f"{name}: expected a list, not {type(values).__name__}")
-    return list(values)
-
-
-def _checked_mem(mem) -> int:
-    _check_type("mem", mem, int)
-    if not layout.RAM_MIN_SIZE <= mem <= layout.RAM_MAX_SIZE:
-        raise ConfigError(f"mem={mem!r}: RAM must be between {layout.RAM_MIN_SIZE // layout.MiB} MiB "
-                          f"and {layout.RAM_MAX_SIZE // layout.GiB} GiB")
-    if mem % layout.PAGE_SIZE:
-        raise ConfigError(f"mem={mem!r}: RAM must be a multiple of 4 KiB")
-    return mem
-
-
-def _path(value, name: str) -> str | None:
-    """A path given as str or os.PathLike, checked for what no file name holds."""
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name}: expected a path (str or os.PathLike), not {type(value).__name__}")
-    path = os.fspath(value)
-    if not isinstance(path, str):
-        raise TypeError(f"{name}: expected a str path, not {type(path).__name__}")
-    if not path or "\0" in path:
-        raise ConfigError(f"{name}: {path!r} is not a file name")
-    return path
-
-
-def _fw_cfg_specs(files) -> list:
-    """{name: bytes | str | PathLike} as the command line's --fw-cfg items."""
-    from .fw_cfg.items import FwCfgConfigError, UserItemSpec, check_file_name
-    if files is not None and not isinstance(files, dict):
-        raise TypeError(f"fw_cfg: expected a dict of name: contents, not {type(files).__name__}")
-    specs = []
-    for name, value in (files or {}).items():
-        _check_type("fw_cfg name", name, str)
-        try:
-            check_file_name(name)
-        except FwCfgConfigError as exc:
-            raise ConfigError(str(exc)) from None
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            specs.append(UserItemSpec(name, data=bytes(value)))
-        elif isinstance(value, str):
-            specs.append(UserItemSpec(name, string=value))
-        elif isinstance(value, os.PathLike):
-            specs.append(UserItemSpec(name, file=os.fspath(value)))
-        else:
-            raise ConfigError(f"fw_cfg[{name!r}]: expected bytes, a str or a path, "
-                              f"not {type(value).__name__}")
-    return specs
-
-
-def _drive_specs(drives) -> list:
-    drives = _sequence("drives", drives)
-    if not drives:
-        return []                   # no virtio modules to import on the way to KVM_RUN
-    from .virtio.drive import DriveError, parse_drive
-    specs = []
-    for text in drives:
-        _check_type("drives[]", text, str)
-        try:
-            specs.append(parse_drive(text))
-        except DriveError as exc:
-            raise ConfigError(str(exc)) from None
-    return specs

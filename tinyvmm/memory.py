@@ -13,13 +13,14 @@ import mmap
 import threading
 
 from . import layout
+from .errors import HostError, TinyvmmError
 
 
-class GuestMemoryError(ValueError):
+class GuestMemoryError(TinyvmmError, ValueError):
     """A guest-physical access outside RAM, into ROM for writing, or wrapping around."""
 
 
-class HostMemoryError(OSError):
+class HostMemoryError(HostError, OSError):
     """The host could not provide the guest's RAM (mmap failed)."""
 
 

@@ -11,6 +11,7 @@ PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
 
 import sys
 from collections import namedtuple
+from .errors import ConfigError
 
 SIGNATURE = b"\x55\xaa"
 BLOCK = 512
@@ -30,7 +31,7 @@ PNP_BEV = 0x1A
 PNP_MIN_SIZE = 0x20
 
 
-class OptionRomError(ValueError):
+class OptionRomError(ConfigError):
     """An image that is not a valid option ROM, or cannot be made one."""
 
 

@@ -52,7 +52,7 @@ class Runner:
         self._deadline: float | None = None
         self._check_halt = False
         self._signal_message = ""
-        # Debugging aids (tinyvmm.debug.gdb.options and tinyvmm.debug.steps attach them). With any of the
+        # Debugging aids (tinyvmm.debug.session and tinyvmm.debug.steps attach them). With any of the
         # first three set the run goes through _observed_loop; _loop stays lean.
         self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
         self.stats = None       # a trace.ExitStats for --stats

@@ -32,6 +32,12 @@ import time
 from pathlib import Path
 
 from .. import layout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from ..record import dataclass
 from ..timeline import INIT
 from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
 
@@ -55,6 +61,32 @@ SETTLE_S = 0.5
 # machinery -m brings; a boot needs only the standard library, and child_env()'s
 # PYTHONPATH finds this tinyvmm.
 TINYVMM = [sys.executable, "-S", "-c", "import sys; from tinyvmm.cli import main; sys.exit(main())"]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `tinyvmm bench` measures: the bzImage rows boot `kernel` (None: the test kernel) with
+    `initrd`, `append` (`append_as_is`), `mem` bytes of RAM, `runs` times each, interleaved,
+    each boot given `timeout` seconds; the PVH rows boot `vmlinux` (None: no PVH rows); the
+    direct 64-bit row only with `direct64`. Each run stops at the kernel's entry (`no_banner`),
+    the test init's first line (`to_init`) or else the banner. `vs_qemu` adds QEMU's rows,
+    `firmware` ("seabios", "qboot") tinyvmm's with unmodified firmware; `json` and `plot` are
+    output paths or None."""
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    append_as_is: bool = False
+    runs: int = 5
+    mem: int = 256 * layout.MiB
+    timeout: float = 300
+    no_banner: bool = False
+    to_init: bool = False
+    vs_qemu: bool = False
+    firmware: tuple[str, ...] = ()
+    vmlinux: str | None = None
+    direct64: bool = True
+    json: str | None = None
+    plot: str | None = None
 
 
 class BenchError(RuntimeError):
@@ -94,46 +126,47 @@ def pvh_systems(vmlinux: str | None, initrd: str | None) -> dict:
     return {name: files + argv for name, argv in PVH_SYSTEMS.items()}
 
 
-def bench_initrd(args) -> str | None:
-    """The initrd every row boots: --initrd, else the default one with the default kernel."""
+def bench_initrd(options: BenchOptions) -> str | None:
+    """The initrd every row boots: options.initrd, else the default one with the default kernel."""
     from ..boot.payload import DEFAULT_INITRD
-    if args.initrd or args.kernel is not None:
-        return args.initrd
+    if options.initrd or options.kernel is not None:
+        return options.initrd
     return DEFAULT_INITRD if os.path.exists(DEFAULT_INITRD) else None
 
 
-def default_vmlinux(args) -> str | None:
-    """--vmlinux, else the vmlinux beside the default kernel when no --kernel is given."""
+def default_vmlinux(options: BenchOptions) -> str | None:
+    """options.vmlinux, else the vmlinux beside the default kernel when no kernel is given."""
     from ..boot.payload import DEFAULT_VMLINUX
-    if args.vmlinux is not None:
-        return args.vmlinux
-    return DEFAULT_VMLINUX if args.kernel is None and os.path.isfile(DEFAULT_VMLINUX) else None
+    if options.vmlinux is not None:
+        return options.vmlinux
+    return DEFAULT_VMLINUX if options.kernel is None and os.path.isfile(DEFAULT_VMLINUX) else None
 
 
-def boot_command(args, boot_args: list[str], timing: Path, serial: Path) -> list[str]:
-    """The `tinyvmm boot` command line of one run; a system's own --kernel wins over args'."""
+def boot_command(options: BenchOptions, boot_args: list[str], timing: Path, serial: Path) -> list[str]:
+    """The `tinyvmm boot` command line of one run; a system's own --kernel wins over the options'."""
     command = TINYVMM + ["boot", "--serial", f"file:{serial}", "--timing-json", str(timing),
-                         "--mem", str(args.mem // layout.MiB), "--timeout", str(args.timeout)]
-    if getattr(args, "to_init", False):
+                         "--mem", str(options.mem // layout.MiB), "--timeout", str(options.timeout)]
+    if options.to_init:
         command += ["--expect", INIT.decode()]
     else:
-        command += ["--stop-at-kernel"] if args.no_banner else ["--expect", "Linux version"]
+        command += ["--stop-at-kernel"] if options.no_banner else ["--expect", "Linux version"]
     command += boot_args
-    if getattr(args, "append_as_is", False):
+    if options.append_as_is:
         command.append("--append-as-is")
     for option in ("kernel", "initrd", "append"):
-        value = getattr(args, option)
+        value = getattr(options, option)
         if value is not None and f"--{option}" not in boot_args:
             command += [f"--{option}", value]
     return command
 
 
-def tinyvmm_run(args, system: str, boot_args: list[str], workdir: Path, index: int) -> dict:
+def tinyvmm_run(options: BenchOptions, system: str, boot_args: list[str], workdir: Path,
+                index: int) -> dict:
     """One `tinyvmm boot` of `system` in a fresh process, with its extra `boot_args`;
     its phases in seconds and counters per phase."""
     timing = workdir / f"timing-{index}-{system}.json"
     serial = workdir / f"serial-{index}-{system}.txt"
-    command = boot_command(args, boot_args, timing, serial)
+    command = boot_command(options, boot_args, timing, serial)
     start_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     proc = subprocess.run(command, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0 or not timing.exists():
@@ -332,7 +365,7 @@ def firmware_notes(summary: dict) -> list[str]:
     return notes
 
 
-def qemu_runner(args, vmlinux: str | None = None):
+def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
     """A function running one QEMU boot of `system`, or None with the reason on stderr.
     Its PVH systems boot `vmlinux`, the others the bzImage."""
     from . import qemu as bench_qemu
@@ -341,15 +374,15 @@ def qemu_runner(args, vmlinux: str | None = None):
     if missing:
         print(f"tinyvmm: no QEMU columns: {missing}", file=sys.stderr)
         return None
-    kernel = args.kernel or DEFAULT_KERNEL
-    initrd = bench_initrd(args)
+    kernel = options.kernel or DEFAULT_KERNEL
+    initrd = bench_initrd(options)
 
     def run(system, workdir, index):
         dma = system != "qemu-seabios-legacy"
-        cmdline = kernel_cmdline(args.append, dma, getattr(args, "append_as_is", False))
+        cmdline = kernel_cmdline(options.append, dma, options.append_as_is)
         image = vmlinux if system in bench_qemu.PVH_SYSTEMS else kernel
         try:
-            return bench_qemu.qemu_run(system, args, cmdline, image, initrd, workdir, index)
+            return bench_qemu.qemu_run(system, options, cmdline, image, initrd, workdir, index)
         except RuntimeError as exc:
             raise BenchError(f"{system}: {exc}") from None
     return run
@@ -359,18 +392,18 @@ class Interrupted(Exception):
     """SIGTERM during the bench: unwinds like Ctrl-C, so the running child is killed."""
 
 
-def check_outputs(args) -> None:
+def check_outputs(options: BenchOptions) -> None:
     """Raise ValueError now, before any boot, for a --json or --plot the end could not write."""
     from ..files import check_output_path
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
+    for option, path in (("--json", options.json), ("--plot", options.plot)):
         if path is not None:
             check_output_path(option, path)
-    if args.plot is not None:
+    if options.plot is not None:
         from .plot import check_plot_path
-        check_plot_path(args.plot)
+        check_plot_path(options.plot)
 
 
-def metadata(args) -> dict:
+def metadata(options: BenchOptions) -> dict:
     """What a reader of the JSON needs to know where the figures come from."""
     import datetime
     import platform
@@ -381,32 +414,34 @@ def metadata(args) -> dict:
     def described(path):
         return None if path is None else {"path": os.path.abspath(path),
                                           "bytes": os.path.getsize(path)}
-    kernel = args.kernel or DEFAULT_KERNEL
-    initrd = bench_initrd(args)
+    kernel = options.kernel or DEFAULT_KERNEL
+    initrd = bench_initrd(options)
     try:
         version = package_metadata.version("tinyvmm")
     except package_metadata.PackageNotFoundError:
         version = None
     qemu = None
-    if args.vs_qemu:
+    if options.vs_qemu:
         try:
             qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
                                   text=True, timeout=30).stdout.splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             qemu = None
     return {"tinyvmm": version, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "runs": args.runs, "kernel": described(kernel), "initrd": described(initrd),
-            "vmlinux": described(getattr(args, "vmlinux_path", None)),
-            "cmdline_dma": kernel_cmdline(args.append, True, getattr(args, "append_as_is", False)),
-            "cmdline_legacy": kernel_cmdline(args.append, False,
-                                             getattr(args, "append_as_is", False)),
-            "mem_bytes": args.mem, "no_banner": args.no_banner,
+            "runs": options.runs, "kernel": described(kernel), "initrd": described(initrd),
+            "vmlinux": described(options.vmlinux),
+            "cmdline_dma": kernel_cmdline(options.append, True, options.append_as_is),
+            "cmdline_legacy": kernel_cmdline(options.append, False, options.append_as_is),
+            "mem_bytes": options.mem, "no_banner": options.no_banner,
             "host_kernel": platform.release(),
             "kvm": "kvm_pvm (emulates guest code)" if is_emulating_host() else "kvm",
-            "qemu": qemu, "firmware": list(getattr(args, "firmware", None) or [])}
+            "qemu": qemu, "firmware": list(options.firmware)}
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(options: BenchOptions) -> int:
+    """Boot every system options.runs times, interleaved, each in a fresh process; print the
+    table (and write --json, --plot). The exit status: 0, 1 when a boot failed or a result
+    could not be written, 130 when interrupted."""
     # Byte-compile the package first, so VMM startup measures a warm install rather than
     # Python compiling tinyvmm's sources (PYTHONDONTWRITEBYTECODE would otherwise force that).
     compileall.compile_dir(str(Path(__file__).parent.parent), quiet=1)
@@ -416,7 +451,7 @@ def cmd_bench(args) -> int:
         raise Interrupted()
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return _bench(args, workdir)
+        return _bench(options, workdir)
     except (KeyboardInterrupt, Interrupted):
         print("\ntinyvmm: bench interrupted", file=sys.stderr)
         return 130
@@ -426,25 +461,25 @@ def cmd_bench(args) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _bench(args, workdir: Path) -> int:
-    vmlinux = getattr(args, "vmlinux_path", None)
+def _bench(options: BenchOptions, workdir: Path) -> int:
+    vmlinux = options.vmlinux
     boots = {name: argv for name, argv in SYSTEMS.items()
-             if name != "tinyvmm-direct64" or getattr(args, "direct64", True)}
-    boots.update(pvh_systems(vmlinux, bench_initrd(args)))
-    boots.update(firmware_systems(getattr(args, "firmware", None) or ()))
-    systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(args, n, argv, w, i))(name, argv)
+             if name != "tinyvmm-direct64" or options.direct64}
+    boots.update(pvh_systems(vmlinux, bench_initrd(options)))
+    boots.update(firmware_systems(options.firmware))
+    systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(options, n, argv, w, i))(name, argv)
                for name, argv in boots.items()}
-    if args.vs_qemu:
+    if options.vs_qemu:
         from .qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
         from .qemu import SYSTEMS as QEMU_SYSTEMS
-        run_qemu = qemu_runner(args, vmlinux)
+        run_qemu = qemu_runner(options, vmlinux)
         if run_qemu:
             systems.update({name: (lambda n: lambda w, i: run_qemu(n, w, i))(name)
                             for name in QEMU_SYSTEMS if vmlinux or name not in QEMU_PVH_SYSTEMS})
     runs = []
-    total = args.runs * len(systems)
+    total = options.runs * len(systems)
     done = 0
-    for index in range(args.runs):
+    for index in range(options.runs):
         for system, run_one in systems.items():
             done += 1
             print(f"[{done}/{total}] {system} run {index + 1} ...", file=sys.stderr, end="", flush=True)
@@ -460,16 +495,16 @@ def _bench(args, workdir: Path) -> int:
             reached = f", to init {run['init_s']:.1f} s" if run.get("init_s") is not None else ""
             print(f" total {run['total_s']:.3f} s{reached}", file=sys.stderr, flush=True)
     summary = summarize(runs)
-    sys.stdout.write(format_table(summary, args.runs))
+    sys.stdout.write(format_table(summary, options.runs))
     try:
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"metadata": metadata(args), "runs": runs, "summary": summary}, f,
+        if options.json:
+            with open(options.json, "w") as f:
+                json.dump({"metadata": metadata(options), "runs": runs, "summary": summary}, f,
                           indent=1)
-        if args.plot:
+        if options.plot:
             from .plot import plot_phases
-            plot_phases(summary, args.plot)
-            print(f"plot written to {args.plot}", file=sys.stderr)
+            plot_phases(summary, options.plot)
+            print(f"plot written to {options.plot}", file=sys.stderr)
     except OSError as exc:
         print(f"tinyvmm: cannot write {exc.filename or 'the results'}: {exc.strerror}",
               file=sys.stderr)

@@ -74,10 +74,10 @@ def parse_trace(log: str, start_wall_ns: int) -> dict:
             "total_s": last_kernel / 1e9}
 
 
-def qemu_command(system: str, args, cmdline: str, kernel: str, initrd: str | None,
+def qemu_command(system: str, options, cmdline: str, kernel: str, initrd: str | None,
                  log: Path) -> list[str]:
     """The qemu-system-x86_64 command line of one run of `system`."""
-    command = ["qemu-system-x86_64", "-accel", "kvm", "-m", str(args.mem // (1 << 20)),
+    command = ["qemu-system-x86_64", "-accel", "kvm", "-m", str(options.mem // (1 << 20)),
                "-kernel", kernel, "-append", cmdline, "-display", "none", "-nodefaults",
                "-serial", "stdio", "-no-reboot", "-D", str(log), "-msg", "timestamp=on",
                "-trace", "enable=kvm_vcpu_ioctl", "-trace", "enable=fw_cfg_select"]
@@ -86,14 +86,14 @@ def qemu_command(system: str, args, cmdline: str, kernel: str, initrd: str | Non
     return command + SYSTEMS[system]
 
 
-def qemu_run(system: str, args, cmdline: str, kernel: str, initrd: str | None,
+def qemu_run(system: str, options, cmdline: str, kernel: str, initrd: str | None,
              workdir: Path, index: int) -> dict:
     log = workdir / f"qemu-{system}-{index}.log"
-    command = qemu_command(system, args, cmdline, kernel, initrd, log)
+    command = qemu_command(system, options, cmdline, kernel, initrd, log)
     start_wall, start = time.time_ns(), time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        banner = _wait_for_banner(proc, start, args.timeout, log if args.no_banner else None)
+        banner = _wait_for_banner(proc, start, options.timeout, log if options.no_banner else None)
     except BaseException:                   # an interrupted bench leaves no QEMU behind
         proc.kill()
         proc.wait()

@@ -4,6 +4,7 @@ Offsets are those of Documentation/arch/x86/boot.rst (absolute in the file).
 """
 
 import struct
+from ..errors import ConfigError
 
 SECTOR = 512
 HDR_SETUP_SECTS = 0x1F1
@@ -42,7 +43,7 @@ PARAGRAPH = 16                # syssize counts 16-byte units
 MAX_SETUP_SIZE = 0x8000
 
 
-class BzImageError(ValueError):
+class BzImageError(ConfigError):
     """The file is not a bzImage this loader can boot."""
 
 

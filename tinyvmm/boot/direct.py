@@ -17,6 +17,7 @@ from .. import layout
 from . import bzimage as bz
 from . import linux, pvh
 from ..x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_FIXED
+from ..errors import ConfigError
 
 # GDT slots: __BOOT_CS and __BOOT_DS are 0x10 and 0x18 in the 64-bit protocol; the PVH
 # entry leaves selectors free, so it uses the same ones.
@@ -50,7 +51,7 @@ XLF_KERNEL_64 = 0x01
 MIN_PROTOCOL_64 = 0x20C
 
 
-class DirectBootError(ValueError):
+class DirectBootError(ConfigError):
     """A kernel that cannot be entered directly; the message says why."""
 
 

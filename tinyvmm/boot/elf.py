@@ -6,13 +6,15 @@ x86/HVM direct boot ABI, xen docs/misc/pvh.pandoc). Its PT_LOAD segments are
 loaded at their physical addresses (p_paddr). Only 64-bit x86 kernels are taken.
 """
 
+from ..errors import ConfigError
+
 ELF_MAGIC = b"\x7fELF"
 ELF64_HEADER_SIZE = 64
 XEN_NOTE_NAME = "Xen"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 
-class ElfKernelError(ValueError):
+class ElfKernelError(ConfigError):
     """The file is not an ELF kernel this loader can boot; the message says why."""
 
 

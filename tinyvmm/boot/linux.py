@@ -12,6 +12,7 @@ import struct
 from .. import layout
 from ..fw_cfg import items as fwc
 from . import bzimage as bz
+from ..errors import ConfigError
 
 # Where the pieces go (boot protocol 2.02+, as QEMU places them).
 SETUP_ADDR = 0x10000
@@ -23,7 +24,7 @@ HEAP_END = CMDLINE_ADDR - SETUP_ADDR - 0x200
 INITRD_ALIGN = 4096
 
 
-class BootConfigError(ValueError):
+class BootConfigError(ConfigError):
     """Kernel, initrd and command line that cannot be booted in this machine."""
 
 

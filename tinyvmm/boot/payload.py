@@ -8,6 +8,7 @@ from ..files import FileTooLarge, NotAFile, read_bounded
 from ..fw_cfg.items import FwCfgItems
 from ..kvm.system import is_emulating_host
 from . import bzimage, direct, elf, linux, pvh
+from ..errors import ConfigError
 
 # Paths are plain strings: pathlib would add its imports to every boot.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
@@ -27,7 +28,7 @@ FW_CFG_CMDLINE = {True: "qemu_fw_cfg.ioport=0xc@0x510:0:1:4", False: "qemu_fw_cf
 EMULATED_HOST_CMDLINE = "noxsave"
 
 
-class PayloadError(ValueError):
+class PayloadError(ConfigError):
     """A kernel, initrd or command line that cannot be booted; the message says why."""
 
 

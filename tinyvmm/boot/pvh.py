@@ -26,6 +26,7 @@ from .. import layout
 from ..fw_cfg import items as fwc
 from .elf import ElfKernel
 from .linux import publish_loaded
+from ..errors import ConfigError
 
 START_INFO_MAGIC = 0x336EC578
 START_INFO_VERSION = 1             # version 1 has the memory map
@@ -39,7 +40,7 @@ INITRD_ALIGN = 4096
 HEADER_PEEK_SIZE = 8192
 
 
-class PvhConfigError(ValueError):
+class PvhConfigError(ConfigError):
     """An ELF kernel, initrd or command line that cannot be booted through PVH here."""
 
 

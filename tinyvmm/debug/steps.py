@@ -21,7 +21,7 @@ from ..x86 import MAX_INSTRUCTION
 from .disasm import DisassemblerUnavailable, code_bits, disassemble
 from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 from .gdb.linear import LinearMemory
-from .gdb.options import DebugSetupError
+from .session import DebugSetupError
 from ..kvm import abi
 from ..memory import GuestMemoryError
 from .report import instruction_pointer, where

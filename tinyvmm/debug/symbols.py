@@ -10,12 +10,13 @@ where the CPU starts it. Anything else is taken at its link addresses.
 import bisect
 from collections import namedtuple
 from pathlib import Path
+from ..errors import ConfigError
 
 SEGMENT_SIZE = 0x10000
 FIRMWARE_SEGMENT_BASES = (0xF0000, 0xFFFF0000)  # CS = 0xF000, and the reset alias below 4 GiB
 
 
-class SymbolFileError(ValueError):
+class SymbolFileError(ConfigError):
     """The file is missing, not ELF, or has no symbol table."""
 
 

@@ -21,6 +21,7 @@ import time
 from collections import namedtuple
 
 from ..kvm import abi
+from ..errors import ConfigError
 
 CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci", "completions")
 DEFAULT_STEPS = 10_000
@@ -28,7 +29,7 @@ MAX_STEPS = 1_000_000_000
 MILESTONE_PREFIX = "milestone:"
 
 
-class TraceSpecError(ValueError):
+class TraceSpecError(ConfigError):
     pass
 
 

@@ -13,6 +13,7 @@ import sys
 from collections import namedtuple
 
 from .. import layout
+from ..errors import ConfigError
 
 # --- keys (qemu_fw_cfg.h) ----------------------------------------------------
 FW_CFG_SIGNATURE = 0x00
@@ -97,7 +98,7 @@ KEY_NAMES = {
 }
 
 
-class FwCfgConfigError(ValueError):
+class FwCfgConfigError(ConfigError):
     """fw_cfg content that cannot be served: found before the guest starts."""
 
 

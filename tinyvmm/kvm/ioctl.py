@@ -10,6 +10,7 @@ import errno
 import os
 
 from . import abi
+from ..errors import HostError
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
@@ -17,7 +18,7 @@ _ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 _ioctl.restype = ctypes.c_int
 
 
-class KvmError(OSError):
+class KvmError(HostError, OSError):
     """An ioctl on a KVM file descriptor failed."""
 
 

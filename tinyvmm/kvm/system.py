@@ -5,11 +5,12 @@ import os
 
 from . import abi
 from .ioctl import KvmError, ioctl
+from ..errors import HostError
 
 KVM_DEVICE = "/dev/kvm"
 
 
-class KvmUnavailable(RuntimeError):
+class KvmUnavailable(HostError, RuntimeError):
     """/dev/kvm is missing, not accessible, or speaks another API version."""
 
 

@@ -1,12 +1,12 @@
 """`--drive file=disk.img,if=virtio,format=raw[,readonly=on][,serial=S][,bootindex=N]` (QEMU's
-spelling) and its short form `--disk FILE`: parsed, then the image opened and checked before the
-guest starts."""
+spelling): parsed, then the image opened and checked before the guest starts."""
 
-import argparse
 import errno
 import fcntl
 import os
 import stat
+from ..errors import ConfigError
+from ..spec import DriveSpec
 
 SECTOR = 512
 KNOWN_KEYS = ("file", "if", "format", "readonly", "serial", "bootindex")
@@ -14,20 +14,8 @@ SERIAL_MAX = 20                     # virtio-blk GET_ID: 20 bytes
 BOOTINDEX_MAX = 0x7FFFFFFF          # QEMU's bootindex is an int32
 
 
-class DriveError(ValueError):
+class DriveError(ConfigError):
     """A drive that cannot be attached; the message says why."""
-
-
-class DriveSpec:
-    """One --drive: the image path, read-only or not, its GET_ID serial, its boot index."""
-    __slots__ = ("path", "read_only", "serial", "bootindex")
-
-    def __init__(self, path: str, read_only: bool = False, serial: str | None = None,
-                 bootindex: int | None = None):
-        self.path = path
-        self.read_only = read_only
-        self.serial = serial
-        self.bootindex = bootindex
 
 
 def _flag(key: str, value: str) -> bool:
@@ -70,31 +58,6 @@ def parse_drive(text: str) -> DriveSpec:
         raise DriveError(f"bootindex={bootindex}: expected a number from 0 to {BOOTINDEX_MAX}")
     return DriveSpec(fields["file"], _flag("readonly", fields.get("readonly", "off")), serial,
                      int(bootindex) if bootindex is not None else None)
-
-
-def parse_drive_option(text: str) -> DriveSpec:
-    try:
-        return parse_drive(text)
-    except DriveError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_disk_option(text: str) -> DriveSpec:
-    """`--disk FILE`: a raw image as a writable virtio disk."""
-    if not text:
-        raise argparse.ArgumentTypeError("--disk needs a file")
-    return DriveSpec(text)
-
-
-def add_drive_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("disks")
-    group.add_argument("--drive", dest="drives", action="append", default=[], type=parse_drive_option,
-                       metavar="file=PATH,if=virtio,format=raw[,readonly=on][,serial=S][,bootindex=N]",
-                       help="a raw disk image as a virtio-blk PCI disk (QEMU's -drive spelling; "
-                            "repeatable; the first is at 00:02.0). bootindex puts it in the "
-                            "firmware's boot order (SeaBIOS), lowest first")
-    group.add_argument("--disk", dest="drives", action="append", type=parse_disk_option,
-                       metavar="FILE", help="short for --drive file=FILE,if=virtio,format=raw")
 
 
 def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:

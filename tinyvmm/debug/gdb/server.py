@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from . import rsp
+from ...errors import ConfigError
 
 LOCALHOST = "127.0.0.1"
 
@@ -27,7 +28,7 @@ class Disconnected:
     pass
 
 
-class AddressError(ValueError):
+class AddressError(ConfigError):
     pass
 
 

@@ -1,0 +1,234 @@
+"""The commands: each one's parser (run, boot, bench, fw-cfg list) and what it does."""
+
+import argparse
+import os
+import sys
+
+from .arguments import (add_boot_options, add_drive_options, add_fw_cfg_options, add_machine_options,
+                        add_mem_option, machine_spec, parse_mem, parse_runs, parse_timeout)
+from .. import layout
+from .launch import RunOptions, launch
+from .status import EXIT_OK, STATUS_HELP, OutputError, UsageError
+
+
+def _command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help, description=description, epilog=STATUS_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_run(commands) -> None:
+    run = _command(commands, "run",
+                   "run a raw firmware image from the reset vector (like QEMU's -bios)",
+                   "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
+                   "(a multiple of 64 KiB, up to 16 MiB) is mapped read-only ending at 4 GiB, and "
+                   "its last 64 or 128 KiB also ending at 1 MiB, behind the i440FX's PAM shadow "
+                   "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified).")
+    run.add_argument("--bios", required=True, metavar="FILE",
+                     help="the firmware image; a bare name that is no file here names a shipped "
+                          "one (bios.bin, as QEMU's -bios looks in its data folder)")
+    add_machine_options(run)
+    add_fw_cfg_options(run)
+    run.set_defaults(func=cmd_run)
+
+
+def _add_boot(commands) -> None:
+    boot = _command(commands, "boot",
+                    "boot a Linux bzImage or vmlinux, through firmware or directly",
+                    "Boot a Linux bzImage as QEMU's -kernel does: tinyvmm's BIOS finds the "
+                    "linuxboot option ROM in fw_cfg, and the ROM loads setup, kernel, initrd and "
+                    "command line through fw_cfg (DMA by default, `rep insb` with "
+                    "--no-fw-cfg-dma) and jumps to the kernel's real-mode entry. An ELF vmlinux "
+                    "built with CONFIG_PVH boots directly through its PVH entry (as Firecracker "
+                    "does), or with --boot firmware through the PVH option ROM. Without "
+                    "--kernel, boots the test kernel and initramfs built by `make -C kernels`.")
+    add_boot_options(boot)
+    boot.add_argument("--bios", metavar="FILE",
+                      help="firmware to run instead of the built-in BIOS (it must find the "
+                           "boot ROM in fw_cfg genroms/, as SeaBIOS does, or load the kernel "
+                           "from fw_cfg itself, as qboot does)")
+    boot.add_argument("--timing-json", metavar="PATH",
+                      help="write the boot timeline (milestones, banner; exits and bytes moved "
+                           "at each) as JSON, for tinyvmm bench")
+    boot.add_argument("--stop-at-kernel", action="store_true",
+                      help="end the run (status 0) when the ROM jumps into the kernel")
+    add_machine_options(boot)
+    add_fw_cfg_options(boot)
+    boot.set_defaults(func=cmd_boot)
+
+
+def _add_bench(commands) -> None:
+    def firmware(text):
+        from ..bench import parse_firmware
+        try:
+            return parse_firmware(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    bench = _command(commands, "bench", "the boot-time table: legacy against DMA fw_cfg (and QEMU)",
+                     "Boot the kernel N times with the DMA ROM and N times with the legacy ROM, "
+                     "interleaved, each in a fresh process, and print the phases of the 2015 "
+                     "fw_cfg DMA posting: VMM startup (process start to first KVM_RUN), BIOS "
+                     "startup (to the hand-over to the boot ROM), kernel setup (to the jump into "
+                     "the kernel), total; plus the time to the \"Linux version\" banner.")
+    add_boot_options(bench, choose_boot=False)
+    bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
+                       help="boots per system (default 5; medians are reported)")
+    bench.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
+                       help="guest RAM (default 256M)")
+    bench.add_argument("--timeout", type=parse_timeout, default=300, metavar="S",
+                       help="give up on a boot after S seconds (default 300)")
+    bench.add_argument("--no-banner", action="store_true",
+                       help="stop each boot when the ROM jumps into the kernel instead of waiting "
+                            "for the banner (for large kernels, slow to reach it under emulation)")
+    bench.add_argument("--to-init", action="store_true",
+                       help="run each tinyvmm boot on to the test init's first line "
+                            "(TINYVMM-INIT-OK, so the initrd must be kernels/build/initramfs.cpio "
+                            "with its /init) instead of the banner (--no-banner is then ignored), "
+                            "and add the \"to init\" row with the completions an emulating host "
+                            "needed; 30-50 s a boot on such a host (6 rows x --runs)")
+    bench.add_argument("--vs-qemu", action="store_true",
+                       help="also boot the same kernel under QEMU: SeaBIOS with linuxboot_dma, "
+                            "SeaBIOS with the legacy linuxboot, and qboot (SeaBIOS is "
+                            "/usr/share/seabios/bios.bin)")
+    bench.add_argument("--firmware", type=firmware, action="extend", default=[],
+                       metavar="seabios,qboot",
+                       help="also boot tinyvmm with unmodified firmware: seabios (SeaBIOS with "
+                            "QEMU's linuxboot_dma.bin, and with linuxboot.bin and no fw_cfg DMA) "
+                            "and/or qboot; repeatable or comma-separated")
+    bench.add_argument("--vmlinux", metavar="FILE",
+                       help="the ELF kernel of the PVH rows: direct PVH, and PVH through the BIOS "
+                            "and the PVH ROM, DMA and legacy (default, without --kernel: "
+                            "kernels/build/vmlinux when it exists; none, no PVH rows)")
+    bench.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
+    bench.add_argument("--plot", metavar="PATH",
+                       help="draw the phases as stacked bars, one per system (.svg or .png)")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _add_fw_cfg(commands) -> None:
+    fw_cfg = commands.add_parser("fw-cfg", help="inspect what the fw_cfg device will serve")
+    fw_cfg_commands = fw_cfg.add_subparsers(dest="fw_cfg_command", metavar="COMMAND")
+    fw_cfg_commands.required = True
+    listing = fw_cfg_commands.add_parser(
+        "list", help="print the items the guest will see (key, name, size, writable)",
+        description="Print the fw_cfg items a guest started with the same options would see. "
+                    "Accepts the options of run and boot; with --kernel the boot items appear too.")
+    listing.add_argument("--bios", metavar="FILE", help="the firmware image (its size shapes etc/e820)")
+    add_boot_options(listing)
+    add_mem_option(listing)
+    add_drive_options(listing)
+    add_fw_cfg_options(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_fw_cfg_list)
+
+
+# The commands, in the order `tinyvmm --help` lists them, and what adds each one's parser.
+COMMANDS = {"run": _add_run, "boot": _add_boot, "bench": _add_bench, "fw-cfg": _add_fw_cfg}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = machine_spec(args, boot_linux=False)
+    if spec.drives:
+        from .. import firmware as shipped
+        if os.path.realpath(shipped.resolve(args.bios)) == os.path.realpath(shipped.image_path(shipped.BIOS)):
+            print("tinyvmm: warning: tinyvmm's BIOS boots only from fw_cfg, not from disks; give "
+                  "--bios /usr/share/seabios/bios-256k.bin to boot one", file=sys.stderr)
+    return launch(spec, RunOptions(timeout=args.timeout))
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    if args.timing_json is not None:
+        from ..files import check_output_path
+        try:
+            check_output_path("--timing-json", args.timing_json)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return launch(machine_spec(args, boot_linux=True),
+                  RunOptions(args.timeout, args.timing_json, args.stop_at_kernel))
+
+
+def cmd_fw_cfg_list(args: argparse.Namespace) -> int:
+    """`tinyvmm fw-cfg list`: what a guest started with these options would see, as a table or
+    JSON, every file read and checked as a run would."""
+    if args.kernel is None:
+        given = [option for option, value in (("--initrd", args.initrd), ("--append", args.append),
+                                              ("--append-as-is", args.append_as_is),
+                                              ("--boot", args.boot)) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} without --kernel: fw-cfg list shows the boot "
+                             "items of the --kernel given")
+    from ..build import BuiltMachine, firmware_image, fw_cfg_items, load_kernel, open_disks
+    from ..fw_cfg.attach import describe_fw_cfg, format_table
+    spec = machine_spec(args, boot_linux=args.kernel is not None)
+    items = fw_cfg_items(spec, firmware_image(spec), load_kernel(spec))
+    checked = BuiltMachine(spec)
+    try:
+        open_disks(spec.drives, checked)            # the same checks as a run's
+    finally:
+        checked.close()
+    description = describe_fw_cfg(spec.fw_cfg, items)
+    try:
+        if args.json:
+            import json
+            json.dump(description, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(format_table(description))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write the listing: {exc.strerror}") from None
+    return EXIT_OK
+
+
+def bench_options(args: argparse.Namespace):
+    """The bench.BenchOptions of a parsed `bench` command line (vmlinux as given)."""
+    from ..bench import BenchOptions
+    return BenchOptions(kernel=args.kernel, initrd=args.initrd, append=args.append,
+                        append_as_is=args.append_as_is, runs=args.runs, mem=args.mem,
+                        timeout=args.timeout, no_banner=args.no_banner, to_init=args.to_init,
+                        vs_qemu=args.vs_qemu, firmware=tuple(args.firmware), vmlinux=args.vmlinux,
+                        json=args.json, plot=args.plot)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Check everything `bench` will boot before the first run; then run it."""
+    from .. import bench
+    from ..boot.direct import DirectBootError, check_64bit_entry
+    from ..boot.payload import load_payload
+    from ..spec import replace
+    options = bench_options(args)
+    missing = bench.firmware_missing(options.firmware)
+    if missing:
+        raise UsageError(missing)
+    try:    # outputs first: a bad --json or --plot must not wait for the last run
+        bench.check_outputs(options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    # Fail early, with the loader's own message, on a kernel that cannot boot.
+    payload = load_payload(options.kernel, options.initrd, options.append, True, options.mem,
+                           options.append_as_is, boot="firmware")
+    if payload.is_elf:
+        raise UsageError(f"bench --kernel {options.kernel} is an ELF vmlinux: give the bzImage "
+                         "with --kernel and the vmlinux with --vmlinux")
+    direct64 = True
+    try:    # a kernel without a 64-bit entry only loses its direct row
+        check_64bit_entry(payload.plan.image, payload.kernel_path)
+    except DirectBootError as exc:
+        print(f"tinyvmm: no direct 64-bit row: {exc}", file=sys.stderr)
+        direct64 = False
+    vmlinux = bench.default_vmlinux(options)
+    if vmlinux is None:
+        why = ("--kernel is given without --vmlinux" if options.kernel is not None else
+               "no kernels/build/vmlinux (build it with `make -C kernels`, or give --vmlinux)")
+        print(f"tinyvmm: no PVH rows: {why}", file=sys.stderr)
+    else:
+        try:
+            payload = load_payload(vmlinux, bench.bench_initrd(options), options.append, True,
+                                   options.mem, options.append_as_is)
+        except UsageError as exc:
+            raise UsageError(f"--vmlinux: {exc}") from None
+        if not payload.is_elf:
+            raise UsageError(f"--vmlinux {vmlinux} is a bzImage, not an ELF vmlinux")
+    return bench.cmd_bench(replace(options, vmlinux=vmlinux, direct64=direct64))

@@ -1,0 +1,125 @@
+"""Running one machine for the command line: the Machine its spec describes, the command line's
+own aids (console input, gdb, --trace steps, --stats, the boot's milestones, --timing-json,
+--stop-at-kernel), the run, the report, the exit status."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .status import EXIT_HOST_ERROR, OutputError, quiet_stdout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+
+    from ..board import Board
+    from ..runner import Runner
+    from ..spec import MachineSpec
+else:
+    from ..record import dataclass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the command line runs a machine: `timeout` seconds at most (None: no limit),
+    --timing-json PATH, --stop-at-kernel (end when the boot ROM jumps into the kernel)."""
+    timeout: float | None = None
+    timing_json: str | None = None
+    stop_at_kernel: bool = False
+
+
+def launch(spec: MachineSpec, options: RunOptions) -> int:
+    """Build the Machine `spec` describes, run it to its end with the command line's aids, report
+    on stderr; the exit status. ConfigError for bad input, OutputError for a result that could
+    not be written."""
+    from ..debug.session import DebugSession
+    from ..errors import HostError
+    from ..machine import Machine
+    from ..outcome import Outcome
+
+    try:
+        machine = Machine.from_spec(spec, raise_on_interrupt=False)
+    except HostError as exc:
+        print(f"tinyvmm: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_HOST_ERROR
+    try:
+        board, runner, payload = machine.board, machine.runner, machine.payload
+        assert board is not None
+        steps = spec.debug.trace.steps if spec.debug.trace else None
+        firmware_boot = payload is not None and payload.boot == "firmware"
+        if firmware_boot and spec.debug.gdb is None:
+            from ..boot.marks import BootMarks
+            # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
+            entry = (None,) if steps is not None else payload.kernel_entry()
+            BootMarks(board, runner, machine.fw_cfg, *entry)
+        timeline = None
+        if options.timing_json:
+            from ..timeline import BootTimeline
+            timeline = BootTimeline(board, runner, machine.fw_cfg)
+        if options.stop_at_kernel and payload is not None:
+            if not firmware_boot:   # the vCPU starts in the kernel: the run ends before it enters
+                board.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
+            else:
+                board.stop_at_milestone("milestone_linux", payload.kernel_entry()[1],
+                                        "the boot ROM jumped into the kernel")
+        console_input = start_console_input(spec, board, runner)
+        try:
+            with DebugSession(board, runner, spec, machine.boot) as debug:
+                if steps is not None:
+                    from ..debug.steps import StepTracer
+                    StepTracer(board, runner, runner.tracer, steps, debug.symbols)
+                result = debug.run(lambda: machine.run(timeout=options.timeout))
+        finally:
+            if console_input is not None:
+                console_input.close()
+        if machine.output_error:
+            raise OutputError(machine.output_error)
+        if timeline:
+            try:
+                timeline.write(options.timing_json, result.outcome.name)
+            except OSError as exc:
+                raise OutputError(f"cannot write {options.timing_json}: {exc.strerror}") from None
+    except HostError as exc:
+        print(f"tinyvmm: {exc}", file=sys.stderr)
+        return EXIT_HOST_ERROR
+    finally:
+        machine.close()
+    if machine.output_error:        # the trace file, written to its end at close()
+        raise OutputError(machine.output_error)
+    from ..console import end_stdout_line, end_stdout_line_before_stderr
+    if result.outcome is Outcome.EXPECTED:
+        end_stdout_line()
+    else:
+        end_stdout_line_before_stderr()
+    if result.report:
+        print(result.report, file=sys.stderr)
+    elif result.outcome is Outcome.INTERRUPTED:
+        print("tinyvmm: interrupted", file=sys.stderr)
+    elif result.outcome is Outcome.HALTED:
+        print(f"tinyvmm: {result.outcome.description}: {result.message}", file=sys.stderr)
+    elif result.outcome is Outcome.OUTPUT_CLOSED:
+        return quiet_stdout()
+    return result.status
+
+
+def start_console_input(spec: MachineSpec, board: Board, runner: Runner):
+    """With --serial stdio, stdin feeds COM1 (a terminal in raw mode, with Ctrl-A escapes)."""
+    if spec.serial != "stdio" or sys.stdin is None:
+        return None
+    try:
+        fd = sys.stdin.fileno()
+        os.fstat(fd)
+    except (OSError, ValueError):
+        return None                                 # no stdin at all
+    import signal
+
+    from ..outcome import Outcome
+    from ..terminal import ConsoleInput
+    # Ctrl-A x kicks the vCPU with SIGUSR1, possibly before the run loop installs its own
+    # handler or after it has put the old one back: never let the default action kill us.
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    console_input = ConsoleInput(fd, board.serial.feed, on_quit=lambda: runner.stop_from_thread(
+        Outcome.QUIT, "C-a x typed on the console"))
+    console_input.start()
+    return console_input

@@ -1,0 +1,41 @@
+"""The command line's exit statuses, and the errors that end it with one."""
+
+import os
+import sys
+
+from ..errors import ConfigError
+
+EXIT_OK = 0
+EXIT_HOST_ERROR = 1
+EXIT_USAGE = 2
+
+STATUS_HELP = """\
+exit status:
+  0    the guest reset or powered off, --expect text was seen, Ctrl-A x was typed, or the
+       reader of the console output went away
+  1    tinyvmm could not run the guest (no usable /dev/kvm, a KVM call failed, no host
+       memory for its RAM) or could not write a result
+  2    bad usage: an unknown option, a value out of range, an unreadable or malformed file
+  3    the guest crashed (triple fault, KVM internal error, failed entry); a report goes to stderr
+  4    --timeout passed first (a report goes to stderr)
+  5    the guest halted for good (HLT with interrupts disabled; not looked for under --gdb)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
+"""
+
+
+# Bad input found before the guest starts: message for the user, exit status 2. The API's
+# ConfigError, so that the command line and scripts say the same.
+UsageError = ConfigError
+
+
+class OutputError(Exception):
+    """A result that could not be written (a full disk, /dev/full): exit status 1."""
+
+
+def quiet_stdout() -> int:
+    """stdout's reader has gone (`tinyvmm ... | head`): end quietly, as command-line tools do.
+    stdout now points at /dev/null, so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK

@@ -1,0 +1,311 @@
+"""What a machine is made of: one typed, immutable description (MachineSpec) that the command line
+and the Python API both build, through the same checks, and that tinyvmm.build turns into a
+machine ready to run.
+
+The parts are spelt as QEMU's options are: -bios, -m, -kernel/-initrd/-append, -fw_cfg,
+-option-rom, -drive, -serial, -debugcon, -gdb. Each check raises ConfigError with the rule it
+enforces; the command line's argparse types call the same functions, so a rule has one message.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import layout
+from .errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from dataclasses import dataclass, replace
+
+    from .debug.gdb.server import ListenAddress
+    from .debug.symbols import SymbolFile
+    from .debug.trace import TraceSpec
+    from .fw_cfg.items import UserItemSpec
+    # Where a console's bytes go: None (kept in memory), "stdio", "none", "file:PATH", or a
+    # callable taking bytes.
+    ConsoleSink = str | Callable[[bytes], object] | None
+else:
+    from .record import dataclass, replace
+
+__all__ = ["MachineSpec", "KernelSpec", "FwCfgSpec", "DriveSpec", "DebugSpec", "replace"]
+
+BOOT_METHODS = ("firmware", "direct")
+TIMEOUT_MAX = 30 * 24 * 3600            # seconds: 30 days
+CONSOLE_TEXT_MAX = 2048                 # bytes: half the tail a console keeps to match in
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A Linux kernel to boot (QEMU's -kernel, -initrd, -append).
+
+    path          a bzImage, or an ELF vmlinux with a PVH entry; None: the test kernel built by
+                  `make -C kernels` (with its initramfs when `initrd` is None too)
+    initrd        an initrd or initramfs, or None
+    append        the command line; None: the default (serial console, reboot=k, panic=-1)
+    append_as_is  pass `append` exactly; else tinyvmm adds what the machine needs after it
+    boot          "firmware" (a boot ROM loads it through fw_cfg), "direct" (the vCPU starts at
+                  its entry) or None: direct for a vmlinux when no firmware is named, else
+                  firmware
+    """
+    path: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    append_as_is: bool = False
+    boot: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.boot not in (None, *BOOT_METHODS):
+            raise ConfigError(f"boot={self.boot!r}: expected 'firmware' or 'direct'")
+
+
+@dataclass(frozen=True)
+class FwCfgSpec:
+    """The fw_cfg device: its user files (QEMU's -fw_cfg), option ROMs served as genroms/NAME
+    (-option-rom, paths), and the interfaces offered: DMA, the I/O ports 0x510/0x514, and an
+    MMIO window at guest-physical `mmio` (None: none)."""
+    files: tuple[UserItemSpec, ...] = ()
+    option_roms: tuple[str, ...] = ()
+    dma: bool = True
+    ports: bool = True
+    mmio: int | None = None
+
+
+@dataclass(frozen=True)
+class DriveSpec:
+    """One virtio-blk disk (QEMU's -drive file=PATH,if=virtio,format=raw[,readonly=on]
+    [,serial=S][,bootindex=N]): the raw image's path, read-only or not, the serial its GET_ID
+    answers (None: tinyvmm-diskN), its place in the boot order (None: not booted)."""
+    path: str
+    read_only: bool = False
+    serial: str | None = None
+    bootindex: int | None = None
+
+
+@dataclass(frozen=True)
+class DebugSpec:
+    """The debugging aids of a run: a gdb server (QEMU's -gdb; `gdb_wait` as -S), --stats,
+    extra symbol files, --trace (its categories and steps) written to stderr or `trace_file`."""
+    gdb: ListenAddress | None = None
+    gdb_wait: bool = False
+    stats: bool = False
+    symbols: tuple[SymbolFile, ...] = ()
+    trace: TraceSpec | None = None
+    trace_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.gdb_wait and self.gdb is None:
+            raise ConfigError("--gdb-wait needs --gdb")
+        if self.trace_file is not None and not self.trace:
+            raise ConfigError("--trace-file needs --trace")
+        if self.trace is not None and self.trace.steps is not None and self.gdb is not None:
+            raise ConfigError("--trace steps cannot be used with --gdb: both need the vCPU's "
+                              "debug registers")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """One x86 guest: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug console.
+
+    firmware   a path or a shipped image's bare name ("bios.bin"), the image's bytes, or None:
+               tinyvmm's own BIOS (or no firmware at all for a direct kernel boot)
+    mem        guest RAM in bytes (check_mem's rule)
+    kernel     a KernelSpec, or None: no Linux, the firmware runs from the reset vector
+    fw_cfg     a FwCfgSpec
+    drives     DriveSpecs, on PCI slots from layout.VIRTIO_FIRST_SLOT up, in order
+    serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
+               it in memory, "stdio", "none", "file:PATH", or a callable taking bytes
+    expect     bytes whose appearance on either console ends a run (Outcome.EXPECTED)
+    debug      a DebugSpec
+    """
+    firmware: str | bytes | None = None
+    mem: int = 256 * layout.MiB
+    kernel: KernelSpec | None = None
+    fw_cfg: FwCfgSpec = FwCfgSpec()
+    drives: tuple[DriveSpec, ...] = ()
+    serial: ConsoleSink = None
+    debugcon: ConsoleSink = None
+    expect: bytes | None = None
+    debug: DebugSpec = DebugSpec()
+
+    def __post_init__(self) -> None:
+        check_mem(self.mem, f"mem={self.mem!r}")
+        if isinstance(self.firmware, bytes):
+            check_firmware_size(len(self.firmware))
+        if self.expect is not None:
+            check_console_text(self.expect)
+        named = isinstance(self.firmware, str)
+        if self.kernel is not None and self.kernel.boot == "direct" and (named or self.fw_cfg.option_roms):
+            raise ConfigError(f"--boot direct runs no firmware: drop "
+                              f"{'--bios' if named else '--option-rom'}")
+
+    @property
+    def boots_linux(self) -> bool:
+        return self.kernel is not None
+
+    @classmethod
+    def from_api(cls, firmware=None, *, mem: int = 256 * layout.MiB, kernel=None, initrd=None,
+                 append: str | None = None, append_as_is: bool = False, boot: str | None = None,
+                 fw_cfg: Mapping | None = None, option_roms: Iterable = (),
+                 fw_cfg_dma: bool = True, fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None,
+                 drives: Iterable[str] = (), serial: ConsoleSink = None,
+                 debugcon: ConsoleSink = None, trace: str | None = None,
+                 trace_file=None) -> MachineSpec:
+        """The spec of tinyvmm.Machine's keyword arguments (see there), type-checked (TypeError)
+        and checked by the rules the command line applies (ConfigError)."""
+        if isinstance(firmware, (bytearray, memoryview)):
+            firmware = bytes(firmware)
+        elif not isinstance(firmware, bytes):
+            firmware = check_path("firmware", firmware)
+        for name, value in (("append_as_is", append_as_is), ("fw_cfg_dma", fw_cfg_dma),
+                            ("fw_cfg_ports", fw_cfg_ports)):
+            check_type(name, value, bool)
+        check_type("append", append, str, none=True)
+        check_type("boot", boot, str, none=True)
+        check_type("mem", mem, int)
+        check_type("trace", trace, str, none=True)
+        for name, value in (("serial", serial), ("debugcon", debugcon)):
+            if not (value is None or callable(value) or isinstance(value, str)):
+                raise TypeError(f"{name}: expected None, 'stdio', 'none', 'file:PATH' or a "
+                                f"callable taking bytes, not {type(value).__name__}")
+            if isinstance(value, str):
+                check_sink(value)
+        if boot not in (None, *BOOT_METHODS):
+            raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
+        if kernel is None and (initrd is not None or boot is not None or append is not None
+                               or append_as_is):
+            raise ConfigError("initrd, append, append_as_is and boot need a kernel")
+        linux = None
+        if kernel is not None:
+            linux = KernelSpec(check_path("kernel", kernel), check_path("initrd", initrd), append,
+                               append_as_is, boot)
+        debug = DebugSpec()
+        if trace is not None:
+            from .debug.trace import parse_spec
+            debug = DebugSpec(trace=parse_spec(trace), trace_file=check_path("trace_file", trace_file))
+        elif trace_file is not None:
+            raise ConfigError("trace_file needs trace")
+        return cls(
+            firmware=firmware, mem=mem, kernel=linux,
+            fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg),
+                             option_roms=tuple(check_path("option_roms[]", rom)
+                                               for rom in check_sequence("option_roms", option_roms)),
+                             dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=check_mmio_base(fw_cfg_mmio)),
+            drives=_drives(drives), serial=serial, debugcon=debugcon, debug=debug)
+
+
+# --- the rules, shared with the command line's argparse types -------------------------------------
+def check_type(name: str, value, kind: type, none: bool = False) -> None:
+    """TypeError unless `value` is a `kind` (or None, when `none`); bool is no int here."""
+    if value is None and none:
+        return
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{name}: expected {kind.__name__}{' or None' if none else ''}, "
+                        f"not {type(value).__name__}")
+
+
+def check_sequence(name: str, values) -> list:
+    """A list or tuple of values; a lone str or bytes would be taken as its characters."""
+    if isinstance(values, (str, bytes, os.PathLike)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected a list, not {type(values).__name__}")
+    return list(values)
+
+
+def check_path(name: str, value) -> str | None:
+    """A path given as str or os.PathLike (None stays None), checked for what no file name holds."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a path (str or os.PathLike), not {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{name}: expected a str path, not {type(path).__name__}")
+    if not path or "\0" in path:
+        raise ConfigError(f"{name}: {path!r} is not a file name")
+    return path
+
+
+def check_mem(size: int, label: str) -> int:
+    """Guest RAM in bytes: from layout.RAM_MIN_SIZE (2 MiB) to RAM_MAX_SIZE (64 GiB), whole
+    pages. `label` names the value in the message ("mem=1024", the command line's "1K")."""
+    if not layout.RAM_MIN_SIZE <= size <= layout.RAM_MAX_SIZE:
+        raise ConfigError(f"{label}: RAM must be between {layout.RAM_MIN_SIZE // layout.MiB} MiB "
+                          f"and {layout.RAM_MAX_SIZE // layout.GiB} GiB")
+    if size % layout.PAGE_SIZE:
+        raise ConfigError(f"{label}: RAM must be a multiple of 4 KiB")
+    return size
+
+
+def check_firmware_size(size: int) -> None:
+    try:
+        layout.check_firmware_size(size)
+    except ValueError as exc:
+        raise ConfigError(f"firmware: {exc}") from None
+
+
+def check_timeout(seconds: float, label: str) -> float:
+    """A run's time limit in seconds: above 0, at most 30 days (`label` as check_mem's)."""
+    if not 0 < seconds <= TIMEOUT_MAX:
+        raise ConfigError(f"{label}: the timeout must be above 0 and at most 30 days")
+    return seconds
+
+
+def check_console_text(text: bytes) -> bytes:
+    """Text to wait for on a console: 1 to CONSOLE_TEXT_MAX bytes (what a console's tail can match)."""
+    if not 0 < len(text) <= CONSOLE_TEXT_MAX:
+        raise ConfigError(f"the text to wait for must be 1 to {CONSOLE_TEXT_MAX} bytes")
+    return text
+
+
+def check_sink(text: str) -> str:
+    """A console's destination as the command line spells it: stdio, none or file:PATH."""
+    if text in ("stdio", "none") or (text.startswith("file:") and len(text) > 5):
+        return text
+    from .console import SinkSpecError
+    raise SinkSpecError(f"{text!r}: expected stdio, none or file:PATH")
+
+
+def check_mmio_base(base: int | None) -> int | None:
+    """fw_cfg's MMIO window base: where it can lie in the hole below 4 GiB whatever the RAM
+    (the RAM's own end is checked when the machine is built)."""
+    if base is None:
+        return None
+    check_type("fw_cfg_mmio", base, int)
+    from .fw_cfg.attach import check_mmio_window
+    check_mmio_window(base, ram_size=None)
+    return base
+
+
+def _fw_cfg_files(files) -> tuple:
+    """{name: bytes | str | PathLike} as --fw-cfg items: bytes as they are, str as string=,
+    a path as file=."""
+    from .fw_cfg.items import UserItemSpec, check_file_name
+    if files is not None and not isinstance(files, dict):
+        raise TypeError(f"fw_cfg: expected a dict of name: contents, not {type(files).__name__}")
+    specs = []
+    for name, value in (files or {}).items():
+        check_type("fw_cfg name", name, str)
+        check_file_name(name)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            specs.append(UserItemSpec(name, data=bytes(value)))
+        elif isinstance(value, str):
+            specs.append(UserItemSpec(name, string=value))
+        elif isinstance(value, os.PathLike):
+            specs.append(UserItemSpec(name, file=os.fspath(value)))
+        else:
+            raise ConfigError(f"fw_cfg[{name!r}]: expected bytes, a str or a path, "
+                              f"not {type(value).__name__}")
+    return tuple(specs)
+
+
+def _drives(drives) -> tuple[DriveSpec, ...]:
+    drives = check_sequence("drives", drives)
+    if not drives:
+        return ()                   # no virtio modules to import on the way to KVM_RUN
+    from .virtio.drive import parse_drive
+    specs = []
+    for text in drives:
+        check_type("drives[]", text, str)
+        specs.append(parse_drive(text))
+    return tuple(specs)
