@@ -1,7 +1,7 @@
 """tinyvmm: a minimal virtual machine monitor over /dev/kvm, with a QEMU-compatible fw_cfg.
 
-The public Python API (docs/api.md): Machine, the outcomes of a run (Outcome, RunResult) and
-the exceptions for bad input and misuse. Each is imported when first named, so that the
+The public Python API (docs/api.md): Machine, the MachineSpec it is built from, the outcomes
+of a run (Outcome, RunResult) and the exceptions for bad input, the host and misuse. Each is imported when first named, so that the
 command line starts without the modules it does not use.
 """
 
@@ -9,13 +9,28 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Machine": "machine",
+    "MachineSpec": "spec",
+    "KernelSpec": "spec",
+    "FwCfgSpec": "spec",
+    "DriveSpec": "spec",
+    "DebugSpec": "spec",
+    "TinyvmmError": "errors",
     "ConfigError": "errors",
+    "HostError": "errors",
     "MachineClosedError": "errors",
     "MachineBusyError": "errors",
     "GuestMemoryError": "memory",
     "Outcome": "outcome",
     "RunResult": "outcome",
 }
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # the same names, seen by type checkers without the lazy import
+    from .errors import (ConfigError, HostError, MachineBusyError, MachineClosedError,
+                         TinyvmmError)
+    from .machine import Machine
+    from .memory import GuestMemoryError
+    from .outcome import Outcome, RunResult
+    from .spec import DebugSpec, DriveSpec, FwCfgSpec, KernelSpec, MachineSpec
 __all__ = sorted(_PUBLIC)
 
 

@@ -225,7 +225,7 @@ class Machine:
         first (a crash, a reset, stop()): last_result says how the stepping ended."""
         from .debug.steps import StepTracer
         from .debug.trace import StepSpec
-        self._check_idle()
+        board = self._check_idle()
         check_type("count", count, int)
         if not 1 <= count <= 10 ** 6:
             raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
@@ -237,7 +237,6 @@ class Machine:
 
         class Lines:        # what StepTracer writes its lines to
             step = lines.append
-        board = self.board
         StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols,
                    on_limit=lambda: board.request_stop(Outcome.STOPPED, _STEPS_DONE.format(count)))
         try:
@@ -263,43 +262,43 @@ class Machine:
         """End the current run (Outcome.STOPPED): from a device or callback, after the access in
         progress; from another thread, at once (the vCPU is kicked out of the guest, when
         the run is on the main thread). Before a run, that run ends at its start."""
-        self._check_open()
+        board = self._check_open()
         check_type("message", message, str)
         running = self._running
         if running is not None and running != threading.get_ident():
-            self.board.stop_from_thread(Outcome.STOPPED, message)
+            board.stop_from_thread(Outcome.STOPPED, message)
         else:
-            self.board.request_stop(Outcome.STOPPED, message)
+            board.request_stop(Outcome.STOPPED, message)
 
     # --- guest state ---------------------------------------------------------------
     def read_memory(self, address: int, size: int) -> bytes:
         """`size` bytes of guest RAM or ROM at guest-physical `address`; GuestMemoryError
         (tinyvmm.memory, a ValueError) if any of them is not guest memory."""
-        self._check_open()
-        return b"".join(bytes(view) for view in self.board.memory.views(address, size))
+        board = self._check_open()
+        return b"".join(bytes(view) for view in board.memory.views(address, size))
 
     def write_memory(self, address: int, data: bytes) -> None:
         """Write `data` to guest RAM at guest-physical `address`; GuestMemoryError if any byte
         falls outside RAM (ROM included: the firmware image is read-only)."""
-        self._check_open()
+        board = self._check_open()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"write_memory: expected bytes, not {type(data).__name__}")
         data = memoryview(data).cast("B")
         done = 0
-        for view in self.board.memory.views(address, len(data), True):
+        for view in board.memory.views(address, len(data), True):
             view[:] = data[done:done + len(view)]
             done += len(view)
 
     def regs(self) -> kvm_regs:
         """The vCPU's general registers: a kvm_regs (rax ... r15, rip, rflags), a copy."""
-        self._check_open()
-        return self.board.vcpu.get_regs()
+        board = self._check_open()
+        return board.vcpu.get_regs()
 
     def set_regs(self, **values: int) -> None:
         """Set general registers by name (rax=..., rip=..., rflags=...); TypeError for a name
         kvm_regs does not have."""
-        self._check_open()
-        regs = self.board.vcpu.get_regs()
+        board = self._check_open()
+        regs = board.vcpu.get_regs()
         names = {name for name, _ in type(regs)._fields_}
         for name, value in values.items():
             if name not in names:
@@ -308,22 +307,22 @@ class Machine:
             if not 0 <= value < 1 << 64:
                 raise ConfigError(f"set_regs: {name}={value:#x} does not fit 64 bits unsigned")
             setattr(regs, name, value)
-        self.board.vcpu.set_regs(regs)
+        board.vcpu.set_regs(regs)
 
     def sregs(self):
         """The vCPU's system registers: a kvm_sregs (cs ... ss as kvm_segment, gdt, idt,
         cr0 ... cr4, efer), a copy; give it back changed with set_sregs()."""
-        self._check_open()
-        return self.board.vcpu.get_sregs()
+        board = self._check_open()
+        return board.vcpu.get_sregs()
 
     def set_sregs(self, sregs) -> None:
         """Give the vCPU system registers read with sregs() and changed; TypeError for
         anything but a kvm_sregs."""
         from .kvm.abi import kvm_sregs
-        self._check_open()
+        board = self._check_open()
         if not isinstance(sregs, kvm_sregs):
             raise TypeError(f"set_sregs: expected the kvm_sregs sregs() gives, not {type(sregs).__name__}")
-        self.board.vcpu.set_sregs(sregs)
+        board.vcpu.set_sregs(sregs)
 
     def set_segment(self, name: str, selector: int) -> None:
         """Load segment register `name` ("cs", "ds", "es", "fs", "gs", "ss") as real mode
@@ -368,25 +367,10 @@ class Machine:
     def summary(self, tail: int = 2000) -> str:
         """What a person looking at a failed test wants: the last run's outcome and message,
         its crash report, and the last `tail` bytes of each console."""
+        from .debug.report import run_summary
         check_type("tail", tail, int)
-        tail = max(tail, 0)
-        result = self.last_result
-        lines = ["not run yet" if result is None else
-                 f"last run: {result.outcome.description} ({result.outcome.name}): {result.message}"]
-        if result is not None and result.completions:
-            lines.append("completed for the host's KVM: " + ", ".join(
-                f"{name} {count}" for name, count in sorted(result.completions.items(),
-                                                            key=lambda kv: -kv[1])))
-        if result is not None and result.report:
-            lines += ["", result.report]
-        for name, output in (("serial", self.serial_output), ("debug console", self.debugcon_output)):
-            shown = output[len(output) - min(tail, len(output)):]
-            text = shown.decode("utf-8", "replace")
-            lines += ["", f"{name}, last {len(shown)} of {len(output)} bytes:" if output
-                      else f"{name}: nothing written"]
-            if text:
-                lines.append(text.rstrip("\n"))
-        return "\n".join(lines)
+        return run_summary(self.last_result, {"serial": self.serial_output,
+                                              "debug console": self.debugcon_output}, tail)
 
     # --- extending -----------------------------------------------------------------
     def add_port_device(self, base: int, size: int, device) -> None:
@@ -396,24 +380,24 @@ class Machine:
         ConfigError for a range outside 0-0xffff, overlapping a device's, or one KVM serves
         itself (the PIC, the PIT). A method that raises or returns something other than such
         an int ends the run as a crash whose report holds its traceback."""
-        self._check_open()
+        board = self._check_open()
         _check_range("ports", base, size, PORT_SPACE)
         for start, length, what in layout.IN_KERNEL_PORTS:
             if base < start + length and start < base + size:
                 raise ConfigError(f"ports {base:#x}-{base + size - 1:#x} overlap {what} at "
                                   f"{start:#x}-{start + length - 1:#x} (the guest never exits there)")
-        self._register(self.board.pio, base, size, device)
+        self._register(board.pio, base, size, device)
 
     def add_mmio_device(self, base: int, size: int, device) -> None:
         """Put `device` (as add_port_device's; sizes up to 8 bytes) on guest-physical
         base ... base+size-1. ConfigError where guest RAM or ROM is, where KVM serves the
         APICs, or where another device is: the guest would never reach it there."""
-        self._check_open()
+        board = self._check_open()
         _check_range("MMIO", base, size, 1 << 52)
-        conflict = layout.mmio_conflict(base, size, self.board.memory.regions)
+        conflict = layout.mmio_conflict(base, size, board.memory.regions)
         if conflict:
             raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps {conflict}")
-        self._register(self.board.mmio, base, size, device)
+        self._register(board.mmio, base, size, device)
 
     def _register(self, bus, base: int, size: int, device) -> None:
         from .bus import BusError

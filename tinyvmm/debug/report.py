@@ -105,3 +105,26 @@ def crash_report(runner, outcome, message: str) -> str:
             lines.append(f"last {name} output:")
             lines += ["  | " + line for line in text]
     return "\n".join(lines)
+
+
+def run_summary(result, outputs: dict[str, bytes], tail: int) -> str:
+    """A run's outcome and message (`result` a RunResult, or None: not run yet), the
+    instructions completed for the host's KVM, its crash report, and the last `tail` bytes of
+    each console output in `outputs` (name: bytes): Machine.summary()."""
+    tail = max(tail, 0)
+    lines = ["not run yet" if result is None else
+             f"last run: {result.outcome.description} ({result.outcome.name}): {result.message}"]
+    if result is not None and result.completions:
+        lines.append("completed for the host's KVM: " + ", ".join(
+            f"{name} {count}" for name, count in sorted(result.completions.items(),
+                                                        key=lambda kv: -kv[1])))
+    if result is not None and result.report:
+        lines += ["", result.report]
+    for name, output in outputs.items():
+        shown = output[len(output) - min(tail, len(output)):]
+        text = shown.decode("utf-8", "replace")
+        lines += ["", f"{name}, last {len(shown)} of {len(output)} bytes:" if output
+                  else f"{name}: nothing written"]
+        if text:
+            lines.append(text.rstrip("\n"))
+    return "\n".join(lines)
