@@ -25,7 +25,7 @@ import struct
 import threading
 from collections import namedtuple
 
-from ..bus import Device
+from ..bus import RegisterDevice
 from ..pci.config import (PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI_STATUS_INTERRUPT,
                           PciFunction)
 from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, SplitQueue, VirtqueueError
@@ -367,7 +367,7 @@ class VirtioPciDevice(PciFunction):
             self.config[cap + PCI_CFG_DATA:cap + PCI_CFG_DATA + length] = value.to_bytes(length, "little")
 
 
-class VirtioBar(Device):
+class VirtioBar(RegisterDevice):
     """BAR4's accesses, by offset, to the transport's registers."""
 
     name = "virtio-bar"
@@ -375,10 +375,8 @@ class VirtioBar(Device):
     def __init__(self, function: VirtioPciDevice):
         self.function = function
 
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        return b"".join(self.function.read_bar(offset, size).to_bytes(size, "little")
-                        for _ in range(count))
+    def read_register(self, offset: int, size: int) -> int:
+        return self.function.read_bar(offset, size)
 
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        for i in range(0, len(data), size):
-            self.function.write_bar(offset, size, int.from_bytes(data[i:i + size], "little"))
+    def write_register(self, offset: int, size: int, value: int) -> None:
+        self.function.write_bar(offset, size, value)
