@@ -30,6 +30,10 @@ from ..pci.config import (PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI
                           PciFunction)
 from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, SplitQueue, VirtqueueError
 
+TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
+if TYPE_CHECKING:
+    from .model import VirtioModel
+
 VIRTIO_VENDOR = 0x1AF4
 MODERN_DEVICE_BASE = 0x1040
 MODERN_REVISION = 1
@@ -114,13 +118,8 @@ class QueueState:
 
 
 class VirtioPciDevice(PciFunction):
-    """A virtio device model (`model`) behind the modern virtio-pci transport.
-
-    `model` gives: `device_type`, `class_code`, `features` (offered, 64 bits),
-    `queue_sizes` (the maximum size of each queue), `config_bytes()` (its
-    device-specific configuration), `serve(queue) -> bool` (handle what queue
-    index `queue` made available; True when the driver should be interrupted),
-    and `reset()`. `memory` is the guest memory the rings live in; `set_irq(level)`
+    """A virtio device model (`model`, a tinyvmm.virtio.model.VirtioModel) behind the modern
+    virtio-pci transport. `memory` is the guest memory the rings live in; `set_irq(level)`
     drives the INTx line the platform routes pin A to.
 
     `lock` (reentrant) is held by every register access and notification; a thread
@@ -129,11 +128,11 @@ class VirtioPciDevice(PciFunction):
     and gets each trapped notification (`kick(queue)`) instead of notify() running here.
     """
 
-    def __init__(self, model, memory, set_irq=None, name: str = "virtio"):
+    def __init__(self, model: "VirtioModel", memory, set_irq=None, name: str = "virtio"):
         super().__init__(VIRTIO_VENDOR, MODERN_DEVICE_BASE + model.device_type, model.class_code,
                          revision=MODERN_REVISION, interrupt_pin=PIN_INTA)
         self.name = name
-        self.model = model
+        self.model: VirtioModel = model
         self.memory = memory
         self.set_irq = set_irq or (lambda level: None)
         self.lock = threading.RLock()
@@ -285,15 +284,15 @@ class VirtioPciDevice(PciFunction):
     def _serve(self, index: int) -> None:
         if index >= len(self.queues) or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
             return
-        queue = self.queues[index]
-        if not queue.enabled:
+        ring = self.queues[index].ring
+        if ring is None:                        # not enabled: only enable_queue sets a ring
             return
         try:
-            wanted = self.model.serve(queue.ring)
+            wanted = self.model.serve(ring)
         except VirtqueueError:
             # Chains served before the fault are in the used ring already: let the driver
             # see them, then ask it to reset.
-            if queue.ring.needs_interrupt():
+            if ring.needs_interrupt():
                 self.isr |= ISR_QUEUE
             self.needs_reset()
             return
