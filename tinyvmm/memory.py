@@ -85,10 +85,6 @@ class GuestMemory:
         """(gpa, size, writable) of every region."""
         return [(start, end - start, write is not None) for start, end, _, write in self._regions]
 
-    def mappings(self) -> list[tuple[int, int, memoryview | None, memoryview | None]]:
-        """(gpa, size, read view, write view) of every region; either view may be None."""
-        return [(start, end - start, read, write) for start, end, read, write in self._regions]
-
     def replace(self, start: int, end: int, regions) -> None:
         """Swap everything in [start, end) for `regions`: (gpa, size, read view, write view).
 
