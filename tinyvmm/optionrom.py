@@ -1,8 +1,9 @@
 """Legacy x86 option ROMs: signing an image after linking, and checking one.
 
-Layout (platform.md B.5): bytes 55 AA, the size in 512-byte blocks at offset 2,
-the init entry at offset 3, the offset of a PCI data structure at 0x18 and of a
-PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
+Layout (the PCI Firmware Specification's expansion ROM header, with the BIOS
+Boot Specification's PnP header): bytes 55 AA, the size in 512-byte blocks at
+offset 2, the init entry at offset 3, the offset of a PCI data structure at
+0x18 and of a PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
 256; so do the bytes of the PnP header (its length field counts 16-byte units).
 
     python3 -m tinyvmm.optionrom sign IN OUT     pad, set the size byte and checksums

@@ -1,9 +1,8 @@
 """The fw_cfg device: selector, data offset and DMA engine, plus its three bus-facing faces.
 
-The state machine (FwCfg) follows QEMU's hw/nvram/fw_cfg.c behaviour as
-restated in the project's platform notes, section A. The faces are thin:
-FwCfgIoPorts (0x510 selector, 0x511 data), FwCfgDmaPorts (0x514/0x518) and
-FwCfgMmio (the Arm `virt` register layout). Every guest-supplied address goes
+The state machine (FwCfg) behaves as QEMU's hw/nvram/fw_cfg.c does, as a guest
+sees it. The faces are thin: FwCfgIoPorts (0x510 selector, 0x511 data),
+FwCfgDmaPorts (0x514/0x518) and FwCfgMmio (the Arm `virt` register layout). Every guest-supplied address goes
 through GuestMemory, and a transfer checks its whole guest range before it
 copies anything, so a bad descriptor sets ERROR and leaves memory untouched.
 """
