@@ -5,7 +5,7 @@ the exceptions for bad input and misuse. Each is imported when first named, so t
 command line starts without the modules it does not use.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"          # the package version: pyproject.toml reads it from here
 
 _PUBLIC = {
     "Machine": "machine",
