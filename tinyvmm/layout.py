@@ -222,9 +222,9 @@ def check(ram_size: int, firmware_size: int) -> None:
         if a.end > b.gpa:
             raise ValueError(f"layout overlap: {a.name} and {b.name}")
     ports = sorted(PORTS.values())
-    for (a, n), (b, _) in zip(ports, ports[1:]):
-        if a + n > b:
-            raise ValueError(f"port overlap at {b:#x}")
+    for (port, count), (next_port, _) in zip(ports, ports[1:]):
+        if port + count > next_port:
+            raise ValueError(f"port overlap at {next_port:#x}")
 
 
 def asm_symbols() -> str:

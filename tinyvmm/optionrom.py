@@ -40,11 +40,11 @@ class OptionRomInfo(namedtuple("OptionRomInfo", "size pnp_offset bev manufacture
     __slots__ = ()
 
 
-def _checksum_byte(data: bytes) -> int:
+def _checksum_byte(data: bytes | bytearray) -> int:
     return -sum(data) & 0xFF
 
 
-def _pnp_range(image: bytes) -> tuple[int, int] | None:
+def _pnp_range(image: bytes | bytearray) -> tuple[int, int] | None:
     """(offset, length) of the PnP header the ROM header points at, if it has one."""
     offset = int.from_bytes(image[PNP_POINTER:PNP_POINTER + 2], "little")
     if offset == 0:

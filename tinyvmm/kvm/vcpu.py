@@ -25,7 +25,7 @@ class Vcpu:
     def close(self) -> None:
         """Release the vCPU; never raises, so it cannot hide the error that ended a run."""
         if self.fd >= 0:
-            self.run_page = None
+            del self.run_page       # the mapping cannot close while this view of it lives
             try:
                 self.run_mmap.close()
             except BufferError:

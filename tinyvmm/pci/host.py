@@ -13,6 +13,12 @@ from .. import layout
 from ..bus import BusError, Device, RegisterDevice, Registers
 from .config import PciFunction
 
+TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    AnyFunction = TypeVar("AnyFunction", bound=PciFunction)
+
 CONFIG_ADDRESS = 0
 CONFIG_DATA = 4
 CONFIG_ENABLE = 0x80000000
@@ -84,7 +90,9 @@ class PciHost(RegisterDevice):
         self.functions: dict[tuple[int, int], PciFunction] = {}
         self.reset_control: Registers | None = None     # PIIX's 0xcf9 register, when present
 
-    def add(self, function: PciFunction, slot: int, number: int = 0) -> PciFunction:
+    def add(self, function: "AnyFunction", slot: int, number: int = 0) -> "AnyFunction":
+        """Plug `function` in at 00:`slot`.`number`; returns it. ValueError if that address is
+        taken or invalid."""
         if not (0 <= slot < 32 and 0 <= number < 8) or (slot, number) in self.functions:
             raise ValueError(f"PCI address 00:{slot:02x}.{number} is invalid or taken")
         function.address = (0, slot, number)

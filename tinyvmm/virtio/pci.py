@@ -32,6 +32,7 @@ from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_
 
 TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
 if TYPE_CHECKING:
+    from .iothread import IoThread
     from .model import VirtioModel
 
 VIRTIO_VENDOR = 0x1AF4
@@ -136,7 +137,7 @@ class VirtioPciDevice(PciFunction):
         self.memory = memory
         self.set_irq = set_irq or (lambda level: None)
         self.lock = threading.RLock()
-        self.notifier = None
+        self.notifier: IoThread | None = None
         self.add_bar(VIRTIO_BAR, BAR_SIZE, "mem64", VirtioBar(self), prefetchable=True)
         # struct virtio_pci_cap after cap_vndr and cap_next: cap_len, cfg_type, bar, id,
         # padding, offset, length (and the notify capability's multiplier).
