@@ -285,8 +285,9 @@ class VirtioPciDevice(PciFunction):
     def _serve(self, index: int) -> None:
         if index >= len(self.queues) or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
             return
-        ring = self.queues[index].ring
-        if ring is None:                        # not enabled: only enable_queue sets a ring
+        queue = self.queues[index]
+        ring = queue.ring
+        if not queue.enabled or ring is None:   # an enabled queue always has its ring
             return
         try:
             wanted = self.model.serve(ring)
