@@ -69,12 +69,18 @@ class RegisterDevice(Device, Registers):
     def read(self, offset: int, size: int, count: int = 1) -> bytes:
         if count == 1:
             return self.read_register(offset, size).to_bytes(size, "little")
-        return b"".join(self.read_register(offset, size).to_bytes(size, "little")
-                        for _ in range(count))
+        read_register = self.read_register
+        return b"".join([read_register(offset, size).to_bytes(size, "little")
+                         for _ in range(count)])
 
     def write(self, offset: int, size: int, data: bytes) -> None:
+        write_register = self.write_register
+        if size == 1:
+            for value in data:                  # bytes iterate as ints: no slicing
+                write_register(offset, 1, value)
+            return
         for i in range(0, len(data), size):
-            self.write_register(offset, size, int.from_bytes(data[i:i + size], "little"))
+            write_register(offset, size, int.from_bytes(data[i:i + size], "little"))
 
 
 class BusError(ValueError):
