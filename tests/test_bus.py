@@ -97,6 +97,8 @@ def test_string_io_is_one_call(bus):
 
 def test_device_returning_wrong_length_is_caught():
     class Broken(Device):
+        name = "broken"
+
         def read(self, offset, size, count=1):
             return b"\x00"
     bus = PioBus()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fw_cfg_client import DATA_PORT, DMA_PORT, SELECTOR_PORT, MmioClient, PortClient
 from tinyvmm import layout
-from tinyvmm.bus import Bus, Device, PioBus
+from tinyvmm.bus import Bus, PioBus, RegisterDevice
 from tinyvmm.fw_cfg import items as fwi
 from tinyvmm.fw_cfg.device import (DMA_DESCRIPTOR, FW_CFG_DMA_CTL_ERROR, FW_CFG_DMA_CTL_READ,
                                    FW_CFG_DMA_CTL_SELECT, FW_CFG_DMA_CTL_SKIP,
@@ -714,7 +714,7 @@ def test_attach_mmio_beside_or_instead_of_the_ports():
 
 def test_attach_refuses_a_window_that_overlaps_another_mmio_device():
     machine = FakeMachine()
-    machine.mmio.register(0xFEF00010, 0x10, Device())
+    machine.mmio.register(0xFEF00010, 0x10, RegisterDevice())
     with pytest.raises(FwCfgConfigError, match="overlaps"):
         attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000"]))
 

@@ -5,7 +5,7 @@ of a run (Outcome, RunResult) and the exceptions for bad input, the host and mis
 command line starts without the modules it does not use.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"          # the package version: pyproject.toml reads it from here
 
 _PUBLIC = {
     "Machine": "machine",

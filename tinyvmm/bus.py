@@ -12,31 +12,53 @@ counted, and reported to the bus's observer (the exit trace).
 
 import bisect
 
+# True for type checkers only: typing (2 ms to import) stays out of the command's start, and
+# the contracts below are plain classes at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
 
-class Device:
-    """Base class: a device that ignores writes and reads as all-ones.
+    # observer(kind, address, length, data): kind "read" or "write", data None for a read.
+    BusObserver = Callable[[str, int, int, bytes | None], None]
+else:
+    Protocol = object
+
+
+class Device(Protocol):
+    """What a bus dispatches to: `name` (for messages and traces) and two calls.
 
     read(offset, size, count) returns size * count bytes: `count` successive
-    accesses of `size` bytes each at the same offset (count > 1 for string I/O).
-    write(offset, size, data) receives len(data) // size such accesses.
+    accesses of `size` bytes each at the same offset (count > 1 for string I/O),
+    little-endian, one after the other. write(offset, size, data) receives
+    len(data) // size such accesses. `offset` counts from the device's base.
+    """
+
+    name: str
+
+    def read(self, offset: int, size: int, count: int = 1) -> bytes: ...
+
+    def write(self, offset: int, size: int, data: bytes) -> None: ...
+
+
+class Registers(Protocol):
+    """Registers accessed one at a time, as integers: `size` bytes at `offset`, the value
+    from 0 to 2**(8*size) - 1."""
+
+    def read_register(self, offset: int, size: int) -> int: ...
+
+    def write_register(self, offset: int, size: int, value: int) -> None: ...
+
+
+class RegisterDevice(Device, Registers):
+    """A Device made of Registers: string I/O becomes one register access per element, in
+    order (each may have side effects, as a UART's receive buffer does). This is the one
+    place that splitting is written; devices with registers subclass it.
+
+    Unless overridden, registers read as all-ones and ignore writes.
     """
 
     name = "device"
-
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        return b"\xff" * (size * count)
-
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        pass
-
-
-class RegisterDevice(Device):
-    """A device whose registers are accessed one at a time, as integers.
-
-    Subclasses implement read_register/write_register; string I/O becomes one
-    register access per element, in order (each may have side effects, as a
-    UART's receive buffer does).
-    """
 
     def read_register(self, offset: int, size: int) -> int:
         return (1 << (8 * size)) - 1
@@ -47,12 +69,18 @@ class RegisterDevice(Device):
     def read(self, offset: int, size: int, count: int = 1) -> bytes:
         if count == 1:
             return self.read_register(offset, size).to_bytes(size, "little")
-        return b"".join(self.read_register(offset, size).to_bytes(size, "little")
-                        for _ in range(count))
+        read_register = self.read_register
+        return b"".join([read_register(offset, size).to_bytes(size, "little")
+                         for _ in range(count)])
 
     def write(self, offset: int, size: int, data: bytes) -> None:
+        write_register = self.write_register
+        if size == 1:
+            for value in data:                  # bytes iterate as ints: no slicing
+                write_register(offset, 1, value)
+            return
         for i in range(0, len(data), size):
-            self.write_register(offset, size, int.from_bytes(data[i:i + size], "little"))
+            write_register(offset, size, int.from_bytes(data[i:i + size], "little"))
 
 
 class BusError(ValueError):
@@ -68,8 +96,8 @@ class Bus:
         self._ranges: list[tuple[int, int, Device]] = []
         self.unclaimed_reads = 0
         self.unclaimed_writes = 0
-        # Called as observer(kind, address, size, data) for unclaimed accesses.
-        self.observer = None
+        # Told of every unclaimed access.
+        self.observer: BusObserver | None = None
 
     def register(self, base: int, size: int, device: Device) -> None:
         if size <= 0 or base < 0:
@@ -144,7 +172,7 @@ class Bus:
 class PioBus(Bus):
     """The 64 KiB port space, with a per-port table so dispatch is one dict lookup."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("pio")
         self._table: dict[int, tuple[int, int, Device]] = {}
 
@@ -166,7 +194,7 @@ class PioBus(Bus):
         """port -> (base, end, device): the run loop's fast path reads it directly."""
         return self._table
 
-    def find(self, address: int, size: int = 1):
+    def find(self, address: int, size: int = 1) -> tuple[int, Device] | None:
         entry = self._table.get(address)
         if entry is not None and address + size <= entry[1]:
             return entry[0], entry[2]

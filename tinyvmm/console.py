@@ -6,6 +6,10 @@ import stat
 import sys
 from .errors import ConfigError
 
+TYPE_CHECKING = False           # True for type checkers only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 TAIL_SIZE = 4096
 
 
@@ -105,15 +109,15 @@ class Console:
         self.sink = sink or (lambda data: None)
         self.tail = bytearray()
         self.total = 0
-        self._watches: list[tuple[bytes, object]] = []
+        self._watches: list[tuple[bytes, Callable[[], object]]] = []
         self.expect = expect
         self.on_expect = on_expect or (lambda: None)
-        self.on_closed = lambda: None           # called when the sink's reader has gone
+        self.on_closed: Callable[[], object] = lambda: None    # the sink's reader has gone
         self.failed: str | None = None          # why the sink could not be written, if it failed
         if expect:
             self.watch(expect, lambda: self.on_expect())
 
-    def watch(self, text: bytes, callback) -> None:
+    def watch(self, text: bytes, callback: "Callable[[], object]") -> None:
         if len(text) > TAIL_SIZE // 2:
             raise ValueError(f"cannot watch for more than {TAIL_SIZE // 2} bytes")
         self._watches.append((text, callback))

@@ -1,9 +1,16 @@
 """A device a user writes in Python, put on a bus by Machine.add_port_device/add_mmio_device."""
 
+from .bus import RegisterDevice
 
-class HostDevice:
+
+class HostDevice(RegisterDevice):
     """A device written in Python by a user (read(offset, size) -> int, write(offset, size,
-    value)), on a bus: one call per element of string I/O; exceptions end the run."""
+    value)), on a bus: its registers, so string I/O makes one call per element.
+
+    `guard(callback, what, fallback=None)` wraps each call so that an exception ends the run
+    (and the call returns `fallback`): a read that fails, or returns anything but an int
+    that `size` bytes hold, reads as all-ones.
+    """
 
     def __init__(self, device, guard):
         self.device = device
@@ -19,14 +26,9 @@ class HostDevice:
             raise ValueError(f"returned {value:#x}, which a {size}-byte access cannot hold")
         return value
 
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        out = bytearray()
-        all_ones = (1 << (8 * size)) - 1
-        for _ in range(count):
-            value = self._read(offset, size)
-            out += (all_ones if value is None else value).to_bytes(size, "little")
-        return bytes(out)
+    def read_register(self, offset: int, size: int) -> int:
+        value = self._read(offset, size)
+        return (1 << (8 * size)) - 1 if value is None else value
 
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        for i in range(0, len(data), size):
-            self._write(offset, size, int.from_bytes(data[i:i + size], "little"))
+    def write_register(self, offset: int, size: int, value: int) -> None:
+        self._write(offset, size, value)

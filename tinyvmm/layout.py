@@ -60,9 +60,8 @@ FIRMWARE_MAX_SIZE = 16 * MiB     # ends at 0xff00_0000, just above the KVM pages
 FIRMWARE_SIZE_STEP = 64 * KiB
 FIRMWARE_LOW_ALIAS_MAX = 128 * KiB
 
-# PCI windows (QEMU's pc machine): 32-bit memory BARs between the end of low RAM and the
-# I/O APIC; I/O BARs above the legacy ISA ports.
-PCI_MMIO_END = IOAPIC_START
+# The PCI I/O window (QEMU's pc machine): I/O BARs above the legacy ISA ports. 32-bit memory
+# BARs go between the end of low RAM and the I/O APIC (the map above).
 PCI_IO_START = 0x1000
 PCI_IO_END = 0x10000
 # Bus 0: 00:00.0 i440FX, 00:01.0/.3 PIIX3 ISA and PIIX4 PM; virtio devices from 00:02.0 up,
@@ -184,11 +183,6 @@ def memory_regions(ram_size: int, firmware_size: int) -> list[Region]:
     return [r for r in regions if r.size > 0]
 
 
-def pci_mmio_window(ram_size: int) -> tuple[int, int]:
-    """[start, end) of the 32-bit PCI memory window: from the end of low RAM to the I/O APIC."""
-    return min(ram_size, LOW_RAM_MAX), PCI_MMIO_END
-
-
 FIRMWARE_SIZE_RULE = ("a firmware image must be a multiple of 64 KiB from 64 KiB to 16 MiB "
                       "(QEMU's pc machine has the same rule)")
 
@@ -228,9 +222,9 @@ def check(ram_size: int, firmware_size: int) -> None:
         if a.end > b.gpa:
             raise ValueError(f"layout overlap: {a.name} and {b.name}")
     ports = sorted(PORTS.values())
-    for (a, n), (b, _) in zip(ports, ports[1:]):
-        if a + n > b:
-            raise ValueError(f"port overlap at {b:#x}")
+    for (port, count), (next_port, _) in zip(ports, ports[1:]):
+        if port + count > next_port:
+            raise ValueError(f"port overlap at {next_port:#x}")
 
 
 def asm_symbols() -> str:

@@ -31,15 +31,19 @@ MADV_POPULATE_WRITE = 23        # Linux 5.14: fault pages in as if written, cont
 # between 4 and 14 MiB; a 14 MiB copy takes 2.1 ms on two threads against 3.2 ms on one).
 SPLIT_COPY_MIN = 8 << 20
 
+# What a region's bytes can live in (the buffer protocol, writable for a writable region).
+Backing = mmap.mmap | bytearray | bytes | memoryview
+
 
 class GuestMemory:
     """Guest-physical memory made of non-overlapping regions.
 
     Each region is (gpa, size, buffer, writable), buffer being any writable
-    object supporting the buffer protocol (mmap, bytearray).
+    object supporting the buffer protocol (mmap, bytearray). `ram` and `rom` are
+    the two backings of a memory made by for_layout, else None.
     """
 
-    def __init__(self, regions: list[tuple[int, int, object, bool]]):
+    def __init__(self, regions: list[tuple[int, int, Backing, bool]]):
         regions = sorted(regions, key=lambda r: r[0])
         for (a, n, _, _), (b, _, _, _) in zip(regions, regions[1:]):
             if a + n > b:
@@ -54,6 +58,8 @@ class GuestMemory:
                 raise ValueError(f"region at {gpa:#x} has a buffer smaller than its size")
             self._starts.append(gpa)
             self._regions.append((gpa, gpa + size, view, view if writable else None))
+        self.ram: mmap.mmap | None = None
+        self.rom: mmap.mmap | None = None
 
     @classmethod
     def for_layout(cls, ram_size: int, firmware: bytes) -> "GuestMemory":
@@ -85,10 +91,6 @@ class GuestMemory:
     def regions(self) -> list[tuple[int, int, bool]]:
         """(gpa, size, writable) of every region."""
         return [(start, end - start, write is not None) for start, end, _, write in self._regions]
-
-    def mappings(self) -> list[tuple[int, int, memoryview | None, memoryview | None]]:
-        """(gpa, size, read view, write view) of every region; either view may be None."""
-        return [(start, end - start, read, write) for start, end, read, write in self._regions]
 
     def replace(self, start: int, end: int, regions) -> None:
         """Swap everything in [start, end) for `regions`: (gpa, size, read view, write view).
@@ -170,6 +172,7 @@ class GuestMemory:
         """A zero-copy view of [gpa, gpa + size), which must lie in one region."""
         start, _, read, write = self._regions[self._region_index(gpa, size, writable)]
         view = write if writable else read
+        assert view is not None             # _region_index refuses a region without it
         offset = gpa - start
         return view[offset:offset + size]
 

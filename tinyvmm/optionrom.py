@@ -1,8 +1,9 @@
 """Legacy x86 option ROMs: signing an image after linking, and checking one.
 
-Layout (platform.md B.5): bytes 55 AA, the size in 512-byte blocks at offset 2,
-the init entry at offset 3, the offset of a PCI data structure at 0x18 and of a
-PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
+Layout (the PCI Firmware Specification's expansion ROM header, with the BIOS
+Boot Specification's PnP header): bytes 55 AA, the size in 512-byte blocks at
+offset 2, the init entry at offset 3, the offset of a PCI data structure at
+0x18 and of a PnP expansion header ("$PnP") at 0x1A. The bytes of the whole ROM sum to 0 mod
 256; so do the bytes of the PnP header (its length field counts 16-byte units).
 
     python3 -m tinyvmm.optionrom sign IN OUT     pad, set the size byte and checksums
@@ -40,11 +41,11 @@ class OptionRomInfo(namedtuple("OptionRomInfo", "size pnp_offset bev manufacture
     __slots__ = ()
 
 
-def _checksum_byte(data: bytes) -> int:
+def _checksum_byte(data: bytes | bytearray) -> int:
     return -sum(data) & 0xFF
 
 
-def _pnp_range(image: bytes) -> tuple[int, int] | None:
+def _pnp_range(image: bytes | bytearray) -> tuple[int, int] | None:
     """(offset, length) of the PnP header the ROM header points at, if it has one."""
     offset = int.from_bytes(image[PNP_POINTER:PNP_POINTER + 2], "little")
     if offset == 0:

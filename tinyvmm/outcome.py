@@ -34,15 +34,14 @@ class RunResult:
     """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits;
     `completions`, how many instructions of each name the host's KVM left to tinyvmm
     (tinyvmm.completion) in this run."""
-    __slots__ = ("outcome", "message", "report", "exits", "extra", "completions")
+    __slots__ = ("outcome", "message", "report", "exits", "completions")
 
     def __init__(self, outcome: Outcome, message: str = "", report: str | None = None,
-                 exits: int = 0, extra: dict | None = None):
+                 exits: int = 0):
         self.outcome = outcome
         self.message = message
         self.report = report
         self.exits = exits
-        self.extra = {} if extra is None else extra
         self.completions: dict[str, int] = {}
 
     @property

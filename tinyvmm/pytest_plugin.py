@@ -6,9 +6,14 @@ with the reason, where /dev/kvm cannot run a guest. A failing test's report gets
 Machine it made, the last run's outcome, its crash report and the consoles' last lines.
 """
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-_MACHINES = pytest.StashKey()
+if TYPE_CHECKING:       # pytest loads this plugin in every session: tinyvmm only when used
+    from tinyvmm.machine import Machine
+
+_MACHINES: "pytest.StashKey[list[Machine]]" = pytest.StashKey()
 
 
 @pytest.fixture

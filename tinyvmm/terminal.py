@@ -37,7 +37,7 @@ class ConsoleInput:
         self.on_quit = on_quit
         self.err = err if err is not None else sys.stderr
         self.is_terminal = os.isatty(fd)
-        self._saved = None
+        self._saved: list | None = None         # termios attributes to restore, when changed
         self._escape = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-input", daemon=True)

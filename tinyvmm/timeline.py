@@ -8,19 +8,26 @@ import time
 
 from .devices.milestones import MILESTONE_NAMES
 
+TYPE_CHECKING = False           # True for type checkers only: no import cycle at run time
+if TYPE_CHECKING:
+    from .board import Board
+
 BANNER = b"Linux version"
 INIT = b"TINYVMM-INIT-OK"          # the test init's first line (kernels/init.c, INIT_MARKER)
 
 
 class BootTimeline:
-    def __init__(self, machine, runner, fw_cfg=None):
-        self.machine = machine
+    """The marks of one run of `board` (its milestones, the serial banner and the test
+    init's first line), with `runner`'s exit and byte counts and `fw_cfg`'s DMA bytes."""
+
+    def __init__(self, board: "Board", runner, fw_cfg=None):
+        self.board = board
         self.runner = runner
         self.fw_cfg = fw_cfg
         self.marks: list[dict] = []
-        machine.milestone_listeners.append(self._on_milestone)
-        machine.config.serial.watch(BANNER, lambda: self.mark("banner"))
-        machine.config.serial.watch(INIT, lambda: self.mark("init"))
+        board.milestone_listeners.append(self._on_milestone)
+        board.config.serial.watch(BANNER, lambda: self.mark("banner"))
+        board.config.serial.watch(INIT, lambda: self.mark("init"))
 
     def _on_milestone(self, milestone) -> None:
         self.mark(f"milestone {milestone.port:#x}:{milestone.value}", milestone.time_ns)
@@ -38,7 +45,7 @@ class BootTimeline:
 
     def to_dict(self, outcome: str) -> dict:
         return {
-            "start_ns": self.machine.first_run_ns,
+            "start_ns": self.board.first_run_ns,
             "outcome": outcome,
             "marks": self.marks,
             "milestone_names": {f"{port:#x}:{value}": name

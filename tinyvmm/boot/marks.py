@@ -22,14 +22,18 @@ from .. import layout
 from ..fw_cfg.items import KERNEL_KEYS
 from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 
+TYPE_CHECKING = False           # True for type checkers only: no import cycle at run time
+if TYPE_CHECKING:
+    from ..board import Board
+
 
 class BootMarks:
-    """Watches one run for do_boot and the kernel's entry; `entry` is a linear address, and
-    reaching it is recorded as `entry_milestone` on port 0xf4."""
+    """Watches one run of `board` for do_boot and the kernel's entry; `entry` is a linear
+    address, and reaching it is recorded as `entry_milestone` on port 0xf4."""
 
-    def __init__(self, machine, runner, fw_cfg, entry: int | None,
+    def __init__(self, board: "Board", runner, fw_cfg, entry: int | None,
                  entry_milestone: int = layout.MILESTONE_LINUX_START_BOOT):
-        self.machine = machine
+        self.board = board
         self.runner = runner
         self.fw_cfg = fw_cfg
         self.entry = entry
@@ -41,16 +45,16 @@ class BootMarks:
     def _on_select(self, key: int) -> None:
         if key & 0x3FFF in KERNEL_KEYS:
             self.fw_cfg.on_select = None
-            self.machine.mark_milestone("milestone_linux", layout.MILESTONE_DO_BOOT)
+            self.board.mark_milestone("milestone_linux", layout.MILESTONE_DO_BOOT)
             if self.entry is not None:
-                self.machine.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS,
-                                                  execution_breakpoint(self.entry))
+                self.board.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS,
+                                                execution_breakpoint(self.entry))
 
     def _on_debug_exit(self, debug) -> None:
         if self.entry is None or debug.pc != self.entry:
             return None
-        self.machine.mark_milestone("milestone_linux", self.entry_milestone)
-        self.machine.vcpu.set_guest_debug(0)
+        self.board.mark_milestone("milestone_linux", self.entry_milestone)
+        self.board.vcpu.set_guest_debug(0)
         self.runner.on_debug_exit = None
         self.entry = None
         return None

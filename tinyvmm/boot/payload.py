@@ -74,6 +74,7 @@ class LinuxPayload:
         if option_roms:
             publish(self.plan, items, os.path.basename(option_roms[0]), None)
         else:
+            assert self.rom_name is not None    # only a firmware boot publishes, and it has a ROM
             publish(self.plan, items, self.rom_name, self.rom)
 
     def preload(self, memory) -> None:
@@ -181,8 +182,8 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
         if elf.is_elf(data):
             boot = boot or "direct"
             kernel_image = elf.parse_elf_kernel(data, kernel_path)
-            plan = pvh.plan_pvh(kernel_image, cmdline, initrd_data, ram_size, data)
-            return LinuxPayload(kernel_path, "ELF", boot, plan, *_rom(boot, True, dma))
+            pvh_plan = pvh.plan_pvh(kernel_image, cmdline, initrd_data, ram_size, data)
+            return LinuxPayload(kernel_path, "ELF", boot, pvh_plan, *_rom(boot, True, dma))
         boot = boot or "firmware"
         image = bzimage.parse_bzimage(data, kernel_path)
         if boot == "direct":

@@ -57,7 +57,9 @@ class PvhPlan:
 
     @property
     def entry(self) -> int:
-        return self.kernel.pvh_entry
+        entry = self.kernel.pvh_entry
+        assert entry is not None            # plan_pvh refuses a kernel without one
+        return entry
 
     def load_ranges(self) -> list[tuple[int, int]]:
         """(guest address, size) of everything a boot ROM writes into RAM: the kernel's image
@@ -132,7 +134,7 @@ def publish(plan: PvhPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | No
     address and size, command line, initrd, and the file's first 8 KiB as setup data; plus
     KERNEL_DATA (the image as it lies in memory from KERNEL_ADDR) and CMDLINE_ADDR, which
     tinyvmm's own PVH ROMs load from. With rom None, genroms/<rom_name> is already there."""
-    items.add_u32(fwc.FW_CFG_KERNEL_ENTRY, plan.kernel.pvh_entry)
+    items.add_u32(fwc.FW_CFG_KERNEL_ENTRY, plan.entry)
     publish_loaded(items, plan.kernel.low, plan.kernel.image(), plan.cmdline, plan.initrd,
                    plan.initrd_addr)
     items.add_u32(fwc.FW_CFG_SETUP_SIZE, len(plan.header))

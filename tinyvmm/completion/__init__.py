@@ -92,9 +92,9 @@ class Completer:
             return _failure(internal)
         started = time.perf_counter_ns()
         cpu = GuestCpu(self.vcpu, self.memory)
-        pc = code = None
+        pc = cpu.pc
+        code = None
         try:
-            pc = cpu.pc
             code = exit_instruction(internal) or cpu.read_linear(pc, MAX_INSTRUCTION)
             if not code:
                 raise Refused(f"its bytes at {pc:#x} are not in guest memory")

@@ -63,6 +63,7 @@ class SoftCpu:
         # (bits, address) -> the bytes translated there last: the software CPU keeps its
         # translations, and one is dropped only when the guest has rewritten its code.
         self._seen_code: dict[tuple[int, int], bytes] = {}
+        self._raised: int | None = None        # the vector the last instruction raised, if any
 
     def _engine(self, bits: int) -> unicorn.Uc:
         entry = self._engines.get(bits)

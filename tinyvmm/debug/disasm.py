@@ -32,7 +32,7 @@ def _engine(bits: int, detail: bool = False):
     key = (bits, detail)
     if key not in _engines:
         try:
-            import capstone
+            import capstone  # type: ignore[import-untyped]  # capstone ships no type information
         except ImportError:
             raise DisassemblerUnavailable(
                 "capstone is not installed (pip install capstone); instructions are shown as bytes") from None

@@ -82,24 +82,24 @@ def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> lis
 
 def crash_report(runner, outcome, message: str) -> str:
     from ..outcome import ExitRecord
-    machine = runner.machine
+    board = runner.machine
     lines = [f"tinyvmm: {outcome.description}: {message}"]
     try:
-        regs, sregs = machine.vcpu.get_regs(), machine.vcpu.get_sregs()
+        regs, sregs = board.vcpu.get_regs(), board.vcpu.get_sregs()
     except OSError as exc:
         lines.append(f"(registers unavailable: {exc})")
     else:
         lines += format_registers(regs, sregs)
         symbols = getattr(runner, "symbols", None)
         lines.append(f"where: {where(regs, sregs, symbols)}")
-        lines += code_listing(machine.vcpu, machine.memory, regs, sregs, symbols)
+        lines += code_listing(board.vcpu, board.memory, regs, sregs, symbols)
     counts = ", ".join(f"{abi.EXIT_REASON_NAMES.get(r, r)} {n}"
                        for r, n in sorted(enumerate(runner.exit_counts), key=lambda kv: -kv[1]) if n)
     lines.append(f"exits: {counts or 'none'}")
     if runner.history:
         lines.append(f"last {len(runner.history)} exits (oldest first):")
         lines += ["  " + ExitRecord(*record).describe() for record in runner.history]
-    for name, tail in machine.console_tails().items():
+    for name, tail in board.console_tails().items():
         if tail:
             text = tail.decode("latin-1").rstrip("\n").splitlines()[-5:]
             lines.append(f"last {name} output:")

@@ -26,6 +26,10 @@ from ..kvm import abi
 from ..memory import GuestMemoryError
 from .report import instruction_pointer, where
 
+TYPE_CHECKING = False           # True for type checkers only: no import cycle at run time
+if TYPE_CHECKING:
+    from ..board import Board
+
 STEP = abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP
 # Decoded instructions by (bits, IP, bytes): firmware loops over the same few, and capstone
 # takes about 10 us an instruction, a third of a step here. Emptied when full.
@@ -37,7 +41,8 @@ class StepError(DebugSetupError):
 
 
 class StepTracer:
-    """Logs `spec.limit` instructions (a trace.StepSpec) through `tracer` (a trace.Tracer).
+    """Logs `spec.limit` instructions (a trace.StepSpec) of `board`'s vCPU, run by `runner`,
+    through `tracer` (a trace.Tracer).
 
     Takes the vCPU's guest debugging for the run: nothing else may set it (--gdb, the
     kernel-entry breakpoint of boot.marks). At the limit the guest runs on at full speed,
@@ -45,14 +50,14 @@ class StepTracer:
     the instructions and resolves `spec.symbol`; StepError if it cannot.
     """
 
-    def __init__(self, machine, runner, tracer, spec, symbols=None, on_limit=None):
-        self.vcpu = machine.vcpu
+    def __init__(self, board: "Board", runner, tracer, spec, symbols=None, on_limit=None):
+        self.vcpu = board.vcpu
         self.on_limit = on_limit        # called at the limit instead of running on
         self.runner = runner
         self.tracer = tracer
         self.limit = spec.limit
         self.symbols = symbols
-        self.linear = LinearMemory(machine.vcpu, machine.memory)
+        self.linear = LinearMemory(board.vcpu, board.memory)
         self.count = 0
         self.stepping = False
         self._io_pending = False        # an I/O step waits for KVM to complete the access
@@ -74,7 +79,7 @@ class StepTracer:
             self.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(self.address))
         elif self.milestone is not None:
             self._note(f"waiting for milestone {self.milestone} on port 0xf4 or 0xf5")
-            machine.milestone_listeners.append(self._on_milestone)
+            board.milestone_listeners.append(self._on_milestone)
         else:
             self._begin()
             self._stopped()

@@ -64,7 +64,7 @@ class Serial(RegisterDevice):
         self.divisor = DEFAULT_DIVISOR
         self.fifo_enabled = False
         self.thre_pending = False
-        self.rx = deque()
+        self.rx: deque[int] = deque()       # received bytes, oldest first
         self._irq_level = False
         self._lock = threading.Lock()
 

@@ -1,9 +1,8 @@
 """The fw_cfg device: selector, data offset and DMA engine, plus its three bus-facing faces.
 
-The state machine (FwCfg) follows QEMU's hw/nvram/fw_cfg.c behaviour as
-restated in the project's platform notes, section A. The faces are thin:
-FwCfgIoPorts (0x510 selector, 0x511 data), FwCfgDmaPorts (0x514/0x518) and
-FwCfgMmio (the Arm `virt` register layout). Every guest-supplied address goes
+The state machine (FwCfg) behaves as QEMU's hw/nvram/fw_cfg.c does, as a guest
+sees it. The faces are thin: FwCfgIoPorts (0x510 selector, 0x511 data),
+FwCfgDmaPorts (0x514/0x518) and FwCfgMmio (the Arm `virt` register layout). Every guest-supplied address goes
 through GuestMemory, and a transfer checks its whole guest range before it
 copies anything, so a bad descriptor sets ERROR and leaves memory untouched.
 """
@@ -12,6 +11,10 @@ import struct
 import time
 
 from ..bus import Device
+
+TYPE_CHECKING = False           # True for type checkers only
+if TYPE_CHECKING:
+    from collections.abc import Callable
 from ..memory import GuestMemoryError, copy_into
 from .items import (FW_CFG_ENTRY_MASK, FW_CFG_ID, FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES,
                     FW_CFG_VERSION, FW_CFG_VERSION_DMA, FwCfgItems, key_name)
@@ -72,12 +75,13 @@ class FwCfg:
                       replace=True)
         self.dma_transfers = 0                   # transfers started, for timelines and tests
         self.dma_bytes = 0                       # item bytes moved by DMA READ and WRITE
-        self._trace = None
-        self.on_select = None                    # called with each key selected, when set
+        self._trace: Callable[[str, str], object] | None = None
+        self.on_select: Callable[[int], object] | None = None   # called with each key selected
         if tracer is not None and "fw_cfg" in getattr(tracer, "categories", ()):
             self._trace = tracer.fw_cfg
-            # Only a traced device pays for timing the data-port hot path.
-            self.read_data = self._read_data_traced
+            # Only a traced device pays for timing the data-port hot path: the method is
+            # swapped on this instance rather than tested on every read.
+            self.read_data = self._read_data_traced     # type: ignore[method-assign]
         self.reset()
 
     def reset(self) -> None:
@@ -123,6 +127,7 @@ class FwCfg:
         return self._data[offset:].tobytes() + bytes(end - self._length)
 
     def _read_data_traced(self, count: int) -> bytes:
+        assert self._trace is not None          # installed only with a tracer
         start = time.perf_counter_ns()
         offset = self._offset
         data = FwCfg.read_data(self, count)

@@ -272,18 +272,22 @@ class FwCfgItems:
         if key >= FW_CFG_FILE_FIRST:
             return self._index_files().get(key)
         if key == FW_CFG_FILE_DIR and self._files:
-            if self._file_dir is None:
-                self._file_dir = FwCfgEntry(FW_CFG_FILE_DIR, key_name(FW_CFG_FILE_DIR),
-                                            memoryview(self.file_dir()), False)
-            return self._file_dir
+            return self._file_dir_entry()
         return None
+
+    def _file_dir_entry(self) -> FwCfgEntry:
+        """The file directory's entry, built again when first wanted after a file was added."""
+        if self._file_dir is None:
+            self._file_dir = FwCfgEntry(FW_CFG_FILE_DIR, key_name(FW_CFG_FILE_DIR),
+                                        memoryview(self.file_dir()), False)
+        return self._file_dir
 
     def entries(self) -> list[FwCfgEntry]:
         """Every populated key, in key order (arch-local ones last): what a guest can read."""
         keys = sorted(self._items)
         found = [self._items[k] for k in keys if not k & FW_CFG_ARCH_LOCAL]
         if self._files:
-            found.append(self.lookup(FW_CFG_FILE_DIR))
+            found.append(self._file_dir_entry())
             found.extend(sorted(self._index_files().values(), key=lambda e: e.key))
         found.extend(self._items[k] for k in keys if k & FW_CFG_ARCH_LOCAL)
         return found

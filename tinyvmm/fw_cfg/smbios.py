@@ -87,7 +87,7 @@ def structures(ram_size: int, cpus: int = 1) -> list[bytes]:
     return tables
 
 
-def _checksum(data: bytes) -> int:
+def _checksum(data: bytes | bytearray) -> int:
     return -sum(data) & 0xFF
 
 

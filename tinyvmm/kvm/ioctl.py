@@ -1,8 +1,9 @@
 """One way into the kernel: ioctl through libc, with errors that name the call.
 
 fcntl.ioctl parses a scalar argument as a C int and rejects values above
-2**31-1 (KVM_SET_TSS_ADDR takes an address), so every call goes through libc
-with an unsigned long or a pointer.
+2**31-1 (KVM_SET_TSS_ADDR takes an address), so these calls go through libc
+with an unsigned long or a pointer. KVM_RUN, which takes no argument, is the
+run loop's own (tinyvmm.runner, through fcntl.ioctl).
 """
 
 import ctypes
@@ -25,7 +26,7 @@ class KvmError(HostError, OSError):
 def ioctl(fd: int, request: int, arg=None, name: str | None = None) -> int:
     """Issue one ioctl; arg is None, an int (passed by value) or a ctypes object.
 
-    EINTR is retried: only KVM_RUN (see Vcpu.run) treats it as an event.
+    EINTR is retried: only KVM_RUN, issued by the run loop, treats it as an event.
     """
     if arg is None:
         value = None
@@ -42,7 +43,3 @@ def ioctl(fd: int, request: int, arg=None, name: str | None = None) -> int:
             label = name or abi.IOCTL_NAMES.get(request, f"ioctl {request:#x}")
             raise KvmError(err, f"{label}: {os.strerror(err)}")
 
-
-# The vCPU run loop calls this directly: no argument conversion, no retry.
-raw_ioctl = _ioctl
-get_errno = ctypes.get_errno

@@ -1,11 +1,10 @@
 """A KVM vCPU file descriptor: the shared kvm_run page, registers, CPUID, MSRs, guest debug."""
 
-import errno
 import mmap
 import os
 
 from . import abi
-from .ioctl import KvmError, get_errno, ioctl, raw_ioctl
+from .ioctl import ioctl
 
 
 class Vcpu:
@@ -26,26 +25,13 @@ class Vcpu:
     def close(self) -> None:
         """Release the vCPU; never raises, so it cannot hide the error that ended a run."""
         if self.fd >= 0:
-            self.run_page = None
+            del self.run_page       # the mapping cannot close while this view of it lives
             try:
                 self.run_mmap.close()
             except BufferError:
                 pass            # a view of kvm_run is still alive: the mapping goes with it
             os.close(self.fd)
             self.fd = -1
-
-    def run(self) -> int:
-        """Enter the guest until the next exit; returns the exit reason.
-
-        Returns KVM_EXIT_INTR when a signal interrupted the run (EINTR): the
-        caller decides what the signal meant.
-        """
-        if raw_ioctl(self.fd, abi.KVM_RUN, None) < 0:
-            err = get_errno()
-            if err in (errno.EINTR, errno.EAGAIN):
-                return abi.KVM_EXIT_INTR
-            raise KvmError(err, f"KVM_RUN: {os.strerror(err)}")
-        return self.run_page.exit_reason
 
     def get_mp_state(self) -> int:
         """KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE, _HALTED, ... (in-kernel irqchip only)."""
@@ -98,14 +84,6 @@ class Vcpu:
             buf.entries[i].index = index
         done = ioctl(self.fd, abi.KVM_GET_MSRS, buf)
         return {buf.entries[i].index: buf.entries[i].data for i in range(done)}
-
-    def set_msrs(self, values: dict[int, int]) -> int:
-        """Set MSRs; returns how many were set (KVM stops at the first failure)."""
-        buf = abi.msrs_type(len(values))(nmsrs=len(values))
-        for i, (index, data) in enumerate(values.items()):
-            buf.entries[i].index = index
-            buf.entries[i].data = data
-        return ioctl(self.fd, abi.KVM_SET_MSRS, buf)
 
     def set_guest_debug(self, control: int, debugreg: list[int] | None = None) -> None:
         dbg = abi.kvm_guest_debug(control=control)

@@ -15,6 +15,10 @@ matching enable bit is set; PciFunction keeps the bus registration in step.
 
 from collections import namedtuple
 
+TYPE_CHECKING = False           # True for type checkers only: host imports this module
+if TYPE_CHECKING:
+    from .host import PciBuses
+
 # --- type-0 header (pci_regs.h names) ----------------------------------------
 PCI_VENDOR_ID = 0x00
 PCI_DEVICE_ID = 0x02
@@ -95,9 +99,9 @@ class PciFunction:
         self.w1cmask = bytearray(PCI_CONFIG_SPACE_SIZE)     # bits a 1 clears
         self.bars: dict[int, Bar] = {}
         self.mapped: dict[int, tuple[str, int]] = {}        # BAR index -> (bus, address)
-        self.buses = None                                   # a PciBuses, once plugged in
-        self.address = None                                 # (bus, slot, function), once plugged in
-        self._last_capability = None
+        self.buses: PciBuses | None = None                  # once plugged in
+        self.address: tuple[int, int, int] | None = None    # (bus, slot, function), once plugged in
+        self._last_capability: int | None = None
         self._capabilities_end = PCI_CONFIG_HEADER_END
         self.set_word(PCI_VENDOR_ID, vendor)
         self.set_word(PCI_DEVICE_ID, device)
@@ -249,8 +253,8 @@ class PciFunction:
                 continue
             if index in self.mapped:
                 self.buses.unmap(*self.mapped.pop(index))
-            if wanted is not None and self.buses.map(self, bar, bus, address):
-                self.mapped[index] = wanted
+            if address is not None and self.buses.map(self, bar, bus, address):
+                self.mapped[index] = (bus, address)
             self.bar_moved(bar, address if index in self.mapped else None)
 
     def bar_moved(self, bar: Bar, address: int | None) -> None:

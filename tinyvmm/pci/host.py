@@ -10,8 +10,14 @@ precedence over the address latch as on the real chipset.
 """
 
 from .. import layout
-from ..bus import BusError, Device
+from ..bus import BusError, Device, RegisterDevice, Registers
 from .config import PciFunction
+
+TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    AnyFunction = TypeVar("AnyFunction", bound=PciFunction)
 
 CONFIG_ADDRESS = 0
 CONFIG_DATA = 4
@@ -73,7 +79,7 @@ class PciBuses:
             self.tracer.line("pci", text)
 
 
-class PciHost(Device):
+class PciHost(RegisterDevice):
     """The host's configuration ports and bus 0's functions, by (slot, function)."""
 
     name = "pci-config"
@@ -82,9 +88,11 @@ class PciHost(Device):
         self.buses = buses
         self.address = 0
         self.functions: dict[tuple[int, int], PciFunction] = {}
-        self.reset_control: Device | None = None     # PIIX's 0xcf9 register, when present
+        self.reset_control: Registers | None = None     # PIIX's 0xcf9 register, when present
 
-    def add(self, function: PciFunction, slot: int, number: int = 0) -> PciFunction:
+    def add(self, function: "AnyFunction", slot: int, number: int = 0) -> "AnyFunction":
+        """Plug `function` in at 00:`slot`.`number`; returns it. ValueError if that address is
+        taken or invalid."""
         if not (0 <= slot < 32 and 0 <= number < 8) or (slot, number) in self.functions:
             raise ValueError(f"PCI address 00:{slot:02x}.{number} is invalid or taken")
         function.address = (0, slot, number)
@@ -97,12 +105,9 @@ class PciHost(Device):
             return None
         return self.functions.get(((address >> 11) & 0x1F, (address >> 8) & 7))
 
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        return b"".join(self._read(offset, size).to_bytes(size, "little") for _ in range(count))
-
-    def _read(self, offset: int, size: int) -> int:
+    def read_register(self, offset: int, size: int) -> int:
         if offset == RESET_CONTROL and size == 1 and self.reset_control is not None:
-            return self.reset_control.read(0, 1)[0]
+            return self.reset_control.read_register(0, 1)
         if offset < CONFIG_DATA:
             return (self.address >> (8 * offset)) & ((1 << (8 * size)) - 1)
         function = self.function_at(self.address)
@@ -110,13 +115,9 @@ class PciHost(Device):
             return (1 << (8 * size)) - 1
         return function.read_config((self.address & 0xFC) + offset - CONFIG_DATA, size)
 
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        for i in range(0, len(data), size):
-            self._write(offset, size, int.from_bytes(data[i:i + size], "little"))
-
-    def _write(self, offset: int, size: int, value: int) -> None:
+    def write_register(self, offset: int, size: int, value: int) -> None:
         if offset == RESET_CONTROL and size == 1 and self.reset_control is not None:
-            self.reset_control.write(0, 1, bytes([value]))
+            self.reset_control.write_register(0, 1, value)
         elif offset == CONFIG_ADDRESS and size == 4:
             self.address = value
         elif offset >= CONFIG_DATA:

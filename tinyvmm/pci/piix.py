@@ -20,7 +20,7 @@ ACPI register semantics follow the ACPI specification, section 4.8.3
 
 import time
 
-from ..bus import Device, RegisterDevice
+from ..bus import RegisterDevice
 from .config import PCI_HEADER_TYPE_MULTI_FUNCTION, PciFunction
 
 INTEL = 0x8086
@@ -154,7 +154,7 @@ class Piix4PowerManagement(PciFunction):
             self.window = base
 
 
-class PmRegisters(Device):
+class PmRegisters(RegisterDevice):
     """The PM1a event and control blocks and the PM timer (the PM I/O block's first 12 bytes)."""
 
     name = "acpi-pm"
@@ -182,20 +182,12 @@ class PmRegisters(Device):
         return (self._status().to_bytes(2, "little") + self.enable.to_bytes(2, "little")
                 + self.control.to_bytes(2, "little") + bytes(2) + self.timer().to_bytes(4, "little"))
 
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        out = b""
-        for _ in range(count):
-            block = self._bytes()
-            data = block[offset:offset + size]
-            out += data + b"\xff" * (size - len(data))
-        return out
+    def read_register(self, offset: int, size: int) -> int:
+        data = self._bytes()[offset:offset + size]
+        return int.from_bytes(data + b"\xff" * (size - len(data)), "little")
 
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        for i in range(0, len(data), size):
-            self._write(offset, data[i:i + size])
-
-    def _write(self, offset: int, data: bytes) -> None:
-        for i, byte in enumerate(data):
+    def write_register(self, offset: int, size: int, value: int) -> None:
+        for i, byte in enumerate(value.to_bytes(size, "little")):
             at = offset + i
             shift = 8 * (at & 1)
             if at in (PM1_STS, PM1_STS + 1):

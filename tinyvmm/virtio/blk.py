@@ -14,7 +14,12 @@ import os
 import stat
 import struct
 
-from .queue import VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VirtqueueError
+from .queue import (VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, SplitQueue,
+                    VirtqueueError)
+
+TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
+if TYPE_CHECKING:
+    from .model import VirtioModel
 
 VIRTIO_ID_BLOCK = 2
 PCI_CLASS_MASS_STORAGE = 0x010000   # the class code QEMU's virtio-blk-pci shows (SCSI controller)
@@ -228,7 +233,7 @@ class BlockDevice:
             return None
         return sector * SECTOR
 
-    def serve(self, queue) -> bool:
+    def serve(self, queue: SplitQueue) -> bool:
         """Handle every chain available in `queue` (a SplitQueue), pushing each result.
 
         Returns whether the driver wants an interrupt. A VirtqueueError stops the
@@ -240,3 +245,7 @@ class BlockDevice:
             if chain is None:
                 return queue.needs_interrupt()
             queue.push(chain.head, self.handle(chain))
+
+
+if TYPE_CHECKING:
+    _checked: type[VirtioModel] = BlockDevice      # the type checker holds it to the contract

@@ -25,10 +25,15 @@ import struct
 import threading
 from collections import namedtuple
 
-from ..bus import Device
+from ..bus import RegisterDevice
 from ..pci.config import (PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI_STATUS_INTERRUPT,
                           PciFunction)
 from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, SplitQueue, VirtqueueError
+
+TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
+if TYPE_CHECKING:
+    from .iothread import IoThread
+    from .model import VirtioModel
 
 VIRTIO_VENDOR = 0x1AF4
 MODERN_DEVICE_BASE = 0x1040
@@ -114,13 +119,8 @@ class QueueState:
 
 
 class VirtioPciDevice(PciFunction):
-    """A virtio device model (`model`) behind the modern virtio-pci transport.
-
-    `model` gives: `device_type`, `class_code`, `features` (offered, 64 bits),
-    `queue_sizes` (the maximum size of each queue), `config_bytes()` (its
-    device-specific configuration), `serve(queue) -> bool` (handle what queue
-    index `queue` made available; True when the driver should be interrupted),
-    and `reset()`. `memory` is the guest memory the rings live in; `set_irq(level)`
+    """A virtio device model (`model`, a tinyvmm.virtio.model.VirtioModel) behind the modern
+    virtio-pci transport. `memory` is the guest memory the rings live in; `set_irq(level)`
     drives the INTx line the platform routes pin A to.
 
     `lock` (reentrant) is held by every register access and notification; a thread
@@ -129,15 +129,15 @@ class VirtioPciDevice(PciFunction):
     and gets each trapped notification (`kick(queue)`) instead of notify() running here.
     """
 
-    def __init__(self, model, memory, set_irq=None, name: str = "virtio"):
+    def __init__(self, model: "VirtioModel", memory, set_irq=None, name: str = "virtio"):
         super().__init__(VIRTIO_VENDOR, MODERN_DEVICE_BASE + model.device_type, model.class_code,
                          revision=MODERN_REVISION, interrupt_pin=PIN_INTA)
         self.name = name
-        self.model = model
+        self.model: VirtioModel = model
         self.memory = memory
         self.set_irq = set_irq or (lambda level: None)
         self.lock = threading.RLock()
-        self.notifier = None
+        self.notifier: IoThread | None = None
         self.add_bar(VIRTIO_BAR, BAR_SIZE, "mem64", VirtioBar(self), prefetchable=True)
         # struct virtio_pci_cap after cap_vndr and cap_next: cap_len, cfg_type, bar, id,
         # padding, offset, length (and the notify capability's multiplier).
@@ -286,14 +286,15 @@ class VirtioPciDevice(PciFunction):
         if index >= len(self.queues) or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
             return
         queue = self.queues[index]
-        if not queue.enabled:
+        ring = queue.ring
+        if not queue.enabled or ring is None:   # an enabled queue always has its ring
             return
         try:
-            wanted = self.model.serve(queue.ring)
+            wanted = self.model.serve(ring)
         except VirtqueueError:
             # Chains served before the fault are in the used ring already: let the driver
             # see them, then ask it to reset.
-            if queue.ring.needs_interrupt():
+            if ring.needs_interrupt():
                 self.isr |= ISR_QUEUE
             self.needs_reset()
             return
@@ -367,7 +368,7 @@ class VirtioPciDevice(PciFunction):
             self.config[cap + PCI_CFG_DATA:cap + PCI_CFG_DATA + length] = value.to_bytes(length, "little")
 
 
-class VirtioBar(Device):
+class VirtioBar(RegisterDevice):
     """BAR4's accesses, by offset, to the transport's registers."""
 
     name = "virtio-bar"
@@ -375,10 +376,8 @@ class VirtioBar(Device):
     def __init__(self, function: VirtioPciDevice):
         self.function = function
 
-    def read(self, offset: int, size: int, count: int = 1) -> bytes:
-        return b"".join(self.function.read_bar(offset, size).to_bytes(size, "little")
-                        for _ in range(count))
+    def read_register(self, offset: int, size: int) -> int:
+        return self.function.read_bar(offset, size)
 
-    def write(self, offset: int, size: int, data: bytes) -> None:
-        for i in range(0, len(data), size):
-            self.function.write_bar(offset, size, int.from_bytes(data[i:i + size], "little"))
+    def write_register(self, offset: int, size: int, value: int) -> None:
+        self.function.write_bar(offset, size, value)

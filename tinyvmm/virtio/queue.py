@@ -229,8 +229,13 @@ class SplitQueue:
 
     def _walk(self, head: int) -> Chain:
         """Follow the chain from descriptor `head`, checking it as split-ring.tex requires."""
-        readable, writable, read_views, write_views = [], [], [], []
-        table, count, where = self._desc, self.size, "descriptor table"
+        readable: list[tuple[int, int]] = []
+        writable: list[tuple[int, int]] = []
+        read_views: list[memoryview] = []
+        write_views: list[memoryview] = []
+        # An indirect table that spans two regions is copied: bytes, not a view.
+        table: memoryview | bytes = self._desc
+        count, where = self.size, "descriptor table"
         index, steps, total = head, 0, 0
         in_indirect = False
         memory = self.memory

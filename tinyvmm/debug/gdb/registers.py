@@ -55,8 +55,9 @@ def abridged_tag(tag_word: int) -> int:
     return sum(1 << i for i in range(8) if (tag_word >> (2 * i)) & 3 != 3)
 
 
-def read_registers(vcpu, layout: tdesc.Layout) -> dict[str, int]:
-    """Every register of the layout, from KVM's view of the vCPU."""
+def read_registers(vcpu, layout: tdesc.Layout) -> dict[str, int | None]:
+    """Every register of the layout, from KVM's view of the vCPU; None for one KVM does not
+    show (gdb is told it is unavailable)."""
     regs, sregs, fpu = vcpu.get_regs(), vcpu.get_sregs(), vcpu.get_fpu()
     mask = (1 << 64) - 1 if layout is tdesc.AMD64 else 0xFFFFFFFF
     values = {name: getattr(regs, field) & mask for name, field in _gprs(layout).items()}

@@ -121,6 +121,9 @@ class Nack:
     pass
 
 
+Event = Packet | BadPacket | Interrupt | Ack | Nack
+
+
 class PacketDecoder:
     """Turns a byte stream from gdb into events: Packet, BadPacket, Interrupt, Ack, Nack.
 
@@ -132,9 +135,9 @@ class PacketDecoder:
         self._buffer = bytearray()
         self._max = max_packet
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Event]:
         self._buffer += data
-        events = []
+        events: list[Event] = []
         buf = self._buffer
         while buf:
             first = buf[0]

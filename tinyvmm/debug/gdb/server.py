@@ -98,15 +98,17 @@ class GdbServer:
         sock.listen(1)
         self._listener = sock
         self.address = address
-        self._thread = threading.Thread(target=self._serve, name="gdb-reader", daemon=True)
+        # The thread keeps its own reference: close() drops self._listener while it runs.
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="gdb-reader",
+                                        daemon=True)
         self._thread.start()
         return address
 
     # --- the reader thread ----------------------------------------------------
-    def _serve(self) -> None:
+    def _serve(self, listener: socket.socket) -> None:
         while not self._closed:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 return                              # the listener was closed
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

@@ -47,7 +47,7 @@ class KvmTarget:
         self.layout = layout_for(self.vcpu.get_sregs())
         return self.layout
 
-    def read_registers(self) -> dict[str, int]:
+    def read_registers(self) -> dict[str, int | None]:
         return read_registers(self.vcpu, self.layout)
 
     def write_registers(self, values: dict[str, int]) -> None:
