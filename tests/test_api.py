@@ -177,11 +177,14 @@ def test_fw_cfg_files_are_added_before_the_first_run(machine):
 
 def test_until_address_and_step_refuse_taken_debug_registers(machine):
     guest = machine(SPIN, mem=MEM)
-    guest.runner.on_debug_exit = lambda debug: None     # as boot marks or gdb take it
-    with pytest.raises(ConfigError, match="debug registers are taken"):
+    guest.runner.guest_debug.claim("gdb", lambda debug: None)     # as gdb or boot marks take it
+    with pytest.raises(ConfigError, match="until_address: the vCPU's debug registers are taken by gdb"):
         guest.run(until_address=0xF0000)
-    with pytest.raises(ConfigError, match="debug registers are taken"):
+    with pytest.raises(ConfigError, match="step: the vCPU's debug registers are taken by gdb"):
         guest.step()
+    guest.runner.guest_debug.release()
+    assert len(guest.step(2)) == 2                  # free again, and step() gives them back
+    assert guest.runner.guest_debug.holder is None
 
 
 def test_a_closed_machine_says_so(machine):

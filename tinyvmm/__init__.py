@@ -25,12 +25,20 @@ _PUBLIC = {
 }
 TYPE_CHECKING = False
 if TYPE_CHECKING:       # the same names, seen by type checkers without the lazy import
-    from .errors import (ConfigError, HostError, MachineBusyError, MachineClosedError,
-                         TinyvmmError)
-    from .machine import Machine
-    from .memory import GuestMemoryError
-    from .outcome import Outcome, RunResult
-    from .spec import DebugSpec, DriveSpec, FwCfgSpec, KernelSpec, MachineSpec
+    from .errors import ConfigError as ConfigError
+    from .errors import HostError as HostError
+    from .errors import MachineBusyError as MachineBusyError
+    from .errors import MachineClosedError as MachineClosedError
+    from .errors import TinyvmmError as TinyvmmError
+    from .machine import Machine as Machine
+    from .memory import GuestMemoryError as GuestMemoryError
+    from .outcome import Outcome as Outcome
+    from .outcome import RunResult as RunResult
+    from .spec import DebugSpec as DebugSpec
+    from .spec import DriveSpec as DriveSpec
+    from .spec import FwCfgSpec as FwCfgSpec
+    from .spec import KernelSpec as KernelSpec
+    from .spec import MachineSpec as MachineSpec
 __all__ = sorted(_PUBLIC)
 
 

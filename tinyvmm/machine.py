@@ -200,22 +200,18 @@ class Machine:
     def _break_at(self, address: int):
         """A DR0 execution breakpoint at linear `address` for one run; returns its undo."""
         from .kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
-        runner, vcpu = self.runner, self.board.vcpu
-        if runner.on_debug_exit is not None or runner.debugger is not None:
-            raise ConfigError("until_address: the vCPU's debug registers are taken (gdb, a trace "
-                              "or the boot's kernel-entry mark)")
-        vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(address))
 
         def on_debug_exit(debug):
             if debug.pc == address:
                 return Outcome.BREAKPOINT, f"breakpoint at {address:#x}"
             return None
-        runner.on_debug_exit = on_debug_exit
-
-        def undo():
-            runner.on_debug_exit = None
-            vcpu.set_guest_debug(0)
-        return undo
+        guest_debug = self.runner.guest_debug
+        try:
+            guest_debug.claim("until_address", on_debug_exit)
+        except ConfigError as exc:
+            raise ConfigError(f"until_address: {exc}") from exc
+        guest_debug.set(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(address))
+        return guest_debug.release
 
     def step(self, count: int = 1) -> list[str]:
         """Execute `count` instructions (1 to 10**6) one at a time; returns one line for each, as
@@ -230,20 +226,20 @@ class Machine:
         if not 1 <= count <= 10 ** 6:
             raise ConfigError(f"count={count!r}: 1 to 1000000 instructions")
         runner = self.runner
-        if runner.on_debug_exit is not None or runner.debugger is not None:
-            raise ConfigError("step: the vCPU's debug registers are taken (gdb, a trace or the "
-                              "boot's kernel-entry mark)")
-        lines = []
+        lines: list[str] = []
 
         class Lines:        # what StepTracer writes its lines to
             step = lines.append
-        StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols,
-                   on_limit=lambda: board.request_stop(Outcome.STOPPED, _STEPS_DONE.format(count)))
+        try:
+            StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols, holder="step()",
+                       on_limit=lambda: board.request_stop(Outcome.STOPPED, _STEPS_DONE.format(count)))
+        except ConfigError as exc:
+            raise ConfigError(f"step: {exc}") from exc
         try:
             self._run()
         finally:
-            runner.stepper = runner.on_debug_exit = None
-            board.vcpu.set_guest_debug(0)
+            runner.stepper = None
+            runner.guest_debug.release()
         return lines[:count]
 
     @property

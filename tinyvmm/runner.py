@@ -5,6 +5,8 @@ the run (a reset, an expected console line) do it through Board.request_stop,
 which the loop checks after every device access.
 """
 
+from __future__ import annotations
+
 import fcntl
 import signal
 import struct
@@ -17,6 +19,14 @@ from .kvm import abi
 from .kvm.ioctl import KvmError
 from .outcome import Outcome, RunResult
 from .x86 import RFLAGS_IF
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .board import Board
+    from .debug.trace import Tracer
+    from .kvm.vcpu import Vcpu
 
 KVM_RUN = abi.KVM_RUN
 _kvm_run = fcntl.ioctl      # faster than the ctypes path; KVM_RUN takes no argument
@@ -37,14 +47,14 @@ _EXIT_UNION = 32
 class Runner:
     """Runs one vCPU of a Board until the guest ends, crashes or time runs out."""
 
-    def __init__(self, machine, timeout: float | None = None, tracer=None):
-        self.machine = machine
-        self.vcpu = machine.vcpu
+    def __init__(self, board: Board, timeout: float | None = None, tracer: Tracer | None = None):
+        self.board = board
+        self.vcpu = board.vcpu
         self.timeout = timeout
         self.tracer = tracer
         self.history: deque[tuple] = deque(maxlen=HISTORY_SIZE)  # ExitRecord fields
         # What the host's KVM cannot emulate is finished here (tinyvmm.completion).
-        self.completer = Completer(machine.vcpu, machine.memory, machine.slots,
+        self.completer = Completer(board.vcpu, board.memory, board.slots,
                                    trace=tracer.completion if tracer else None)
         self.exit_counts = [0] * 256      # by exit reason
         self.pio_bytes = 0                 # data moved by port I/O, both directions
@@ -58,9 +68,7 @@ class Runner:
         self.stats = None       # a trace.ExitStats for --stats
         self.stepper = None     # a steps.StepTracer for --trace steps: after_access, on_interrupt
         self.symbols = None     # a symbols.SymbolTable, for crash reports
-        # Without a debugger, KVM_EXIT_DEBUG goes here (boot.marks' breakpoint, steps): it gets
-        # kvm_run.debug and returns None to go on, or an (Outcome, message) to end the run.
-        self.on_debug_exit = None
+        self.guest_debug = GuestDebug(board.vcpu)    # who holds the debug registers
 
     @property
     def signalled(self) -> bool:
@@ -143,13 +151,13 @@ class Runner:
         previous = self._install_signals()
         observed = self.debugger is not None or self.stats is not None or self.stepper is not None
         loop = self._observed_loop if observed else self._loop
-        # Device threads (virtio's I/O thread) stop the run through the machine; they may
+        # Device threads (virtio's I/O thread) stop the run through the board; they may
         # kick the vCPU only while the kick's handler is installed.
-        self.machine.runner = self if previous is not None else None
+        self.board.runner = self if previous is not None else None
         try:
             outcome, message = loop()
         finally:
-            self.machine.runner = None
+            self.board.runner = None
             self._restore_signals(previous)
             self._signal, self._signal_message, self._check_halt = None, "", False
         result = RunResult(outcome, message, exits=sum(self.exit_counts) - exits_before)
@@ -164,10 +172,10 @@ class Runner:
     def _loop(self) -> tuple[Outcome, str]:
         # The hot path: one ioctl, one unpack, one dict lookup and the device call
         # per port-I/O exit. Everything else leaves through _other_exit.
-        machine = self.machine
+        board = self.board
         fd = self.vcpu.fd
         mm = self.vcpu.run_mmap
-        pio = machine.pio
+        pio = board.pio
         ports = pio.table
         unpack_exit = _EXIT_IO.unpack_from
         remember = self.history.append
@@ -175,10 +183,10 @@ class Runner:
         tracer = self.tracer
         EXIT_IO, EXIT_MMIO = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO
 
-        if machine.first_run_ns is None:
-            machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        if machine.stop_request is not None:        # asked for before the run: it ends at once
-            return machine.stop_request
+        if board.first_run_ns is None:
+            board.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if board.stop_request is not None:        # asked for before the run: it ends at once
+            return board.stop_request
         while True:
             try:
                 _kvm_run(fd, KVM_RUN, 0)
@@ -217,8 +225,8 @@ class Runner:
                 ended = self._other_exit(reason)
                 if ended:
                     return ended
-            if machine.stop_request is not None:
-                return machine.stop_request
+            if board.stop_request is not None:
+                return board.stop_request
 
     def _on_interrupt(self) -> tuple[tuple[Outcome, str] | None, bool]:
         """KVM_RUN returned EINTR: how the run ends (or None), and whether the interrupt was the
@@ -248,10 +256,10 @@ class Runner:
         KVM_RUN, at debug exits, and after each device access. The stepper
         hears of each device access and of each EINTR.
         """
-        machine = self.machine
+        board = self.board
         fd = self.vcpu.fd
         mm = self.vcpu.run_mmap
-        pio = machine.pio
+        pio = board.pio
         unpack_exit = _EXIT_IO.unpack_from
         remember = self.history.append
         counts = self.exit_counts
@@ -263,10 +271,10 @@ class Runner:
             ended = debugger.on_start()
             if ended:
                 return ended
-        if machine.first_run_ns is None:
-            machine.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        if machine.stop_request is not None:
-            return machine.stop_request
+        if board.first_run_ns is None:
+            board.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if board.stop_request is not None:
+            return board.stop_request
         while True:
             if stats is not None:
                 entered = clock()
@@ -280,8 +288,8 @@ class Runner:
                     return ended
                 if stepper is not None:
                     stepper.on_interrupt()
-                    if machine.stop_request is not None:     # its last step
-                        return machine.stop_request
+                    if board.stop_request is not None:     # its last step
+                        return board.stop_request
                 if not ours and debugger is not None:
                     ended = debugger.on_kick()
                     if ended:
@@ -327,17 +335,17 @@ class Runner:
                     return ended
             if stats is not None:
                 stats.handler_ns[reason] += clock() - left
-            if machine.stop_request is not None:
-                return machine.stop_request
+            if board.stop_request is not None:
+                return board.stop_request
 
     def _mmio(self, mm, tracer) -> None:
         address, raw, length, is_write = _MMIO.unpack_from(mm, _EXIT_UNION)
         length = min(length, 8)
         if is_write:
             data = raw[:length]
-            self.machine.mmio.write(address, length, data)
+            self.board.mmio.write(address, length, data)
         else:
-            data = self.machine.mmio.read(address, length, 1)
+            data = self.board.mmio.read(address, length, 1)
             mm[_EXIT_UNION + 8:_EXIT_UNION + 8 + length] = data
         self.history.append((abi.KVM_EXIT_MMIO, address, is_write, length, 1, data))
         if tracer:
@@ -368,12 +376,39 @@ class Runner:
             ex = run.exit.ex
             return Outcome.CRASH, f"unhandled exception {ex.exception} error code {ex.error_code:#x}"
         if reason == abi.KVM_EXIT_DEBUG:
-            if self.debugger is not None:
-                return self.debugger.on_debug_exit(run.exit.debug)
-            if self.on_debug_exit is not None:
-                return self.on_debug_exit(run.exit.debug)
-            return None
+            on_exit = self.guest_debug.on_exit
+            return on_exit(run.exit.debug) if on_exit is not None else None
         if reason in (abi.KVM_EXIT_IRQ_WINDOW_OPEN, abi.KVM_EXIT_NMI):
             return None
         name = abi.EXIT_REASON_NAMES.get(reason, str(reason))
         return Outcome.CRASH, f"unexpected exit {name}"
+
+
+class GuestDebug:
+    """The vCPU's debug registers (KVM_SET_GUEST_DEBUG) and the KVM_EXIT_DEBUG they cause, held
+    by one user at a time: gdb, --trace steps, the boot's kernel-entry mark, Machine.step() or
+    Machine.run(until_address=...). The holder's `on_exit` gets kvm_run.debug and returns None
+    to go on, or an (Outcome, message) to end the run."""
+
+    def __init__(self, vcpu: Vcpu):
+        self.vcpu = vcpu
+        self.holder: str | None = None
+        self.on_exit: Callable | None = None
+
+    def claim(self, holder: str, on_exit: Callable) -> None:
+        """Take the debug registers for `holder` (a name the refusal of the next claim gives);
+        ConfigError while someone else holds them."""
+        if self.holder is not None:
+            from .errors import ConfigError
+            raise ConfigError(f"the vCPU's debug registers are taken by {self.holder}")
+        self.holder, self.on_exit = holder, on_exit
+
+    def set(self, control: int, debugreg: list[int] | None = None) -> None:
+        """KVM_SET_GUEST_DEBUG (tinyvmm.kvm.debugregs spells `control` and `debugreg`)."""
+        self.vcpu.set_guest_debug(control, debugreg)
+
+    def release(self) -> None:
+        """Give the debug registers back, cleared (nothing happens when nobody holds them)."""
+        if self.holder is not None:
+            self.holder = self.on_exit = None
+            self.vcpu.set_guest_debug(0)

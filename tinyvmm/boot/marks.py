@@ -40,21 +40,20 @@ class BootMarks:
         self.entry_milestone = entry_milestone
         fw_cfg.on_select = self._on_select
         if entry is not None:
-            runner.on_debug_exit = self._on_debug_exit
+            runner.guest_debug.claim("the boot's kernel-entry mark", self._on_debug_exit)
 
     def _on_select(self, key: int) -> None:
         if key & 0x3FFF in KERNEL_KEYS:
             self.fw_cfg.on_select = None
             self.board.mark_milestone("milestone_linux", layout.MILESTONE_DO_BOOT)
             if self.entry is not None:
-                self.board.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS,
-                                                execution_breakpoint(self.entry))
+                self.runner.guest_debug.set(USE_HARDWARE_BREAKPOINTS,
+                                            execution_breakpoint(self.entry))
 
     def _on_debug_exit(self, debug) -> None:
         if self.entry is None or debug.pc != self.entry:
             return None
         self.board.mark_milestone("milestone_linux", self.entry_milestone)
-        self.board.vcpu.set_guest_debug(0)
-        self.runner.on_debug_exit = None
+        self.runner.guest_debug.release()
         self.entry = None
         return None

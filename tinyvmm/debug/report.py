@@ -82,7 +82,7 @@ def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> lis
 
 def crash_report(runner, outcome, message: str) -> str:
     from ..outcome import ExitRecord
-    board = runner.machine
+    board = runner.board
     lines = [f"tinyvmm: {outcome.description}: {message}"]
     try:
         regs, sregs = board.vcpu.get_regs(), board.vcpu.get_sregs()

@@ -147,6 +147,7 @@ class DebugSession:
             raise DebugSetupError(f"--gdb {address.describe()}: {exc.strerror or exc}") from None
         self.stub = GdbStub(self.server, target, runner, wait=wait, notice=self.notice,
                             can_kick=can_kick)
+        runner.guest_debug.claim("gdb", self.stub.on_debug_exit)
         runner.debugger = self.stub
         self.notice(f"listening on {bound.describe()}; connect with: "
                     f"gdb -ex 'target remote {bound.gdb_target()}' (gdb is told the vCPU's mode "
@@ -166,7 +167,7 @@ class DebugSession:
         if self.runner.stats is not None:
             from ..console import end_stdout_line_before_stderr
             end_stdout_line_before_stderr()
-            table = self.runner.machine.pio.table
+            table = self.runner.board.pio.table
 
             def port_name(port: int) -> str:
                 entry = table.get(port)

@@ -9,7 +9,8 @@ Stepping starts at the first instruction, or later: at the first execution of
 a linear address (an execution breakpoint in DR0 until then), or right after
 the first write of a milestone value to port 0xf4 or 0xf5. The Runner calls
 after_access() after each device access and on_interrupt() when KVM_RUN
-returned EINTR; KVM_EXIT_DEBUG comes through runner.on_debug_exit.
+returned EINTR; KVM_EXIT_DEBUG comes through the runner's guest_debug, which
+the tracer holds from its start to its limit.
 
 An I/O instruction's step ends at its exit: the next KVM_RUN completes the
 access and returns at once (immediate_exit), because an emulating KVM
@@ -44,13 +45,15 @@ class StepTracer:
     """Logs `spec.limit` instructions (a trace.StepSpec) of `board`'s vCPU, run by `runner`,
     through `tracer` (a trace.Tracer).
 
-    Takes the vCPU's guest debugging for the run: nothing else may set it (--gdb, the
-    kernel-entry breakpoint of boot.marks). At the limit the guest runs on at full speed,
-    or `on_limit()` is called (Machine.step stops the run there). `symbols` (a SymbolTable, or None) names
-    the instructions and resolves `spec.symbol`; StepError if it cannot.
+    Holds the vCPU's debug registers (runner.guest_debug, as `holder`) until the limit:
+    ConfigError when something else holds them (--gdb, the kernel-entry breakpoint of
+    boot.marks). At the limit the guest runs on at full speed, or `on_limit()` is called
+    (Machine.step stops the run there). `symbols` (a SymbolTable, or None) names the
+    instructions and resolves `spec.symbol`; StepError if it cannot.
     """
 
-    def __init__(self, board: "Board", runner, tracer, spec, symbols=None, on_limit=None):
+    def __init__(self, board: "Board", runner, tracer, spec, symbols=None, on_limit=None,
+                 holder: str = "--trace steps"):
         self.vcpu = board.vcpu
         self.on_limit = on_limit        # called at the limit instead of running on
         self.runner = runner
@@ -70,13 +73,13 @@ class StepTracer:
                 raise StepError(f"--trace steps@{spec.symbol}: no symbol file names {spec.symbol}"
                                 + ("" if symbols else " (there are none; give --symbols ELF)"))
         self.milestone = spec.milestone
+        runner.guest_debug.claim(holder, self.on_debug_exit)
         runner.stepper = self
-        runner.on_debug_exit = self.on_debug_exit
         if self.address is not None:
             name = symbols.name(self.address) if symbols else ""
             self._note(f"waiting for the first instruction at {self.address:#x}"
                        + (f" <{name}>" if name else ""))
-            self.vcpu.set_guest_debug(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(self.address))
+            runner.guest_debug.set(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(self.address))
         elif self.milestone is not None:
             self._note(f"waiting for milestone {self.milestone} on port 0xf4 or 0xf5")
             board.milestone_listeners.append(self._on_milestone)
@@ -119,7 +122,7 @@ class StepTracer:
 
     def _begin(self) -> None:
         self.stepping = True
-        self.vcpu.set_guest_debug(STEP)
+        self.runner.guest_debug.set(STEP)
 
     def _end_io_step(self) -> None:
         """The step trap came as a debug exit: immediate_exit is still set, and must not
@@ -136,7 +139,7 @@ class StepTracer:
         self.count += 1
         if self.count >= self.limit:
             self.stepping = False
-            self.vcpu.set_guest_debug(0)
+            self.runner.guest_debug.release()
             if self.on_limit is not None:
                 self.on_limit()
                 return
