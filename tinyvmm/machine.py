@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import threading
 
-from . import layout
 from .errors import ConfigError, MachineBusyError, MachineClosedError
+from .hostdevice import HostCallbacks
 from .outcome import Outcome, RunResult
-from .spec import MachineSpec, check_console_text, check_timeout, check_type
+from .spec import MachineSpec, check_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .debug.symbols import SymbolTable
     from .kvm.abi import kvm_regs
 
-PORT_SPACE = 0x10000
 _STEPS_DONE = "steps done: {}"
 
 
@@ -74,13 +73,14 @@ class Machine:
         self._started = False
         self._running: int | None = None    # the thread running the guest, while it runs
         self._interrupt_raises = raise_on_interrupt
-        self._host_traceback: str | None = None
+        self._callbacks = HostCallbacks()
         self.last_result: RunResult | None = None
-        self._built = built = build(spec, self._guard)
+        self._built = built = build(spec, self._callbacks.guard)
         self.firmware, self.payload = built.firmware, built.payload
         self._serial, self._debugcon = built.serial, built.debugcon
         self.board, self.fw_cfg, self.runner = built.board, built.fw_cfg, built.runner
         self._milestones = built.board.milestones
+        self._callbacks.board = built.board
 
     @classmethod
     def from_spec(cls, spec: MachineSpec, *, raise_on_interrupt: bool = True) -> Machine:
@@ -103,54 +103,18 @@ class Machine:
         a DR0 breakpoint), or host code calls stop() (STOPPED). May be called again to go
         on from where the last run stopped. Returns a tinyvmm.outcome.RunResult: outcome,
         message, report (a crash report for CRASH and TIMEOUT) and exits."""
+        from .until import arm, check_limits
         board = self._check_idle()
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"timeout: expected seconds as int or float, not {type(timeout).__name__}")
-            check_timeout(timeout, f"timeout={timeout!r}")
-            if threading.current_thread() is not threading.main_thread():
-                raise ConfigError("timeout: a run with a timeout must be on the main thread "
-                                  "(the timer is a signal)")
-        text = None
-        if until_console is not None:
-            if not isinstance(until_console, (str, bytes)):
-                raise TypeError(f"until_console: expected str or bytes, not {type(until_console).__name__}")
-            text = check_console_text(os.fsencode(until_console) if isinstance(until_console, str)
-                                      else until_console)
-        if until_milestone is not None:
-            check_type("until_milestone", until_milestone, int)
-            if not 0 <= until_milestone <= 0xFF:
-                raise ConfigError(f"until_milestone={until_milestone!r}: a byte, 0 to 0xff")
-        if until_address is not None:
-            check_type("until_address", until_address, int)
-            if not 0 <= until_address < 1 << 64:
-                raise ConfigError(f"until_address={until_address:#x}: not a linear address")
-            if self._pc() == until_address:     # stopped there: step off it first
-                stepped = self._step_over()
-                if stepped is not None:
-                    return stepped
-        undo = []
+        limits = check_limits(timeout, until_console, until_milestone, until_address)
+        if limits.address is not None and self._pc() == limits.address:
+            stepped = self._step_over()         # stopped there: step off it first
+            if stepped is not None:
+                return stepped
+        disarm = arm(limits, board, self.runner, (self._serial, self._debugcon))
         try:
-            if text is not None:
-                def seen():
-                    board.request_stop(Outcome.EXPECTED, f"{text.decode(errors='replace')!r} seen")
-                for console in (self._serial, self._debugcon):
-                    console.watch(text, seen)
-                    undo.append(lambda console=console: console.unwatch(seen))
-            if until_milestone is not None:
-                def milestone(written):
-                    if written.value == until_milestone:
-                        board.request_stop(Outcome.EXPECTED, f"milestone {until_milestone:#x} written")
-                board.milestone_listeners.append(milestone)
-                undo.append(lambda: board.milestone_listeners.remove(milestone))
-            if until_address is not None:
-                undo.append(self._break_at(until_address))
-            self.runner.timeout = timeout
             return self._run()
         finally:
-            self.runner.timeout = None
-            for step in reversed(undo):
-                step()
+            disarm()
 
     def _check_idle(self) -> Board:
         board = self._check_open()
@@ -187,31 +151,15 @@ class Machine:
         finally:
             self._running = None
             self.board.stop_request = None      # a stop asked for before a run ends that run alone
-        if self._host_traceback is not None and result.outcome is Outcome.CRASH:
+        traceback = self._callbacks.take_traceback() if result.outcome is Outcome.CRASH else None
+        if traceback is not None:
             from .debug.report import crash_report
             result.report = (result.report or crash_report(self.runner, result.outcome, result.message)) \
-                + "\n\nthe host code's traceback:\n" + self._host_traceback.rstrip()
-            self._host_traceback = None
+                + "\n\nthe host code's traceback:\n" + traceback.rstrip()
         self.last_result = result
         if result.outcome is Outcome.INTERRUPTED and self._interrupt_raises:
             raise KeyboardInterrupt(result.message)     # Ctrl-C stops a script or a test run
         return result
-
-    def _break_at(self, address: int):
-        """A DR0 execution breakpoint at linear `address` for one run; returns its undo."""
-        from .kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
-
-        def on_debug_exit(debug):
-            if debug.pc == address:
-                return Outcome.BREAKPOINT, f"breakpoint at {address:#x}"
-            return None
-        guest_debug = self.runner.guest_debug
-        try:
-            guest_debug.claim("until_address", on_debug_exit)
-        except ConfigError as exc:
-            raise ConfigError(f"until_address: {exc}") from exc
-        guest_debug.set(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(address))
-        return guest_debug.release
 
     def step(self, count: int = 1) -> list[str]:
         """Execute `count` instructions (1 to 10**6) one at a time; returns one line for each, as
@@ -276,14 +224,8 @@ class Machine:
     def write_memory(self, address: int, data: bytes) -> None:
         """Write `data` to guest RAM at guest-physical `address`; GuestMemoryError if any byte
         falls outside RAM (ROM included: the firmware image is read-only)."""
-        board = self._check_open()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"write_memory: expected bytes, not {type(data).__name__}")
-        data = memoryview(data).cast("B")
-        done = 0
-        for view in board.memory.views(address, len(data), True):
-            view[:] = data[done:done + len(view)]
-            done += len(view)
+        from .guest_state import write_memory
+        write_memory(self._check_open().memory, address, data)
 
     def regs(self) -> kvm_regs:
         """The vCPU's general registers: a kvm_regs (rax ... r15, rip, rflags), a copy."""
@@ -293,17 +235,8 @@ class Machine:
     def set_regs(self, **values: int) -> None:
         """Set general registers by name (rax=..., rip=..., rflags=...); TypeError for a name
         kvm_regs does not have."""
-        board = self._check_open()
-        regs = board.vcpu.get_regs()
-        names = {name for name, _ in type(regs)._fields_}
-        for name, value in values.items():
-            if name not in names:
-                raise TypeError(f"set_regs: no register {name!r} (one of {', '.join(sorted(names))})")
-            check_type(name, value, int)
-            if not 0 <= value < 1 << 64:
-                raise ConfigError(f"set_regs: {name}={value:#x} does not fit 64 bits unsigned")
-            setattr(regs, name, value)
-        board.vcpu.set_regs(regs)
+        from .guest_state import set_regs
+        set_regs(self._check_open().vcpu, values)
 
     def sregs(self):
         """The vCPU's system registers: a kvm_sregs (cs ... ss as kvm_segment, gdt, idt,
@@ -323,16 +256,8 @@ class Machine:
     def set_segment(self, name: str, selector: int) -> None:
         """Load segment register `name` ("cs", "ds", "es", "fs", "gs", "ss") as real mode
         does: the selector, and base = selector * 16."""
-        if name not in ("cs", "ds", "es", "fs", "gs", "ss"):
-            raise TypeError(f"set_segment: {name!r} is not a segment register")
-        check_type("selector", selector, int)
-        if not 0 <= selector <= 0xFFFF:
-            raise ConfigError(f"set_segment: selector {selector:#x} is not 16 bits")
-        sregs = self.sregs()
-        segment = getattr(sregs, name)
-        segment.selector = selector & 0xFFFF
-        segment.base = (selector & 0xFFFF) << 4
-        self.board.vcpu.set_sregs(sregs)
+        from .guest_state import set_segment
+        set_segment(self._check_open().vcpu, name, selector)
 
     @property
     def serial_output(self) -> bytes:
@@ -376,35 +301,15 @@ class Machine:
         ConfigError for a range outside 0-0xffff, overlapping a device's, or one KVM serves
         itself (the PIC, the PIT). A method that raises or returns something other than such
         an int ends the run as a crash whose report holds its traceback."""
-        board = self._check_open()
-        _check_range("ports", base, size, PORT_SPACE)
-        for start, length, what in layout.IN_KERNEL_PORTS:
-            if base < start + length and start < base + size:
-                raise ConfigError(f"ports {base:#x}-{base + size - 1:#x} overlap {what} at "
-                                  f"{start:#x}-{start + length - 1:#x} (the guest never exits there)")
-        self._register(board.pio, base, size, device)
+        from .hostdevice import add_port_device
+        add_port_device(self._check_open(), base, size, device, self._callbacks.guard)
 
     def add_mmio_device(self, base: int, size: int, device) -> None:
         """Put `device` (as add_port_device's; sizes up to 8 bytes) on guest-physical
         base ... base+size-1. ConfigError where guest RAM or ROM is, where KVM serves the
         APICs, or where another device is: the guest would never reach it there."""
-        board = self._check_open()
-        _check_range("MMIO", base, size, 1 << 52)
-        conflict = layout.mmio_conflict(base, size, board.memory.regions)
-        if conflict:
-            raise ConfigError(f"MMIO {base:#x}-{base + size - 1:#x} overlaps {conflict}")
-        self._register(board.mmio, base, size, device)
-
-    def _register(self, bus, base: int, size: int, device) -> None:
-        from .bus import BusError
-        for method in ("read", "write"):
-            if not callable(getattr(device, method, None)):
-                raise ConfigError(f"{type(device).__name__} has no {method}() method")
-        try:
-            from .hostdevice import HostDevice
-            bus.register(base, size, HostDevice(device, self._guard))
-        except BusError as exc:
-            raise ConfigError(str(exc)) from None
+        from .hostdevice import add_mmio_device
+        add_mmio_device(self._check_open(), base, size, device, self._callbacks.guard)
 
     def add_fw_cfg_file(self, name: str, data: bytes | str = b"", *, size: int | None = None,
                         read=None, write=None) -> None:
@@ -420,7 +325,7 @@ class Machine:
         if self._started:
             raise ConfigError(f"fw_cfg file {name!r}: files are added before the first run")
         warning = add_host_file(self.fw_cfg.items, name, data, size=size, read=read, write=write,
-                                limit=min(self.spec.mem, 1 << 31), guard=self._guard)
+                                limit=min(self.spec.mem, 1 << 31), guard=self._callbacks.guard)
         if warning:
             import warnings
             warnings.warn(warning, stacklevel=2)
@@ -433,21 +338,6 @@ class Machine:
         if name not in self.fw_cfg.items.file_names():
             raise ConfigError(f"fw_cfg: no file {name!r}")
         return self.fw_cfg.items.file_key(name)
-
-    def _guard(self, callback, what: str, fallback=None):
-        """`callback` made safe for the run loop: an exception ends the run as a crash (its
-        traceback kept for the report) and the call returns `fallback`."""
-        def guarded(*args):
-            try:
-                return callback(*args)
-            except Exception as exc:
-                import traceback
-                if self._host_traceback is None:
-                    self._host_traceback = traceback.format_exc()
-                if self.board is not None:
-                    self.board.request_stop(Outcome.CRASH, f"{what} raised {type(exc).__name__}: {exc}")
-                return fallback
-        return guarded
 
     # --- the end -------------------------------------------------------------------
     def _check_open(self) -> Board:
@@ -469,10 +359,3 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _check_range(what: str, base, size, end: int) -> None:
-    check_type(f"{what} base", base, int)
-    check_type(f"{what} size", size, int)
-    if not (size > 0 and 0 <= base and base + size <= end):
-        raise ConfigError(f"{what} {base:#x}+{size:#x}: the range must lie in 0-{end - 1:#x}")
