@@ -1,8 +1,8 @@
 """tinyvmm: a minimal virtual machine monitor over /dev/kvm, with a QEMU-compatible fw_cfg.
 
 The public Python API (docs/api.md): Machine, the MachineSpec it is built from, the outcomes
-of a run (Outcome, RunResult) and the exceptions for bad input, the host and misuse. Each is imported when first named, so that the
-command line starts without the modules it does not use.
+of a run (Outcome, RunResult) and the exceptions for bad input, the host and misuse. Each is
+imported when first named, so that the command line starts without the modules it does not use.
 """
 
 __version__ = "0.1.0"          # the package version: pyproject.toml reads it from here
@@ -42,7 +42,7 @@ if TYPE_CHECKING:       # the same names, seen by type checkers without the lazy
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'tinyvmm' has no attribute {name!r}")

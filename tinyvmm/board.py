@@ -1,5 +1,7 @@
 """The composition root of the hardware: a VM, its memory per tinyvmm.layout, and its devices on the buses."""
 
+from __future__ import annotations
+
 import errno
 import time
 
@@ -11,17 +13,23 @@ from .devices.cmos import Cmos
 from .devices.debugcon import DebugConsole
 from .devices.i8042 import I8042
 from .devices.milestones import Milestone, MilestonePort
-from .devices.misc import PostCode, Port92
+from .devices.misc import Port92, PostCode
 from .devices.serial import Serial
 from .kvm import Kvm, KvmError
 from .kvm.slots import SlotMap
 from .kvm.system import is_emulating_host
 from .memory import GuestMemory
+from .outcome import Outcome
 from .pci.host import PciBuses, PciHost
 from .pci.i440fx import I440fxHostBridge
 from .pci.pam import ShadowRam, ShadowWindow
 from .pci.piix import SCI_IRQ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters, ResetControl
-from .outcome import Outcome
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .runner import Runner
 
 
 class BoardConfig:
@@ -60,7 +68,7 @@ class Board:
         self.iothreads: list = []
         # The Runner driving this machine, attached by whoever runs it for the run's length:
         # stop_from_thread kicks the vCPU through it.
-        self.runner = None
+        self.runner: Runner | None = None
         self.kvm = Kvm()
         try:
             self._build()
@@ -93,9 +101,7 @@ class Board:
         config.serial.on_expect = lambda: self.request_stop(Outcome.EXPECTED, "expected output seen")
         config.debugcon.on_expect = config.serial.on_expect
         for console in (config.serial, config.debugcon):
-            console.on_closed = lambda console=console: self.request_stop(
-                Outcome.OUTPUT_CLOSED,
-                console.failed or f"the reader of the {console.name} output went away")
+            console.on_closed = self._closed_handler(console)
         self.serial = Serial(out=config.serial.write,
                              irq=lambda level: vm.irq_line(layout.COM1_IRQ, level))
         self.debugcon = DebugConsole(out=config.debugcon.write, present=config.debugcon.connected)
@@ -165,7 +171,7 @@ class Board:
     def _intx_line(self, slot: int):
         """set_irq(level) for INTA# of `slot`: the ISA IRQ the PIIX3 routes it to now (none
         while the firmware has not routed it); a line is lowered where it was raised."""
-        raised = [None]
+        raised: list[int | None] = [None]
 
         def set_irq(level: bool) -> None:
             irq = self.isa_bridge.irq_for(slot, 1) if level else None
@@ -204,6 +210,13 @@ class Board:
                 self.request_stop(Outcome.EXPECTED, message)
         self.milestone_listeners.append(check)
 
+    def _closed_handler(self, console: Console) -> Callable[[], None]:
+        """What `console` calls when its output cannot be written: the run ends."""
+        def closed() -> None:
+            self.request_stop(Outcome.OUTPUT_CLOSED,
+                              console.failed or f"the reader of the {console.name} output went away")
+        return closed
+
     def request_stop(self, outcome: Outcome, message: str) -> None:
         """Ask the run loop to end after the current exit (the first request wins)."""
         if self.stop_request is None:
@@ -214,7 +227,7 @@ class Board:
         also kicked out of KVM_RUN, so the run ends at once even if the guest never exits;
         without one, it ends when the run loop next looks at stop_request."""
         self.request_stop(outcome, message)
-        if self.runner is not None:
+        if self.runner is not None and self.stop_request is not None:
             self.runner.stop_from_thread(*self.stop_request)
 
     def console_tails(self) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ firmware or the vCPU pointed at its entry.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .board import Board
-    from .boot.payload import Payload
+    from .boot.payload import LinuxPayload as Payload
     from .console import Console
     from .debug.trace import Tracer
     from .fw_cfg.device import FwCfg
@@ -221,11 +222,11 @@ def open_disks(specs: tuple[DriveSpec, ...], built: BuiltMachine) -> list:
     from .virtio.blk import BlockBackend, BlockDevice
     from .virtio.drive import check_drives, open_drive
     check_drives(specs)
-    models = []
+    models: list[BlockDevice] = []
     for spec in specs:
         fd, size = open_drive(spec, warn=lambda text: print(f"tinyvmm: warning: {text}",
                                                              file=sys.stderr))
-        built.closers.append(lambda fd=fd: os.close(fd))
+        built.closers.append(functools.partial(os.close, fd))
         models.append(BlockDevice(BlockBackend(fd, size=size, read_only=spec.read_only,
                                                serial=spec.serial or f"tinyvmm-disk{len(models)}")))
     return models

@@ -1,9 +1,11 @@
-"""Where guest text goes: stdout, a file, or nowhere; with a tail kept for reports and a watcher for --expect."""
+"""Where guest text goes: stdout, a file, or nowhere; with a tail kept for reports and watchers
+for texts (--expect, until_console)."""
 
 import errno
 import os
 import stat
 import sys
+
 from .errors import ConfigError
 
 TYPE_CHECKING = False           # True for type checkers only

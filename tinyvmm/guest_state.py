@@ -30,7 +30,7 @@ def set_regs(vcpu: Vcpu, values: dict[str, int]) -> None:
     """Set general registers by name (kvm_regs' fields: rax ... r15, rip, rflags), each 64 bits
     unsigned: TypeError for an unknown name or a non-int, ConfigError for a value too wide."""
     regs = vcpu.get_regs()
-    names = {name for name, _ in type(regs)._fields_}
+    names = {field[0] for field in type(regs)._fields_}
     for name, value in values.items():
         if name not in names:
             raise TypeError(f"set_regs: no register {name!r} (one of {', '.join(sorted(names))})")

@@ -12,12 +12,24 @@ from .outcome import Outcome
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Protocol
 
     from .board import Board
     from .bus import Bus
+else:
+    Protocol = object
 
 PORT_SPACE = 0x10000
 MMIO_SPACE = 1 << 52                # guest-physical addresses: 52 bits
+
+
+class UserDevice(Protocol):
+    """A device written in Python for Machine.add_port_device/add_mmio_device: `size` bytes
+    (1, 2, 4, or 8 on MMIO) at `offset` from its base; read returns 0 to 2**(8*size)-1."""
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int) -> object: ...
 
 
 class HostCallbacks:

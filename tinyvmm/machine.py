@@ -22,9 +22,13 @@ from .spec import MachineSpec, check_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from .board import Board
     from .debug.symbols import SymbolTable
-    from .kvm.abi import kvm_regs
+    from .hostdevice import UserDevice
+    from .kvm.abi import kvm_regs, kvm_sregs
 
 _STEPS_DONE = "steps done: {}"
 
@@ -62,11 +66,15 @@ class Machine:
     of raising KeyboardInterrupt (the command line's choice).
     """
 
-    def __init__(self, firmware: MachineSpec | bytes | str | os.PathLike | None = None, *,
-                 raise_on_interrupt: bool = True, **options) -> None:
+    def __init__(self, firmware: MachineSpec | bytes | str | os.PathLike[str] | None = None, *,
+                 raise_on_interrupt: bool = True, **options: Any) -> None:
         from .build import build
-        spec = firmware if isinstance(firmware, MachineSpec) and not options else \
-            MachineSpec.from_api(firmware, **options)
+        if isinstance(firmware, MachineSpec) and not options:
+            spec = firmware
+        elif isinstance(firmware, MachineSpec):
+            raise TypeError("Machine(spec) takes no other arguments: the spec holds them")
+        else:
+            spec = MachineSpec.from_api(firmware, **options)
         self.spec = spec
         self.board = None
         self._symbols: SymbolTable | None = None
@@ -126,18 +134,21 @@ class Machine:
     def _pc(self) -> int:
         """The linear address of the vCPU's next instruction."""
         from .debug.report import instruction_pointer
-        return instruction_pointer(self.board.vcpu.get_regs(), self.board.vcpu.get_sregs())
+        vcpu = self._check_open().vcpu
+        return instruction_pointer(vcpu.get_regs(), vcpu.get_sregs())
 
     def _step_over(self) -> RunResult | None:
         """Execute the one instruction at the vCPU's address (a breakpoint there would stop it
         again at once); the step's result if the run ended there, else None."""
         self.step(1)
         result = self.last_result
+        assert result is not None               # step() ran
         if result.outcome is Outcome.STOPPED and result.message == _STEPS_DONE.format(1):
             return None
         return result
 
     def _run(self) -> RunResult:
+        board = self._check_open()
         if not self._started:
             self._started = True
             self._serial.begin()        # a file sink drops what an earlier run left in it
@@ -150,7 +161,7 @@ class Machine:
             result = self.runner.run()
         finally:
             self._running = None
-            self.board.stop_request = None      # a stop asked for before a run ends that run alone
+            board.stop_request = None           # a stop asked for before a run ends that run alone
         traceback = self._callbacks.take_traceback() if result.outcome is Outcome.CRASH else None
         if traceback is not None:
             from .debug.report import crash_report
@@ -238,13 +249,13 @@ class Machine:
         from .guest_state import set_regs
         set_regs(self._check_open().vcpu, values)
 
-    def sregs(self):
+    def sregs(self) -> kvm_sregs:
         """The vCPU's system registers: a kvm_sregs (cs ... ss as kvm_segment, gdt, idt,
         cr0 ... cr4, efer), a copy; give it back changed with set_sregs()."""
         board = self._check_open()
         return board.vcpu.get_sregs()
 
-    def set_sregs(self, sregs) -> None:
+    def set_sregs(self, sregs: kvm_sregs) -> None:
         """Give the vCPU system registers read with sregs() and changed; TypeError for
         anything but a kvm_sregs."""
         from .kvm.abi import kvm_sregs
@@ -294,7 +305,7 @@ class Machine:
                                               "debug console": self.debugcon_output}, tail)
 
     # --- extending -----------------------------------------------------------------
-    def add_port_device(self, base: int, size: int, device) -> None:
+    def add_port_device(self, base: int, size: int, device: UserDevice) -> None:
         """Put `device` on I/O ports base ... base+size-1. It answers read(offset, size) -> int
         and write(offset, size, value), `offset` from `base`, `size` 1, 2 or 4 bytes, the
         value 0 to 2**(8*size)-1. A string instruction (rep insb) makes one call per element.
@@ -304,7 +315,7 @@ class Machine:
         from .hostdevice import add_port_device
         add_port_device(self._check_open(), base, size, device, self._callbacks.guard)
 
-    def add_mmio_device(self, base: int, size: int, device) -> None:
+    def add_mmio_device(self, base: int, size: int, device: UserDevice) -> None:
         """Put `device` (as add_port_device's; sizes up to 8 bytes) on guest-physical
         base ... base+size-1. ConfigError where guest RAM or ROM is, where KVM serves the
         APICs, or where another device is: the guest would never reach it there."""
@@ -312,7 +323,8 @@ class Machine:
         add_mmio_device(self._check_open(), base, size, device, self._callbacks.guard)
 
     def add_fw_cfg_file(self, name: str, data: bytes | str = b"", *, size: int | None = None,
-                        read=None, write=None) -> None:
+                        read: Callable[[], bytes] | None = None,
+                        write: Callable[[int, bytes], object] | None = None) -> None:
         """Serve a fw_cfg file `name` ("opt/..." for users, as in QEMU) of `size` bytes
         (default len(data)), holding `data` (a str is encoded as UTF-8) zero-padded.
         `read()`, if given, is called each time the guest selects the file and returns its
@@ -357,5 +369,5 @@ class Machine:
     def __enter__(self) -> Machine:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -12,6 +12,7 @@ offset 2, the init entry at offset 3, the offset of a PCI data structure at
 
 import sys
 from collections import namedtuple
+
 from .errors import ConfigError
 
 SIGNATURE = b"\x55\xaa"

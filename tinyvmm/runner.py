@@ -25,7 +25,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .board import Board
-    from .debug.trace import Tracer
+    from .debug.gdb.stub import GdbStub
+    from .debug.session import LazySymbols
+    from .debug.steps import StepTracer
+    from .debug.symbols import SymbolTable
+    from .debug.trace import ExitStats, Tracer
     from .kvm.vcpu import Vcpu
 
 KVM_RUN = abi.KVM_RUN
@@ -64,10 +68,10 @@ class Runner:
         self._signal_message = ""
         # Debugging aids (tinyvmm.debug.session and tinyvmm.debug.steps attach them). With any of the
         # first three set the run goes through _observed_loop; _loop stays lean.
-        self.debugger = None    # the gdb stub: on_start, on_kick, on_debug_exit, after_access
-        self.stats = None       # a trace.ExitStats for --stats
-        self.stepper = None     # a steps.StepTracer for --trace steps: after_access, on_interrupt
-        self.symbols = None     # a symbols.SymbolTable, for crash reports
+        self.debugger: GdbStub | None = None    # on_start, on_kick, after_access
+        self.stats: ExitStats | None = None     # for --stats
+        self.stepper: StepTracer | None = None  # --trace steps: after_access, on_interrupt
+        self.symbols: SymbolTable | LazySymbols | None = None  # names code in crash reports
         self.guest_debug = GuestDebug(board.vcpu)    # who holds the debug registers
 
     @property
@@ -87,7 +91,9 @@ class Runner:
         if self._signal is None:
             self._signal, self._signal_message = outcome, message
         self.vcpu.run_page.immediate_exit = 1
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        main = threading.main_thread().ident
+        assert main is not None         # the main thread has started: we run in it or beside it
+        signal.pthread_kill(main, signal.SIGUSR1)
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -242,9 +248,11 @@ class Runner:
         return None, False
 
     def _signal_outcome(self) -> tuple[Outcome, str]:
-        if self._signal is Outcome.TIMEOUT:
-            return self._signal, f"guest still running after {self.timeout:g} s"
-        return self._signal, self._signal_message or "stopped by a signal"
+        signalled = self._signal
+        assert signalled is not None            # called once a signal has come
+        if signalled is Outcome.TIMEOUT:
+            return signalled, f"guest still running after {self.timeout:g} s"
+        return signalled, self._signal_message or "stopped by a signal"
 
     def _observed_loop(self) -> tuple[Outcome, str]:
         """_loop with the hooks --stats, the gdb stub and --trace steps need; handles exits
@@ -305,10 +313,10 @@ class Runner:
             if reason == EXIT_IO:
                 length = size * count
                 self.pio_bytes += length
-                data = mm[offset:offset + length] if is_out else None
                 if stats is not None:
                     device_entered = clock()
                 if is_out:
+                    data = mm[offset:offset + length]
                     pio.write(port, size, data)
                 else:
                     data = pio.read(port, size, count)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     # Where a console's bytes go: None (kept in memory), "stdio", "none", "file:PATH", or a
     # callable taking bytes.
     ConsoleSink = str | Callable[[bytes], object] | None
+    Path = str | os.PathLike[str]
 else:
     from .record import dataclass, replace
 
@@ -145,13 +146,15 @@ class MachineSpec:
         return self.kernel is not None
 
     @classmethod
-    def from_api(cls, firmware=None, *, mem: int = 256 * layout.MiB, kernel=None, initrd=None,
+    def from_api(cls, firmware: bytes | bytearray | memoryview | Path | None = None, *,
+                 mem: int = 256 * layout.MiB, kernel: Path | None = None, initrd: Path | None = None,
                  append: str | None = None, append_as_is: bool = False, boot: str | None = None,
-                 fw_cfg: Mapping | None = None, option_roms: Iterable = (),
-                 fw_cfg_dma: bool = True, fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None,
+                 fw_cfg: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+                 option_roms: Iterable[Path] = (), fw_cfg_dma: bool = True,
+                 fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None,
                  drives: Iterable[str] = (), serial: ConsoleSink = None,
                  debugcon: ConsoleSink = None, trace: str | None = None,
-                 trace_file=None) -> MachineSpec:
+                 trace_file: Path | None = None) -> MachineSpec:
         """The spec of tinyvmm.Machine's keyword arguments (see there), type-checked (TypeError)
         and checked by the rules the command line applies (ConfigError)."""
         if isinstance(firmware, (bytearray, memoryview)):
@@ -165,12 +168,12 @@ class MachineSpec:
         check_type("boot", boot, str, none=True)
         check_type("mem", mem, int)
         check_type("trace", trace, str, none=True)
-        for name, value in (("serial", serial), ("debugcon", debugcon)):
-            if not (value is None or callable(value) or isinstance(value, str)):
+        for name, sink in (("serial", serial), ("debugcon", debugcon)):
+            if not (sink is None or callable(sink) or isinstance(sink, str)):
                 raise TypeError(f"{name}: expected None, 'stdio', 'none', 'file:PATH' or a "
-                                f"callable taking bytes, not {type(value).__name__}")
-            if isinstance(value, str):
-                check_sink(value)
+                                f"callable taking bytes, not {type(sink).__name__}")
+            if isinstance(sink, str):
+                check_sink(sink)
         if boot not in (None, *BOOT_METHODS):
             raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
         if kernel is None and (initrd is not None or boot is not None or append is not None
@@ -189,14 +192,13 @@ class MachineSpec:
         return cls(
             firmware=firmware, mem=mem, kernel=linux,
             fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg),
-                             option_roms=tuple(check_path("option_roms[]", rom)
-                                               for rom in check_sequence("option_roms", option_roms)),
+                             option_roms=tuple(_rom_paths(option_roms)),
                              dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=check_mmio_base(fw_cfg_mmio)),
             drives=_drives(drives), serial=serial, debugcon=debugcon, debug=debug)
 
 
 # --- the rules, shared with the command line's argparse types -------------------------------------
-def check_type(name: str, value, kind: type, none: bool = False) -> None:
+def check_type(name: str, value: object, kind: type, none: bool = False) -> None:
     """TypeError unless `value` is a `kind` (or None, when `none`); bool is no int here."""
     if value is None and none:
         return
@@ -205,14 +207,14 @@ def check_type(name: str, value, kind: type, none: bool = False) -> None:
                         f"not {type(value).__name__}")
 
 
-def check_sequence(name: str, values) -> list:
+def check_sequence(name: str, values: object) -> list:
     """A list or tuple of values; a lone str or bytes would be taken as its characters."""
     if isinstance(values, (str, bytes, os.PathLike)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name}: expected a list, not {type(values).__name__}")
     return list(values)
 
 
-def check_path(name: str, value) -> str | None:
+def check_path(name: str, value: object) -> str | None:
     """A path given as str or os.PathLike (None stays None), checked for what no file name holds."""
     if value is None:
         return None
@@ -277,7 +279,7 @@ def check_mmio_base(base: int | None) -> int | None:
     return base
 
 
-def _fw_cfg_files(files) -> tuple:
+def _fw_cfg_files(files: object) -> tuple[UserItemSpec, ...]:
     """{name: bytes | str | PathLike} as --fw-cfg items: bytes as they are, str as string=,
     a path as file=."""
     from .fw_cfg.items import UserItemSpec, check_file_name
@@ -299,13 +301,23 @@ def _fw_cfg_files(files) -> tuple:
     return tuple(specs)
 
 
-def _drives(drives) -> tuple[DriveSpec, ...]:
-    drives = check_sequence("drives", drives)
-    if not drives:
+def _rom_paths(option_roms: object) -> list[str]:
+    paths = []
+    for rom in check_sequence("option_roms", option_roms):
+        path = check_path("option_roms[]", rom)
+        if path is None:
+            raise TypeError("option_roms[]: expected a path, not None")
+        paths.append(path)
+    return paths
+
+
+def _drives(drives: object) -> tuple[DriveSpec, ...]:
+    texts = check_sequence("drives", drives)
+    if not texts:
         return ()                   # no virtio modules to import on the way to KVM_RUN
     from .virtio.drive import parse_drive
     specs = []
-    for text in drives:
+    for text in texts:
         check_type("drives[]", text, str)
         specs.append(parse_drive(text))
     return tuple(specs)

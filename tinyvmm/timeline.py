@@ -53,6 +53,6 @@ class BootTimeline:
         }
 
     def write(self, path: str, outcome: str) -> None:
-        import json     # after the run: VMM startup does not pay for it
+        import json  # after the run: VMM startup does not pay for it
         with open(path, "w") as f:
             json.dump(self.to_dict(outcome), f, indent=1)

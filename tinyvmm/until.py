@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     from .board import Board
     from .console import Console
+    from .devices.milestones import Milestone
+    from .kvm.abi import kvm_run_debug
     from .runner import Runner
 else:
     from .record import dataclass
@@ -33,8 +35,8 @@ class RunLimits:
     address: int | None = None
 
 
-def check_limits(timeout=None, until_console=None, until_milestone=None,
-                 until_address=None) -> RunLimits:
+def check_limits(timeout: float | None = None, until_console: str | bytes | None = None,
+                 until_milestone: int | None = None, until_address: int | None = None) -> RunLimits:
     """Machine.run's arguments checked: TypeError for a wrong type, ConfigError for a value
     out of range or a timeout off the main thread (its timer is a signal)."""
     if timeout is not None:
@@ -78,10 +80,10 @@ def arm(limits: RunLimits, board: Board, runner: Runner, consoles: Iterable[Cons
                 board.request_stop(Outcome.EXPECTED, f"{text.decode(errors='replace')!r} seen")
             for console in consoles:
                 console.watch(text, seen)
-                undo.append(lambda console=console: console.unwatch(seen))
+                undo.append(_unwatcher(console, seen))
         value = limits.milestone
         if value is not None:
-            def milestone(written) -> None:
+            def milestone(written: Milestone) -> None:
                 if written.value == value:
                     board.request_stop(Outcome.EXPECTED, f"milestone {value:#x} written")
             board.milestone_listeners.append(milestone)
@@ -95,11 +97,15 @@ def arm(limits: RunLimits, board: Board, runner: Runner, consoles: Iterable[Cons
     return disarm
 
 
+def _unwatcher(console: Console, callback: Callable[[], None]) -> Callable[[], None]:
+    return lambda: console.unwatch(callback)
+
+
 def _break_at(runner: Runner, address: int) -> Callable[[], None]:
     """A DR0 execution breakpoint at linear `address`; returns its undo."""
     from .kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 
-    def on_debug_exit(debug):
+    def on_debug_exit(debug: kvm_run_debug) -> tuple[Outcome, str] | None:
         if debug.pc == address:
             return Outcome.BREAKPOINT, f"breakpoint at {address:#x}"
         return None

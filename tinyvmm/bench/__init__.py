@@ -20,6 +20,7 @@ kernel item, milestone 3 when the guest reaches the kernel entry).
 """
 
 import compileall
+import functools
 import json
 import os
 import shutil
@@ -32,14 +33,15 @@ import time
 from pathlib import Path
 
 from .. import layout
+from ..timeline import INIT
+from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from dataclasses import dataclass
 else:
     from ..record import dataclass
-from ..timeline import INIT
-from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
 
 PHASES = ("vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s", "banner_s", "init_s")
 PHASE_LABELS = {"vmm_startup_s": "VMM startup", "bios_startup_s": "BIOS startup",
@@ -203,7 +205,7 @@ def report_libraries() -> list[str]:
 
 def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) -> dict:
     """The phases of one run from its timeline; a `direct` boot has only VMM startup."""
-    marks = {}
+    marks: dict[str, dict] = {}
     for mark in timeline["marks"]:
         marks.setdefault(mark["event"], mark)
     first = {"time_ns": timeline["start_ns"], "exits": 0, "pio_bytes": 0, "dma_bytes": 0}
@@ -368,8 +370,8 @@ def firmware_notes(summary: dict) -> list[str]:
 def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
     """A function running one QEMU boot of `system`, or None with the reason on stderr.
     Its PVH systems boot `vmlinux`, the others the bzImage."""
-    from . import qemu as bench_qemu
     from ..boot.payload import DEFAULT_KERNEL, kernel_cmdline
+    from . import qemu as bench_qemu
     missing = bench_qemu.qemu_missing()
     if missing:
         print(f"tinyvmm: no QEMU columns: {missing}", file=sys.stderr)
@@ -381,6 +383,7 @@ def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
         dma = system != "qemu-seabios-legacy"
         cmdline = kernel_cmdline(options.append, dma, options.append_as_is)
         image = vmlinux if system in bench_qemu.PVH_SYSTEMS else kernel
+        assert image is not None        # PVH systems are asked for only with a vmlinux
         try:
             return bench_qemu.qemu_run(system, options, cmdline, image, initrd, workdir, index)
         except RuntimeError as exc:
@@ -408,6 +411,7 @@ def metadata(options: BenchOptions) -> dict:
     import datetime
     import platform
     from importlib import metadata as package_metadata
+
     from ..boot.payload import DEFAULT_KERNEL, kernel_cmdline
     from ..kvm.system import is_emulating_host
 
@@ -461,20 +465,26 @@ def cmd_bench(options: BenchOptions) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _tinyvmm_system(options: BenchOptions, system: str, boot_args: list[str], workdir: Path,
+                    index: int) -> dict:
+    return tinyvmm_run(options, system, boot_args, workdir, index)     # looked up at each call
+
+
 def _bench(options: BenchOptions, workdir: Path) -> int:
     vmlinux = options.vmlinux
     boots = {name: argv for name, argv in SYSTEMS.items()
              if name != "tinyvmm-direct64" or options.direct64}
     boots.update(pvh_systems(vmlinux, bench_initrd(options)))
     boots.update(firmware_systems(options.firmware))
-    systems = {name: (lambda n, argv: lambda w, i: tinyvmm_run(options, n, argv, w, i))(name, argv)
-               for name, argv in boots.items()}
+    # system name -> run(workdir, index), the phases of one boot
+    systems: dict[str, Callable[[Path, int], dict]] = {
+        name: functools.partial(_tinyvmm_system, options, name, argv) for name, argv in boots.items()}
     if options.vs_qemu:
         from .qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
         from .qemu import SYSTEMS as QEMU_SYSTEMS
         run_qemu = qemu_runner(options, vmlinux)
         if run_qemu:
-            systems.update({name: (lambda n: lambda w, i: run_qemu(n, w, i))(name)
+            systems.update({name: functools.partial(run_qemu, name)
                             for name in QEMU_SYSTEMS if vmlinux or name not in QEMU_PVH_SYSTEMS})
     runs = []
     total = options.runs * len(systems)

@@ -20,8 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .firmware import FIRMWARE_FILES, QBOOT, SEABIOS
 from ..fw_cfg.items import KERNEL_KEYS
+from .firmware import FIRMWARE_FILES, QBOOT, SEABIOS
 
 KVM_RUN_TYPE = "0xae80"
 LINE = re.compile(r"^\d+@(\d+)\.(\d+):(\w+) (.*)$")
@@ -66,7 +66,7 @@ def parse_trace(log: str, start_wall_ns: int) -> dict:
             if key and int(key.group(1), 16) & 0x3FFF in KERNEL_KEYS:
                 first_kernel = stamp if first_kernel is None else first_kernel
                 last_kernel = stamp
-    if first_run is None or first_kernel is None:
+    if first_run is None or first_kernel is None or last_kernel is None:
         raise RuntimeError("QEMU's trace shows no KVM_RUN or no kernel loading")
     return {"vmm_startup_s": first_run / 1e9,
             "bios_startup_s": (first_kernel - first_run) / 1e9,

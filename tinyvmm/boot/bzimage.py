@@ -4,6 +4,7 @@ Offsets are those of Documentation/arch/x86/boot.rst (absolute in the file).
 """
 
 import struct
+
 from ..errors import ConfigError
 
 SECTOR = 512

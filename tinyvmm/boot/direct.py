@@ -14,10 +14,10 @@ Addresses are tinyvmm.layout's BOOT_* and PVH_*.
 import struct
 
 from .. import layout
+from ..errors import ConfigError
+from ..x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_FIXED
 from . import bzimage as bz
 from . import linux, pvh
-from ..x86 import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_FIXED
-from ..errors import ConfigError
 
 # GDT slots: __BOOT_CS and __BOOT_DS are 0x10 and 0x18 in the 64-bit protocol; the PVH
 # entry leaves selectors free, so it uses the same ones.

@@ -10,9 +10,9 @@ import os
 import struct
 
 from .. import layout
+from ..errors import ConfigError
 from ..fw_cfg import items as fwc
 from . import bzimage as bz
-from ..errors import ConfigError
 
 # Where the pieces go (boot protocol 2.02+, as QEMU places them).
 SETUP_ADDR = 0x10000

@@ -4,11 +4,11 @@ import os
 
 from .. import firmware as shipped
 from .. import layout
+from ..errors import ConfigError
 from ..files import FileTooLarge, NotAFile, read_bounded
 from ..fw_cfg.items import FwCfgItems
 from ..kvm.system import is_emulating_host
 from . import bzimage, direct, elf, linux, pvh
-from ..errors import ConfigError
 
 # Paths are plain strings: pathlib would add its imports to every boot.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))

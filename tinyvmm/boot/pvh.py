@@ -23,10 +23,10 @@ import os
 import struct
 
 from .. import layout
+from ..errors import ConfigError
 from ..fw_cfg import items as fwc
 from .elf import ElfKernel
 from .linux import publish_loaded
-from ..errors import ConfigError
 
 START_INFO_MAGIC = 0x336EC578
 START_INFO_VERSION = 1             # version 1 has the memory map

@@ -7,8 +7,7 @@ import sys
 
 from .arguments import parse_size
 from .commands import COMMANDS
-from .status import (EXIT_HOST_ERROR, EXIT_OK, EXIT_USAGE, STATUS_HELP, OutputError, UsageError,
-                     quiet_stdout)
+from .status import EXIT_HOST_ERROR, EXIT_OK, EXIT_USAGE, STATUS_HELP, OutputError, UsageError, quiet_stdout
 
 __all__ = ["main", "build_parser", "COMMANDS", "Parser", "parse_size", "EXIT_OK", "EXIT_HOST_ERROR",
            "EXIT_USAGE", "OutputError", "UsageError"]
@@ -22,7 +21,7 @@ def terminal_columns() -> int:
         columns = 0
     if columns <= 0:
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
         except (AttributeError, ValueError, OSError):
             columns = 0
     return columns or 80
@@ -36,12 +35,13 @@ class Parser(argparse.ArgumentParser):
     The width is the one they would find, less the same 2 columns of margin.
     """
 
-    def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs):
+    def __init__(self, *, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+                 **kwargs):
         width = terminal_columns() - 2      # once: add_argument makes a formatter every time
 
-        def formatter(prog):
+        def formatter(prog: str) -> argparse.HelpFormatter:
             return formatter_class(prog, width=width)
-        super().__init__(*args, formatter_class=formatter, **kwargs)
+        super().__init__(formatter_class=formatter, **kwargs)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

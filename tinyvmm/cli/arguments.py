@@ -104,12 +104,12 @@ def parse_disk(text: str):
 
 
 def parse_gdb_address(text: str):
-    from ..debug.gdb.server import ListenAddress   # sockets only for runs that ask for gdb
+    from ..debug.gdb.server import ListenAddress  # sockets only for runs that ask for gdb
     return argument_type(ListenAddress.parse)(text)
 
 
 def parse_symbols(text: str):
-    from ..debug.symbols import parse_symbol_spec   # pyelftools only for runs that ask
+    from ..debug.symbols import parse_symbol_spec  # pyelftools only for runs that ask
     return argument_type(parse_symbol_spec)(text)
 
 

@@ -4,9 +4,18 @@ import argparse
 import os
 import sys
 
-from .arguments import (add_boot_options, add_drive_options, add_fw_cfg_options, add_machine_options,
-                        add_mem_option, machine_spec, parse_mem, parse_runs, parse_timeout)
 from .. import layout
+from .arguments import (
+    add_boot_options,
+    add_drive_options,
+    add_fw_cfg_options,
+    add_machine_options,
+    add_mem_option,
+    machine_spec,
+    parse_mem,
+    parse_runs,
+    parse_timeout,
+)
 from .launch import RunOptions, launch
 from .status import EXIT_OK, STATUS_HELP, OutputError, UsageError
 

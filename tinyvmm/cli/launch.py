@@ -48,7 +48,7 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         assert board is not None
         steps = spec.debug.trace.steps if spec.debug.trace else None
         firmware_boot = payload is not None and payload.boot == "firmware"
-        if firmware_boot and spec.debug.gdb is None:
+        if firmware_boot and payload is not None and spec.debug.gdb is None:
             from ..boot.marks import BootMarks
             # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
             entry = (None,) if steps is not None else payload.kernel_entry()
@@ -75,7 +75,7 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
                 console_input.close()
         if machine.output_error:
             raise OutputError(machine.output_error)
-        if timeline:
+        if timeline is not None and options.timing_json is not None:
             try:
                 timeline.write(options.timing_json, result.outcome.name)
             except OSError as exc:

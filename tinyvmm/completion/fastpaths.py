@@ -11,8 +11,7 @@
   times a boot of a distribution kernel).
 """
 
-from ..x86 import (RFLAGS_AC, RFLAGS_FIXED, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
-                   RFLAGS_ZF)
+from ..x86 import RFLAGS_AC, RFLAGS_FIXED, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM, RFLAGS_ZF
 from .cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
 
 CLAC = b"\x0f\x01\xca"

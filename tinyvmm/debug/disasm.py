@@ -1,8 +1,8 @@
 """Guest instructions as text (capstone), decoded in the mode the vCPU is in."""
 
 from dataclasses import dataclass
-from ..x86 import CR0_PE, EFER_LMA
 
+from ..x86 import CR0_PE, EFER_LMA
 
 
 class DisassemblerUnavailable(RuntimeError):
@@ -32,7 +32,7 @@ def _engine(bits: int, detail: bool = False):
     key = (bits, detail)
     if key not in _engines:
         try:
-            import capstone  # type: ignore[import-untyped]  # capstone ships no type information
+            import capstone  # ships no type information: pyproject's mypy section says so
         except ImportError:
             raise DisassemblerUnavailable(
                 "capstone is not installed (pip install capstone); instructions are shown as bytes") from None

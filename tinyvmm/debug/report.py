@@ -55,10 +55,10 @@ def where(regs, sregs, symbols=None) -> str:
 
 def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> list[str]:
     """The instructions from the instruction pointer on, decoded in the vCPU's mode."""
+    from ..memory import GuestMemoryError
     from ..x86 import MAX_INSTRUCTION
     from .disasm import DisassemblerUnavailable, code_bits, disassemble
     from .gdb.linear import LinearMemory
-    from ..memory import GuestMemoryError
     pc = instruction_pointer(regs, sregs)
     bits = code_bits(sregs)
     try:

@@ -11,9 +11,13 @@ from ..errors import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..board import Board
     from ..runner import Runner
     from ..spec import MachineSpec
+    from .gdb.server import GdbServer
+    from .gdb.stub import GdbStub
 
 
 class DebugSetupError(ConfigError):
@@ -35,7 +39,7 @@ def default_symbol_files(spec: MachineSpec, boot: str | None, given=()) -> list:
 
     from .. import firmware, layout
     from .symbols import SymbolFile, SymbolFileError
-    wanted = []
+    wanted: list[tuple[Path, tuple[int, ...] | None]] = []
     booting = spec.kernel is not None
     kernel = kernel_symbol_file(spec.kernel.path) if spec.kernel is not None else None
     elf_kernel = kernel is not None and spec.kernel is not None and kernel == spec.kernel.path
@@ -102,8 +106,9 @@ class DebugSession:
     def __init__(self, board: Board, runner: Runner, spec: MachineSpec, boot: str | None, err=None):
         self.runner = runner
         self.err = err or sys.stderr
-        self.stub = self.server = None
-        self._previous_kick = None
+        self.stub: GdbStub | None = None
+        self.server: GdbServer | None = None
+        self._previous_kick: signal.Handlers | Callable | int | None = None
         debug = spec.debug
         gdb = debug.gdb
         given = list(debug.symbols)
@@ -139,16 +144,16 @@ class DebugSession:
             self._previous_kick = signal.signal(KICK_SIGNAL, lambda *_: None)
         target = KvmTarget(board.vcpu, board.memory, software_breakpoints=full_debug,
                            data_breakpoints=full_debug, notice=self.notice, symbols=self.symbols)
-        self.server = GdbServer(address)
+        server = self.server = GdbServer(address)
         try:
-            bound = self.server.open()
+            bound = server.open()
         except OSError as exc:
             self.close()
             raise DebugSetupError(f"--gdb {address.describe()}: {exc.strerror or exc}") from None
-        self.stub = GdbStub(self.server, target, runner, wait=wait, notice=self.notice,
-                            can_kick=can_kick)
-        runner.guest_debug.claim("gdb", self.stub.on_debug_exit)
-        runner.debugger = self.stub
+        stub = self.stub = GdbStub(server, target, runner, wait=wait, notice=self.notice,
+                                   can_kick=can_kick)
+        runner.guest_debug.claim("gdb", stub.on_debug_exit)
+        runner.debugger = stub
         self.notice(f"listening on {bound.describe()}; connect with: "
                     f"gdb -ex 'target remote {bound.gdb_target()}' (gdb is told the vCPU's mode "
                     f"when it connects: i8086, i386 or i386:x86-64)")

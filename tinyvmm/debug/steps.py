@@ -18,14 +18,14 @@ access and returns at once (immediate_exit), because an emulating KVM
 reports it as a debug exit instead of returning EINTR. Either way is one step.
 """
 
+from ..kvm import abi
+from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
+from ..memory import GuestMemoryError
 from ..x86 import MAX_INSTRUCTION
 from .disasm import DisassemblerUnavailable, code_bits, disassemble
-from ..kvm.debugregs import USE_HARDWARE_BREAKPOINTS, execution_breakpoint
 from .gdb.linear import LinearMemory
-from .session import DebugSetupError
-from ..kvm import abi
-from ..memory import GuestMemoryError
 from .report import instruction_pointer, where
+from .session import DebugSetupError
 
 TYPE_CHECKING = False           # True for type checkers only: no import cycle at run time
 if TYPE_CHECKING:

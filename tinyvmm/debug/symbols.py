@@ -10,6 +10,7 @@ where the CPU starts it. Anything else is taken at its link addresses.
 import bisect
 from collections import namedtuple
 from pathlib import Path
+
 from ..errors import ConfigError
 
 SEGMENT_SIZE = 0x10000

@@ -20,8 +20,8 @@ import re
 import time
 from collections import namedtuple
 
-from ..kvm import abi
 from ..errors import ConfigError
+from ..kvm import abi
 
 CATEGORIES = ("io", "mmio", "unclaimed", "milestones", "exits", "fw_cfg", "pci", "completions")
 DEFAULT_STEPS = 10_000
@@ -65,8 +65,9 @@ def parse_spec(spec: str) -> TraceSpec:
         return TraceSpec(set(CATEGORIES), steps)
     unknown = names - set(CATEGORIES)
     if unknown or not (names or steps):
-        raise TraceSpecError(f"{'unknown trace categories ' + ', '.join(sorted(unknown)) if unknown else 'no trace category given'}; "
-                             f"choose from {', '.join(CATEGORIES)}, all, and steps[=N][@START]")
+        problem = (f"unknown trace categories {', '.join(sorted(unknown))}" if unknown
+                   else "no trace category given")
+        raise TraceSpecError(f"{problem}; choose from {', '.join(CATEGORIES)}, all, and steps[=N][@START]")
     return TraceSpec(names, steps)
 
 
@@ -173,7 +174,8 @@ class Tracer:
 
     def mmio(self, address: int, is_write: bool, size: int, data: bytes) -> None:
         if "mmio" in self.categories:
-            self.line("mmio", f"{'write' if is_write else 'read '} {address:#010x} len {size} {data.hex(' ')}")
+            kind = "write" if is_write else "read "
+            self.line("mmio", f"{kind} {address:#010x} len {size} {data.hex(' ')}")
 
     def unclaimed(self, bus: str, kind: str, address: int, size: int, data) -> None:
         if "unclaimed" in self.categories:

@@ -6,8 +6,8 @@ are those PC firmware and old kernels read.
 
 import time
 
-from ..bus import RegisterDevice
 from .. import layout
+from ..bus import RegisterDevice
 
 INDEX = 0
 DATA = 1

@@ -8,14 +8,26 @@ import sys
 
 from .. import layout
 from ..bus import BusError
+from .device import MMIO_DMA, MMIO_SIZE, FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio
+from .items import (
+    FILE_BOOT_FAIL_WAIT,
+    FILE_E820,
+    FW_CFG_BOOT_MENU,
+    FW_CFG_MAX_CPUS,
+    FW_CFG_MAX_ITEM_SIZE,
+    FW_CFG_NB_CPUS,
+    FW_CFG_NOGRAPHIC,
+    FW_CFG_RAM_SIZE,
+    FW_CFG_UUID,
+    GENROMS_PREFIX,
+    FwCfgConfigError,
+    FwCfgItems,
+    add_user_items,
+    e820_file,
+)
 from .smbios import ANCHOR_FILE as SMBIOS_ANCHOR
 from .smbios import TABLES_FILE as SMBIOS_TABLES
 from .smbios import smbios_files
-from .device import MMIO_DMA, MMIO_SIZE, FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio
-from .items import (FILE_BOOT_FAIL_WAIT, FILE_E820, FW_CFG_BOOT_MENU, FW_CFG_MAX_CPUS,
-                    FW_CFG_MAX_ITEM_SIZE, FW_CFG_NB_CPUS, FW_CFG_NOGRAPHIC, FW_CFG_RAM_SIZE,
-                    FW_CFG_UUID, GENROMS_PREFIX, FwCfgConfigError, FwCfgItems, add_user_items,
-                    e820_file)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

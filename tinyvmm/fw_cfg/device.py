@@ -11,13 +11,21 @@ import struct
 import time
 
 from ..bus import Device
+from ..memory import GuestMemoryError, copy_into
+from .items import (
+    FW_CFG_ENTRY_MASK,
+    FW_CFG_ID,
+    FW_CFG_SIGNATURE,
+    FW_CFG_SIGNATURE_BYTES,
+    FW_CFG_VERSION,
+    FW_CFG_VERSION_DMA,
+    FwCfgItems,
+    key_name,
+)
 
 TYPE_CHECKING = False           # True for type checkers only
 if TYPE_CHECKING:
     from collections.abc import Callable
-from ..memory import GuestMemoryError, copy_into
-from .items import (FW_CFG_ENTRY_MASK, FW_CFG_ID, FW_CFG_SIGNATURE, FW_CFG_SIGNATURE_BYTES,
-                    FW_CFG_VERSION, FW_CFG_VERSION_DMA, FwCfgItems, key_name)
 
 # DMA control bits (qemu_fw_cfg.h)
 FW_CFG_DMA_CTL_ERROR = 0x01

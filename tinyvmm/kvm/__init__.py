@@ -2,7 +2,7 @@
 
 from .ioctl import KvmError
 from .system import Kvm, KvmUnavailable
-from .vm import Vm
 from .vcpu import Vcpu
+from .vm import Vm
 
 __all__ = ["Kvm", "KvmError", "KvmUnavailable", "Vm", "Vcpu"]

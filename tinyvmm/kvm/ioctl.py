@@ -10,8 +10,8 @@ import ctypes
 import errno
 import os
 
-from . import abi
 from ..errors import HostError
+from . import abi
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl

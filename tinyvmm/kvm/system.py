@@ -3,9 +3,13 @@
 import errno
 import os
 
+from ..errors import HostError
 from . import abi
 from .ioctl import KvmError, ioctl
-from ..errors import HostError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .vm import Vm
 
 KVM_DEVICE = "/dev/kvm"
 
@@ -58,7 +62,7 @@ class Kvm:
                 raise
             return [abi.kvm_cpuid_entry2.from_buffer_copy(e) for e in buf.entries[:buf.nent]]
 
-    def create_vm(self):
+    def create_vm(self) -> "Vm":
         from .vm import Vm
         return Vm(self, ioctl(self.fd, abi.KVM_CREATE_VM, 0))
 

@@ -6,6 +6,10 @@ import os
 from . import abi
 from .ioctl import ioctl
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .vcpu import Vcpu
+
 
 class Vm:
     """A VM created by Kvm.create_vm()."""
@@ -97,6 +101,6 @@ class Vm:
             request.resamplefd = resample_fd
         ioctl(self.fd, abi.KVM_IRQFD, request)
 
-    def create_vcpu(self, vcpu_id: int = 0):
+    def create_vcpu(self, vcpu_id: int = 0) -> "Vcpu":
         from .vcpu import Vcpu
         return Vcpu(self, ioctl(self.fd, abi.KVM_CREATE_VCPU, vcpu_id), vcpu_id)

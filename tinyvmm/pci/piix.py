@@ -1,4 +1,5 @@
-"""The PIIX functions of QEMU's `pc` machine: the PIIX3 ISA bridge (00:01.0) and PIIX4 power management (00:01.3).
+"""The PIIX functions of QEMU's `pc` machine: the PIIX3 ISA bridge (00:01.0) and PIIX4 power
+management (00:01.3).
 
 Register values and behaviour follow Intel's 82371AB (PIIX4) datasheet and what
 QEMU's piix.c and acpi/piix4.c show to firmware with `-machine smm=off`; the

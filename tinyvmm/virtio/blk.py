@@ -14,8 +14,7 @@ import os
 import stat
 import struct
 
-from .queue import (VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, SplitQueue,
-                    VirtqueueError)
+from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, SplitQueue, VirtqueueError
 
 TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
 if TYPE_CHECKING:

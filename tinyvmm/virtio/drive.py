@@ -5,6 +5,7 @@ import errno
 import fcntl
 import os
 import stat
+
 from ..errors import ConfigError
 from ..spec import DriveSpec
 

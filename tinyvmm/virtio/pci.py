@@ -26,8 +26,7 @@ import threading
 from collections import namedtuple
 
 from ..bus import RegisterDevice
-from ..pci.config import (PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI_STATUS_INTERRUPT,
-                          PciFunction)
+from ..pci.config import PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI_STATUS_INTERRUPT, PciFunction
 from .queue import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, SplitQueue, VirtqueueError
 
 TYPE_CHECKING = False           # True for type checkers only: typing stays unimported
@@ -262,7 +261,8 @@ class VirtioPciDevice(PciFunction):
             return
         if value & FEATURES_OK and not self.status & FEATURES_OK:
             # The driver must take VERSION_1 and nothing the device did not offer.
-            if not self.driver_features >> VIRTIO_F_VERSION_1 & 1 or self.driver_features & ~self.model.features:
+            driver = self.driver_features
+            if not driver >> VIRTIO_F_VERSION_1 & 1 or driver & ~self.model.features:
                 value &= ~FEATURES_OK
         self.status = (self.status & DEVICE_NEEDS_RESET) | value
 

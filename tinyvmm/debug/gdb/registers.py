@@ -1,9 +1,8 @@
 """gdb's registers from and to KVM's structures (kvm_regs, kvm_sregs, kvm_fpu), per layout."""
 
+from ...x86 import CR0_PE, EFER_LMA, RFLAGS_VM
 from . import tdesc
 from .events import TargetError
-from ...x86 import CR0_PE, EFER_LMA, RFLAGS_VM
-
 
 
 def layout_for(sregs) -> tdesc.Layout:

@@ -14,8 +14,8 @@ import stat
 import threading
 from dataclasses import dataclass
 
-from . import rsp
 from ...errors import ConfigError
+from . import rsp
 
 LOCALHOST = "127.0.0.1"
 

@@ -6,11 +6,19 @@ low), paged through the guest's tables when CR0.PG is set.
 """
 
 from ...kvm import abi
+from ...kvm.debugregs import (
+    BREAK_HARDWARE,
+    BREAK_SOFTWARE,
+    DEBUG_SLOTS,
+    WATCH_ACCESS,
+    WATCH_READ,
+    WATCH_WRITE,
+    DebugRegisterError,
+    DebugRegisters,
+)
 from ...memory import GuestMemoryError
 from ..report import format_registers
 from . import tdesc
-from ...kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DEBUG_SLOTS, WATCH_ACCESS, WATCH_READ,
-                        WATCH_WRITE, DebugRegisterError, DebugRegisters)
 from .events import SIGINT, SIGTRAP, StopEvent, TargetError
 from .linear import LinearMemory, linear_pc
 from .registers import layout_for, read_registers, write_registers
