@@ -32,7 +32,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 echo "setup: installing the tinyvmm package into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 "$VENV/bin/python" -m compileall -q tinyvmm
 
 echo "setup: building the test kernel (kernels/build)"
