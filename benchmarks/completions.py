@@ -1,7 +1,7 @@
 """What a completion costs: each fast path and the software CPU, in the VMM alone (hand-made
 vCPU states, no KVM), and on a real boot of the test kernel to its init (with --boot).
 
-    python3 benchmarks/completions.py [--repeat N] [--boot]
+    python3 -m benchmarks.completions [--repeat N] [--boot]      (from the repository root)
 
 The first table is tinyvmm's own work per completion (decode, page walks, the software
 CPU), median of N. With --boot, the test kernel (PVH) boots to its init with --stats on
@@ -16,15 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from tests import test_completion as states  # the unit tests' hand-made long-mode machine
+from tinyvmm.completion import fastpaths
+from tinyvmm.completion.cpu import GuestCpu
+from tinyvmm.completion.softcpu import SoftCpu
 
-import test_completion as states  # noqa: E402  (the unit tests' hand-made long-mode machine)
-from tinyvmm.completion import fastpaths  # noqa: E402
-from tinyvmm.completion.cpu import GuestCpu  # noqa: E402
-from tinyvmm.completion.softcpu import SoftCpu  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CASES = {   # name: (instruction bytes, how: None for the fast paths, "soft", "syscall")
     "clac (fast path)": (fastpaths.CLAC, None),

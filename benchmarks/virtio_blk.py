@@ -11,8 +11,9 @@ first read and just after the last. QEMU timestamps nothing on that port, so the
 rows time every system by when the markers "disk-read: start" and "disk-read: ok" reach the
 host: read from QEMU's `-serial stdio` pipe, and from tinyvmm's serial sink (no pipe).
 Requests per second are chunks read per second; MB/s means 10**6 bytes per second.
+From the repository root:
 
-    python3 benchmarks/virtio_blk.py [--runs N] [--reads-4k N] [--reads-64k N] [--no-qemu]
+    python3 -m benchmarks.virtio_blk [--runs N] [--reads-4k N] [--reads-64k N] [--no-qemu]
 """
 
 import argparse
@@ -27,11 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from guest_build import GUESTS, assemble  # noqa: E402
+from tests.guest_build import GUESTS, assemble
 
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
 SECTOR = 512

@@ -1,16 +1,13 @@
 """Markers that need something from the machine skip, with the reason, where it is absent."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tinyvmm.kvm.system import kvm_status  # noqa: E402
-from guest_build import toolchain_missing  # noqa: E402
-from payloads import initrd, payload, pvh_payload  # noqa: E402,F401 (fixtures for every test module)
+from tinyvmm.kvm.system import kvm_status
+from guest_build import toolchain_missing
+from payloads import initrd, payload, pvh_payload  # noqa: F401 (fixtures for every test module)
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "kernels" / "build" / "bzImage"
