@@ -4,6 +4,7 @@ import struct
 
 import pytest
 
+from command_line import tinyvmm
 from elf_files import EM_AARCH64, elf32, elf64, pvh_note
 from tinyvmm import layout
 from tinyvmm.boot import direct, elf, pvh
@@ -222,13 +223,11 @@ def test_direct_boot_takes_no_firmware(tmp_path, capsys):
 # --- the test kernel on /dev/kvm -----------------------------------------------
 
 def boot_kernel(*options, timeout=240):
-    import subprocess
-    import sys
     from conftest import ROOT
     build = ROOT / "kernels" / "build"
-    return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--initrd",
-                           str(build / "initramfs.cpio"), "--expect", "Linux version 6.1",
-                           "--timeout", str(timeout), *options], capture_output=True, timeout=timeout + 60)
+    return tinyvmm("boot", "--initrd", str(build / "initramfs.cpio"),
+                   "--expect", "Linux version 6.1", "--timeout", str(timeout), *options,
+                   timeout=timeout + 60)
 
 
 def vmlinux():
@@ -303,10 +302,7 @@ def test_direct_pvh_entry_state_and_start_info(pvh_payload, initrd):
 
 
 def boot_kernel_file(*options):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--timeout", "60", "--kernel",
-                           *options], capture_output=True, timeout=120)
+    return tinyvmm("boot", "--timeout", "60", "--kernel", *options)
 
 
 def test_relocatable_big_endian_and_empty_kernels_are_refused(tmp_path, capsys):

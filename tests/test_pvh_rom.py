@@ -8,14 +8,13 @@ tinyvmm.boot.pvh.publish, which the last test goes through.
 """
 
 import struct
-import subprocess
-import sys
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 import payloads
+from command_line import tinyvmm
 from payloads import make_firmware, toolchain_missing
 
 from tinyvmm import firmware, layout
@@ -366,14 +365,11 @@ def test_pvh_rom_under_seabios(pvh_payload, initrd, dma, rom):
 def test_tinyvmm_boot_through_the_pvh_rom(tmp_path, pvh_payload, initrd, dma, rom):
     """The same contract from tinyvmm's own loader: `tinyvmm boot --boot firmware`."""
     serial, log = tmp_path / "serial.txt", tmp_path / "debugcon.txt"
-    command = [sys.executable, "-m", "tinyvmm", "boot", "--boot", "firmware",
-               "--kernel", str(pvh_payload), "--initrd", str(initrd), "--append", CMDLINE,
-               "--append-as-is", "--mem", "64M", "--serial", f"file:{serial}",
-               "--debugcon", f"file:{log}", "--timeout", "60", "--trace", "milestones"]
-    if not dma:
-        command.append("--no-fw-cfg-dma")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            check=False)
+    options = [] if dma else ["--no-fw-cfg-dma"]
+    result = tinyvmm("boot", "--boot", "firmware", "--kernel", str(pvh_payload),
+                     "--initrd", str(initrd), "--append", CMDLINE, "--append-as-is", "--mem", "64M",
+                     "--serial", f"file:{serial}", "--debugcon", f"file:{log}", "--timeout", "60",
+                     "--trace", "milestones", *options, cwd=ROOT, text=True)
     text = serial.read_text(errors="replace")
     assert result.returncode == 0, result.stderr + text
     assert f"boot: genroms/{rom} through its BEV" in log.read_text()

@@ -8,11 +8,11 @@ QEMU's pc machine, no timeouts.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from command_line import tinyvmm
 
 SEABIOS = Path("/usr/share/seabios/bios.bin")
 SEABIOS_256K = Path("/usr/share/seabios/bios-256k.bin")
@@ -27,16 +27,12 @@ def needs(*paths: Path):
                                                     f"(Debian package {package}; make setup)")
 
 
-def tinyvmm(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True,
-                          text=True, errors="replace", timeout=timeout)
-
-
 def boot(tmp_path, firmware: Path, *options):
     timing, log = tmp_path / "timing.json", tmp_path / "firmware.log"
     result = tinyvmm("boot", "--bios", str(firmware), "--expect", "Linux version",
                      "--timeout", "200", "--serial", f"file:{tmp_path / 'serial.txt'}",
-                     "--debugcon", f"file:{log}", "--timing-json", str(timing), *options)
+                     "--debugcon", f"file:{log}", "--timing-json", str(timing), *options,
+                     timeout=300, text=True, errors="replace")
     serial = (tmp_path / "serial.txt").read_text(errors="replace")
     assert result.returncode == 0, result.stderr[-3000:] + serial[-2000:]
     assert "Linux version" in serial
@@ -84,7 +80,8 @@ def test_qboot(tmp_path, options):
 def test_seabios_without_a_kernel_reports_no_bootable_device(tmp_path):
     log = tmp_path / "firmware.log"
     result = tinyvmm("run", "--bios", str(SEABIOS), "--debugcon", f"file:{log}", "--serial", "none",
-                     "--expect", "No bootable device", "--timeout", "120")
+                     "--expect", "No bootable device", "--timeout", "120",
+                     timeout=300, text=True, errors="replace")
     assert result.returncode == 0, result.stderr[-3000:]
     text = log.read_text(errors="replace")
     assert "Relocating init from" in text and "PS2 keyboard initialized" in text
