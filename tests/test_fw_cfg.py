@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fw_cfg_client import DATA_PORT, DMA_PORT, SELECTOR_PORT, MmioClient, PortClient
+from guest_memory import guest_memory
 from tinyvmm import layout
 from tinyvmm.bus import Bus, Device, PioBus
 from tinyvmm.fw_cfg import items as fwi
@@ -43,11 +44,7 @@ BLOB = bytes((i * 7 + 3) & 0xFF for i in range(3000))
 
 def make_memory() -> GuestMemory:
     rom = bytearray(b"\xc3" * ROM[1])
-    return GuestMemory([(RAM0[0], RAM0[1], bytearray(RAM0[1]), True),
-                        (ROM[0], ROM[1], rom, False),
-                        (RAM1[0], RAM1[1], bytearray(RAM1[1]), True),
-                        (RAM2[0], RAM2[1], bytearray(RAM2[1]), True),
-                        (TOP[0], TOP[1], bytearray(TOP[1]), True)])
+    return guest_memory(RAM0, (ROM[0], rom, False), RAM1, RAM2, TOP)
 
 
 def snapshot(memory: GuestMemory) -> list[bytes]:
@@ -602,7 +599,7 @@ def test_dma_read_of_a_large_item_is_a_straight_copy():
     items = FwCfgItems()
     big = bytes(range(256)) * 4096               # 1 MiB
     items.add_file("opt/big", big)
-    memory = GuestMemory([(0, 2 << 20, bytearray(2 << 20), True)])
+    memory = guest_memory((0, 2 << 20))
     fw = FwCfg(items, memory)
     fw.select(items.file_key("opt/big"))
     memory.write(0, DMA_DESCRIPTOR.pack(READ, len(big) + 4096, 0x1000))

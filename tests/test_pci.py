@@ -2,9 +2,10 @@
 
 import pytest
 
+from guest_memory import guest_memory
 from tinyvmm import layout
 from tinyvmm.bus import Bus, Device, PioBus
-from tinyvmm.memory import GuestMemory, GuestMemoryError
+from tinyvmm.memory import GuestMemoryError
 from tinyvmm.pci import config as cfg
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.pci.i440fx import I440fxHostBridge
@@ -50,8 +51,7 @@ def config_write(host, slot, function, register, size, value):
 def machine():
     """A PCI host with the pc machine's functions, on real buses, over small guest memory."""
     pio, mmio = PioBus(), Bus("mmio")
-    memory = GuestMemory([(0, 0xA0000, bytearray(0xA0000), True),
-                          (0x100000, 0xF00000, bytearray(0xF00000), True)])
+    memory = guest_memory((0, 0xA0000), (0x100000, 0xF00000))
     host = PciHost(PciBuses(pio, mmio, memory))
     host.add(I440fxHostBridge(256 * layout.MiB), slot=0)
     isa = host.add(Piix3IsaBridge(), slot=1)
@@ -328,8 +328,8 @@ class ShadowRig:
         from tinyvmm.memory import buffer_address
         self.ram = bytearray(2 * layout.MiB)
         self.rom = bytearray(bytes([0xEE]) * firmware_size)
-        self.memory = GuestMemory([(0, 0xA0000, memoryview(self.ram)[:0xA0000], True),
-                                   (0x100000, layout.MiB, memoryview(self.ram)[0x100000:], True)])
+        self.memory = guest_memory((0, memoryview(self.ram)[:0xA0000]),
+                                   (0x100000, memoryview(self.ram)[0x100000:]))
         low = layout.firmware_rom_low_start(firmware_size)
         self.memory.replace(layout.SHADOW_START, layout.SHADOW_END,
                             [(low, layout.SHADOW_END - low,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import guest_build
+from guest_memory import guest_memory
 from tinyvmm.bus import Bus, Device, PioBus
-from tinyvmm.memory import GuestMemory
 from tinyvmm.pci.config import PCI_COMMAND
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.virtio import pci as vp
@@ -68,7 +68,7 @@ class Rig:
     BASE = 0xFE000000
 
     def __init__(self, image):
-        self.memory = GuestMemory([(0, MEM, memoryview(bytearray(MEM)), True)])
+        self.memory = guest_memory((0, MEM))
         self.mmio = Bus("mmio")
         self.host = PciHost(PciBuses(PioBus(), self.mmio, self.memory))
         self.device = self.host.add(vp.VirtioPciDevice(

@@ -3,8 +3,7 @@ feature handshake, queue setup, notifications and INTx, the PCI_CFG window; no K
 
 import struct
 
-
-from tinyvmm.memory import GuestMemory
+from guest_memory import guest_memory
 from tinyvmm.pci.config import PCI_COMMAND, PCI_STATUS
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.bus import Bus, PioBus
@@ -41,7 +40,7 @@ class FakeModel:
 
 
 def machine(model=None):
-    memory = GuestMemory([(0, MEM, memoryview(bytearray(MEM)), True)])
+    memory = guest_memory((0, MEM))
     pio, mmio = PioBus(), Bus("mmio")
     host = PciHost(PciBuses(pio, mmio, memory))
     levels = []
