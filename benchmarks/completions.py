@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tests import test_completion as states  # the unit tests' hand-made long-mode machine
+from tinyvmm.boot.payload import DEFAULT_INITRD, DEFAULT_VMLINUX
 from tinyvmm.completion import fastpaths
 from tinyvmm.completion.cpu import GuestCpu
 from tinyvmm.completion.softcpu import SoftCpu
@@ -70,10 +71,9 @@ def main() -> int:
     for name, (code, how) in CASES.items():
         print(f"| {name} | {measure(code, how, args.repeat):.1f} us |")
     if args.boot:
-        build = ROOT / "kernels" / "build"
         result = subprocess.run(
-            [sys.executable, "-m", "tinyvmm", "boot", "--kernel", str(build / "vmlinux"),
-             "--initrd", str(build / "initramfs.cpio"), "--serial", "none", "--stats",
+            [sys.executable, "-m", "tinyvmm", "boot", "--kernel", DEFAULT_VMLINUX,
+             "--initrd", DEFAULT_INITRD, "--serial", "none", "--stats",
              "--timeout", "600"], capture_output=True, text=True, cwd=ROOT)
         table = result.stderr.split("completed", 1)
         print("\nthe test kernel (PVH) to init, --stats:\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from command_line import tinyvmm
+from payloads import KERNEL_INITRD, VMLINUX
 from tinyvmm.boot.bzimage import parse_bzimage
 from tinyvmm.kvm.system import is_emulating_host
 
@@ -68,7 +69,7 @@ def test_initrd_larger_than_ram_is_a_usage_error(payload, tmp_path):
 # ROMs, through SeaBIOS and through qboot. On a host whose KVM emulates guest code, what
 # its emulator lacks is completed by tinyvmm (tinyvmm.completion).
 BOOTS = {
-    "pvh": ["--kernel", "kernels/build/vmlinux", "--initrd", "kernels/build/initramfs.cpio"],
+    "pvh": ["--kernel", str(VMLINUX), "--initrd", str(KERNEL_INITRD)],
     "direct64": ["--boot", "direct"],
     "dma": [],
     "legacy": ["--no-fw-cfg-dma"],
@@ -114,8 +115,8 @@ def test_append_keeps_what_the_machine_needs_unless_told_not_to(monkeypatch):
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_a_32_bit_init_makes_its_system_calls_through_int_0x80():
-    result = tinyvmm("boot", "--kernel", "kernels/build/vmlinux", "--initrd",
-                     "kernels/build/initramfs.cpio", "--timeout", "400", "--stats",
+    result = tinyvmm("boot", "--kernel", str(VMLINUX), "--initrd", str(KERNEL_INITRD),
+                     "--timeout", "400", "--stats",
                      "--append", "console=ttyS0 reboot=k panic=-1 rdinit=/init32", cwd=ROOT,
                      timeout=BOOT_TIMEOUT)
     console, err = result.stdout.decode(), result.stderr.decode()

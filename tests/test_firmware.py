@@ -23,10 +23,9 @@ from command_line import tinyvmm
 from tinyvmm import firmware, layout, optionrom
 from tinyvmm.optionrom import OptionRomError, sign, validate
 
-from payloads import FIRMWARE_SOURCES, make_firmware, toolchain_missing
+from payloads import FIRMWARE_SOURCES, KERNEL, KERNEL_INITRD, make_firmware, toolchain_missing
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = ROOT / "kernels" / "build" / "bzImage"
 RAM_MIB = 256
 PAYLOAD_CMDLINE = "console=ttyS0 tinyvmm firmware test"
 
@@ -295,12 +294,10 @@ def test_payload_boots_under_qemu(tmp_path, payload, initrd, dma, rom, interface
 @pytest.mark.slow
 @pytest.mark.parametrize("dma, rom, interface", ROM_CASES)
 def test_linux_reaches_init_under_qemu(tmp_path, dma, rom, interface):
-    initramfs = KERNEL.parent / "initramfs.cpio"
-    if not initramfs.exists():
-        pytest.skip(f"needs {initramfs}: run make -C kernels")
     # TCG runs Linux fully; /init exists only in the initramfs the ROM loaded.
     debug, serial = qemu_boot(tmp_path, KERNEL, dma, "console=ttyS0 earlyprintk=serial panic=-1",
-                              initrd=initramfs, timeout=120, expect_serial="Run /init as init process")
+                              initrd=KERNEL_INITRD, timeout=120,
+                              expect_serial="Run /init as init process")
     assert f"boot: genroms/{rom} through its BEV" in debug
     assert "Linux version" in serial, f"no banner on the serial console:\n{serial[-2000:]}"
     assert "Run /init as init process" in serial, serial[-2000:]

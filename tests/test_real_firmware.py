@@ -50,15 +50,17 @@ def check_seabios_log(log: str) -> None:
     assert "Booting from ROM" in log
 
 
-pytestmark = [pytest.mark.kvm, pytest.mark.kernel, pytest.mark.slow]
+pytestmark = [pytest.mark.kvm, pytest.mark.slow]
 
 
+@pytest.mark.kernel
 @needs(SEABIOS, SEABIOS_256K)
 @pytest.mark.parametrize("firmware", [SEABIOS, SEABIOS_256K], ids=["bios.bin", "bios-256k.bin"])
 def test_seabios_with_tinyvmms_rom(tmp_path, firmware):
     check_seabios_log(boot(tmp_path, firmware))
 
 
+@pytest.mark.kernel
 @needs(SEABIOS, SEABIOS_256K, QEMU_ROMS / "linuxboot_dma.bin", QEMU_ROMS / "linuxboot.bin")
 @pytest.mark.parametrize("firmware", [SEABIOS, SEABIOS_256K], ids=["bios.bin", "bios-256k.bin"])
 @pytest.mark.parametrize("rom,options", [("linuxboot_dma.bin", []),
@@ -70,6 +72,7 @@ def test_seabios_with_qemus_roms(tmp_path, firmware, rom, options):
     assert f"/rom@genroms/{rom}" in log
 
 
+@pytest.mark.kernel
 @needs(QBOOT)
 @pytest.mark.parametrize("options", [[], ["--no-fw-cfg-dma"]], ids=["dma", "legacy"])
 def test_qboot(tmp_path, options):
