@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests import test_completion as states  # the unit tests' hand-made long-mode machine
+from tests import test_completion as states  # the unit tests' hand-made long-mode vCPU state
 from tinyvmm.boot.payload import DEFAULT_INITRD, DEFAULT_VMLINUX
 from tinyvmm.completion import fastpaths
 from tinyvmm.completion.cpu import GuestCpu
@@ -38,11 +38,11 @@ CASES = {   # name: (instruction bytes, how: None for the fast paths, "soft", "s
 
 
 def measure(code, how, repeat: int) -> float:
-    machine = states.machine.__wrapped__()
-    vcpu, memory, ram = machine
+    state = states.long_mode_state()
+    vcpu, memory, ram = state
     softcpu = SoftCpu(states.Slots(ram))
     if how == "syscall":
-        code = states._half_done_syscall(machine)
+        code = states._half_done_syscall(state)
     else:
         states._code(ram, code)
         vcpu.regs.rsi = states.KERNEL_BASE + 0x30010     # cmpxchg16b's operand

@@ -103,16 +103,16 @@ def run_tinyvmm(image: Path, blob: Path, payload: bytes) -> dict[str, float]:
     add_fw_cfg_options(parser)
     args = parser.parse_args(["--fw-cfg", f"name=opt/bench/blob,file={blob}"])
     console = bytearray()
-    machine = Board(BoardConfig(image.read_bytes(), 256 * layout.MiB,
-                                    debugcon=Console("debugcon", sink=console.extend)))
+    board = Board(BoardConfig(image.read_bytes(), 256 * layout.MiB,
+                              debugcon=Console("debugcon", sink=console.extend)))
     try:
-        attach_fw_cfg(machine, args)
-        result = Runner(machine, timeout=600).run()
+        attach_fw_cfg(board, args)
+        result = Runner(board, timeout=600).run()
     finally:
-        machine.close()
+        board.close()
     if result.outcome is not Outcome.RESET:
         raise RuntimeError(f"tinyvmm guest: {result.outcome.description}: {result.message}")
-    stamps = {m.value: m.time_ns for m in machine.milestones if m.port == 0xF4}
+    stamps = {m.value: m.time_ns for m in board.milestones if m.port == 0xF4}
     times = {}
     for phase, (begin, end) in MILESTONES.items():
         if begin in stamps and end in stamps:

@@ -80,17 +80,17 @@ def run_tinyvmm(bios: bytes, disk: Path, iothread: bool) -> tuple[float, float]:
 
     serial = SerialClock()
     with open(disk, "rb") as image:
-        machine = Board(BoardConfig(bios, serial=Console("serial", serial),
-                                        virtio_devices=[BlockDevice(BlockBackend(image, read_only=True))],
-                                        virtio_iothread=iothread))
+        board = Board(BoardConfig(bios, serial=Console("serial", serial),
+                                  virtio_devices=[BlockDevice(BlockBackend(image, read_only=True))],
+                                  virtio_iothread=iothread))
         try:
-            machine.runner = runner = Runner(machine, timeout=120)
+            board.runner = runner = Runner(board, timeout=120)
             result = runner.run()
         finally:
-            machine.close()
+            board.close()
     if result.outcome is not Outcome.RESET:
         raise RuntimeError(f"tinyvmm: {result.outcome.description}: {result.message}\n{result.report or ''}")
-    marks = {m.value: m.time_ns for m in machine.milestones if m.port == 0xF4}
+    marks = {m.value: m.time_ns for m in board.milestones if m.port == 0xF4}
     return (marks[17] - marks[16]) / 1e9, serial.interval("tinyvmm")
 
 

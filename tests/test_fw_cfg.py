@@ -647,7 +647,7 @@ def test_mmio_dma_with_64_and_32_bit_writes(rig):
 
 
 # --- options, attach and `fw-cfg list` -----------------------------------------------------------
-class FakeMachine:
+class FakeBoard:
     """What attach_fw_cfg needs from tinyvmm.board.Board, without KVM."""
 
     def __init__(self, ram_size=32 * layout.MiB, tracer=None):
@@ -672,10 +672,10 @@ def parse(argv, list_command=False):
 def test_attach_serves_the_standard_keys_of_the_machine(tmp_path):
     user = tmp_path / "user.bin"
     user.write_bytes(b"from a file")
-    machine = FakeMachine()
-    fw = attach_fw_cfg(machine, parse(["--fw-cfg", "name=opt/s,string=hi",
-                                       "--fw-cfg", f"name=opt/f,file={user}"]))
-    client = PortClient(machine.pio, machine.memory)
+    board = FakeBoard()
+    fw = attach_fw_cfg(board, parse(["--fw-cfg", "name=opt/s,string=hi",
+                                     "--fw-cfg", f"name=opt/f,file={user}"]))
+    client = PortClient(board.pio, board.memory)
     assert client.item(fwi.FW_CFG_SIGNATURE, 4) == b"QEMU"
     assert client.item(fwi.FW_CFG_ID, 4) == b"\3\0\0\0"
     assert client.item(fwi.FW_CFG_UUID, 16) == bytes(16)
@@ -688,33 +688,33 @@ def test_attach_serves_the_standard_keys_of_the_machine(tmp_path):
     assert client.item(*client.find("opt/s")) == b"hi"
     assert client.item(*client.find("opt/f")) == b"from a file"
     assert client.dma_read(client.find("opt/f")[0], 11, 0x8000) == 0
-    assert machine.memory.read(0x8000, 11) == b"from a file"
-    assert fw.items is not None and machine.mmio.devices() == []
+    assert board.memory.read(0x8000, 11) == b"from a file"
+    assert fw.items is not None and board.mmio.devices() == []
 
 
 def test_attach_without_dma_leaves_the_dma_ports_unclaimed():
-    machine = FakeMachine()
-    attach_fw_cfg(machine, parse(["--no-fw-cfg-dma"]))
-    assert machine.pio.read(DMA_PORT, 4) == b"\xff" * 4
-    assert PortClient(machine.pio).item(fwi.FW_CFG_ID, 4) == b"\1\0\0\0"
+    board = FakeBoard()
+    attach_fw_cfg(board, parse(["--no-fw-cfg-dma"]))
+    assert board.pio.read(DMA_PORT, 4) == b"\xff" * 4
+    assert PortClient(board.pio).item(fwi.FW_CFG_ID, 4) == b"\1\0\0\0"
 
 
 def test_attach_mmio_beside_or_instead_of_the_ports():
-    machine = FakeMachine()
-    attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000"]))
-    assert MmioClient(machine.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
-    assert PortClient(machine.pio).item(0, 4) == b"QEMU"
-    machine = FakeMachine()
-    attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000", "--no-fw-cfg-ports"]))
-    assert MmioClient(machine.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
-    assert machine.pio.read(SELECTOR_PORT + 1, 1) == b"\xff"
+    board = FakeBoard()
+    attach_fw_cfg(board, parse(["--fw-cfg-mmio", "0xfef00000"]))
+    assert MmioClient(board.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
+    assert PortClient(board.pio).item(0, 4) == b"QEMU"
+    board = FakeBoard()
+    attach_fw_cfg(board, parse(["--fw-cfg-mmio", "0xfef00000", "--no-fw-cfg-ports"]))
+    assert MmioClient(board.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
+    assert board.pio.read(SELECTOR_PORT + 1, 1) == b"\xff"
 
 
 def test_attach_refuses_a_window_that_overlaps_another_mmio_device():
-    machine = FakeMachine()
-    machine.mmio.register(0xFEF00010, 0x10, Device())
+    board = FakeBoard()
+    board.mmio.register(0xFEF00010, 0x10, Device())
     with pytest.raises(FwCfgConfigError, match="overlaps"):
-        attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000"]))
+        attach_fw_cfg(board, parse(["--fw-cfg-mmio", "0xfef00000"]))
 
 
 def test_no_ports_and_no_mmio_is_an_error():

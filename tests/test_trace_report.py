@@ -32,13 +32,13 @@ def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     args = parser.parse_args(argv)
     out, err = io.StringIO(), io.StringIO()
     tracer = Tracer(out, set(trace)) if trace else None
-    machine = Board(BoardConfig(image.bin_path.read_bytes()), tracer=tracer)
+    board = Board(BoardConfig(image.bin_path.read_bytes()), tracer=tracer)
     try:
-        runner = Runner(machine, timeout=timeout, tracer=tracer)
-        with attach_debug_tools(machine, runner, args, err=err) as debug:
+        runner = Runner(board, timeout=timeout, tracer=tracer)
+        with attach_debug_tools(board, runner, args, err=err) as debug:
             result = debug.run()
     finally:
-        machine.close()
+        board.close()
     return result, out.getvalue(), err.getvalue()
 
 
