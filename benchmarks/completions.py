@@ -1,7 +1,7 @@
 """What a completion costs: each fast path and the software CPU, in the VMM alone (hand-made
 vCPU states, no KVM), and on a real boot of the test kernel to its init (with --boot).
 
-    python3 benchmarks/completions.py [--repeat N] [--boot]
+    python3 -m benchmarks.completions [--repeat N] [--boot]      (from the repository root)
 
 The first table is tinyvmm's own work per completion (decode, page walks, the software
 CPU), median of N. With --boot, the test kernel (PVH) boots to its init with --stats on
@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from tests import test_completion as states  # the unit tests' hand-made long-mode vCPU state
+from tinyvmm.boot.payload import DEFAULT_INITRD, DEFAULT_VMLINUX
+from tinyvmm.completion import fastpaths
+from tinyvmm.completion.cpu import GuestCpu
+from tinyvmm.completion.softcpu import SoftCpu
 
-import test_completion as states  # noqa: E402  (the unit tests' hand-made long-mode machine)
-from tinyvmm.completion import fastpaths  # noqa: E402
-from tinyvmm.completion.cpu import GuestCpu  # noqa: E402
-from tinyvmm.completion.softcpu import SoftCpu  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CASES = {   # name: (instruction bytes, how: None for the fast paths, "soft", "syscall")
     "clac (fast path)": (fastpaths.CLAC, None),
@@ -40,11 +38,11 @@ CASES = {   # name: (instruction bytes, how: None for the fast paths, "soft", "s
 
 
 def measure(code, how, repeat: int) -> float:
-    machine = states.machine.__wrapped__()
-    vcpu, memory, ram = machine
+    state = states.long_mode_state()
+    vcpu, memory, ram = state
     softcpu = SoftCpu(states.Slots(ram))
     if how == "syscall":
-        code = states._half_done_syscall(machine)
+        code = states._half_done_syscall(state)
     else:
         states._code(ram, code)
         vcpu.regs.rsi = states.KERNEL_BASE + 0x30010     # cmpxchg16b's operand
@@ -73,10 +71,9 @@ def main() -> int:
     for name, (code, how) in CASES.items():
         print(f"| {name} | {measure(code, how, args.repeat):.1f} us |")
     if args.boot:
-        build = ROOT / "kernels" / "build"
         result = subprocess.run(
-            [sys.executable, "-m", "tinyvmm", "boot", "--kernel", str(build / "vmlinux"),
-             "--initrd", str(build / "initramfs.cpio"), "--serial", "none", "--stats",
+            [sys.executable, "-m", "tinyvmm", "boot", "--kernel", DEFAULT_VMLINUX,
+             "--initrd", DEFAULT_INITRD, "--serial", "none", "--stats",
              "--timeout", "600"], capture_output=True, text=True, cwd=ROOT)
         table = result.stderr.split("completed", 1)
         print("\nthe test kernel (PVH) to init, --stats:\n")

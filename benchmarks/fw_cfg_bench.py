@@ -1,8 +1,8 @@
 """fw_cfg throughput: DMA into guest RAM against a host memcpy, and a legacy `rep insb` load
 through a real guest on /dev/kvm, beside QEMU's on the same machine.
 
-    python3 benchmarks/fw_cfg_bench.py [--size-mib 16] [--repeat 5] [--guest-repeat 3]
-                                       [--no-qemu] [--json FILE]
+    python3 -m benchmarks.fw_cfg_bench [--size-mib 16] [--repeat 5] [--guest-repeat 3]
+                                       [--no-qemu] [--json FILE]      (from the repository root)
 
 1. host:  FwCfg.dma_transfer() of SIZE bytes into an mmap-backed GuestMemory, against
           ctypes.memmove of the same bytes to the same place (pages touched beforehand).
@@ -27,15 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from guest_build import GUESTS, assemble  # noqa: E402
-from tinyvmm import layout  # noqa: E402
-from tinyvmm.fw_cfg.device import DMA_DESCRIPTOR, FW_CFG_DMA_CTL_READ, FwCfg  # noqa: E402
-from tinyvmm.fw_cfg.items import FwCfgItems  # noqa: E402
-from tinyvmm.memory import GuestMemory  # noqa: E402
+from tests.guest_build import GUESTS, assemble
+from tinyvmm import layout
+from tinyvmm.fw_cfg.device import DMA_DESCRIPTOR, FW_CFG_DMA_CTL_READ, FwCfg
+from tinyvmm.fw_cfg.items import FwCfgItems
+from tinyvmm.memory import GuestMemory
 
 LOAD_ADDRESS = 0x100000
 MARKERS = {"legacy": (b"A\n", b"B\n"), "dma": (b"C\n", b"D\n")}
@@ -107,16 +103,16 @@ def run_tinyvmm(image: Path, blob: Path, payload: bytes) -> dict[str, float]:
 
     spec = FwCfgSpec(files=(UserItemSpec("opt/bench/blob", file=str(blob)),))
     console = bytearray()
-    machine = Board(BoardConfig(image.read_bytes(), 256 * layout.MiB,
-                                    debugcon=Console("debugcon", sink=console.extend)))
+    board = Board(BoardConfig(image.read_bytes(), 256 * layout.MiB,
+                              debugcon=Console("debugcon", sink=console.extend)))
     try:
-        attach_fw_cfg(machine, spec)
-        result = Runner(machine, timeout=600).run()
+        attach_fw_cfg(board, spec)
+        result = Runner(board, timeout=600).run()
     finally:
-        machine.close()
+        board.close()
     if result.outcome is not Outcome.RESET:
         raise RuntimeError(f"tinyvmm guest: {result.outcome.description}: {result.message}")
-    stamps = {m.value: m.time_ns for m in machine.milestones if m.port == 0xF4}
+    stamps = {m.value: m.time_ns for m in board.milestones if m.port == 0xF4}
     times = {}
     for phase, (begin, end) in MILESTONES.items():
         if begin in stamps and end in stamps:

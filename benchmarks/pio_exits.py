@@ -5,7 +5,7 @@ writes of 8 and 9 to the milestone port 0xf4. tinyvmm and the C VMM time the
 loop between those milestones; QEMU timestamps nothing, so its figure is the
 difference of whole-process wall times with LOOPS and with 0 loops.
 
-    python3 benchmarks/pio_exits.py [--loops N] [--runs R]
+    python3 -m benchmarks.pio_exits [--loops N] [--runs R]      (from the repository root)
 """
 
 import argparse
@@ -17,11 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "tests"))
+from tests.guest_build import assemble
 
-from guest_build import assemble  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def build_guest(workdir: Path, loops: int) -> Path:

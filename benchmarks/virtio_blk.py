@@ -11,8 +11,9 @@ first read and just after the last. QEMU timestamps nothing on that port, so the
 rows time every system by when the markers "disk-read: start" and "disk-read: ok" reach the
 host: read from QEMU's `-serial stdio` pipe, and from tinyvmm's serial sink (no pipe).
 Requests per second are chunks read per second; MB/s means 10**6 bytes per second.
+From the repository root:
 
-    python3 benchmarks/virtio_blk.py [--runs N] [--reads-4k N] [--reads-64k N] [--no-qemu]
+    python3 -m benchmarks.virtio_blk [--runs N] [--reads-4k N] [--reads-64k N] [--no-qemu]
 """
 
 import argparse
@@ -27,11 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from guest_build import GUESTS, assemble  # noqa: E402
+from tests.guest_build import GUESTS, assemble
 
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
 SECTOR = 512
@@ -83,17 +80,17 @@ def run_tinyvmm(bios: bytes, disk: Path, iothread: bool) -> tuple[float, float]:
 
     serial = SerialClock()
     with open(disk, "rb") as image:
-        machine = Board(BoardConfig(bios, serial=Console("serial", serial),
-                                        virtio_devices=[BlockDevice(BlockBackend(image, read_only=True))],
-                                        virtio_iothread=iothread))
+        board = Board(BoardConfig(bios, serial=Console("serial", serial),
+                                  virtio_devices=[BlockDevice(BlockBackend(image, read_only=True))],
+                                  virtio_iothread=iothread))
         try:
-            machine.runner = runner = Runner(machine, timeout=120)
+            board.runner = runner = Runner(board, timeout=120)
             result = runner.run()
         finally:
-            machine.close()
+            board.close()
     if result.outcome is not Outcome.RESET:
         raise RuntimeError(f"tinyvmm: {result.outcome.description}: {result.message}\n{result.report or ''}")
-    marks = {m.value: m.time_ns for m in machine.milestones if m.port == 0xF4}
+    marks = {m.value: m.time_ns for m in board.milestones if m.port == 0xF4}
     return (marks[17] - marks[16]) / 1e9, serial.interval("tinyvmm")
 
 

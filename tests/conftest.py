@@ -1,22 +1,16 @@
 """Markers that need something from the machine skip, with the reason, where it is absent."""
 
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tinyvmm.kvm.system import kvm_status  # noqa: E402
-from guest_build import toolchain_missing  # noqa: E402
-from payloads import initrd, payload, pvh_payload  # noqa: E402,F401 (fixtures for every test module)
-
-ROOT = Path(__file__).resolve().parent.parent
-KERNEL = ROOT / "kernels" / "build" / "bzImage"
-VMLINUX = ROOT / "kernels" / "build" / "vmlinux"       # the same kernel as ELF (PVH)
+from tinyvmm.kvm.system import kvm_status
+from guest_build import toolchain_missing
+from payloads import initrd, payload, pvh_payload  # noqa: F401 (fixtures for every test module)
+from payloads import kernel_missing
 
 _kvm_reason = kvm_status()
+_kernel_reason = kernel_missing()
 
 
 def pytest_runtest_setup(item):
@@ -30,7 +24,5 @@ def pytest_runtest_setup(item):
         pytest.skip("needs gdb on PATH (Debian package gdb)")
     if item.get_closest_marker("qemu") and shutil.which("qemu-system-x86_64") is None:
         pytest.skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
-    if item.get_closest_marker("kernel"):
-        for path in (KERNEL, VMLINUX):
-            if not path.exists():
-                pytest.skip(f"needs the test kernel {path}: run make -C kernels")
+    if item.get_closest_marker("kernel") and _kernel_reason:
+        pytest.skip(_kernel_reason)

@@ -1,5 +1,5 @@
 """The test payloads (firmware/tests/payload.S, a bzImage; pvh_payload.S, an ELF PVH kernel) and an
-initrd, built once per session."""
+initrd, built once per session; where the test kernel of `make -C kernels` is."""
 
 import subprocess
 import sys
@@ -8,9 +8,25 @@ from pathlib import Path
 import pytest
 
 import guest_build
+from tinyvmm.boot import payload as boot_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_SOURCES = ROOT / "firmware"
+
+# The test kernel, where `tinyvmm boot` finds it when given no --kernel (kernels/build, or
+# the folder TINYVMM_KERNELS names): tests marked `kernel` need all three files.
+KERNEL = Path(boot_defaults.DEFAULT_KERNEL)
+VMLINUX = Path(boot_defaults.DEFAULT_VMLINUX)           # the same kernel as ELF (PVH)
+KERNEL_INITRD = Path(boot_defaults.DEFAULT_INITRD)
+
+
+def kernel_missing() -> str | None:
+    """None when the test kernel is there, else why a test that boots it cannot run."""
+    for path in (KERNEL, VMLINUX, KERNEL_INITRD):
+        if not path.exists():
+            return (f"needs the test kernel {path}: run make -C kernels, "
+                    f"or set {boot_defaults.KERNELS_VARIABLE} to a folder holding it")
+    return None
 
 
 def toolchain_missing() -> str | None:

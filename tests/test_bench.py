@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from command_line import start_tinyvmm, tinyvmm
 from tinyvmm import bench, cli
 from tinyvmm.bench import firmware, plot
 from tinyvmm.bench import qemu as bench_qemu
@@ -20,9 +21,8 @@ PHASE_KEYS = {"vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s"}
 
 def run_bench(tmp_path, *extra):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "bench", "--runs", "1", "--no-banner",
-                             "--json", str(out), "--plot", str(tmp_path / "bench.svg"), *extra],
-                            capture_output=True, timeout=900)
+    result = tinyvmm("bench", "--runs", "1", "--no-banner", "--json", str(out),
+                     "--plot", str(tmp_path / "bench.svg"), *extra, timeout=900)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     return result.stdout.decode(), json.loads(out.read_text())
 
@@ -166,8 +166,7 @@ def test_summary_keys_counters_and_milliseconds():
 ])
 def test_bench_outputs_are_checked_before_the_first_boot(option, value, message):
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "bench", option, value],
-                            capture_output=True, text=True, timeout=60)
+    result = tinyvmm("bench", option, value, text=True, timeout=60)
     assert result.returncode == 2 and message in result.stderr and "[1/" not in result.stderr
     assert time.monotonic() - started < 10
 
@@ -407,8 +406,8 @@ def test_sigterm_stops_the_bench_its_child_and_its_files():
     import signal
     import tempfile
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tinyvmm-bench-*")))
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "bench", "--runs", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_tinyvmm("bench", "--runs", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     progress = ""
     while "] tinyvmm-dma run 1" not in progress:
         char = proc.stderr.read(1)

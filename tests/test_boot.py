@@ -5,29 +5,23 @@ What the payload checks of the boot protocol is tested in test_firmware.py.
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from command_line import tinyvmm
+from payloads import KERNEL_INITRD, VMLINUX
 from tinyvmm.boot.bzimage import parse_bzimage
 from tinyvmm.kvm.system import is_emulating_host
 
-
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def tinyvmm(*args, timeout=600, cwd=None):
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True,
-                          timeout=timeout, cwd=cwd)
+BOOT_TIMEOUT = 600      # seconds: a real kernel under an emulating KVM takes minutes
 
 
 def boot_payload(payload, initrd, *extra):
     return tinyvmm("boot", "--kernel", str(payload), "--initrd", str(initrd),
                    "--append", "console=ttyS0", "--debugcon", "none", "--timeout", "120",
-                   "--mem", "64M", *extra)
+                   "--mem", "64M", *extra, timeout=BOOT_TIMEOUT)
 
 
 @pytest.mark.kvm
@@ -75,7 +69,7 @@ def test_initrd_larger_than_ram_is_a_usage_error(payload, tmp_path):
 # ROMs, through SeaBIOS and through qboot. On a host whose KVM emulates guest code, what
 # its emulator lacks is completed by tinyvmm (tinyvmm.completion).
 BOOTS = {
-    "pvh": ["--kernel", "kernels/build/vmlinux", "--initrd", "kernels/build/initramfs.cpio"],
+    "pvh": ["--kernel", str(VMLINUX), "--initrd", str(KERNEL_INITRD)],
     "direct64": ["--boot", "direct"],
     "dma": [],
     "legacy": ["--no-fw-cfg-dma"],
@@ -93,7 +87,8 @@ def test_linux_runs_our_init_to_its_end(boot):
     if firmware and not os.path.exists(firmware):
         pytest.fail(f"{firmware} is missing: make setup installs it")
     result = tinyvmm("boot", "--timeout", "400", *BOOTS[boot],
-                     "--fw-cfg", "name=opt/tinyvmm/test,string=hello", "--stats", cwd=ROOT)
+                     "--fw-cfg", "name=opt/tinyvmm/test,string=hello", "--stats", cwd=ROOT,
+                     timeout=BOOT_TIMEOUT)
     console, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, console[-3000:] + err[-3000:]
     assert "TINYVMM-INIT-OK" in console
@@ -120,9 +115,10 @@ def test_append_keeps_what_the_machine_needs_unless_told_not_to(monkeypatch):
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_a_32_bit_init_makes_its_system_calls_through_int_0x80():
-    result = tinyvmm("boot", "--kernel", "kernels/build/vmlinux", "--initrd",
-                     "kernels/build/initramfs.cpio", "--timeout", "400", "--stats",
-                     "--append", "console=ttyS0 reboot=k panic=-1 rdinit=/init32", cwd=ROOT)
+    result = tinyvmm("boot", "--kernel", str(VMLINUX), "--initrd", str(KERNEL_INITRD),
+                     "--timeout", "400", "--stats",
+                     "--append", "console=ttyS0 reboot=k panic=-1 rdinit=/init32", cwd=ROOT,
+                     timeout=BOOT_TIMEOUT)
     console, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, console[-3000:] + err[-3000:]
     assert "TINYVMM-INIT32-OK" in console

@@ -4,7 +4,9 @@ import struct
 
 import pytest
 
+from command_line import tinyvmm
 from elf_files import EM_AARCH64, elf32, elf64, pvh_note
+from payloads import KERNEL_INITRD, VMLINUX
 from tinyvmm import layout
 from tinyvmm.boot import direct, elf, pvh
 from tinyvmm.boot.bzimage import parse_bzimage
@@ -222,18 +224,8 @@ def test_direct_boot_takes_no_firmware(tmp_path, capsys):
 # --- the test kernel on /dev/kvm -----------------------------------------------
 
 def boot_kernel(*options, timeout=240):
-    import subprocess
-    import sys
-    from conftest import ROOT
-    build = ROOT / "kernels" / "build"
-    return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--initrd",
-                           str(build / "initramfs.cpio"), "--expect", "Linux version 6.1",
-                           "--timeout", str(timeout), *options], capture_output=True, timeout=timeout + 60)
-
-
-def vmlinux():
-    from conftest import VMLINUX
-    return str(VMLINUX)
+    return tinyvmm("boot", "--initrd", str(KERNEL_INITRD), "--expect", "Linux version 6.1",
+                   "--timeout", str(timeout), *options, timeout=timeout + 60)
 
 
 @pytest.mark.kvm
@@ -245,7 +237,7 @@ def vmlinux():
 ], ids=["direct", "rom-dma", "rom-legacy"])
 def test_vmlinux_reaches_the_banner(tmp_path, options):
     timing = tmp_path / "timing.json"
-    result = boot_kernel("--kernel", vmlinux(), "--timing-json", str(timing), *options)
+    result = boot_kernel("--kernel", str(VMLINUX), "--timing-json", str(timing), *options)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert result.stdout.endswith(b"Linux version 6.1\n")
     events = [mark["event"] for mark in __import__("json").loads(timing.read_text())["marks"]]
@@ -276,8 +268,8 @@ def test_vmlinux_through_qemu_firmware(tmp_path, firmware):
     if missing:
         pytest.skip(f"{missing[0]} is not installed (Debian packages seabios, qemu-system-data)")
     timing = tmp_path / "timing.json"
-    result = boot_kernel("--kernel", vmlinux(), "--boot", "firmware", "--timing-json", str(timing),
-                         *firmware)
+    result = boot_kernel("--kernel", str(VMLINUX), "--boot", "firmware",
+                         "--timing-json", str(timing), *firmware)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert b"Linux version 6.1" in result.stdout
     events = [mark["event"] for mark in __import__("json").loads(timing.read_text())["marks"]]
@@ -303,10 +295,7 @@ def test_direct_pvh_entry_state_and_start_info(pvh_payload, initrd):
 
 
 def boot_kernel_file(*options):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--timeout", "60", "--kernel",
-                           *options], capture_output=True, timeout=120)
+    return tinyvmm("boot", "--timeout", "60", "--kernel", *options)
 
 
 def test_relocatable_big_endian_and_empty_kernels_are_refused(tmp_path, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from command_line import TINYVMM, start_tinyvmm, tinyvmm
 from tinyvmm import cli
 
 
@@ -50,7 +51,7 @@ def test_sizes():
 
 
 def test_help_documents_exit_statuses():
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--help"], capture_output=True)
+    result = tinyvmm("run", "--help")
     assert result.returncode == 0
     text = result.stdout.decode()
     for line in ("0    the guest reset", "3    the guest crashed", "4    --timeout", "130  interrupted"):
@@ -59,12 +60,12 @@ def test_help_documents_exit_statuses():
 
 def test_full_help_lists_every_command():
     for argv in (["--help"], ["-h", "boot"]):
-        result = subprocess.run([sys.executable, "-m", "tinyvmm", *argv], capture_output=True)
+        result = tinyvmm(*argv)
         assert result.returncode == 0
         text = result.stdout.decode()
         for command in cli.COMMANDS:
             assert f"    {command} " in text, (argv, command)
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "bogus"], capture_output=True)
+    result = tinyvmm("bogus")
     assert result.returncode == 2
     assert ("invalid choice: 'bogus' (choose from 'run', 'boot', 'bench', 'fw-cfg')"
             in result.stderr.decode())
@@ -195,14 +196,18 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path, capsys):
     assert "is a FIFO" in capsys.readouterr().err
 
 
+# An --initrd alone boots the default kernel: where it is absent, that is what gets refused.
 @pytest.mark.parametrize("option,make,message", [
     ("--kernel", lambda d: "/dev/zero", "kernel /dev/zero holds more than the guest's 64 MiB"),
-    ("--initrd", lambda d: "/dev/zero", "initrd /dev/zero holds more than the guest's 64 MiB"),
-    ("--initrd", lambda d: (__import__("os").truncate(d / "big", 64 << 30), d / "big")[1],
-     "is 68719476736 bytes, more than the guest's 64 MiB"),
+    pytest.param("--initrd", lambda d: "/dev/zero",
+                 "initrd /dev/zero holds more than the guest's 64 MiB", marks=pytest.mark.kernel),
+    pytest.param("--initrd",
+                 lambda d: (__import__("os").truncate(d / "big", 64 << 30), d / "big")[1],
+                 "is 68719476736 bytes, more than the guest's 64 MiB", marks=pytest.mark.kernel),
     ("--kernel", lambda d: (__import__("os").truncate(d / "big", 6 << 30), d / "big")[1],
      "is 6442450944 bytes, more than the guest's 64 MiB"),
-    ("--initrd", lambda d: (__import__("os").mkfifo(d / "fifo"), d / "fifo")[1], "is a FIFO"),
+    pytest.param("--initrd", lambda d: (__import__("os").mkfifo(d / "fifo"), d / "fifo")[1],
+                 "is a FIFO", marks=pytest.mark.kernel),
 ])
 def test_kernel_and_initrd_are_bounded_before_they_are_read(tmp_path, capsys, option, make, message):
     """Each case finishes at once: sizes come from stat, other files are read through a bound."""
@@ -235,8 +240,8 @@ def test_guest_ram_the_host_cannot_provide_is_one_line_and_status_1(tmp_path):
             pytest.skip("vm.overcommit_memory is 1: the host promises any amount of memory")
     bios = tmp_path / "bios.bin"
     bios.write_bytes(b"\xf4" * 65536)
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(bios), "--mem",
-                             f"{size_gib}G", "--timeout", "5"], capture_output=True, text=True)
+    result = tinyvmm("run", "--bios", str(bios), "--mem", f"{size_gib}G", "--timeout", "5",
+                     text=True)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("tinyvmm: the host could not provide") and \
         "Traceback" not in result.stderr
@@ -244,8 +249,7 @@ def test_guest_ram_the_host_cannot_provide_is_one_line_and_status_1(tmp_path):
 
 def run_into_closed_pipe(*argv):
     """Run tinyvmm with stdout into a pipe whose reader takes one line and leaves."""
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = start_tinyvmm(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.readline()
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
@@ -277,8 +281,7 @@ def test_a_closed_stdout_ends_the_run_quietly(tmp_path):
 
 
 def test_version_says_where_the_shipped_firmware_and_kernel_are():
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "--version"], capture_output=True,
-                            text=True)
+    result = tinyvmm("--version", text=True)
     from tinyvmm import __version__, firmware
     assert result.returncode == 0 and result.stdout.startswith(f"tinyvmm {__version__}\n")
     assert firmware.DIRECTORY in result.stdout and "TINYVMM_KERNELS" in result.stdout
@@ -310,6 +313,7 @@ def test_too_many_fw_cfg_files_say_how_many_fit(capsys):
 
 def test_an_installed_package_says_how_to_get_a_kernel(monkeypatch, tmp_path):
     from tinyvmm.boot import payload
+    monkeypatch.delenv(payload.KERNELS_VARIABLE, raising=False)        # it would be named instead
     monkeypatch.setattr(payload, "REPO_ROOT", str(tmp_path))          # no kernels/ to build in
     monkeypatch.setattr(payload, "DEFAULT_KERNEL", str(tmp_path / "bzImage"))
     with pytest.raises(payload.PayloadError, match="give --kernel BZIMAGE, or set TINYVMM_KERNELS"):
@@ -325,13 +329,11 @@ def test_a_usage_error_leaves_the_serial_file_alone_and_expect_ends_its_line(tmp
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", "bios.bin",
-                                 "--serial", f"file:{serial}", "--gdb",
-                                 f"tcp::{busy.getsockname()[1]}"], capture_output=True, text=True)
+        result = tinyvmm("run", "--bios", "bios.bin", "--serial", f"file:{serial}", "--gdb",
+                         f"tcp::{busy.getsockname()[1]}", text=True)
     assert result.returncode == 2 and serial.read_text() == "the previous run\n"
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
-                             firmware.image_path("bios.bin"), "--debugcon", "stdio",
-                             "--expect", "fw_cfg: DMA", "--timeout", "30"], capture_output=True)
+    result = tinyvmm("run", "--bios", firmware.image_path("bios.bin"), "--debugcon", "stdio",
+                     "--expect", "fw_cfg: DMA", "--timeout", "30")
     assert result.returncode == 0 and result.stdout.endswith(b"fw_cfg: DMA\n")
 
 
@@ -365,18 +367,15 @@ def test_console_files_that_are_not_regular_files(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     bios = firmware.image_path("bios.bin")
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", bios, "--serial",
-                             f"file:{fifo}"], capture_output=True, text=True, timeout=30)
+    result = tinyvmm("run", "--bios", bios, "--serial", f"file:{fifo}", text=True, timeout=30)
     assert result.returncode == 2 and "a FIFO with no reader" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", bios, "--debugcon",
-                             "file:/dev/null", "--timeout", "30"], capture_output=True, text=True,
-                            timeout=60)
+    result = tinyvmm("run", "--bios", bios, "--debugcon", "file:/dev/null", "--timeout", "30",
+                     text=True, timeout=60)
     assert result.returncode == 5 and "Traceback" not in result.stderr
 
 
 def test_a_closed_stdout_ends_version_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "--version"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = start_tinyvmm("--version", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()                         # gone before tinyvmm writes
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and b"Traceback" not in err, err
@@ -390,8 +389,7 @@ def test_a_closed_stdout_ends_version_quietly():
 def test_a_console_that_cannot_be_written_is_one_line_and_status_1(argv, what):
     from guest_build import build_guest
     hello = build_guest("hello").bin_path                  # prints on COM1 and port 0x402
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(hello),
-                             "--timeout", "30", *argv], capture_output=True, text=True, timeout=120)
+    result = tinyvmm("run", "--bios", str(hello), "--timeout", "30", *argv, text=True)
     assert result.returncode == 1, result.stderr
     assert result.stderr == f"tinyvmm: cannot write the {what} output: No space left on device\n"
 
@@ -400,12 +398,11 @@ def test_a_console_that_cannot_be_written_is_one_line_and_status_1(argv, what):
 def test_a_usage_error_leaves_the_trace_file_as_it_was(tmp_path):
     trace = tmp_path / "trace.txt"
     trace.write_text("the previous run\n")
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--kernel", "/nonexistent",
-                             "--trace", "io", "--trace-file", str(trace)], capture_output=True)
+    result = tinyvmm("boot", "--kernel", "/nonexistent", "--trace", "io",
+                     "--trace-file", str(trace))
     assert result.returncode == 2 and trace.read_text() == "the previous run\n"
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", "bios.bin",
-                             "--trace", "exits,milestones", "--trace-file", str(trace)],
-                            capture_output=True, timeout=120)
+    result = tinyvmm("run", "--bios", "bios.bin", "--trace", "exits,milestones", "--trace-file",
+                     str(trace))
     assert result.returncode == 5, result.stderr
     lines = trace.read_text().splitlines()
     assert "the previous run" not in lines and "firmware start" in lines[0]
@@ -427,13 +424,14 @@ def test_trace_given_twice_adds_up():
 
 
 @pytest.mark.kvm
+@pytest.mark.kernel
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 @pytest.mark.parametrize("command", ["script", "module"])
 def test_an_early_interrupt_ends_with_status_130_and_no_traceback(tmp_path, command, signum):
     """From the moment tinyvmm's own code runs: while Python loads it, while it reads files,
     in the run loop."""
     script = Path(sys.executable).parent / "tinyvmm"
-    argv = [str(script)] if command == "script" else [sys.executable, "-m", "tinyvmm"]
+    argv = [str(script)] if command == "script" else TINYVMM
     if command == "script" and not script.exists():
         pytest.fail(f"{script} is missing: make setup installs the console script")
     for delay in (0.12, 0.25, 0.6):

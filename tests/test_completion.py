@@ -87,10 +87,10 @@ def _gate(offset: int, dpl: int = 0, present: bool = True, kind: int = 0xE) -> b
     return low.to_bytes(8, "little") + (offset >> 32).to_bytes(4, "little") + bytes(4)
 
 
-@pytest.fixture
-def machine():
-    """A long-mode vCPU at CPL 0 with 4 MiB of RAM mapped at 0 and at KERNEL_BASE (2 MiB
-    pages), an IDT of 256 present interrupt gates (DPL 0, vector 0x80 DPL 3) and RIP at CODE."""
+def long_mode_state():
+    """(vcpu, memory, ram): a long-mode vCPU at CPL 0 with 4 MiB of RAM mapped at 0 and at
+    KERNEL_BASE (2 MiB pages), an IDT of 256 present interrupt gates (DPL 0, vector 0x80 DPL 3)
+    and RIP at CODE."""
     ram = bytearray(RAM_SIZE)
     put = lambda gpa, value: ram.__setitem__(slice(gpa, gpa + 8), value.to_bytes(8, "little"))
     put(PML4, PDPT_LOW | 3)
@@ -118,13 +118,19 @@ def machine():
     return vcpu, memory, ram
 
 
+@pytest.fixture
+def cpu_state():
+    """A fresh long_mode_state() for each test."""
+    return long_mode_state()
+
+
 def _code(ram: bytearray, code: bytes) -> bytes:
     ram[CODE:CODE + len(code)] = code
     return code
 
 
-def _cpu(machine) -> GuestCpu:
-    vcpu, memory, _ = machine
+def _cpu(cpu_state) -> GuestCpu:
+    vcpu, memory, _ = cpu_state
     return GuestCpu(vcpu, memory)
 
 
@@ -135,64 +141,64 @@ def _at_user_level(vcpu) -> None:
 
 # --- fast paths -------------------------------------------------------------------
 @pytest.mark.parametrize("code,ac", [(fastpaths.CLAC, 0), (fastpaths.STAC, 1)])
-def test_clac_and_stac_change_ac_and_step_over(machine, code, ac):
-    vcpu, _, ram = machine
+def test_clac_and_stac_change_ac_and_step_over(cpu_state, code, ac):
+    vcpu, _, ram = cpu_state
     vcpu.regs.rflags = 0x46 | (1 - ac) << 18
-    assert fastpaths.complete(_cpu(machine), _code(ram, code)) == ("stac" if ac else "clac")
+    assert fastpaths.complete(_cpu(cpu_state), _code(ram, code)) == ("stac" if ac else "clac")
     assert vcpu.regs.rflags >> 18 & 1 == ac
     assert vcpu.regs.rip == KERNEL_BASE + CODE + 3
     assert not vcpu.events.exception.injected
 
 
-def test_clac_above_cpl_0_is_an_invalid_opcode(machine):
-    vcpu, _, ram = machine
+def test_clac_above_cpl_0_is_an_invalid_opcode(cpu_state):
+    vcpu, _, ram = cpu_state
     _at_user_level(vcpu)
-    fastpaths.complete(_cpu(machine), _code(ram, fastpaths.CLAC))
+    fastpaths.complete(_cpu(cpu_state), _code(ram, fastpaths.CLAC))
     assert (vcpu.events.exception.injected, vcpu.events.exception.nr) == (1, 6)
     assert vcpu.regs.rip == KERNEL_BASE + CODE        # a fault: at the instruction
 
 
-def test_int3_is_a_breakpoint_trap(machine):
-    vcpu, _, ram = machine
-    assert fastpaths.complete(_cpu(machine), _code(ram, b"\xcc")) == "int3"
+def test_int3_is_a_breakpoint_trap(cpu_state):
+    vcpu, _, ram = cpu_state
+    assert fastpaths.complete(_cpu(cpu_state), _code(ram, b"\xcc")) == "int3"
     events = vcpu.events.exception
     assert (events.injected, events.nr, events.has_error_code) == (1, 3, 0)
     assert vcpu.regs.rip == KERNEL_BASE + CODE + 1
 
 
-def test_int_n_at_user_level_through_a_gate_that_allows_it(machine):
-    vcpu, _, ram = machine
+def test_int_n_at_user_level_through_a_gate_that_allows_it(cpu_state):
+    vcpu, _, ram = cpu_state
     _at_user_level(vcpu)
-    assert fastpaths.complete(_cpu(machine), _code(ram, b"\xcd\x80")) == "int 0x80"
+    assert fastpaths.complete(_cpu(cpu_state), _code(ram, b"\xcd\x80")) == "int 0x80"
     assert (vcpu.events.interrupt.injected, vcpu.events.interrupt.nr, vcpu.events.interrupt.soft) == (1, 0x80, 1)
     assert vcpu.regs.rip == KERNEL_BASE + CODE + 2
 
 
 @pytest.mark.parametrize("code,vector", [(b"\xcc", 3), (b"\xcd\x81", 0x81)])
-def test_a_gate_above_cpl_is_a_general_protection_fault(machine, code, vector):
-    vcpu, _, ram = machine
+def test_a_gate_above_cpl_is_a_general_protection_fault(cpu_state, code, vector):
+    vcpu, _, ram = cpu_state
     _at_user_level(vcpu)
-    fastpaths.complete(_cpu(machine), _code(ram, code))
+    fastpaths.complete(_cpu(cpu_state), _code(ram, code))
     events = vcpu.events.exception
     assert (events.injected, events.nr, events.has_error_code, events.error_code) == (1, 13, 1, vector * 8 + 2)
     assert vcpu.regs.rip == KERNEL_BASE + CODE
     assert not vcpu.events.interrupt.injected
 
 
-def test_a_missing_gate_is_not_present_and_one_past_the_limit_is_protection(machine):
-    vcpu, _, ram = machine
+def test_a_missing_gate_is_not_present_and_one_past_the_limit_is_protection(cpu_state):
+    vcpu, _, ram = cpu_state
     ram[IDT + 0x40 * 16 + 5] &= 0x7F                   # vector 0x40: not present
-    fastpaths.complete(_cpu(machine), _code(ram, b"\xcd\x40"))
+    fastpaths.complete(_cpu(cpu_state), _code(ram, b"\xcd\x40"))
     assert (vcpu.events.exception.nr, vcpu.events.exception.error_code) == (11, 0x40 * 8 + 2)
     vcpu.sregs.idt.limit = 0x40 * 16 - 1
-    fastpaths.complete(_cpu(machine), _code(ram, b"\xcd\x40"))
+    fastpaths.complete(_cpu(cpu_state), _code(ram, b"\xcd\x40"))
     assert (vcpu.events.exception.nr, vcpu.events.exception.error_code) == (13, 0x40 * 8 + 2)
 
 
-def _half_done_syscall(machine, **frame):
+def _half_done_syscall(cpu_state, **frame):
     """The state the host leaves: the vCPU at the #PF handler's clac, the fault's frame on
     the kernel stack returning to LSTAR at CPL 3, RCX/R11 as the syscall set them."""
-    vcpu, _, ram = machine
+    vcpu, _, ram = cpu_state
     values = dict(error=0x15, rip=LSTAR, cs=0x33, rflags=0x10246, rsp=USER_RSP, ss=0x2B)
     values.update(frame)
     sp = STACK_TOP - 48
@@ -207,10 +213,10 @@ def _half_done_syscall(machine, **frame):
     return fastpaths.CLAC
 
 
-def test_a_half_done_syscall_is_finished_at_the_page_fault_entry(machine):
-    vcpu, _, _ = machine
-    code = _half_done_syscall(machine)
-    assert fastpaths.complete(_cpu(machine), code) == "syscall"
+def test_a_half_done_syscall_is_finished_at_the_page_fault_entry(cpu_state):
+    vcpu, _, _ = cpu_state
+    code = _half_done_syscall(cpu_state)
+    assert fastpaths.complete(_cpu(cpu_state), code) == "syscall"
     regs = vcpu.regs
     assert (regs.rip, regs.rsp, regs.rcx, regs.r11) == (LSTAR, USER_RSP, USER_RIP, 0x246)
     assert regs.rflags == (0x10246 & ~FMASK & ~(1 << 16)) | 2
@@ -223,18 +229,18 @@ def test_a_half_done_syscall_is_finished_at_the_page_fault_entry(machine):
     ({"error": 0x05}, USER_RIP),                # nor an instruction fetch
     ({}, KERNEL_BASE + 0x100),                  # RCX is not a user return address
 ])
-def test_a_page_fault_that_fails_a_guard_stays_a_page_fault(machine, frame, rcx):
-    vcpu, _, _ = machine
-    code = _half_done_syscall(machine, **frame)
+def test_a_page_fault_that_fails_a_guard_stays_a_page_fault(cpu_state, frame, rcx):
+    vcpu, _, _ = cpu_state
+    code = _half_done_syscall(cpu_state, **frame)
     vcpu.regs.rcx = rcx
-    assert fastpaths.complete(_cpu(machine), code) == "clac"
+    assert fastpaths.complete(_cpu(cpu_state), code) == "clac"
     assert vcpu.regs.rip == PF_HANDLER + 3 and vcpu.regs.rsp == KERNEL_BASE + STACK_TOP - 48
 
 
-def _user_int_made_invalid(machine, vector: int) -> bytes:
+def _user_int_made_invalid(cpu_state, vector: int) -> bytes:
     """The state the host leaves for a 32-bit program's `int n`: the vCPU at the #UD
     handler's clac, the #UD frame on the kernel stack returning to `cd nn` at CPL 3."""
-    vcpu, _, ram = machine
+    vcpu, _, ram = cpu_state
     ud_handler = KERNEL_BASE + 0xB000
     ram[IDT + 6 * 16:IDT + 7 * 16] = _gate(ud_handler)
     ram[0xB000:0xB003] = fastpaths.CLAC
@@ -246,32 +252,32 @@ def _user_int_made_invalid(machine, vector: int) -> bytes:
     return fastpaths.CLAC
 
 
-def test_a_user_int_the_host_made_invalid_becomes_the_interrupt(machine):
-    vcpu, _, ram = machine
-    code = _user_int_made_invalid(machine, 0x80)
-    assert fastpaths.complete(_cpu(machine), code) == "int 0x80 (user)"
+def test_a_user_int_the_host_made_invalid_becomes_the_interrupt(cpu_state):
+    vcpu, _, ram = cpu_state
+    code = _user_int_made_invalid(cpu_state, 0x80)
+    assert fastpaths.complete(_cpu(cpu_state), code) == "int 0x80 (user)"
     assert vcpu.regs.rip == KERNEL_BASE + 0xA000 + 0x80 * 16      # gate 0x80's handler
     assert int.from_bytes(ram[STACK_TOP - 40:STACK_TOP - 32], "little") == 0x50002
     assert vcpu.regs.rflags == 0x46 and vcpu.regs.rsp == KERNEL_BASE + STACK_TOP - 40
 
 
-def test_a_user_int_through_a_gate_it_may_not_use_stays_invalid(machine):
-    vcpu, _, ram = machine
-    code = _user_int_made_invalid(machine, 0x81)              # DPL 0: the CPU would refuse it
-    assert fastpaths.complete(_cpu(machine), code) == "clac"
+def test_a_user_int_through_a_gate_it_may_not_use_stays_invalid(cpu_state):
+    vcpu, _, ram = cpu_state
+    code = _user_int_made_invalid(cpu_state, 0x81)              # DPL 0: the CPU would refuse it
+    assert fastpaths.complete(_cpu(cpu_state), code) == "clac"
     assert int.from_bytes(ram[STACK_TOP - 40:STACK_TOP - 32], "little") == 0x50000
 
 
 @pytest.mark.parametrize("equal", [True, False])
-def test_cmpxchg16b_through_gs_compares_and_exchanges(machine, equal):
-    vcpu, _, ram = machine
+def test_cmpxchg16b_through_gs_compares_and_exchanges(cpu_state, equal):
+    vcpu, _, ram = cpu_state
     vcpu.sregs.gs.base = KERNEL_BASE + 0x30000
     vcpu.regs.rsi = 0x10
     ram[0x30010:0x30020] = (0x1111 | 0x2222 << 64).to_bytes(16, "little")
     vcpu.regs.rax, vcpu.regs.rdx = (0x1111, 0x2222) if equal else (0x1111, 0x9999)
     vcpu.regs.rbx, vcpu.regs.rcx = 0x3333, 0x4444
     code = _code(ram, bytes.fromhex("65f0480fc70e"))          # lock cmpxchg16b gs:[rsi]
-    assert fastpaths.complete(_cpu(machine), code) == "lock cmpxchg16b"
+    assert fastpaths.complete(_cpu(cpu_state), code) == "lock cmpxchg16b"
     stored = int.from_bytes(ram[0x30010:0x30020], "little")
     if equal:
         assert stored == 0x3333 | 0x4444 << 64 and vcpu.regs.rflags & 0x40
@@ -281,31 +287,31 @@ def test_cmpxchg16b_through_gs_compares_and_exchanges(machine, equal):
     assert vcpu.regs.rip == KERNEL_BASE + CODE + 6
 
 
-def test_a_misaligned_cmpxchg16b_is_a_general_protection_fault(machine):
-    vcpu, _, ram = machine
+def test_a_misaligned_cmpxchg16b_is_a_general_protection_fault(cpu_state):
+    vcpu, _, ram = cpu_state
     vcpu.regs.rsi = KERNEL_BASE + 0x30008
-    fastpaths.complete(_cpu(machine), _code(ram, bytes.fromhex("480fc70e")))
+    fastpaths.complete(_cpu(cpu_state), _code(ram, bytes.fromhex("480fc70e")))
     assert (vcpu.events.exception.nr, vcpu.events.exception.error_code) == (13, 0)
     assert vcpu.regs.rip == KERNEL_BASE + CODE
 
 
 # --- the software CPU -------------------------------------------------------------
-def _soft(machine, code: bytes) -> str:
-    vcpu, memory, ram = machine
+def _soft(cpu_state, code: bytes) -> str:
+    vcpu, memory, ram = cpu_state
     return SoftCpu(Slots(ram)).execute(GuestCpu(vcpu, memory), _code(ram, code))
 
 
-def test_popcnt_in_the_software_cpu(machine):
-    vcpu, _, _ = machine
+def test_popcnt_in_the_software_cpu(cpu_state):
+    vcpu, _, _ = cpu_state
     vcpu.regs.rbx = 0xF0F0_0000_0000_0007
-    assert _soft(machine, bytes.fromhex("f3480fb8c3")) == "popcnt"      # popcnt rax, rbx
+    assert _soft(cpu_state, bytes.fromhex("f3480fb8c3")) == "popcnt"      # popcnt rax, rbx
     assert vcpu.regs.rax == 11
     assert vcpu.regs.rip == KERNEL_BASE + CODE + 5
     assert not vcpu.regs.rflags & 0x40                                  # ZF: not zero
 
 
-def test_finit_fldcw_ldmxcsr_reach_the_fpu(machine):
-    vcpu, memory, ram = machine
+def test_finit_fldcw_ldmxcsr_reach_the_fpu(cpu_state):
+    vcpu, memory, ram = cpu_state
     softcpu = SoftCpu(Slots(ram))
     _code(ram, bytes.fromhex("9bdbe3" "d928" "0fae10"))     # finit; fldcw [rax]; ldmxcsr [rax]
     ram[0x30000:0x30004] = (0x1F80 | 0x6000).to_bytes(4, "little")
@@ -321,20 +327,20 @@ def test_finit_fldcw_ldmxcsr_reach_the_fpu(machine):
     assert vcpu.fpu.fcw == 0x7F80 and vcpu.fpu.mxcsr == 0x7F80
 
 
-def test_a_store_through_a_kernel_address_lands_in_guest_ram(machine):
-    vcpu, _, ram = machine
+def test_a_store_through_a_kernel_address_lands_in_guest_ram(cpu_state):
+    vcpu, _, ram = cpu_state
     vcpu.regs.rax, vcpu.regs.rbx = KERNEL_BASE + 0x30008, 0x1122_3344_5566_7788
-    _soft(machine, bytes.fromhex("488918"))                           # mov [rax], rbx
+    _soft(cpu_state, bytes.fromhex("488918"))                           # mov [rax], rbx
     assert ram[0x30008:0x30010] == (0x1122_3344_5566_7788).to_bytes(8, "little")
 
 
-def test_an_access_outside_guest_ram_is_refused(machine):
-    vcpu, _, ram = machine
+def test_an_access_outside_guest_ram_is_refused(cpu_state):
+    vcpu, _, ram = cpu_state
     ram[PD + 16:PD + 24] = (0xFEC0_0000 | 0x83).to_bytes(8, "little")  # 4 MiB up: MMIO
     vcpu.regs.rax = KERNEL_BASE + 0x40_0000
     before = bytes(vcpu.regs)
     with pytest.raises(Refused, match="stopped"):
-        _soft(machine, bytes.fromhex("488918"))
+        _soft(cpu_state, bytes.fromhex("488918"))
     assert bytes(vcpu.regs) == before
 
 
@@ -344,7 +350,7 @@ def test_an_access_outside_guest_ram_is_refused(machine):
 def test_the_software_cpu_agrees_with_the_fast_paths(code, equal):
     results = []
     for complete in (lambda m: fastpaths.complete(_cpu(m), _code(m[2], code)), lambda m: _soft(m, code)):
-        m = machine.__wrapped__()
+        m = long_mode_state()
         vcpu, _, ram = m
         vcpu.regs.rflags = 0x46 | 1 << 18
         vcpu.regs.rsi = KERNEL_BASE + 0x30010           # the cmpxchg8b/16b operand
@@ -374,8 +380,8 @@ def test_the_exit_carries_the_instruction_bytes():
     assert exit_instruction(abi.kvm_run_internal(suberror=1, ndata=1)) is None
 
 
-def test_the_completer_counts_and_names_what_it_cannot_do(machine):
-    vcpu, memory, ram = machine
+def test_the_completer_counts_and_names_what_it_cannot_do(cpu_state):
+    vcpu, memory, ram = cpu_state
     completer = Completer(vcpu, memory, Slots(ram))
     assert completer.complete(_internal(_code(ram, fastpaths.CLAC))) is None
     vcpu.regs.rip = KERNEL_BASE + CODE
@@ -392,8 +398,9 @@ registers = st.integers(0, (1 << 64) - 1)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(code=st.binary(min_size=1, max_size=15), rax=registers, rbx=registers, rsp=registers,
        rflags=st.integers(0, 0x3F_FFFF), long_mode=st.booleans())
-def test_random_instructions_complete_or_are_refused(machine, code, rax, rbx, rsp, rflags, long_mode):
-    vcpu, memory, ram = machine
+def test_random_instructions_complete_or_are_refused(cpu_state, code, rax, rbx, rsp, rflags,
+                                                     long_mode):
+    vcpu, memory, ram = cpu_state
     vcpu.regs.rip = KERNEL_BASE + CODE
     vcpu.regs.rax, vcpu.regs.rbx, vcpu.regs.rsp, vcpu.regs.rflags = rax, rbx, rsp, rflags | 2
     if not long_mode:                    # flat 32-bit protected mode, no paging
@@ -416,8 +423,8 @@ def test_a_command_line_without_smap_is_warned_of_on_an_emulating_host(monkeypat
     assert payload.cmdline_warning(cmdline) is None
 
 
-def test_without_unicorn_the_fallback_names_what_is_missing(machine, monkeypatch):
-    vcpu, memory, ram = machine
+def test_without_unicorn_the_fallback_names_what_is_missing(cpu_state, monkeypatch):
+    vcpu, memory, ram = cpu_state
     monkeypatch.setitem(sys.modules, "unicorn", None)        # import unicorn raises ImportError
     monkeypatch.delitem(sys.modules, "tinyvmm.completion.softcpu", raising=False)
     outcome, message = Completer(vcpu, memory, Slots(ram)).complete(
@@ -425,12 +432,12 @@ def test_without_unicorn_the_fallback_names_what_is_missing(machine, monkeypatch
     assert outcome is Outcome.CRASH and "`popcnt rax, rbx`" in message and "pip install unicorn" in message
 
 
-def test_an_sse_instruction_reads_and_writes_only_its_own_registers(machine):
-    vcpu, _, _ = machine
+def test_an_sse_instruction_reads_and_writes_only_its_own_registers(cpu_state):
+    vcpu, _, _ = cpu_state
     for i in range(16):
         ctypes.memmove(vcpu.fpu.xmm[i], (0x0101_0101_0101_0101 * (i + 1)).to_bytes(16, "little"), 16)
     before = [bytes(vcpu.fpu.xmm[i]) for i in range(16)]
-    assert _soft(machine, bytes.fromhex("660ffec6")) == "paddd"            # paddd xmm0, xmm6
+    assert _soft(cpu_state, bytes.fromhex("660ffec6")) == "paddd"            # paddd xmm0, xmm6
     lanes = [int.from_bytes(before[0][i:i + 4], "little") + int.from_bytes(before[6][i:i + 4], "little")
              for i in range(0, 16, 4)]
     assert bytes(vcpu.fpu.xmm[0]) == b"".join((lane & 0xFFFF_FFFF).to_bytes(4, "little") for lane in lanes)

@@ -4,12 +4,12 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import termios
 import time
 
 import pytest
 
+from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
 
 pytestmark = pytest.mark.kvm
@@ -40,9 +40,9 @@ def on_a_terminal(guest: str, stderr=None, typed_ahead: bytes = b""):
     before = termios.tcgetattr(terminal)
     if typed_ahead:
         os.write(controller, typed_ahead)
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
-                             "--timeout", "60"], stdin=terminal, stdout=terminal,
-                            stderr=terminal if stderr is None else stderr, close_fds=True)
+    proc = start_tinyvmm("run", "--bios", str(image.bin_path), "--timeout", "60", stdin=terminal,
+                         stdout=terminal, stderr=terminal if stderr is None else stderr,
+                         close_fds=True)
     return proc, controller, terminal, before
 
 
@@ -70,9 +70,7 @@ def test_a_terminal_types_into_the_guest_and_ctrl_a_keys_work():
 def test_a_pipe_on_stdin_is_sent_to_the_guest():
     image = build_guest("echo")
     text = b"piped " * 40 + b"q"            # longer than the UART's 64-byte FIFO; 'q' resets
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
-                             str(image.bin_path), "--timeout", "60"], input=text,
-                            capture_output=True, timeout=120)
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--timeout", "60", input=text)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"ready\n" + text[:-1]
 

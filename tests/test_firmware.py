@@ -9,7 +9,6 @@ kernel of `make -C kernels` under QEMU.
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import payloads
+from command_line import tinyvmm
 
 from tinyvmm import firmware, layout, optionrom
 from tinyvmm.optionrom import OptionRomError, sign, validate
 
-from payloads import FIRMWARE_SOURCES, make_firmware, toolchain_missing
+from payloads import FIRMWARE_SOURCES, KERNEL, KERNEL_INITRD, make_firmware, toolchain_missing
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = ROOT / "kernels" / "build" / "bzImage"
 RAM_MIB = 256
 PAYLOAD_CMDLINE = "console=ttyS0 tinyvmm firmware test"
 
@@ -295,12 +294,10 @@ def test_payload_boots_under_qemu(tmp_path, payload, initrd, dma, rom, interface
 @pytest.mark.slow
 @pytest.mark.parametrize("dma, rom, interface", ROM_CASES)
 def test_linux_reaches_init_under_qemu(tmp_path, dma, rom, interface):
-    initramfs = KERNEL.parent / "initramfs.cpio"
-    if not initramfs.exists():
-        pytest.skip(f"needs {initramfs}: run make -C kernels")
     # TCG runs Linux fully; /init exists only in the initramfs the ROM loaded.
     debug, serial = qemu_boot(tmp_path, KERNEL, dma, "console=ttyS0 earlyprintk=serial panic=-1",
-                              initrd=initramfs, timeout=120, expect_serial="Run /init as init process")
+                              initrd=KERNEL_INITRD, timeout=120,
+                              expect_serial="Run /init as init process")
     assert f"boot: genroms/{rom} through its BEV" in debug
     assert "Linux version" in serial, f"no banner on the serial console:\n{serial[-2000:]}"
     assert "Run /init as init process" in serial, serial[-2000:]
@@ -308,18 +305,13 @@ def test_linux_reaches_init_under_qemu(tmp_path, dma, rom, interface):
 
 # --- on tinyvmm ------------------------------------------------------------
 
-def tinyvmm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.mark.kvm
 def test_bios_on_tinyvmm_without_fw_cfg_stops_with_a_message(tmp_path):
     log = tmp_path / "debugcon.log"
     result = tinyvmm("run", "--bios", str(firmware.image_path(firmware.BIOS)), "--no-fw-cfg-ports",
                      "--fw-cfg-mmio", "0xfef00000",
                      "--debugcon", f"file:{log}", "--expect", "; stopping", "--timeout", "60",
-                     "--trace", "milestones")
+                     "--trace", "milestones", cwd=ROOT, text=True)
     assert result.returncode == 0, result.stderr
     assert log.read_text().startswith("tinyvmm BIOS\n")
     assert log.read_text().endswith("\nno fw_cfg device: nothing to boot; stopping")
@@ -330,7 +322,8 @@ def test_bios_on_tinyvmm_without_fw_cfg_stops_with_a_message(tmp_path):
 def test_bios_on_tinyvmm_without_a_rom_stops_with_a_message(tmp_path):
     log = tmp_path / "debugcon.log"
     result = tinyvmm("run", "--bios", str(firmware.image_path(firmware.BIOS)),
-                     "--debugcon", f"file:{log}", "--expect", "; stopping", "--timeout", "60")
+                     "--debugcon", f"file:{log}", "--expect", "; stopping", "--timeout", "60",
+                     cwd=ROOT, text=True)
     assert result.returncode == 0, result.stderr
     text = log.read_text()
     assert "fw_cfg: DMA interface" in text
@@ -347,7 +340,7 @@ def test_payload_boots_on_tinyvmm(tmp_path, payload, initrd, dma, rom, interface
             "--timeout", "100", "--trace", "milestones"]
     if not dma:
         args.append("--no-fw-cfg-dma")
-    result = tinyvmm(*args)
+    result = tinyvmm(*args, cwd=ROOT, text=True)
     text = log.read_text()
     assert result.returncode == 0, f"{result.stderr}\n{text}"
     assert f"fw_cfg: {interface}" in text
@@ -372,7 +365,8 @@ def test_bios_on_tinyvmm_skips_a_bad_rom_and_follows_bootorder(tmp_path):
                      "--fw-cfg", f"name=genroms/b-first.bin,file={rom}",
                      "--fw-cfg", f"name=genroms/c-chosen.bin,file={rom}",
                      "--fw-cfg", "name=bootorder,string=/pci@i0cf8/ide@1\n/rom@genroms/c-chosen.bin\n",
-                     "--debugcon", f"file:{log}", "--expect", "; stopping", "--timeout", "60")
+                     "--debugcon", f"file:{log}", "--expect", "; stopping", "--timeout", "60",
+                     cwd=ROOT, text=True)
     text = log.read_text()
     assert result.returncode == 0, f"{result.stderr}\n{text}"
     assert "rom genroms/a-bad.bin: bad signature, size or checksum; skipped" in text

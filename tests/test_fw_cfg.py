@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fw_cfg_client import DATA_PORT, DMA_PORT, SELECTOR_PORT, MmioClient, PortClient
+from guest_memory import guest_memory
 from tinyvmm import layout
 from tinyvmm.bus import Bus, PioBus, RegisterDevice
 from tinyvmm.fw_cfg import items as fwi
@@ -44,11 +45,7 @@ BLOB = bytes((i * 7 + 3) & 0xFF for i in range(3000))
 
 def make_memory() -> GuestMemory:
     rom = bytearray(b"\xc3" * ROM[1])
-    return GuestMemory([(RAM0[0], RAM0[1], bytearray(RAM0[1]), True),
-                        (ROM[0], ROM[1], rom, False),
-                        (RAM1[0], RAM1[1], bytearray(RAM1[1]), True),
-                        (RAM2[0], RAM2[1], bytearray(RAM2[1]), True),
-                        (TOP[0], TOP[1], bytearray(TOP[1]), True)])
+    return guest_memory(RAM0, (ROM[0], rom, False), RAM1, RAM2, TOP)
 
 
 def snapshot(memory: GuestMemory) -> list[bytes]:
@@ -603,7 +600,7 @@ def test_dma_read_of_a_large_item_is_a_straight_copy():
     items = FwCfgItems()
     big = bytes(range(256)) * 4096               # 1 MiB
     items.add_file("opt/big", big)
-    memory = GuestMemory([(0, 2 << 20, bytearray(2 << 20), True)])
+    memory = guest_memory((0, 2 << 20))
     fw = FwCfg(items, memory)
     fw.select(items.file_key("opt/big"))
     memory.write(0, DMA_DESCRIPTOR.pack(READ, len(big) + 4096, 0x1000))
@@ -651,7 +648,7 @@ def test_mmio_dma_with_64_and_32_bit_writes(rig):
 
 
 # --- options, attach and `fw-cfg list` -----------------------------------------------------------
-class FakeMachine:
+class FakeBoard:
     """What attach_fw_cfg needs from tinyvmm.board.Board, without KVM."""
 
     def __init__(self, ram_size=32 * layout.MiB, tracer=None):
@@ -674,10 +671,10 @@ def parse(argv):
 def test_attach_serves_the_standard_keys_of_the_machine(tmp_path):
     user = tmp_path / "user.bin"
     user.write_bytes(b"from a file")
-    machine = FakeMachine()
-    fw = attach_fw_cfg(machine, parse(["--fw-cfg", "name=opt/s,string=hi",
-                                       "--fw-cfg", f"name=opt/f,file={user}"]))
-    client = PortClient(machine.pio, machine.memory)
+    board = FakeBoard()
+    fw = attach_fw_cfg(board, parse(["--fw-cfg", "name=opt/s,string=hi",
+                                     "--fw-cfg", f"name=opt/f,file={user}"]))
+    client = PortClient(board.pio, board.memory)
     assert client.item(fwi.FW_CFG_SIGNATURE, 4) == b"QEMU"
     assert client.item(fwi.FW_CFG_ID, 4) == b"\3\0\0\0"
     assert client.item(fwi.FW_CFG_UUID, 16) == bytes(16)
@@ -690,33 +687,33 @@ def test_attach_serves_the_standard_keys_of_the_machine(tmp_path):
     assert client.item(*client.find("opt/s")) == b"hi"
     assert client.item(*client.find("opt/f")) == b"from a file"
     assert client.dma_read(client.find("opt/f")[0], 11, 0x8000) == 0
-    assert machine.memory.read(0x8000, 11) == b"from a file"
-    assert fw.items is not None and machine.mmio.devices() == []
+    assert board.memory.read(0x8000, 11) == b"from a file"
+    assert fw.items is not None and board.mmio.devices() == []
 
 
 def test_attach_without_dma_leaves_the_dma_ports_unclaimed():
-    machine = FakeMachine()
-    attach_fw_cfg(machine, parse(["--no-fw-cfg-dma"]))
-    assert machine.pio.read(DMA_PORT, 4) == b"\xff" * 4
-    assert PortClient(machine.pio).item(fwi.FW_CFG_ID, 4) == b"\1\0\0\0"
+    board = FakeBoard()
+    attach_fw_cfg(board, parse(["--no-fw-cfg-dma"]))
+    assert board.pio.read(DMA_PORT, 4) == b"\xff" * 4
+    assert PortClient(board.pio).item(fwi.FW_CFG_ID, 4) == b"\1\0\0\0"
 
 
 def test_attach_mmio_beside_or_instead_of_the_ports():
-    machine = FakeMachine()
-    attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000"]))
-    assert MmioClient(machine.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
-    assert PortClient(machine.pio).item(0, 4) == b"QEMU"
-    machine = FakeMachine()
-    attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000", "--no-fw-cfg-ports"]))
-    assert MmioClient(machine.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
-    assert machine.pio.read(SELECTOR_PORT + 1, 1) == b"\xff"
+    board = FakeBoard()
+    attach_fw_cfg(board, parse(["--fw-cfg-mmio", "0xfef00000"]))
+    assert MmioClient(board.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
+    assert PortClient(board.pio).item(0, 4) == b"QEMU"
+    board = FakeBoard()
+    attach_fw_cfg(board, parse(["--fw-cfg-mmio", "0xfef00000", "--no-fw-cfg-ports"]))
+    assert MmioClient(board.mmio, 0xFEF00000).item(0, 4) == b"QEMU"
+    assert board.pio.read(SELECTOR_PORT + 1, 1) == b"\xff"
 
 
 def test_attach_refuses_a_window_that_overlaps_another_mmio_device():
-    machine = FakeMachine()
-    machine.mmio.register(0xFEF00010, 0x10, RegisterDevice())
+    board = FakeBoard()
+    board.mmio.register(0xFEF00010, 0x10, RegisterDevice())
     with pytest.raises(FwCfgConfigError, match="overlaps"):
-        attach_fw_cfg(machine, parse(["--fw-cfg-mmio", "0xfef00000"]))
+        attach_fw_cfg(board, parse(["--fw-cfg-mmio", "0xfef00000"]))
 
 
 def test_no_ports_and_no_mmio_is_an_error():

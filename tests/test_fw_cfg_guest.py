@@ -4,12 +4,11 @@ The guest prints one line per observation on the debug console; these tests
 compute what each line must say from the items the host put in fw_cfg.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from command_line import tinyvmm
 from guest_build import build_guest, toolchain_missing
 from tinyvmm import layout
 from tinyvmm.kvm.system import kvm_status
@@ -129,11 +128,10 @@ def test_cli_run_with_fw_cfg_options_and_trace(guest_image, tmp_path):
     blob = tmp_path / "blob.bin"
     blob.write_bytes(BLOB)
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-m", "tinyvmm", "run", "--bios", str(image), "--debugcon", "stdio",
-         "--serial", "none", "--timeout", "60", "--trace", "fw_cfg",
-         "--fw-cfg", f"name=opt/test/blob,file={blob}", "--fw-cfg-mmio", hex(MMIO_BASE)],
-        cwd=root, capture_output=True, text=True, timeout=120)
+    done = tinyvmm("run", "--bios", str(image), "--debugcon", "stdio", "--serial", "none",
+                   "--timeout", "60", "--trace", "fw_cfg",
+                   "--fw-cfg", f"name=opt/test/blob,file={blob}", "--fw-cfg-mmio", hex(MMIO_BASE),
+                   cwd=root, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line.rstrip() for line in done.stdout.splitlines()]
     for mode in ("pio", "mmio"):

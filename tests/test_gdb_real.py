@@ -5,13 +5,13 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
 from tinyvmm.debug.gdb import rsp, tdesc
 from tinyvmm.debug.symbols import SymbolFile
@@ -25,10 +25,10 @@ class Vmm:
     """`tinyvmm run` in a subprocess, its stderr collected line by line."""
 
     def __init__(self, image, *options):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path), "--serial", "none",
-             "--timeout", str(DEADLINE), *options],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = start_tinyvmm(
+            "run", "--bios", str(image.bin_path), "--serial", "none", "--timeout", str(DEADLINE),
+            *options, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.output: list[str] = []                 # stdout: the consoles sent to stdio
         self._reader = threading.Thread(target=self._read, args=(self.proc.stderr, self.lines), daemon=True)
@@ -273,8 +273,7 @@ def test_a_breakpoint_in_protected_mode_is_reported_as_one(vmm_factory):
 
 
 def test_gdb_wait_without_gdb_is_a_usage_error():
-    done = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
-                           str(build_guest("hello").bin_path), "--gdb-wait"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
+    done = tinyvmm("run", "--bios", str(build_guest("hello").bin_path), "--gdb-wait",
+                   cwd=ROOT, text=True, timeout=DEADLINE)
     assert done.returncode == 2
     assert "--gdb-wait needs --gdb" in done.stderr

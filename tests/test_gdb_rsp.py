@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from guest_memory import guest_memory
 from tinyvmm.debug.gdb import commands, rsp, tdesc
 from tinyvmm.debug.gdb.commands import CommandHandler, Detach, Kill, Resume
 from tinyvmm.kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
@@ -17,7 +18,7 @@ from tinyvmm.debug.gdb.linear import LinearMemory
 from tinyvmm.debug.gdb.registers import abridged_tag, full_tag_word
 from tinyvmm.debug.gdb.target import KvmTarget
 from tinyvmm.kvm import abi
-from tinyvmm.memory import GuestMemory, GuestMemoryError
+from tinyvmm.memory import GuestMemoryError
 
 # --- the codec ------------------------------------------------------------------
 
@@ -339,7 +340,7 @@ def make_target(**kw):
     vcpu = FakeVcpu()
     ram = bytearray(0x300000)
     rom = bytearray(0x10000)
-    memory = GuestMemory([(0, len(ram), ram, True), (0xFFFF0000, len(rom), rom, False)])
+    memory = guest_memory((0, ram), (0xFFFF0000, rom, False))
     return KvmTarget(vcpu, memory, **kw), vcpu, ram
 
 

@@ -4,6 +4,7 @@ import ctypes
 
 import pytest
 
+from guest_memory import guest_memory
 from tinyvmm import layout
 from tinyvmm.memory import SPLIT_COPY_MIN, GuestMemory, GuestMemoryError, buffer_address, copy_into
 
@@ -12,7 +13,7 @@ from tinyvmm.memory import SPLIT_COPY_MIN, GuestMemory, GuestMemoryError, buffer
 def memory():
     ram = bytearray(0x10000)
     rom = bytearray(b"\xaa" * 0x1000)
-    return GuestMemory([(0, 0x10000, ram, True), (0xF000_0000, 0x1000, rom, False)])
+    return guest_memory((0, ram), (0xF000_0000, rom, False))
 
 
 def test_read_write_and_views(memory):

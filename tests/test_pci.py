@@ -2,9 +2,10 @@
 
 import pytest
 
+from guest_memory import guest_memory
 from tinyvmm import layout
 from tinyvmm.bus import Bus, Device, PioBus
-from tinyvmm.memory import GuestMemory, GuestMemoryError
+from tinyvmm.memory import GuestMemoryError
 from tinyvmm.pci import config as cfg
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.pci.i440fx import I440fxHostBridge
@@ -47,11 +48,10 @@ def config_write(host, slot, function, register, size, value):
 
 
 @pytest.fixture
-def machine():
+def pci():
     """A PCI host with the pc machine's functions, on real buses, over small guest memory."""
     pio, mmio = PioBus(), Bus("mmio")
-    memory = GuestMemory([(0, 0xA0000, bytearray(0xA0000), True),
-                          (0x100000, 0xF00000, bytearray(0xF00000), True)])
+    memory = guest_memory((0, 0xA0000), (0x100000, 0xF00000))
     host = PciHost(PciBuses(pio, mmio, memory))
     host.add(I440fxHostBridge(256 * layout.MiB), slot=0)
     isa = host.add(Piix3IsaBridge(), slot=1)
@@ -61,8 +61,8 @@ def machine():
 
 
 # --- configuration mechanism #1 ---------------------------------------------------
-def test_host_bridge_and_piix_identify_as_on_qemu(machine):
-    host = machine[0]
+def test_host_bridge_and_piix_identify_as_on_qemu(pci):
+    host = pci[0]
     assert config_read(host, 0, 0, 0) == 0x12378086
     assert config_read(host, 0, 0, 0x2C) == 0x11001AF4            # QEMU's subsystem IDs
     assert config_read(host, 0, 0, 0x08) == 0x06000002            # host bridge, revision 2
@@ -73,8 +73,8 @@ def test_host_bridge_and_piix_identify_as_on_qemu(machine):
     assert config_read(host, 1, 3, 0x5B, 1) == 0x02                 # SMM already set up: smm=off
 
 
-def test_absent_functions_and_disabled_cycles_read_all_ones(machine):
-    host = machine[0]
+def test_absent_functions_and_disabled_cycles_read_all_ones(pci):
+    host = pci[0]
     assert config_read(host, 5, 0, 0) == 0xFFFFFFFF
     assert config_read(host, 1, 1, 0, 2) == 0xFFFF
     assert config_read(host, 0, 0, 0x100 - 1, 1) == 0               # last byte exists
@@ -87,8 +87,8 @@ def test_absent_functions_and_disabled_cycles_read_all_ones(machine):
     config_write(host, 7, 2, 0x10, 4, 0xFFFFFFFF)
 
 
-def test_address_latch_takes_only_dword_writes(machine):
-    host = machine[0]
+def test_address_latch_takes_only_dword_writes(pci):
+    host = pci[0]
     pio_write(host, 0xCF8, 4, 0x80000000)
     assert pio_read(host, 0xCF8, 4) == 0x80000000                   # the presence test firmware runs
     pio_write(host, 0xCF8, 2, 0x1234)
@@ -96,8 +96,8 @@ def test_address_latch_takes_only_dword_writes(machine):
     assert pio_read(host, 0xCF8, 4) == 0x80000000
 
 
-def test_byte_word_and_dword_data_at_any_offset(machine):
-    host = machine[0]
+def test_byte_word_and_dword_data_at_any_offset(pci):
+    host = pci[0]
     assert config_read(host, 0, 0, 0x02, 2) == 0x1237
     assert config_read(host, 0, 0, 0x03, 1) == 0x12
     config_write(host, 0, 0, 0x41, 1, 0xAB)
@@ -105,8 +105,8 @@ def test_byte_word_and_dword_data_at_any_offset(machine):
     assert config_read(host, 0, 0, 0x40) == 0x00CDEFAB << 8
 
 
-def test_read_only_header_bits_ignore_writes(machine):
-    host = machine[0]
+def test_read_only_header_bits_ignore_writes(pci):
+    host = pci[0]
     config_write(host, 0, 0, 0x00, 4, 0)                            # IDs
     config_write(host, 0, 0, 0x08, 4, 0xFFFFFFFF)                   # class, revision
     assert config_read(host, 0, 0, 0) == 0x12378086
@@ -144,8 +144,8 @@ def make_device(**bars):
     ("mem32", 0x1000, 0xFFFFF000),
     ("mem64", 0x4000, 0xFFFFC004),
 ])
-def test_bar_sizing_returns_the_size_mask(machine, kind, size, readback):
-    host, pio, mmio, *_ = machine
+def test_bar_sizing_returns_the_size_mask(pci, kind, size, readback):
+    host, pio, mmio, *_ = pci
     function, _ = make_device(bar=(0, size, kind))
     host.add(function, slot=3)
     config_write(host, 3, 0, 0x10, 4, 0xFFFFFFFF)
@@ -157,8 +157,8 @@ def test_bar_sizing_returns_the_size_mask(machine, kind, size, readback):
     assert size_seen == size
 
 
-def test_bar_decodes_only_while_its_command_bit_is_set(machine):
-    host, pio, mmio, *_ = machine
+def test_bar_decodes_only_while_its_command_bit_is_set(pci):
+    host, pio, mmio, *_ = pci
     function, devices = make_device(regs=(0, 0x1000, "mem32"), ports=(1, 0x20, "io"))
     host.add(function, slot=3)
     config_write(host, 3, 0, 0x10, 4, 0xFEB00000)
@@ -177,8 +177,8 @@ def test_bar_decodes_only_while_its_command_bit_is_set(machine):
     assert mmio.find(0xFEA00000) is None and pio.find(0xC000) is None
 
 
-def test_bar_over_ram_the_apics_or_another_bar_is_refused(machine):
-    host, pio, mmio, *_ = machine
+def test_bar_over_ram_the_apics_or_another_bar_is_refused(pci):
+    host, pio, mmio, *_ = pci
     a, _ = make_device(regs=(0, 0x1000, "mem32"))
     b, _ = make_device(regs=(0, 0x1000, "mem32"))
     host.add(a, slot=3)
@@ -196,8 +196,8 @@ def test_bar_over_ram_the_apics_or_another_bar_is_refused(machine):
     assert b.mapped
 
 
-def test_bar_reset_restores_type_bits_and_unmaps(machine):
-    host, pio, mmio, *_ = machine
+def test_bar_reset_restores_type_bits_and_unmaps(pci):
+    host, pio, mmio, *_ = pci
     function, _ = make_device(regs=(0, 0x1000, "mem64"))
     host.add(function, slot=3)
     config_write(host, 3, 0, 0x10, 4, 0xFEB00000)
@@ -218,8 +218,8 @@ def test_bad_bar_declarations_are_refused():
         function.add_bar(1, 0x100, "io", Recorder())                # the 64-bit BAR's upper half
 
 
-def test_capability_list(machine):
-    host = machine[0]
+def test_capability_list(pci):
+    host = pci[0]
     function = cfg.PciFunction(0x1AF4, 0x1041, 0x020000)
     first = function.add_capability(0x09, bytes(14))
     second = function.add_capability(0x11, bytes(10), writable=b"\xff\xff")
@@ -242,8 +242,8 @@ def test_status_error_bits_are_write_one_to_clear():
 
 
 # --- PIIX ----------------------------------------------------------------------------------
-def test_pirq_routing_registers(machine):
-    host, _, _, isa, _ = machine
+def test_pirq_routing_registers(pci):
+    host, _, _, isa, _ = pci
     assert [config_read(host, 1, 0, 0x60 + i, 1) for i in range(4)] == [0x80] * 4
     assert isa.irq_for(slot=3, pin=1) is None
     config_write(host, 1, 0, 0x60, 4, 0x0B0B0A0A)                    # SeaBIOS's routing
@@ -252,8 +252,8 @@ def test_pirq_routing_registers(machine):
     assert isa.irq_for(slot=1, pin=1) == 10
 
 
-def test_pm_block_decodes_where_firmware_puts_it(machine):
-    host, pio, _, _, pm = machine
+def test_pm_block_decodes_where_firmware_puts_it(pci):
+    host, pio, _, _, pm = pci
     config_write(host, 1, 3, 0x40, 4, 0xB000)
     assert config_read(host, 1, 3, 0x40) == 0xB001                  # bit 0: an I/O address
     assert pio.find(0xB008) is None                                  # not enabled yet
@@ -328,8 +328,8 @@ class ShadowRig:
         from tinyvmm.memory import buffer_address
         self.ram = bytearray(2 * layout.MiB)
         self.rom = bytearray(bytes([0xEE]) * firmware_size)
-        self.memory = GuestMemory([(0, 0xA0000, memoryview(self.ram)[:0xA0000], True),
-                                   (0x100000, layout.MiB, memoryview(self.ram)[0x100000:], True)])
+        self.memory = guest_memory((0, memoryview(self.ram)[:0xA0000]),
+                                   (0x100000, memoryview(self.ram)[0x100000:]))
         low = layout.firmware_rom_low_start(firmware_size)
         self.memory.replace(layout.SHADOW_START, layout.SHADOW_END,
                             [(low, layout.SHADOW_END - low,
@@ -438,8 +438,8 @@ def test_read_only_segments_map_writable_where_kvm_cannot_take_them():
     assert all(readonly for _, _, readonly in rig.slots.slots.values())  # the image stays read-only
 
 
-def test_host_bridge_remaps_on_pam_writes(machine):
-    host = machine[0]
+def test_host_bridge_remaps_on_pam_writes(pci):
+    host = pci[0]
     calls = []
 
     class Shadow:

@@ -8,13 +8,12 @@ tinyvmm.boot.pvh.publish, which the last test goes through.
 """
 
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 import payloads
+from command_line import tinyvmm
 from payloads import make_firmware, toolchain_missing
 
 from tinyvmm import firmware, layout
@@ -72,7 +71,7 @@ def publish_pvh(items: fwc.FwCfgItems, kernel: Path, rom_name: str, cmdline: str
     return {"entry": pvh_entry, "low": low, "size": len(image), "initrd_addr": initrd_addr}
 
 
-# --- running a machine ---------------------------------------------------------
+# --- running a board -----------------------------------------------------------
 
 class Boot:
     """One run: its result, console texts, milestones (port, value), timeline marks by
@@ -90,11 +89,11 @@ class Boot:
         return self.marks[second][field] - self.marks[first][field]
 
 
-def run_machine(bios: bytes, dma: bool, publish, timeout: float = 60,
-                expect: bytes | None = None, keep=()) -> Boot:
-    """Build tinyvmm's machine with this firmware, let `publish(items)` add the boot
+def run_board(bios: bytes, dma: bool, publish, timeout: float = 60,
+              expect: bytes | None = None, keep=()) -> Boot:
+    """Build tinyvmm's board with this firmware, let `publish(items)` add the boot
     items, and run it to its end; the guest memory of the (address, size) ranges in
-    `keep` is read before the machine goes."""
+    `keep` is read before the board goes."""
     from tinyvmm.boot.marks import BootMarks
     from tinyvmm.console import Console
     from tinyvmm.fw_cfg.attach import attach_fw_cfg, build_fw_cfg_items
@@ -107,18 +106,18 @@ def run_machine(bios: bytes, dma: bool, publish, timeout: float = 60,
     items = build_fw_cfg_items(spec, RAM, len(bios), loader_files=2)
     publish(items)
     serial, debugcon = bytearray(), bytearray()
-    machine = Board(BoardConfig(bios, RAM, Console("serial", serial.extend, expect),
-                                    Console("debugcon", debugcon.extend, expect)))
+    board = Board(BoardConfig(bios, RAM, Console("serial", serial.extend, expect),
+                              Console("debugcon", debugcon.extend, expect)))
     try:
-        fw_cfg = attach_fw_cfg(machine, spec, items)
-        runner = Runner(machine, timeout=timeout)
-        BootMarks(machine, runner, fw_cfg, None)    # do_boot for a firmware that writes none
-        timeline = BootTimeline(machine, runner, fw_cfg)
+        fw_cfg = attach_fw_cfg(board, spec, items)
+        runner = Runner(board, timeout=timeout)
+        BootMarks(board, runner, fw_cfg, None)    # do_boot for a firmware that writes none
+        timeline = BootTimeline(board, runner, fw_cfg)
         result = runner.run()
-        memory = {address: machine.memory.read(address, size) for address, size in keep}
+        memory = {address: board.memory.read(address, size) for address, size in keep}
     finally:
-        machine.close()
-    return Boot(result, serial.decode("latin-1"), debugcon.decode("latin-1"), machine.milestones,
+        board.close()
+    return Boot(result, serial.decode("latin-1"), debugcon.decode("latin-1"), board.milestones,
                 timeline.marks, memory)
 
 
@@ -238,7 +237,7 @@ def test_pvh_rom_boots_the_payload(pvh_payload, initrd, dma, rom, with_initrd):
     bios = tinyvmm_bios()
     placed = {}
     tables = layout.PVH_MEMMAP + layout.PVH_MEMMAP_MAX_ENTRIES * 24 - layout.PVH_START_INFO
-    boot = run_machine(bios, dma, lambda items: placed.update(
+    boot = run_board(bios, dma, lambda items: placed.update(
         publish_pvh(items, pvh_payload, rom, initrd=data)), keep=[(layout.PVH_START_INFO, tables)])
     report = check_report(boot, data)
     # What the payload does not show: the reserved fields are 0.
@@ -271,8 +270,8 @@ def test_pvh_rom_boots_the_payload(pvh_payload, initrd, dma, rom, with_initrd):
 @pytest.mark.kvm
 @pytest.mark.parametrize("dma, rom", ROMS)
 def test_without_cmdline_addr_the_command_line_goes_to_the_default_place(pvh_payload, dma, rom):
-    boot = run_machine(tinyvmm_bios(), dma, lambda items: publish_pvh(items, pvh_payload, rom,
-                                                                      cmdline_addr=False))
+    boot = run_board(tinyvmm_bios(), dma, lambda items: publish_pvh(items, pvh_payload, rom,
+                                                                    cmdline_addr=False))
     check_report(boot, None)
 
 
@@ -287,7 +286,7 @@ def test_an_initrd_past_the_end_of_ram_is_moved_below_it(pvh_payload, initrd, dm
     def publish(items):
         publish_pvh(items, pvh_payload, rom, initrd=data)
         items.add_u32(fwc.FW_CFG_INITRD_ADDR, address, replace=True)
-    report = check_report(run_machine(tinyvmm_bios(), dma, publish), data)
+    report = check_report(run_board(tinyvmm_bios(), dma, publish), data)
     assert report["module0"]["paddr"] == (RAM - len(data)) & ~0xFFF
 
 
@@ -299,7 +298,7 @@ def test_a_kernel_sized_image_crosses_16_mib(pvh_payload, initrd, dma, rom):
     data = initrd.read_bytes()
     tail = bytes((i * 7 + 3) & 0xFF for i in range(4096)) * (12 * layout.MiB // 4096)
     placed = {}
-    boot = run_machine(tinyvmm_bios(), dma, lambda items: placed.update(
+    boot = run_board(tinyvmm_bios(), dma, lambda items: placed.update(
         publish_pvh(items, pvh_payload, rom, initrd=data, tail=tail)), timeout=120,
         keep=[(0x100000, 13 * layout.MiB)])
     check_report(boot, data)
@@ -322,7 +321,7 @@ def test_missing_kernel_items_stop_with_a_message(pvh_payload, dma, rom, what, m
             path = fwc.GENROMS_PREFIX + rom
             items.add_file(path, firmware.read_image(rom))
             items.add_file(fwc.FILE_BOOTORDER, f"/rom@{path}".encode() + b"\0")
-    boot = run_machine(tinyvmm_bios(), dma, publish, expect=b"; stopping")
+    boot = run_board(tinyvmm_bios(), dma, publish, expect=b"; stopping")
     assert message in boot.debugcon, boot.debugcon
     assert (0xF4, layout.MILESTONE_PVH_BOOT) not in boot.milestones
 
@@ -333,7 +332,7 @@ def test_a_dma_error_stops_with_the_key(pvh_payload, initrd):
     def publish(items):
         publish_pvh(items, pvh_payload, firmware.PVH_DMA, initrd=initrd.read_bytes())
         items.add_u32(fwc.FW_CFG_KERNEL_ADDR, 0xE0000000, replace=True)
-    boot = run_machine(tinyvmm_bios(), True, publish, expect=b"; stopping")
+    boot = run_board(tinyvmm_bios(), True, publish, expect=b"; stopping")
     assert "PVH loader DMA: fw_cfg DMA error reading key 0011; stopping" in boot.debugcon
     assert (0xF4, layout.MILESTONE_PVH_BOOT) not in boot.milestones
 
@@ -346,7 +345,7 @@ def test_a_dma_error_stops_with_the_key(pvh_payload, initrd):
 def test_pvh_rom_under_seabios(pvh_payload, initrd, dma, rom):
     data = initrd.read_bytes()
     placed = {}
-    boot = run_machine(SEABIOS_256K.read_bytes(), dma, lambda items: placed.update(
+    boot = run_board(SEABIOS_256K.read_bytes(), dma, lambda items: placed.update(
         publish_pvh(items, pvh_payload, rom, initrd=data)), timeout=120)
     report = check_report(boot, data)
     assert f"/rom@genroms/{rom}" in boot.debugcon and "Booting from ROM" in boot.debugcon
@@ -365,14 +364,11 @@ def test_pvh_rom_under_seabios(pvh_payload, initrd, dma, rom):
 def test_tinyvmm_boot_through_the_pvh_rom(tmp_path, pvh_payload, initrd, dma, rom):
     """The same contract from tinyvmm's own loader: `tinyvmm boot --boot firmware`."""
     serial, log = tmp_path / "serial.txt", tmp_path / "debugcon.txt"
-    command = [sys.executable, "-m", "tinyvmm", "boot", "--boot", "firmware",
-               "--kernel", str(pvh_payload), "--initrd", str(initrd), "--append", CMDLINE,
-               "--append-as-is", "--mem", "64M", "--serial", f"file:{serial}",
-               "--debugcon", f"file:{log}", "--timeout", "60", "--trace", "milestones"]
-    if not dma:
-        command.append("--no-fw-cfg-dma")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            check=False)
+    options = [] if dma else ["--no-fw-cfg-dma"]
+    result = tinyvmm("boot", "--boot", "firmware", "--kernel", str(pvh_payload),
+                     "--initrd", str(initrd), "--append", CMDLINE, "--append-as-is", "--mem", "64M",
+                     "--serial", f"file:{serial}", "--debugcon", f"file:{log}", "--timeout", "60",
+                     "--trace", "milestones", *options, cwd=ROOT, text=True)
     text = serial.read_text(errors="replace")
     assert result.returncode == 0, result.stderr + text
     assert f"boot: genroms/{rom} through its BEV" in log.read_text()

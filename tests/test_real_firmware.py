@@ -8,11 +8,11 @@ QEMU's pc machine, no timeouts.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from command_line import tinyvmm
 
 SEABIOS = Path("/usr/share/seabios/bios.bin")
 SEABIOS_256K = Path("/usr/share/seabios/bios-256k.bin")
@@ -27,16 +27,12 @@ def needs(*paths: Path):
                                                     f"(Debian package {package}; make setup)")
 
 
-def tinyvmm(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True,
-                          text=True, errors="replace", timeout=timeout)
-
-
 def boot(tmp_path, firmware: Path, *options):
     timing, log = tmp_path / "timing.json", tmp_path / "firmware.log"
     result = tinyvmm("boot", "--bios", str(firmware), "--expect", "Linux version",
                      "--timeout", "200", "--serial", f"file:{tmp_path / 'serial.txt'}",
-                     "--debugcon", f"file:{log}", "--timing-json", str(timing), *options)
+                     "--debugcon", f"file:{log}", "--timing-json", str(timing), *options,
+                     timeout=300, text=True, errors="replace")
     serial = (tmp_path / "serial.txt").read_text(errors="replace")
     assert result.returncode == 0, result.stderr[-3000:] + serial[-2000:]
     assert "Linux version" in serial
@@ -54,15 +50,17 @@ def check_seabios_log(log: str) -> None:
     assert "Booting from ROM" in log
 
 
-pytestmark = [pytest.mark.kvm, pytest.mark.kernel, pytest.mark.slow]
+pytestmark = [pytest.mark.kvm, pytest.mark.slow]
 
 
+@pytest.mark.kernel
 @needs(SEABIOS, SEABIOS_256K)
 @pytest.mark.parametrize("firmware", [SEABIOS, SEABIOS_256K], ids=["bios.bin", "bios-256k.bin"])
 def test_seabios_with_tinyvmms_rom(tmp_path, firmware):
     check_seabios_log(boot(tmp_path, firmware))
 
 
+@pytest.mark.kernel
 @needs(SEABIOS, SEABIOS_256K, QEMU_ROMS / "linuxboot_dma.bin", QEMU_ROMS / "linuxboot.bin")
 @pytest.mark.parametrize("firmware", [SEABIOS, SEABIOS_256K], ids=["bios.bin", "bios-256k.bin"])
 @pytest.mark.parametrize("rom,options", [("linuxboot_dma.bin", []),
@@ -74,6 +72,7 @@ def test_seabios_with_qemus_roms(tmp_path, firmware, rom, options):
     assert f"/rom@genroms/{rom}" in log
 
 
+@pytest.mark.kernel
 @needs(QBOOT)
 @pytest.mark.parametrize("options", [[], ["--no-fw-cfg-dma"]], ids=["dma", "legacy"])
 def test_qboot(tmp_path, options):
@@ -84,7 +83,8 @@ def test_qboot(tmp_path, options):
 def test_seabios_without_a_kernel_reports_no_bootable_device(tmp_path):
     log = tmp_path / "firmware.log"
     result = tinyvmm("run", "--bios", str(SEABIOS), "--debugcon", f"file:{log}", "--serial", "none",
-                     "--expect", "No bootable device", "--timeout", "120")
+                     "--expect", "No bootable device", "--timeout", "120",
+                     timeout=300, text=True, errors="replace")
     assert result.returncode == 0, result.stderr[-3000:]
     text = log.read_text(errors="replace")
     assert "Relocating init from" in text and "PS2 keyboard initialized" in text

@@ -2,19 +2,14 @@
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
 
 pytestmark = pytest.mark.kvm
-
-
-def tinyvmm(*args, timeout=60, **kwargs):
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True,
-                          timeout=timeout, **kwargs)
 
 
 def test_hello_serial_and_debug_console(tmp_path):
@@ -87,8 +82,8 @@ def test_timeout_status_and_report():
 
 def test_ctrl_c_ends_cleanly():
     image = build_guest("spin")
-    proc = subprocess.Popen([sys.executable, "-m", "tinyvmm", "run", "--bios", str(image.bin_path),
-                             "--debugcon", "stdio"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "stdio",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.read(9) == b"spinning\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
@@ -118,9 +113,8 @@ def test_a_guest_halted_for_good_ends_the_run_with_status_5():
     import time
     from tinyvmm import firmware
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios",
-                             firmware.image_path(firmware.BIOS), "--timeout", "60"],
-                            capture_output=True, text=True, timeout=120)
+    result = tinyvmm("run", "--bios", firmware.image_path(firmware.BIOS), "--timeout", "60",
+                     text=True)
     assert result.returncode == 5, result.stderr
     assert "halted for good: HLT with interrupts disabled at f000:" in result.stderr
     assert time.monotonic() - start < 10
@@ -133,12 +127,11 @@ def test_tinyvmm_ends_the_guest_line_before_its_own_when_both_share_a_file(tmp_p
     bios.write_bytes(real_mode_image(bytes.fromhex("b061 baf803 ee fa f4")))
     log = tmp_path / "both.txt"
     with open(log, "wb") as out:
-        result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(bios),
-                                 "--timeout", "30"], stdout=out, stderr=out, timeout=60)
+        result = tinyvmm("run", "--bios", str(bios), "--timeout", "30", stdout=out, stderr=out)
     text = log.read_bytes()
     assert result.returncode == 5 and text.startswith(b"a\ntinyvmm: "), text[:200]   # HALTED
     apart = tmp_path / "apart.txt"
     with open(apart, "wb") as out:
-        subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--bios", str(bios),
-                        "--timeout", "30"], stdout=out, stderr=subprocess.DEVNULL, timeout=60)
+        tinyvmm("run", "--bios", str(bios), "--timeout", "30", stdout=out,
+                stderr=subprocess.DEVNULL)
     assert apart.read_bytes() == b"a"          # the guest's own output, untouched

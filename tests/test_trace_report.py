@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from guest_build import build_guest, toolchain_missing
+from guest_memory import guest_memory
 from tinyvmm.debug import disasm, report
 from tinyvmm.kvm import abi
-from tinyvmm.memory import GuestMemory
 from tinyvmm.runner import Outcome
 from tinyvmm.debug.symbols import SymbolFile, SymbolFileError, SymbolTable, parse_symbol_spec
 from tinyvmm.debug.trace import ExitStats
@@ -31,13 +31,13 @@ def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
         stats=stats, symbols=(parse_symbol_spec(str(image.elf_path)),) if symbols else ()))
     out, err = io.StringIO(), io.StringIO()
     tracer = Tracer(out, set(trace)) if trace else None
-    machine = Board(BoardConfig(firmware), tracer=tracer)
+    board = Board(BoardConfig(firmware), tracer=tracer)
     try:
-        runner = Runner(machine, timeout=timeout, tracer=tracer)
-        with DebugSession(machine, runner, spec, None, err=err) as debug:
+        runner = Runner(board, timeout=timeout, tracer=tracer)
+        with DebugSession(board, runner, spec, None, err=err) as debug:
             result = debug.run()
     finally:
-        machine.close()
+        board.close()
     return result, out.getvalue(), err.getvalue()
 
 
@@ -159,7 +159,7 @@ def _listing(code: bytes, symbols=None):
     ram[0x10100:0x10100 + len(code)] = code
     regs, sregs = abi.kvm_regs(rip=0x100), abi.kvm_sregs()
     sregs.cs.selector, sregs.cs.base = 0x1000, 0x10000
-    return report.code_listing(_Vcpu(), GuestMemory([(0, len(ram), ram, True)]), regs, sregs, symbols)
+    return report.code_listing(_Vcpu(), guest_memory((0, ram)), regs, sregs, symbols)
 
 
 def test_code_listing_marks_the_instruction_pointer():
@@ -179,7 +179,7 @@ def test_code_listing_without_capstone_shows_bytes_and_why(monkeypatch):
 def test_code_listing_outside_memory_says_so():
     regs, sregs = abi.kvm_regs(rip=0), abi.kvm_sregs()
     sregs.cs.base = 0x80000000
-    lines = report.code_listing(_Vcpu(), GuestMemory([(0, 4096, bytearray(4096), True)]), regs, sregs)
+    lines = report.code_listing(_Vcpu(), guest_memory((0, 4096)), regs, sregs)
     assert lines[0].startswith("code: cannot read")
 
 

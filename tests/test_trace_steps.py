@@ -2,12 +2,11 @@
 of tiny guests on KVM (first line, limit, start conditions, port I/O, the trace file)."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from command_line import tinyvmm
 from guest_build import build_guest
 from tinyvmm import cli
 from tinyvmm import firmware as shipped
@@ -16,11 +15,6 @@ from tinyvmm.debug.trace import CATEGORIES, DEFAULT_STEPS, StepSpec, TraceSpecEr
 
 SHIPPED_BIOS = str(Path(shipped.DIRECTORY, shipped.BIOS))   # its bios.elf beside it names things
 STEP_LINE = re.compile(r"^ *\d+\.\d+ step       (?!steps: )")
-
-
-def tinyvmm(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True,
-                          timeout=timeout, text=True)
 
 
 def step_lines(text: str) -> list[str]:
@@ -89,7 +83,7 @@ def parse_error(spec: str) -> str:
 
 
 def test_help_gives_the_grammar():
-    result = tinyvmm("run", "--help")
+    result = tinyvmm("run", "--help", text=True)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "steps[=N][@START]" in text and "milestone:VALUE" in text and "--trace-file" in text
@@ -104,7 +98,8 @@ def test_help_gives_the_grammar():
     (["--trace", "io", "--trace-file", "{tmp}"], "cannot write the trace to"),
 ])
 def test_combinations_refused_in_one_line(tmp_path, extra, message):
-    result = tinyvmm("run", "--bios", SHIPPED_BIOS, *[a.format(tmp=tmp_path) for a in extra])
+    result = tinyvmm("run", "--bios", SHIPPED_BIOS, *[a.format(tmp=tmp_path) for a in extra],
+                     text=True)
     assert result.returncode == cli.EXIT_USAGE
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"tinyvmm: {message}"), result.stderr
@@ -112,7 +107,7 @@ def test_combinations_refused_in_one_line(tmp_path, extra, message):
 
 @pytest.mark.kvm
 def test_an_unknown_start_symbol_is_a_usage_error():
-    result = tinyvmm("run", "--bios", SHIPPED_BIOS, "--trace", "steps=5@no_such_label")
+    result = tinyvmm("run", "--bios", SHIPPED_BIOS, "--trace", "steps=5@no_such_label", text=True)
     assert result.returncode == cli.EXIT_USAGE
     assert result.stderr == "tinyvmm: --trace steps@no_such_label: no symbol file names no_such_label\n"
 
@@ -125,7 +120,7 @@ def test_shipped_bios_trace_starts_at_the_reset_vector_and_the_guest_runs_on(tmp
     trace = tmp_path / "steps.txt"
     result = tinyvmm("run", "--bios", SHIPPED_BIOS, "--trace", "steps=40", "--trace-file",
                      str(trace), "--serial", "none", "--debugcon", "stdio",
-                     "--expect", "no bootable option ROM")
+                     "--expect", "no bootable option ROM", text=True)
     assert result.returncode == 0, result.stderr           # the BIOS went on to its end
     assert "step" not in result.stderr                      # every trace line went to the file
     lines = trace.read_text().splitlines()
@@ -147,7 +142,7 @@ def test_shipped_bios_trace_starts_at_the_reset_vector_and_the_guest_runs_on(tmp
 @pytest.mark.kvm
 def test_whole_guest_through_a_mode_switch_ends_with_its_reset():
     image = build_guest("trace_ports")
-    result = tinyvmm("run", "--bios", str(image.bin_path), "--trace", "steps")
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--trace", "steps", text=True)
     assert result.returncode == 0, result.stderr
     steps = step_lines(result.stderr)
     assert symbols_of(steps[:8]) == [
@@ -164,13 +159,13 @@ def test_start_at_an_address_and_at_a_symbol():
     image = build_guest("trace_ports")
     second = SymbolFile(image.elf_path).address_of("second_write")
     result = tinyvmm("run", "--bios", str(image.bin_path), "--symbols", str(image.elf_path),
-                     "--trace", f"steps=3@{second:#x}")
+                     "--trace", f"steps=3@{second:#x}", text=True)
     assert result.returncode == 0, result.stderr
     assert f"steps: waiting for the first instruction at {second:#x} <second_write>" in result.stderr
     assert symbols_of(step_lines(result.stderr)) == ["second_write", "second_write+0x2",
                                                      "second_write+0x4"]
     result = tinyvmm("run", "--bios", SHIPPED_BIOS, "--trace", "steps=2@setup_pic",
-                     "--debugcon", "stdio", "--expect", "no bootable option ROM")
+                     "--debugcon", "stdio", "--expect", "no bootable option ROM", text=True)
     assert result.returncode == 0, result.stderr
     steps = step_lines(result.stderr)
     assert symbols_of(steps) == ["setup_pic", "setup_pic+0x1"] and " real f000:0135 " in steps[0]
@@ -180,7 +175,7 @@ def test_start_at_an_address_and_at_a_symbol():
 def test_start_after_a_milestone_with_other_categories():
     image = build_guest("trace_ports")
     result = tinyvmm("run", "--bios", str(image.bin_path), "--symbols", str(image.elf_path),
-                     "--trace", "steps=2@milestone:1,milestones")
+                     "--trace", "steps=2@milestone:1,milestones", text=True)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert "steps: waiting for milestone 1 on port 0xf4 or 0xf5" in lines[0]
@@ -192,7 +187,7 @@ def test_start_after_a_milestone_with_other_categories():
 @pytest.mark.kvm
 def test_a_trace_file_that_fills_up_is_one_error_line():
     result = tinyvmm("run", "--bios", SHIPPED_BIOS, "--trace", "steps=500", "--trace-file",
-                     "/dev/full", "--serial", "none", "--debugcon", "none")
+                     "/dev/full", "--serial", "none", "--debugcon", "none", text=True)
     assert result.returncode == cli.EXIT_HOST_ERROR
     assert result.stderr == "tinyvmm: cannot write the trace to /dev/full: No space left on device\n"
 
@@ -200,7 +195,8 @@ def test_a_trace_file_that_fills_up_is_one_error_line():
 @pytest.mark.kvm
 def test_a_start_that_never_comes_leaves_the_guest_alone():
     image = build_guest("trace_ports")
-    result = tinyvmm("run", "--bios", str(image.bin_path), "--trace", "steps=5@milestone:9")
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--trace", "steps=5@milestone:9",
+                     text=True)
     assert result.returncode == 0, result.stderr
     assert step_lines(result.stderr) == []
 
@@ -211,7 +207,7 @@ def test_boot_steps_from_do_boot_to_the_kernel_jump(payload, tmp_path):
     ends the run (--stop-at-kernel), with stepping over by then."""
     trace = tmp_path / "steps.txt"
     result = tinyvmm("boot", "--kernel", str(payload), "--serial", "none", "--stop-at-kernel",
-                     "--trace", "steps=50@milestone:5", "--trace-file", str(trace))
+                     "--trace", "steps=50@milestone:5", "--trace-file", str(trace), text=True)
     assert result.returncode == 0, result.stderr
     steps = step_lines(trace.read_text())
     assert len(steps) == 50

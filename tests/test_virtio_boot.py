@@ -3,20 +3,15 @@
 
 import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import guest_build
+from command_line import tinyvmm
 
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
 DISK_SECTORS = 2048
-
-
-def tinyvmm(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "tinyvmm", *args], capture_output=True, timeout=timeout)
 
 
 def disk_image(path: Path, chunk_sectors: int = 8, reads: int = 16) -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import guest_build
+from guest_memory import guest_memory
 from tinyvmm.bus import Bus, Device, PioBus
-from tinyvmm.memory import GuestMemory
 from tinyvmm.pci.config import PCI_COMMAND
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.virtio import pci as vp
@@ -68,7 +68,7 @@ class Rig:
     BASE = 0xFE000000
 
     def __init__(self, image):
-        self.memory = GuestMemory([(0, MEM, memoryview(bytearray(MEM)), True)])
+        self.memory = guest_memory((0, MEM))
         self.mmio = Bus("mmio")
         self.host = PciHost(PciBuses(PioBus(), self.mmio, self.memory))
         self.device = self.host.add(vp.VirtioPciDevice(
@@ -140,7 +140,7 @@ def test_ioeventfds_follow_bar4(rig):
     assert rig.vm.take() == [("ioeventfd", "deassign", 0x1_FD003000, 2, 0)]
     rig.cfg_write(PCI_COMMAND, 0x6, size=2)
     rig.vm.take()
-    rig.thread.close()                                                  # the machine goes
+    rig.thread.close()                                                  # the board goes
     assert rig.vm.take() == [("ioeventfd", "deassign", 0x1_FD003000, 2, 0)]
     assert rig.device.notifier is None
 
@@ -243,21 +243,21 @@ def boot_disk(path: Path, chunk_sectors: int, reads: int) -> Path:
 
 
 def run_seabios(disk: Path, model_class=BlockDevice, timeout=60):
-    """Boot SeaBIOS from `disk` with the I/O thread on; (result, machine, serial text)."""
+    """Boot SeaBIOS from `disk` with the I/O thread on; (result, board, serial text)."""
     from tinyvmm.console import Console
     from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
     serial = bytearray()
     with open(disk, "rb") as image:
-        machine = Board(BoardConfig(SEABIOS.read_bytes(), serial=Console("serial", serial.extend),
-                                        virtio_devices=[model_class(BlockBackend(image, read_only=True))],
-                                        virtio_iothread=True))
+        board = Board(BoardConfig(SEABIOS.read_bytes(), serial=Console("serial", serial.extend),
+                                  virtio_devices=[model_class(BlockBackend(image, read_only=True))],
+                                  virtio_iothread=True))
         try:
-            machine.runner = Runner(machine, timeout=timeout)
-            result = machine.runner.run()
+            board.runner = Runner(board, timeout=timeout)
+            result = board.runner.run()
         finally:
-            machine.close()
-    return result, machine, serial.decode(errors="replace")
+            board.close()
+    return result, board, serial.decode(errors="replace")
 
 
 @pytest.mark.kvm
@@ -298,29 +298,29 @@ def test_seabios_reads_the_disk_through_the_io_thread(tmp_path, monkeypatch, chu
     kick = IoThread.kick
     monkeypatch.setattr(IoThread, "kick", lambda self, index: (trapped.append(index), kick(self, index)))
     fds = open_fds()
-    result, machine, serial = run_seabios(disk)
+    result, board, serial = run_seabios(disk)
     assert result.outcome is Outcome.RESET, f"{result.message}\n{result.report}\n{serial}"
     assert "disk-read: ok" in serial and "error" not in serial
-    assert {16, 17} <= {m.value for m in machine.milestones if m.port == 0xF4}
+    assert {16, 17} <= {m.value for m in board.milestones if m.port == 0xF4}
     assert trapped == []                        # every notification came through an ioeventfd
-    thread = machine.iothreads[0]
+    thread = board.iothreads[0]
     assert thread.notify_area is None and thread.gsi is None     # deregistered at close
     assert not thread.alive and not [t for t in threading.enumerate() if t.name.startswith("virtio-io")]
     assert open_fds() == fds
 
 
 @pytest.mark.kvm
-def test_a_machine_that_never_runs_closes_its_thread_and_fds(tmp_path):
+def test_a_board_that_never_runs_closes_its_thread_and_fds(tmp_path):
     from tinyvmm.board import Board, BoardConfig
     disk = pattern_disk(tmp_path / "disk.img")
     fds = open_fds()
     with open(disk, "rb") as image:
-        machine = Board(BoardConfig(bytes(64 * 1024), virtio_iothread=True,
-                                        virtio_devices=[BlockDevice(BlockBackend(image))]))
-        assert machine.iothreads[0].alive
-        machine.close()
-        machine.close()
-    assert not machine.iothreads[0].alive
+        board = Board(BoardConfig(bytes(64 * 1024), virtio_iothread=True,
+                                  virtio_devices=[BlockDevice(BlockBackend(image))]))
+        assert board.iothreads[0].alive
+        board.close()
+        board.close()
+    assert not board.iothreads[0].alive
     assert open_fds() == fds
 
 
@@ -412,9 +412,9 @@ def test_intx_through_the_irqfd_is_raised_again_until_isr_is_read(tmp_path):
     disk = pattern_disk(tmp_path / "disk.img")
     taken = []
     with open(disk, "rb") as image:
-        machine = Board(BoardConfig(firmware.read_bytes(), virtio_iothread=True,
-                                        virtio_devices=[BlockDevice(BlockBackend(image))]))
-        device = machine.virtio[0]
+        board = Board(BoardConfig(firmware.read_bytes(), virtio_iothread=True,
+                                  virtio_devices=[BlockDevice(BlockBackend(image))]))
+        device = board.virtio[0]
 
         class TestPort(Device):
             name = "test-port"
@@ -426,17 +426,17 @@ def test_intx_through_the_irqfd_is_raised_again_until_isr_is_read(tmp_path):
                 if data == b"R":
                     device.interrupt(vp.ISR_QUEUE)
                     # Interrupts take microseconds here: a second is plenty to see them all.
-                    threading.Timer(1.0, machine.stop_from_thread, (Outcome.EXPECTED, "done")).start()
+                    threading.Timer(1.0, board.stop_from_thread, (Outcome.EXPECTED, "done")).start()
                 elif data == b"I":
                     taken.append(time.monotonic())
                     if len(taken) == 3:
                         device.read_bar(vp.ISR.offset, 1)       # the driver's ISR read
-        machine.pio.register(TEST_PORT, 1, TestPort())
+        board.pio.register(TEST_PORT, 1, TestPort())
         try:
-            machine.runner = Runner(machine, timeout=20)
-            result = machine.runner.run()
-            gsi = machine.iothreads[0].gsi
+            board.runner = Runner(board, timeout=20)
+            result = board.runner.run()
+            gsi = board.iothreads[0].gsi
         finally:
-            machine.close()
+            board.close()
     assert result.outcome is Outcome.EXPECTED, result.message
     assert len(taken) == 3 and gsi == 10

@@ -3,8 +3,7 @@ feature handshake, queue setup, notifications and INTx, the PCI_CFG window; no K
 
 import struct
 
-
-from tinyvmm.memory import GuestMemory
+from guest_memory import guest_memory
 from tinyvmm.pci.config import PCI_COMMAND, PCI_STATUS
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.bus import Bus, PioBus
@@ -40,8 +39,10 @@ class FakeModel:
         self.resets += 1
 
 
-def machine(model=None):
-    memory = GuestMemory([(0, MEM, memoryview(bytearray(MEM)), True)])
+def pci_with_virtio(model=None):
+    """A virtio-pci function of `model` (a FakeModel by default) in slot 2 of a bare PCI host:
+    (host, function, mmio bus, the INTx levels it has set)."""
+    memory = guest_memory((0, MEM))
     pio, mmio = PioBus(), Bus("mmio")
     host = PciHost(PciBuses(pio, mmio, memory))
     levels = []
@@ -69,7 +70,7 @@ def capabilities(host):
 
 
 def test_identity_is_a_modern_only_device():
-    host, *_ = machine()
+    host, *_ = pci_with_virtio()
     assert cfg_read(host, 0x00) == 0x1042_1AF4            # vendor 1AF4, device 0x1040 + 2
     assert cfg_read(host, 0x08) & 0xFF == 1               # revision 1: modern
     assert cfg_read(host, 0x08) >> 8 == 0x010000          # mass storage
@@ -78,7 +79,7 @@ def test_identity_is_a_modern_only_device():
 
 
 def test_capabilities_describe_the_bar_layout():
-    host, *_ = machine()
+    host, *_ = pci_with_virtio()
     caps = capabilities(host)
     by_type = {}
     for offset, raw in caps:
@@ -99,7 +100,7 @@ def test_capabilities_describe_the_bar_layout():
 
 
 def test_bar4_is_a_64_bit_prefetchable_memory_bar_of_16_kib():
-    host, function, mmio, _ = machine()
+    host, function, mmio, _ = pci_with_virtio()
     cfg_write(host, 0x20, 0xFFFFFFFF)
     cfg_write(host, 0x24, 0xFFFFFFFF)
     assert cfg_read(host, 0x20) == (~(vp.BAR_SIZE - 1) & 0xFFFFFFFF) | 0xC
@@ -107,7 +108,7 @@ def test_bar4_is_a_64_bit_prefetchable_memory_bar_of_16_kib():
 
 
 def mapped(address=0xFE000000):
-    host, function, mmio, levels = machine()
+    host, function, mmio, levels = pci_with_virtio()
     cfg_write(host, 0x20, address)
     cfg_write(host, 0x24, 0)
     cfg_write(host, PCI_COMMAND, 0x6, size=2)              # memory + bus master
@@ -226,7 +227,7 @@ def test_device_config_reads_the_model_config():
 
 
 def test_pci_cfg_window_reaches_the_bar_through_config_space():
-    host, function, mmio, levels = machine()
+    host, function, mmio, levels = pci_with_virtio()
     window = [offset for offset, raw in capabilities(host) if raw[3] == 5][0]
     cfg_write(host, window + 4, vp.VIRTIO_BAR, size=1)
     cfg_write(host, window + 8, vp.DEVICE.offset + 20)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinyvmm.memory import GuestMemory
+from guest_memory import guest_memory
 from tinyvmm.virtio.queue import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
                                   VIRTQ_DESC_F_WRITE, SplitQueue, VirtqueueError, guest_views)
 
@@ -26,7 +26,7 @@ DATA = 0x8000
 def make_memory(ram=RAM_END, rom=ROM_END - ROM, ram2=END - RAM2):
     """(GuestMemory, [(gpa, bytearray)]): RAM at 0, ROM after it, RAM after that."""
     backing = [(0, bytearray(ram)), (ram, bytearray(rom)), (ram + rom, bytearray(ram2))]
-    memory = GuestMemory([(gpa, len(buf), buf, gpa != ram) for gpa, buf in backing if len(buf)])
+    memory = guest_memory(*((gpa, buf, gpa != ram) for gpa, buf in backing if len(buf)))
     return memory, backing
 
 

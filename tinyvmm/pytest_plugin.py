@@ -1,5 +1,5 @@
-"""A pytest plugin for firmware tests (registered as the pytest11 entry point
-"tinyvmm.pytest_plugin", so installing tinyvmm is all it takes).
+"""A pytest plugin for firmware tests, named "tinyvmm" (its pytest11 entry point), so installing
+tinyvmm is all it takes and `pytest -p no:tinyvmm` turns it off. docs/api.md describes it.
 
 The `machine` fixture makes Machines and closes them after the test; it skips the test,
 with the reason, where /dev/kvm cannot run a guest. A failing test's report gets, for each
