@@ -94,12 +94,12 @@ def check_ends(console: bytes, payload: bytes, phase: str) -> None:
 
 
 def run_tinyvmm(image: Path, blob: Path, payload: bytes) -> dict[str, float]:
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.console import Console
     from tinyvmm.fw_cfg.attach import attach_fw_cfg
     from tinyvmm.fw_cfg.items import UserItemSpec
-    from tinyvmm.spec import FwCfgSpec
-    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Outcome, Runner
+    from tinyvmm.spec import FwCfgSpec
 
     spec = FwCfgSpec(files=(UserItemSpec("opt/bench/blob", file=str(blob)),))
     console = bytearray()

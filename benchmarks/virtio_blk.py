@@ -73,8 +73,8 @@ class SerialClock:
 
 def run_tinyvmm(bios: bytes, disk: Path, iothread: bool) -> tuple[float, float]:
     """One boot; (seconds between milestones 16 and 17, seconds between the serial markers)."""
-    from tinyvmm.console import Console
     from tinyvmm.board import Board, BoardConfig
+    from tinyvmm.console import Console
     from tinyvmm.runner import Outcome, Runner
     from tinyvmm.virtio.blk import BlockBackend, BlockDevice
 

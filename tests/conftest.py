@@ -3,11 +3,10 @@
 import shutil
 
 import pytest
+from guest_build import toolchain_missing
+from payloads import initrd, kernel_missing, payload, pvh_payload  # noqa: F401 (fixtures for every test module)
 
 from tinyvmm.kvm.system import kvm_status
-from guest_build import toolchain_missing
-from payloads import initrd, payload, pvh_payload  # noqa: F401 (fixtures for every test module)
-from payloads import kernel_missing
 
 _kvm_reason = kvm_status()
 _kernel_reason = kernel_missing()

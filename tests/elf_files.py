@@ -27,7 +27,8 @@ def elf64(segments, notes: bytes = b"", machine: int = EM_X86_64, entry: int = 0
     offset = 64 + 56 * phnum
     headers, body = b"", b""
     for paddr, data, memsz in segments:
-        headers += struct.pack("<IIQQQQQQ", PT_LOAD, 7, offset + len(body), (0xFFFFFFFF80000000 + paddr) % (1 << 64),
+        vaddr = (0xFFFFFFFF80000000 + paddr) % (1 << 64)
+        headers += struct.pack("<IIQQQQQQ", PT_LOAD, 7, offset + len(body), vaddr,
                                paddr, len(data), memsz, 0x1000)
         body += data
     if notes:

@@ -8,8 +8,14 @@ takes. DMA descriptors are written into guest memory at `scratch`.
 import struct
 
 from tinyvmm import layout
-from tinyvmm.fw_cfg.device import (DMA_DESCRIPTOR, FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_SELECT,
-                                   MMIO_DATA, MMIO_DMA, MMIO_SELECTOR)
+from tinyvmm.fw_cfg.device import (
+    DMA_DESCRIPTOR,
+    FW_CFG_DMA_CTL_READ,
+    FW_CFG_DMA_CTL_SELECT,
+    MMIO_DATA,
+    MMIO_DMA,
+    MMIO_SELECTOR,
+)
 from tinyvmm.fw_cfg.items import FILE_DIR_ENTRY, FW_CFG_FILE_DIR
 
 SELECTOR_PORT = layout.PORTS["fw_cfg"][0]

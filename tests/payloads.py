@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import guest_build
 import pytest
 
-import guest_build
 from tinyvmm.boot import payload as boot_defaults
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ import sys
 import textwrap
 
 import pytest
-
 from guest_build import build_guest
+
 from tinyvmm import ConfigError, GuestMemoryError, Machine, MachineClosedError, Outcome
 from tinyvmm.firmware import real_mode_image
 

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from command_line import start_tinyvmm, tinyvmm
+
 from tinyvmm import bench, cli
 from tinyvmm.bench import firmware, plot
 from tinyvmm.bench import qemu as bench_qemu
@@ -74,7 +74,8 @@ def test_bench_beside_qemu(tmp_path):
         pytest.skip(missing)
     table, data = run_bench(tmp_path, "--vs-qemu")
     pvh = os.path.isfile(bench_payload.DEFAULT_VMLINUX)
-    qemu_systems = ["qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot"] + (["qemu-qboot-pvh"] if pvh else [])
+    qemu_systems = ["qemu-seabios-dma", "qemu-seabios-legacy", "qemu-qboot"]
+    qemu_systems += ["qemu-qboot-pvh"] if pvh else []
     assert list(data["summary"])[-len(qemu_systems):] == qemu_systems
     for system in qemu_systems:
         assert PHASE_KEYS <= set(data["summary"][system]), system
@@ -186,7 +187,8 @@ def test_bench_with_qboot_from_real_boots(tmp_path):
     if missing:
         pytest.skip(missing)
     table, data = run_bench(tmp_path, "--firmware", "qboot")
-    assert [run["system"] for run in data["runs"]][:3] == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
+    first = [run["system"] for run in data["runs"]][:3]
+    assert first == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
     assert data["runs"][-1]["system"] == "tinyvmm-qboot"
     qboot = data["summary"]["tinyvmm-qboot"]
     assert PHASE_KEYS <= set(qboot) and all(qboot[key] > 0 for key in PHASE_KEYS)

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from command_line import tinyvmm
 from payloads import KERNEL_INITRD, VMLINUX
+
 from tinyvmm.boot.bzimage import parse_bzimage
 from tinyvmm.kvm.system import is_emulating_host
 
@@ -65,9 +65,10 @@ def test_initrd_larger_than_ram_is_a_usage_error(payload, tmp_path):
     assert result.returncode == 2 and b"than the guest's 32 MiB of RAM" in result.stderr
 
 
-# How the test kernel boots to its init: directly (PVH, and the bzImage's 64-bit entry), through tinyvmm's BIOS and each of its
-# ROMs, through SeaBIOS and through qboot. On a host whose KVM emulates guest code, what
-# its emulator lacks is completed by tinyvmm (tinyvmm.completion).
+# How the test kernel boots to its init: directly (PVH, and the bzImage's 64-bit entry),
+# through tinyvmm's BIOS and each of its ROMs, through SeaBIOS and through qboot. On a host
+# whose KVM emulates guest code, what its emulator lacks is completed by tinyvmm
+# (tinyvmm.completion).
 BOOTS = {
     "pvh": ["--kernel", str(VMLINUX), "--initrd", str(KERNEL_INITRD)],
     "direct64": ["--boot", "direct"],

@@ -3,10 +3,10 @@
 import struct
 
 import pytest
-
 from command_line import tinyvmm
 from elf_files import EM_AARCH64, elf32, elf64, pvh_note
 from payloads import KERNEL_INITRD, VMLINUX
+
 from tinyvmm import layout
 from tinyvmm.boot import direct, elf, pvh
 from tinyvmm.boot.bzimage import parse_bzimage
@@ -169,7 +169,8 @@ def test_page_tables_identity_map_4_gib():
     base = layout.BOOT_PAGE_TABLES_START
     pml4 = struct.unpack("<Q", tables[base])[0]
     assert pml4 == base + 0x1000 | 3
-    assert struct.unpack("<4Q", tables[base + 0x1000]) == tuple(base + 0x2000 + i * 0x1000 | 3 for i in range(4))
+    directories = tuple(base + 0x2000 + i * 0x1000 | 3 for i in range(4))
+    assert struct.unpack("<4Q", tables[base + 0x1000]) == directories
     for gib in range(4):
         entries = struct.unpack("<512Q", tables[base + 0x2000 + gib * 0x1000])
         assert entries[0] == gib << 30 | 0x83 and entries[511] == (gib << 30) + (511 << 21) | 0x83

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from command_line import TINYVMM, start_tinyvmm, tinyvmm
+
 from tinyvmm import cli
 
 
@@ -323,6 +323,7 @@ def test_an_installed_package_says_how_to_get_a_kernel(monkeypatch, tmp_path):
 @pytest.mark.kvm
 def test_a_usage_error_leaves_the_serial_file_alone_and_expect_ends_its_line(tmp_path):
     import socket
+
     from tinyvmm import firmware
     serial = tmp_path / "serial.txt"
     serial.write_text("the previous run\n")
@@ -363,6 +364,7 @@ def test_bytes_that_are_not_utf8_reach_the_kernel_command_line(payload):
 @pytest.mark.kvm
 def test_console_files_that_are_not_regular_files(tmp_path):
     import os
+
     from tinyvmm import firmware
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

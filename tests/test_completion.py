@@ -5,11 +5,11 @@ import ctypes
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tinyvmm.completion import Completer, exit_instruction
+from tinyvmm.completion import Completer, exit_instruction, fastpaths
 from tinyvmm.completion.cpu import MSR_FMASK, MSR_LSTAR, GuestCpu, Refused
-from tinyvmm.completion import fastpaths
 from tinyvmm.completion.softcpu import SoftCpu
 from tinyvmm.kvm import abi
 from tinyvmm.memory import GuestMemory
@@ -92,7 +92,9 @@ def long_mode_state():
     KERNEL_BASE (2 MiB pages), an IDT of 256 present interrupt gates (DPL 0, vector 0x80 DPL 3)
     and RIP at CODE."""
     ram = bytearray(RAM_SIZE)
-    put = lambda gpa, value: ram.__setitem__(slice(gpa, gpa + 8), value.to_bytes(8, "little"))
+
+    def put(gpa, value):
+        ram[gpa:gpa + 8] = value.to_bytes(8, "little")
     put(PML4, PDPT_LOW | 3)
     put(PML4 + 511 * 8, PDPT_HIGH | 3)
     put(PDPT_LOW, PD | 3)
@@ -170,7 +172,8 @@ def test_int_n_at_user_level_through_a_gate_that_allows_it(cpu_state):
     vcpu, _, ram = cpu_state
     _at_user_level(vcpu)
     assert fastpaths.complete(_cpu(cpu_state), _code(ram, b"\xcd\x80")) == "int 0x80"
-    assert (vcpu.events.interrupt.injected, vcpu.events.interrupt.nr, vcpu.events.interrupt.soft) == (1, 0x80, 1)
+    interrupt = vcpu.events.interrupt
+    assert (interrupt.injected, interrupt.nr, interrupt.soft) == (1, 0x80, 1)
     assert vcpu.regs.rip == KERNEL_BASE + CODE + 2
 
 
@@ -180,7 +183,8 @@ def test_a_gate_above_cpl_is_a_general_protection_fault(cpu_state, code, vector)
     _at_user_level(vcpu)
     fastpaths.complete(_cpu(cpu_state), _code(ram, code))
     events = vcpu.events.exception
-    assert (events.injected, events.nr, events.has_error_code, events.error_code) == (1, 13, 1, vector * 8 + 2)
+    assert (events.injected, events.nr, events.has_error_code, events.error_code) == \
+        (1, 13, 1, vector * 8 + 2)
     assert vcpu.regs.rip == KERNEL_BASE + CODE
     assert not vcpu.events.interrupt.injected
 

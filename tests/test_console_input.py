@@ -8,7 +8,6 @@ import termios
 import time
 
 import pytest
-
 from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
 

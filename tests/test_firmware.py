@@ -12,18 +12,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import payloads
 import pytest
+from command_line import tinyvmm
 from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import payloads
-from command_line import tinyvmm
+from payloads import FIRMWARE_SOURCES, KERNEL, KERNEL_INITRD, make_firmware, toolchain_missing
 
 from tinyvmm import firmware, layout, optionrom
 from tinyvmm.optionrom import OptionRomError, sign, validate
-
-from payloads import FIRMWARE_SOURCES, KERNEL, KERNEL_INITRD, make_firmware, toolchain_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 RAM_MIB = 256

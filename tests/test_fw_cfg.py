@@ -7,25 +7,33 @@ import struct
 from types import SimpleNamespace
 
 import pytest
+from fw_cfg_client import DATA_PORT, DMA_PORT, SELECTOR_PORT, MmioClient, PortClient
+from guest_memory import guest_memory
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fw_cfg_client import DATA_PORT, DMA_PORT, SELECTOR_PORT, MmioClient, PortClient
-from guest_memory import guest_memory
-from tinyvmm import layout
+from tinyvmm import cli, layout
 from tinyvmm.bus import Bus, PioBus, RegisterDevice
-from tinyvmm.fw_cfg import items as fwi
-from tinyvmm.fw_cfg.device import (DMA_DESCRIPTOR, FW_CFG_DMA_CTL_ERROR, FW_CFG_DMA_CTL_READ,
-                                   FW_CFG_DMA_CTL_SELECT, FW_CFG_DMA_CTL_SKIP,
-                                   FW_CFG_DMA_CTL_WRITE, MMIO_DMA, MMIO_SIZE, FwCfg,
-                                   FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio)
-from tinyvmm.fw_cfg.items import FwCfgConfigError, FwCfgItems
-from tinyvmm import cli
 from tinyvmm.cli.arguments import machine_spec, parse_fw_cfg_mmio
-from tinyvmm.fw_cfg.attach import (attach_fw_cfg, build_fw_cfg_items, check_mmio_window,
-                                   describe_fw_cfg)
-from tinyvmm.memory import GuestMemory, GuestMemoryError
 from tinyvmm.debug.trace import Tracer
+from tinyvmm.fw_cfg import items as fwi
+from tinyvmm.fw_cfg.attach import attach_fw_cfg, build_fw_cfg_items, check_mmio_window, describe_fw_cfg
+from tinyvmm.fw_cfg.device import (
+    DMA_DESCRIPTOR,
+    FW_CFG_DMA_CTL_ERROR,
+    FW_CFG_DMA_CTL_READ,
+    FW_CFG_DMA_CTL_SELECT,
+    FW_CFG_DMA_CTL_SKIP,
+    FW_CFG_DMA_CTL_WRITE,
+    MMIO_DMA,
+    MMIO_SIZE,
+    FwCfg,
+    FwCfgDmaPorts,
+    FwCfgIoPorts,
+    FwCfgMmio,
+)
+from tinyvmm.fw_cfg.items import FwCfgConfigError, FwCfgItems
+from tinyvmm.memory import GuestMemory, GuestMemoryError
 
 READ, WRITE, SKIP, SELECT, ERROR = (FW_CFG_DMA_CTL_READ, FW_CFG_DMA_CTL_WRITE,
                                     FW_CFG_DMA_CTL_SKIP, FW_CFG_DMA_CTL_SELECT,

@@ -7,9 +7,9 @@ compute what each line must say from the items the host put in fw_cfg.
 from pathlib import Path
 
 import pytest
-
 from command_line import tinyvmm
 from guest_build import build_guest, toolchain_missing
+
 from tinyvmm import layout
 from tinyvmm.kvm.system import kvm_status
 

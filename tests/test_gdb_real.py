@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
+
 from tinyvmm.debug.gdb import rsp, tdesc
 from tinyvmm.debug.symbols import SymbolFile
 

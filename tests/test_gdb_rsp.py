@@ -4,20 +4,28 @@ target's register, memory, breakpoint and stepping logic against a fake vCPU."""
 import xml.etree.ElementTree as ET
 
 import pytest
+from guest_memory import guest_memory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guest_memory import guest_memory
 from tinyvmm.debug.gdb import commands, rsp, tdesc
 from tinyvmm.debug.gdb.commands import CommandHandler, Detach, Kill, Resume
-from tinyvmm.kvm.debugregs import (BREAK_HARDWARE, BREAK_SOFTWARE, DR6_BS, WATCH_ACCESS, WATCH_READ,
-                                   WATCH_WRITE, DebugRegisterError, DebugRegisters,
-                                   execution_breakpoint)
 from tinyvmm.debug.gdb.events import StopEvent, TargetError
 from tinyvmm.debug.gdb.linear import LinearMemory
 from tinyvmm.debug.gdb.registers import abridged_tag, full_tag_word
 from tinyvmm.debug.gdb.target import KvmTarget
 from tinyvmm.kvm import abi
+from tinyvmm.kvm.debugregs import (
+    BREAK_HARDWARE,
+    BREAK_SOFTWARE,
+    DR6_BS,
+    WATCH_ACCESS,
+    WATCH_READ,
+    WATCH_WRITE,
+    DebugRegisterError,
+    DebugRegisters,
+    execution_breakpoint,
+)
 from tinyvmm.memory import GuestMemoryError
 
 # --- the codec ------------------------------------------------------------------

@@ -3,8 +3,8 @@
 import ctypes
 
 import pytest
-
 from guest_memory import guest_memory
+
 from tinyvmm import layout
 from tinyvmm.memory import SPLIT_COPY_MIN, GuestMemory, GuestMemoryError, buffer_address, copy_into
 
@@ -82,9 +82,9 @@ def test_e820_covers_ram_exactly():
         assert a + n <= b
 
 
-@pytest.mark.parametrize("ram,firmware", [(layout.MiB, 65536), (256 * layout.MiB, 1000),
-                                          (256 * layout.MiB, 17 * layout.MiB), (256 * layout.MiB, 0),
-                                              (256 * layout.MiB, 16 * layout.MiB + 65536), (layout.MiB * 3 + 1, 65536)])
+@pytest.mark.parametrize("ram,firmware", [
+    (layout.MiB, 65536), (256 * layout.MiB, 1000), (256 * layout.MiB, 17 * layout.MiB),
+    (256 * layout.MiB, 0), (256 * layout.MiB, 16 * layout.MiB + 65536), (layout.MiB * 3 + 1, 65536)])
 def test_layout_rejects_bad_sizes(ram, firmware):
     with pytest.raises(ValueError):
         layout.check(ram, firmware)

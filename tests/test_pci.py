@@ -1,18 +1,25 @@
 """PCI configuration space, the i440FX/PIIX functions and PAM shadow RAM, without KVM."""
 
 import pytest
-
 from guest_memory import guest_memory
+
 from tinyvmm import layout
 from tinyvmm.bus import Bus, Device, PioBus
 from tinyvmm.memory import GuestMemoryError
 from tinyvmm.pci import config as cfg
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
 from tinyvmm.pci.i440fx import I440fxHostBridge
-from tinyvmm.pci.pam import (PAM_PCI, PAM_READ_ONLY, PAM_READ_WRITE, PAM_WRITE_ONLY, ShadowRam,
-                             ShadowWindow, segment_modes, window_layout)
-from tinyvmm.pci.piix import (PM_TIMER_HZ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters,
-                              ResetControl)
+from tinyvmm.pci.pam import (
+    PAM_PCI,
+    PAM_READ_ONLY,
+    PAM_READ_WRITE,
+    PAM_WRITE_ONLY,
+    ShadowRam,
+    ShadowWindow,
+    segment_modes,
+    window_layout,
+)
+from tinyvmm.pci.piix import PM_TIMER_HZ, Piix3IsaBridge, Piix4PowerManagement, PlainRegisters, ResetControl
 
 
 class Recorder(Device):
@@ -412,12 +419,12 @@ def test_every_mode_on_every_segment(segment, mode):
 def test_switching_modes_keeps_ram_contents():
     rig = ShadowRig()
     rig.shadow.set_modes((PAM_READ_WRITE,) * 13)
-    for gpa, size, _, _ in layout.SHADOW_SEGMENTS:
+    for gpa, _size, _, _ in layout.SHADOW_SEGMENTS:
         rig.guest_write(gpa + 5, gpa >> 12)
     for modes in ((PAM_PCI,) * 13, (PAM_WRITE_ONLY,) * 13, (PAM_READ_ONLY,) * 13,
                   (PAM_READ_WRITE,) * 13):
         rig.shadow.set_modes(modes)
-    for gpa, size, _, _ in layout.SHADOW_SEGMENTS:
+    for gpa, _size, _, _ in layout.SHADOW_SEGMENTS:
         assert rig.guest_read(gpa + 5) == (gpa >> 12) & 0xFF
 
 

@@ -10,10 +10,10 @@ tinyvmm.boot.pvh.publish, which the last test goes through.
 import struct
 from pathlib import Path
 
-import pytest
-from elftools.elf.elffile import ELFFile
 import payloads
+import pytest
 from command_line import tinyvmm
+from elftools.elf.elffile import ELFFile
 from payloads import make_firmware, toolchain_missing
 
 from tinyvmm import firmware, layout
@@ -94,12 +94,12 @@ def run_board(bios: bytes, dma: bool, publish, timeout: float = 60,
     """Build tinyvmm's board with this firmware, let `publish(items)` add the boot
     items, and run it to its end; the guest memory of the (address, size) ranges in
     `keep` is read before the board goes."""
+    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.boot.marks import BootMarks
     from tinyvmm.console import Console
     from tinyvmm.fw_cfg.attach import attach_fw_cfg, build_fw_cfg_items
-    from tinyvmm.spec import FwCfgSpec
-    from tinyvmm.board import Board, BoardConfig
     from tinyvmm.runner import Runner
+    from tinyvmm.spec import FwCfgSpec
     from tinyvmm.timeline import BootTimeline
 
     spec = FwCfgSpec(dma=dma)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from command_line import tinyvmm
 
 SEABIOS = Path("/usr/share/seabios/bios.bin")

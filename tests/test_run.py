@@ -5,7 +5,6 @@ import subprocess
 import time
 
 import pytest
-
 from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
 
@@ -111,6 +110,7 @@ def test_in_process_machine_records_milestones(machine):
 def test_a_guest_halted_for_good_ends_the_run_with_status_5():
     """tinyvmm's BIOS with nothing to boot says so and halts with interrupts off."""
     import time
+
     from tinyvmm import firmware
     start = time.monotonic()
     result = tinyvmm("run", "--bios", firmware.image_path(firmware.BIOS), "--timeout", "60",

@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 import pytest
-
 from guest_build import build_guest, toolchain_missing
 from guest_memory import guest_memory
+
 from tinyvmm.debug import disasm, report
-from tinyvmm.kvm import abi
-from tinyvmm.runner import Outcome
 from tinyvmm.debug.symbols import SymbolFile, SymbolFileError, SymbolTable, parse_symbol_spec
 from tinyvmm.debug.trace import ExitStats
+from tinyvmm.kvm import abi
+from tinyvmm.runner import Outcome
 
 
 def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-
 from command_line import tinyvmm
 from guest_build import build_guest
+
 from tinyvmm import cli
 from tinyvmm import firmware as shipped
 from tinyvmm.debug.symbols import SymbolFile

@@ -7,18 +7,52 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_virtqueue import (
+    DATA,
+    FUZZ_AVAIL,
+    FUZZ_DESC,
+    FUZZ_SIZE,
+    FUZZ_USED,
+    Driver,
+    addresses,
+    allowed_mask,
+    changed_outside,
+    fuzz_memory,
+    lengths,
+    mostly,
+)
 
-from test_virtqueue import (DATA, FUZZ_AVAIL, FUZZ_DESC, FUZZ_SIZE, FUZZ_USED, Driver, addresses,
-                            allowed_mask, changed_outside, fuzz_memory, lengths, mostly)
 from tinyvmm.virtio import blk
-from tinyvmm.virtio.blk import (CONFIG_SIZE, SECTOR, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH,
-                                VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX,
-                                VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
-                                VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-                                VIRTIO_BLK_T_OUT, VIRTIO_ID_BLOCK, BlockBackend, BlockDevice)
-from tinyvmm.virtio.queue import (VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1,
-                                  VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-                                  VIRTQ_DESC_F_WRITE, SplitQueue, VirtqueueError)
+from tinyvmm.virtio.blk import (
+    CONFIG_SIZE,
+    SECTOR,
+    VIRTIO_BLK_F_BLK_SIZE,
+    VIRTIO_BLK_F_FLUSH,
+    VIRTIO_BLK_F_RO,
+    VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_SIZE_MAX,
+    VIRTIO_BLK_S_IOERR,
+    VIRTIO_BLK_S_OK,
+    VIRTIO_BLK_S_UNSUPP,
+    VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_GET_ID,
+    VIRTIO_BLK_T_IN,
+    VIRTIO_BLK_T_OUT,
+    VIRTIO_ID_BLOCK,
+    BlockBackend,
+    BlockDevice,
+)
+from tinyvmm.virtio.queue import (
+    VIRTIO_F_EVENT_IDX,
+    VIRTIO_F_INDIRECT_DESC,
+    VIRTIO_F_VERSION_1,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
+    VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
+    SplitQueue,
+    VirtqueueError,
+)
 
 SECTORS = 64
 HEADER = 0x4000

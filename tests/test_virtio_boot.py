@@ -5,9 +5,8 @@ import os
 import struct
 from pathlib import Path
 
-import pytest
-
 import guest_build
+import pytest
 from command_line import tinyvmm
 
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")

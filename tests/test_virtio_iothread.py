@@ -7,10 +7,10 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import guest_build
+import pytest
 from guest_memory import guest_memory
+
 from tinyvmm.bus import Bus, Device, PioBus
 from tinyvmm.pci.config import PCI_COMMAND
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
@@ -244,8 +244,8 @@ def boot_disk(path: Path, chunk_sectors: int, reads: int) -> Path:
 
 def run_seabios(disk: Path, model_class=BlockDevice, timeout=60):
     """Boot SeaBIOS from `disk` with the I/O thread on; (result, board, serial text)."""
-    from tinyvmm.console import Console
     from tinyvmm.board import Board, BoardConfig
+    from tinyvmm.console import Console
     from tinyvmm.runner import Runner
     serial = bytearray()
     with open(disk, "rb") as image:

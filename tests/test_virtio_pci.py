@@ -4,9 +4,10 @@ feature handshake, queue setup, notifications and INTx, the PCI_CFG window; no K
 import struct
 
 from guest_memory import guest_memory
+
+from tinyvmm.bus import Bus, PioBus
 from tinyvmm.pci.config import PCI_COMMAND, PCI_STATUS
 from tinyvmm.pci.host import PciBuses, PciHost, config_address
-from tinyvmm.bus import Bus, PioBus
 from tinyvmm.virtio import pci as vp
 
 MEM = 1 << 20
@@ -82,7 +83,7 @@ def test_capabilities_describe_the_bar_layout():
     host, *_ = pci_with_virtio()
     caps = capabilities(host)
     by_type = {}
-    for offset, raw in caps:
+    for _offset, raw in caps:
         assert raw[0] == 0x09                             # vendor-specific
         cap_len, cfg_type, bar = raw[2], raw[3], raw[4]
         by_type[cfg_type] = (cap_len, bar, *struct.unpack_from("<II", raw, 8), raw)

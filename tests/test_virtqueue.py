@@ -3,12 +3,19 @@
 import struct
 
 import pytest
+from guest_memory import guest_memory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guest_memory import guest_memory
-from tinyvmm.virtio.queue import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-                                  VIRTQ_DESC_F_WRITE, SplitQueue, VirtqueueError, guest_views)
+from tinyvmm.virtio.queue import (
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
+    VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
+    SplitQueue,
+    VirtqueueError,
+    guest_views,
+)
 
 NEXT, WRITE, INDIRECT = VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT
 
