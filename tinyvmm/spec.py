@@ -197,6 +197,25 @@ class MachineSpec:
             drives=_drives(drives), serial=serial, debugcon=debugcon, debug=debug)
 
 
+def split_options(text: str) -> list[str]:
+    """QEMU's option-list syntax (-drive, -fw_cfg): parts split at commas, a doubled comma
+    standing for one comma inside a value."""
+    parts, current, i = [], [], 0
+    while i < len(text):
+        if text[i] == "," and text[i + 1:i + 2] == ",":
+            current.append(",")
+            i += 2
+            continue
+        if text[i] == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(text[i])
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
 # --- the rules, shared with the command line's argparse types -------------------------------------
 def check_type(name: str, value: object, kind: type, none: bool = False) -> None:
     """TypeError unless `value` is a `kind` (or None, when `none`); bool is no int here."""

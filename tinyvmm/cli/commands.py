@@ -4,7 +4,6 @@ import argparse
 import os
 import sys
 
-from .. import layout
 from .arguments import (
     add_boot_options,
     add_drive_options,
@@ -12,7 +11,6 @@ from .arguments import (
     add_machine_options,
     add_mem_option,
     machine_spec,
-    parse_mem,
     parse_runs,
     parse_timeout,
 )
@@ -82,8 +80,7 @@ def _add_bench(commands) -> None:
     add_boot_options(bench, choose_boot=False)
     bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
                        help="boots per system (default 5; medians are reported)")
-    bench.add_argument("--mem", type=parse_mem, default=256 * layout.MiB, metavar="SIZE",
-                       help="guest RAM (default 256M)")
+    add_mem_option(bench)
     bench.add_argument("--timeout", type=parse_timeout, default=300, metavar="S",
                        help="give up on a boot after S seconds (default 300)")
     bench.add_argument("--no-banner", action="store_true",

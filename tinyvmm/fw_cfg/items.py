@@ -14,6 +14,7 @@ from collections import namedtuple
 
 from .. import layout
 from ..errors import ConfigError
+from ..spec import split_options
 
 # --- keys (qemu_fw_cfg.h) ----------------------------------------------------
 FW_CFG_SIGNATURE = 0x00
@@ -345,28 +346,10 @@ class UserItemSpec(namedtuple("UserItemSpec", "name string file data", defaults=
 USER_ITEM_KEYS = ("name", "string", "file")
 
 
-def _split_options(text: str) -> list[str]:
-    """Split a QEMU option string at commas; ',,' stands for a literal comma."""
-    parts, current, i = [], [], 0
-    while i < len(text):
-        if text[i] == ",":
-            if text[i + 1:i + 2] == ",":
-                current.append(",")
-                i += 2
-                continue
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(text[i])
-        i += 1
-    parts.append("".join(current))
-    return parts
-
-
 def parse_user_item(text: str) -> UserItemSpec:
     """Parse QEMU's -fw_cfg syntax: [name=]NAME,string=TEXT or [name=]NAME,file=PATH."""
     values: dict[str, str] = {}
-    for position, part in enumerate(_split_options(text)):
+    for position, part in enumerate(split_options(text)):
         key, sep, value = part.partition("=")
         if not sep:
             if position == 0 and part:

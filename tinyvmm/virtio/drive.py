@@ -7,7 +7,7 @@ import os
 import stat
 
 from ..errors import ConfigError
-from ..spec import DriveSpec
+from ..spec import DriveSpec, split_options
 
 SECTOR = 512
 KNOWN_KEYS = ("file", "if", "format", "readonly", "serial", "bootindex")
@@ -25,11 +25,6 @@ def _flag(key: str, value: str) -> bool:
     if value in ("off", "no", "false"):
         return False
     raise DriveError(f"{key}={value}: expected on or off (yes/no and true/false also work)")
-
-
-def split_options(text: str) -> list[str]:
-    """QEMU's option list: parts split at commas, a doubled comma standing for one in a value."""
-    return [part.replace("\0", ",") for part in text.replace(",,", "\0").split(",")]
 
 
 def parse_drive(text: str) -> DriveSpec:
