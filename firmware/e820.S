@@ -1,5 +1,5 @@
-/* The memory map: etc/e820 from fw_cfg, kept in the EBDA for INT 15h E820h, and
-   the older E801h/88h answers derived from it. */
+/* The memory map: etc/e820 from fw_cfg, with the BIOS's own areas reserved, kept in the EBDA
+   for INT 15h E820h, and the older E801h/88h answers derived from it. */
 
     .code16
     .include "bios.inc"
@@ -7,6 +7,8 @@
     .set E820_BASE, 0                   /* qword */
     .set E820_LENGTH, 8                 /* qword */
     .set E820_TYPE, 16                  /* dword */
+    .set E820_RESERVED, 2
+    .set BIOS_AREAS, 4                  /* entries e820_reserve_bios_areas appends */
     .set KB_1M, 1024
     .set KB_16M, 16 * 1024
     .set KB_4G, 4 * 1024 * 1024
@@ -39,6 +41,7 @@ e820_load:
     pop %ax
     jc 9f
     mov %ax, %fs:EBDA_E820_COUNT
+    call e820_reserve_bios_areas
     call e820_derive_legacy_sizes
 2:  pop %es
     popal
@@ -47,6 +50,69 @@ e820_load:
     jmp 2b
 9:  PRINT "e820: cannot read etc/e820\n"
     jmp 2b
+
+/* etc/e820 gives the RAM below 4 GiB as one entry from 0, as QEMU writes it: the BIOS takes
+   its own areas out of it, as SeaBIOS does. That entry ends at the EBDA; the EBDA, the window
+   of option ROMs and BIOS (0xC0000 to 1 MiB) and the BIOS image below 4 GiB are appended as
+   reserved, and the RAM from 1 MiB on. Appended: the table is unsorted, as QEMU's is. */
+e820_reserve_bios_areas:
+    pushal
+    mov $EBDA_E820_TABLE, %si
+    mov %fs:EBDA_E820_COUNT, %cx
+    jcxz 9f
+1:  cmpl $E820_RAM, %fs:E820_TYPE(%si)
+    jne 2f
+    cmpl $0, %fs:E820_BASE(%si)
+    jne 2f
+    cmpl $0, %fs:E820_BASE + 4(%si)
+    jne 2f
+    cmpl $0, %fs:E820_LENGTH + 4(%si)
+    jne 2f
+    mov %fs:E820_LENGTH(%si), %ebp      /* EBP = end of low RAM */
+    cmp $HIGH_MEMORY_START, %ebp
+    ja 3f
+2:  add $E820_ENTRY_SIZE, %si
+    loop 1b
+    PRINT "e820: no RAM entry from 0 in etc/e820\n"
+9:  popal
+    ret
+
+3:  mov %fs:EBDA_E820_COUNT, %ax
+    cmp $E820_MAX - BIOS_AREAS, %ax
+    ja 8f
+    imul $E820_ENTRY_SIZE, %ax, %di
+    add $EBDA_E820_TABLE, %di
+    add $BIOS_AREAS, %ax
+    mov %ax, %fs:EBDA_E820_COUNT
+    movl $EBDA_START, %fs:E820_LENGTH(%si)
+    mov $E820_RESERVED, %ebx
+    mov $EBDA_START, %edx
+    mov $EBDA_SIZE, %ecx
+    call e820_put
+    mov $OPTION_ROM_START, %edx
+    mov $HIGH_MEMORY_START - OPTION_ROM_START, %ecx
+    call e820_put
+    mov $-BIOS_IMAGE_SIZE, %edx         /* 4 GiB - the image's size */
+    mov $BIOS_IMAGE_SIZE, %ecx
+    call e820_put
+    mov $E820_RAM, %ebx
+    mov $HIGH_MEMORY_START, %edx
+    mov %ebp, %ecx
+    sub %edx, %ecx
+    call e820_put
+    jmp 9b
+8:  PRINT "e820: no room to reserve the BIOS areas\n"
+    jmp 9b
+
+/* The entry at FS:DI: base EDX, length ECX (both below 4 GiB), type EBX; DI moves past it. */
+e820_put:
+    mov %edx, %fs:E820_BASE(%di)
+    movl $0, %fs:E820_BASE + 4(%di)
+    mov %ecx, %fs:E820_LENGTH(%di)
+    movl $0, %fs:E820_LENGTH + 4(%di)
+    mov %ebx, %fs:E820_TYPE(%di)
+    add $E820_ENTRY_SIZE, %di
+    ret
 
 /* E801h and 88h describe the RAM that starts at 1 MiB, so find the RAM entry
    holding 1 MiB and take its end (capped at 4 GiB). */

@@ -16,6 +16,7 @@ from tinyvmm import cli, layout
 from tinyvmm.bus import Bus, PioBus, RegisterDevice
 from tinyvmm.cli.arguments import machine_spec, parse_fw_cfg_mmio
 from tinyvmm.debug.trace import Tracer
+from tinyvmm.cpu import guest_has_amd_ht_hole
 from tinyvmm.fw_cfg import items as fwi
 from tinyvmm.fw_cfg.attach import attach_fw_cfg, build_fw_cfg_items, check_mmio_window, describe_fw_cfg
 from tinyvmm.fw_cfg.device import (
@@ -66,7 +67,7 @@ def make_items() -> FwCfgItems:
     items.add_u16(fwi.FW_CFG_NB_CPUS, 1)
     items.add_file("opt/blob", BLOB)
     items.add_file("opt/rw", bytes(range(16)), writable=True)
-    items.add_file("etc/e820", fwi.e820_file(64 * layout.MiB, 64 * layout.KiB))
+    items.add_file("etc/e820", fwi.e820_file(64 * layout.MiB, amd_ht_hole=False))
     items.add_item(fwi.FW_CFG_IRQ0_OVERRIDE, struct.pack("<I", 1))
     return items
 
@@ -185,13 +186,27 @@ def test_numeric_items_are_little_endian_and_strings_nul_terminated():
     assert bytes(items.lookup(fwi.FW_CFG_CMDLINE_DATA).data) == b"console=ttyS0\0"
 
 
-def test_e820_file_encodes_the_layout_map():
-    ram, firmware = 512 * layout.MiB, 128 * layout.KiB
-    blob = fwi.e820_file(ram, firmware)
-    decoded = [struct.unpack_from("<QQI", blob, i) for i in range(0, len(blob), 20)]
+def decode_e820(blob: bytes) -> list[tuple[int, int, int]]:
     assert len(blob) % 20 == 0
-    assert decoded == layout.e820_map(ram, firmware)
-    assert (layout.HIGH_MEMORY_START, ram - layout.HIGH_MEMORY_START, 1) in decoded
+    return [struct.unpack_from("<QQI", blob, i) for i in range(0, len(blob), 20)]
+
+
+@pytest.mark.parametrize("ram, low, high", [
+    (512 * layout.MiB, 512 * layout.MiB, 0),
+    (3 * layout.GiB + 256 * layout.MiB, 3 * layout.GiB + 256 * layout.MiB, 0),   # below 3.5 GiB: all low
+    (3584 * layout.MiB, 3 * layout.GiB, 512 * layout.MiB),                       # from 3.5 GiB: 3 GiB low
+    (5 * layout.GiB, 3 * layout.GiB, 2 * layout.GiB),
+])
+def test_e820_file_is_qemus_map(ram, low, high):
+    """QEMU 7.2's pc machine under KVM (observed with tests/guests/fwcfg_dump.S): the KVM pages,
+    the AMD HyperTransport range for an AMD vCPU, RAM from 0 (firmware carves its own areas),
+    RAM above 4 GiB; in that order."""
+    kvm_pages = (0xFEFFC000, 0x4000, 2)
+    expected = [kvm_pages, (0, low, 1)] + ([(4 * layout.GiB, high, 1)] if high else [])
+    assert decode_e820(fwi.e820_file(ram, amd_ht_hole=False)) == expected
+    assert decode_e820(fwi.e820_file(ram, amd_ht_hole=True)) == \
+        [kvm_pages, (0xFD_0000_0000, 12 * layout.GiB, 2)] + expected[1:]
+    assert layout.low_ram_end(ram) == low
 
 
 # --- user items (--fw-cfg) ---------------------------------------------------------------
@@ -339,7 +354,7 @@ def test_file_directory_through_the_ports_lists_every_file_sorted(rig):
     listing = rig.port.file_dir()
     assert [name for name, _, _ in listing] == ["etc/e820", "opt/blob", "opt/rw"]
     assert [key for _, key, _ in listing] == [0x20, 0x21, 0x22]
-    assert [size for _, _, size in listing] == [len(fwi.e820_file(64 * layout.MiB, 64 * layout.KiB)),
+    assert [size for _, _, size in listing] == [len(fwi.e820_file(64 * layout.MiB, amd_ht_hole=False)),
                                                 len(BLOB), 16]
     key, size = rig.port.find("opt/blob")
     assert rig.port.item(key, size) == BLOB
@@ -691,7 +706,7 @@ def test_attach_serves_the_standard_keys_of_the_machine(tmp_path):
     assert client.item(fwi.FW_CFG_NB_CPUS, 2) == b"\1\0"
     assert client.item(fwi.FW_CFG_MAX_CPUS, 2) == b"\1\0"
     assert client.item(fwi.FW_CFG_BOOT_MENU, 2) == b"\0\0"
-    assert client.item(*client.find("etc/e820")) == fwi.e820_file(32 * layout.MiB, 64 * layout.KiB)
+    assert client.item(*client.find("etc/e820")) == fwi.e820_file(32 * layout.MiB, guest_has_amd_ht_hole())
     assert client.item(*client.find("opt/s")) == b"hi"
     assert client.item(*client.find("opt/f")) == b"from a file"
     assert client.dma_read(client.find("opt/f")[0], 11, 0x8000) == 0
@@ -779,7 +794,7 @@ def test_fw_cfg_list_table_needs_no_kvm(monkeypatch, capsys, tmp_path):
     assert rows["signature"] == ["0x0000", "signature", "4", "no"]
     assert rows["ram_size"][0] == "0x0003"
     assert rows["mine"][2] == "3"
-    assert rows["etc/e820"][2] == str(len(fwi.e820_file(64 * layout.MiB, 128 * layout.KiB)))
+    assert rows["etc/e820"][2] == str(len(fwi.e820_file(64 * layout.MiB, guest_has_amd_ht_hole())))
     assert rows["file_dir"][2] == str(4 + 64 * fwi.FW_CFG_FILE_SLOTS_DEFAULT)
     assert "ports 0x510" in lines[-1]
     assert "warning" in err and "mine" in err

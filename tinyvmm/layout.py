@@ -16,10 +16,10 @@ Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <=
     0xfec0_0000               I/O APIC; 0xfee0_0000 local APIC (in KVM); optional fw_cfg MMIO
     0xfeff_c000  0xfeff_ffff  KVM identity-map page + TSS pages            e820 reserved
     4 GiB - F    4 GiB - 1    firmware image                               read-only
-    4 GiB        ...          RAM above LOW_RAM_MAX, when R > LOW_RAM_MAX  RAM
+    4 GiB        ...          RAM above LOW_END, when R > LOW_END          RAM
 
-LOW_END = min(R, LOW_RAM_MAX). The RAM backing is one host mapping of R bytes;
-guest RAM above LOW_RAM_MAX sits at 4 GiB.
+LOW_END = low_ram_end(R): R below 3.5 GiB, else 3 GiB, as QEMU's pc machine has it. The RAM
+backing is one host mapping of R bytes; guest RAM above LOW_END sits at 4 GiB.
 
 I/O ports are listed in PORTS; the PCI I/O window (PCI_IO_START up) holds the I/O
 BARs and the PIIX4 power-management block, placed where the firmware programs
@@ -47,7 +47,10 @@ OPTION_ROM_ALIGN = 2 * KiB
 SHADOW_START = 0xC0000           # the PAM-controlled window
 SHADOW_END = 0x100000
 HIGH_MEMORY_START = 1 * MiB
-LOW_RAM_MAX = 3 * GiB            # RAM beyond this moves above 4 GiB
+# RAM below 4 GiB, as QEMU's pc machine splits it: all of it when there is less than
+# LOW_RAM_LIMIT, else LOW_RAM_MAX, the rest above 4 GiB (gigabyte-aligned; low_ram_end()).
+LOW_RAM_LIMIT = 0xE0000000       # 3.5 GiB: QEMU's max-ram-below-4g
+LOW_RAM_MAX = 3 * GiB
 FOUR_GIB = 4 * GiB
 IOAPIC_START = 0xFEC00000
 LAPIC_START = 0xFEE00000
@@ -170,7 +173,7 @@ def memory_regions(ram_size: int, firmware_size: int) -> list[Region]:
     low alias, and nothing below it (tinyvmm.pci.pam switches it later).
     """
     rom_low = firmware_rom_low_start(firmware_size)
-    low_end = min(ram_size, LOW_RAM_MAX)
+    low_end = low_ram_end(ram_size)
     regions = [
         Region("conventional", 0, VGA_START, "ram", 0),
         Region("bios-low", rom_low, HIGH_MEMORY_START - rom_low, "rom",
@@ -178,8 +181,8 @@ def memory_regions(ram_size: int, firmware_size: int) -> list[Region]:
         Region("extended", HIGH_MEMORY_START, low_end - HIGH_MEMORY_START, "ram", HIGH_MEMORY_START),
         Region("bios-high", FOUR_GIB - firmware_size, firmware_size, "rom", 0),
     ]
-    if ram_size > LOW_RAM_MAX:
-        regions.append(Region("high", FOUR_GIB, ram_size - LOW_RAM_MAX, "ram", LOW_RAM_MAX))
+    if ram_size > low_end:
+        regions.append(Region("high", FOUR_GIB, ram_size - low_end, "ram", low_end))
     return [r for r in regions if r.size > 0]
 
 
@@ -193,9 +196,15 @@ def check_firmware_size(size: int) -> None:
         raise ValueError(f"{FIRMWARE_SIZE_RULE}; this one is {size} bytes")
 
 
+def low_ram_end(ram_size: int) -> int:
+    """Where RAM below 4 GiB ends: all of it below LOW_RAM_LIMIT, else LOW_RAM_MAX."""
+    return ram_size if ram_size < LOW_RAM_LIMIT else LOW_RAM_MAX
+
+
 def e820_map(ram_size: int, firmware_size: int) -> list[tuple[int, int, int]]:
-    """The e820 table the guest sees: (address, length, type), sorted."""
-    low_end = min(ram_size, LOW_RAM_MAX)
+    """The e820 table an operating system sees, with the BIOS areas reserved, sorted: (address,
+    length, type). A direct boot hands it over; firmware makes its own from fw_cfg_e820."""
+    low_end = low_ram_end(ram_size)
     entries = [
         (0, EBDA_START, E820_RAM),
         (EBDA_START, EBDA_SIZE, E820_RESERVED),
@@ -204,8 +213,28 @@ def e820_map(ram_size: int, firmware_size: int) -> list[tuple[int, int, int]]:
         (KVM_IDENTITY_MAP_START, KVM_PRIVATE_SIZE, E820_RESERVED),
         (FOUR_GIB - firmware_size, firmware_size, E820_RESERVED),
     ]
-    if ram_size > LOW_RAM_MAX:
-        entries.append((FOUR_GIB, ram_size - LOW_RAM_MAX, E820_RAM))
+    if ram_size > low_end:
+        entries.append((FOUR_GIB, ram_size - low_end, E820_RAM))
+    return entries
+
+
+# QEMU's HyperTransport reservation below 1 TiB, in the map of an AMD vCPU that can address it.
+AMD_HT_START = 0xFD_0000_0000
+AMD_HT_SIZE = 12 * GiB
+AMD_HT_PHYS_BITS = 40
+
+
+def fw_cfg_e820(ram_size: int, amd_ht_hole: bool) -> list[tuple[int, int, int]]:
+    """The memory map fw_cfg's etc/e820 gives firmware, entry for entry as QEMU's pc machine
+    under KVM writes it (firmware reserves its own areas): the KVM pages, the HyperTransport
+    range for an AMD vCPU (`amd_ht_hole`), RAM from 0 to LOW_END, RAM above 4 GiB. Unsorted."""
+    low_end = low_ram_end(ram_size)
+    entries = [(KVM_IDENTITY_MAP_START, KVM_PRIVATE_SIZE, E820_RESERVED)]
+    if amd_ht_hole:
+        entries.append((AMD_HT_START, AMD_HT_SIZE, E820_RESERVED))
+    entries.append((0, low_end, E820_RAM))
+    if ram_size > low_end:
+        entries.append((FOUR_GIB, ram_size - low_end, E820_RAM))
     return entries
 
 

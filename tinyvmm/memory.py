@@ -66,7 +66,8 @@ class GuestMemory:
         """Allocate RAM (anonymous mmap) and place the firmware per tinyvmm.layout (reset state).
 
         `ram` and `rom` are the two backings; RAM's host offset equals the guest
-        address below LOW_RAM_MAX, so RAM hidden behind the shadow window exists too.
+        address below the end of low RAM (layout.low_ram_end), so RAM hidden behind the shadow
+        window exists too.
         """
         try:
             ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,

@@ -56,7 +56,7 @@ def initrd_limit(image: bz.BzImage, ram_size: int) -> int:
         kernel_max = 0xFFFFFFFF
     else:
         kernel_max = image.initrd_addr_max
-    return min(kernel_max + 1, min(ram_size, layout.LOW_RAM_MAX))
+    return min(kernel_max + 1, layout.low_ram_end(ram_size))
 
 
 def plan_boot(image: bz.BzImage, cmdline: str, initrd: bytes | None, ram_size: int) -> BootPlan:
@@ -70,7 +70,7 @@ def plan_boot(image: bz.BzImage, cmdline: str, initrd: bytes | None, ram_size: i
     # runs (pref_address, 16 MiB for most) and needs init_size bytes there.
     kernel_end = image.footprint_end(KERNEL_ADDR)
     run_at = image.run_address(KERNEL_ADDR)
-    low_ram_end = min(ram_size, layout.LOW_RAM_MAX)
+    low_ram_end = layout.low_ram_end(ram_size)
     if kernel_end > low_ram_end:
         raise BootConfigError(
             f"the kernel needs RAM up to {kernel_end / layout.MiB:.1f} MiB (it runs from "

@@ -138,7 +138,7 @@ def cmdline_warning(cmdline: str) -> str | None:
 def _read(path: str, what: str, ram_size: int) -> bytes:
     """A kernel or initrd: it must fit in the guest's RAM below 4 GiB, which is checked
     before it is read (from stat; other files are read through that bound)."""
-    limit = min(ram_size, layout.LOW_RAM_MAX)
+    limit = layout.low_ram_end(ram_size)
     try:
         return read_bounded(path, limit)
     except FileTooLarge as exc:

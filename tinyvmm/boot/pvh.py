@@ -85,11 +85,11 @@ def plan_pvh(kernel: ElfKernel, cmdline: str, initrd, ram_size: int, header: byt
                              f"accepts at most {CMDLINE_MAX}")
     if b"\0" in raw_cmdline:
         raise PvhConfigError("the command line contains a NUL byte")
-    low_ram_end = min(ram_size, layout.LOW_RAM_MAX)
+    low_ram_end = layout.low_ram_end(ram_size)
     for segment in kernel.segments:
         if segment.paddr < layout.HIGH_MEMORY_START or segment.end > low_ram_end:
             # More RAM helps only when every segment lies between 1 MiB and the PCI hole.
-            fits = kernel.low >= layout.HIGH_MEMORY_START and kernel.high <= layout.LOW_RAM_MAX
+            fits = kernel.low >= layout.HIGH_MEMORY_START and kernel.high < layout.LOW_RAM_LIMIT
             raise PvhConfigError(
                 f"{kernel.name} has a segment at {segment.paddr:#x}-{segment.end:#x}; kernel "
                 f"segments must lie in RAM from 1 MiB to the end of RAM below 4 GiB "

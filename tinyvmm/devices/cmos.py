@@ -45,7 +45,7 @@ class Cmos(RegisterDevice):
         self._set_memory_size(ram_size)
 
     def _set_memory_size(self, ram_size: int) -> None:
-        low = min(ram_size, layout.LOW_RAM_MAX)
+        low = layout.low_ram_end(ram_size)
         base_kib = layout.EBDA_START // 1024
         self.ram[CMOS_BASE_MEM_LO], self.ram[CMOS_BASE_MEM_HI] = base_kib & 0xFF, base_kib >> 8
         ext_kib = min(max(low - layout.HIGH_MEMORY_START, 0) // 1024, 0xFFFF)
@@ -53,7 +53,7 @@ class Cmos(RegisterDevice):
             self.ram[lo], self.ram[hi] = ext_kib & 0xFF, ext_kib >> 8
         above_16m = min(max(low - 16 * layout.MiB, 0) // (64 * 1024), 0xFFFF)
         self.ram[CMOS_MEM_16M_LO], self.ram[CMOS_MEM_16M_HI] = above_16m & 0xFF, above_16m >> 8
-        above_4g = max(ram_size - layout.LOW_RAM_MAX, 0) // (64 * 1024)
+        above_4g = (ram_size - low) // (64 * 1024)
         self.ram[CMOS_MEM_4G_LO] = above_4g & 0xFF
         self.ram[CMOS_MEM_4G_MID] = (above_4g >> 8) & 0xFF
         self.ram[CMOS_MEM_4G_HI] = (above_4g >> 16) & 0xFF

@@ -8,6 +8,7 @@ import sys
 
 from .. import layout
 from ..bus import BusError
+from ..cpu import guest_has_amd_ht_hole
 from .device import MMIO_DMA, MMIO_SIZE, FwCfg, FwCfgDmaPorts, FwCfgIoPorts, FwCfgMmio
 from .items import (
     FILE_BOOT_FAIL_WAIT,
@@ -42,7 +43,7 @@ NO_REBOOT_ON_BOOT_FAILURE = 0xFFFFFFFF   # etc/boot-fail-wait value QEMU uses by
 def check_mmio_window(base: int, ram_size: int | None, size: int = MMIO_SIZE) -> None:
     """Raise FwCfgConfigError unless [base, base + size) fits the hole below 4 GiB, clear of the
     APICs. With ram_size None, only what holds whatever the RAM (the hole's top, alignment)."""
-    hole_start = min(ram_size, layout.LOW_RAM_MAX) if ram_size is not None else layout.HIGH_MEMORY_START
+    hole_start = layout.low_ram_end(ram_size) if ram_size is not None else layout.HIGH_MEMORY_START
     hole_end = layout.KVM_IDENTITY_MAP_START
     if base % MMIO_ALIGN:
         raise FwCfgConfigError(f"fw_cfg: MMIO base {base:#x} is not aligned to {MMIO_ALIGN} bytes")
@@ -77,7 +78,7 @@ def build_fw_cfg_items(spec: FwCfgSpec, ram_size: int, firmware_size: int, cpus:
     items.add_u16(FW_CFG_NB_CPUS, cpus)
     items.add_u16(FW_CFG_MAX_CPUS, cpus)             # x86: highest APIC ID + 1
     items.add_u16(FW_CFG_BOOT_MENU, 0)
-    items.add_file(FILE_E820, e820_file(ram_size, firmware_size))
+    items.add_file(FILE_E820, e820_file(ram_size, guest_has_amd_ht_hole()))
     items.add_file(FILE_BOOT_FAIL_WAIT, NO_REBOOT_ON_BOOT_FAILURE.to_bytes(4, "little"))
     anchor, tables = smbios_files(ram_size, cpus)
     items.add_file(SMBIOS_ANCHOR, anchor)

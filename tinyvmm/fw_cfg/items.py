@@ -309,10 +309,11 @@ def check_file_name(name: str) -> None:
 E820_ENTRY = struct.Struct("<QQI")
 
 
-def e820_file(ram_size: int, firmware_size: int) -> bytes:
-    """etc/e820: packed little-endian {u64 address, u64 length, u32 type} per tinyvmm.layout."""
+def e820_file(ram_size: int, amd_ht_hole: bool) -> bytes:
+    """etc/e820: packed little-endian {u64 address, u64 length, u32 type}, the entries of
+    tinyvmm.layout.fw_cfg_e820 (QEMU's, in its order)."""
     return b"".join(E820_ENTRY.pack(address, length, kind)
-                    for address, length, kind in layout.e820_map(ram_size, firmware_size))
+                    for address, length, kind in layout.fw_cfg_e820(ram_size, amd_ht_hole))
 
 
 class UserItemSpec(namedtuple("UserItemSpec", "name string file data", defaults=(None, None, None))):
