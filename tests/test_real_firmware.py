@@ -78,6 +78,37 @@ def test_qboot(tmp_path, options):
     boot(tmp_path, QBOOT, *options)
 
 
+@pytest.mark.kernel
+@needs(QBOOT, SEABIOS_256K, QEMU_ROMS / "linuxboot_dma.bin")
+@pytest.mark.parametrize("firmware", ["qboot", "seabios", "tinyvmm"])
+@pytest.mark.parametrize("mem", ["256M", "3328M"])
+def test_a_large_initrd_goes_at_the_top_of_ram_the_firmware_saw(tmp_path, firmware, mem):
+    """The firmware's memory map comes from etc/e820: with QEMU's form of it, each firmware
+    sees all the RAM, and the initrd (30 MiB) goes at its top, below the kernel's limit."""
+    from tinyvmm import layout
+    from tinyvmm.spec import check_mem
+    from tinyvmm.cli.arguments import parse_size
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(bytes(30 * layout.MiB))
+    options = {"qboot": ["--bios", str(QBOOT)],
+               "seabios": ["--bios", str(SEABIOS_256K), "--option-rom",
+                           str(QEMU_ROMS / "linuxboot_dma.bin")],
+               "tinyvmm": []}[firmware]
+    serial = tmp_path / "serial.txt"
+    result = tinyvmm("boot", *options, "--initrd", str(initrd), "--mem", mem,
+                     "--expect", "Kernel command line", "--timeout", "250",
+                     "--serial", f"file:{serial}", timeout=300, text=True)
+    text = serial.read_text(errors="replace")
+    assert result.returncode == 0, result.stderr[-2000:] + text[-2000:]
+    assert "BIOS-88" not in text and "Cannot find place for new RAMDISK" not in text
+    ramdisk = [line for line in text.splitlines() if "RAMDISK: [mem " in line][0]
+    start, end = (int(value, 16) for value in ramdisk.split("[mem ")[1].rstrip("]").split("-"))
+    # The top of RAM below 4 GiB, or the kernel's initrd_addr_max (2 GiB - 1 for the test kernel).
+    top = min(layout.low_ram_end(check_mem(parse_size(mem), mem)), 0x80000000)
+    assert end + 1 - start >= 30 * layout.MiB
+    assert top - 4 * layout.MiB <= end < top                # SeaBIOS keeps its tables at the top
+
+
 @needs(SEABIOS)
 def test_seabios_without_a_kernel_reports_no_bootable_device(tmp_path):
     log = tmp_path / "firmware.log"
