@@ -42,6 +42,7 @@ e820_load:
     jc 9f
     mov %ax, %fs:EBDA_E820_COUNT
     call e820_reserve_bios_areas
+    call e820_sort
     call e820_derive_legacy_sizes
 2:  pop %es
     popal
@@ -54,7 +55,7 @@ e820_load:
 /* etc/e820 gives the RAM below 4 GiB as one entry from 0, as QEMU writes it: the BIOS takes
    its own areas out of it, as SeaBIOS does. That entry ends at the EBDA; the EBDA, the window
    of option ROMs and BIOS (0xC0000 to 1 MiB) and the BIOS image below 4 GiB are appended as
-   reserved, and the RAM from 1 MiB on. Appended: the table is unsorted, as QEMU's is. */
+   reserved, and the RAM from 1 MiB on (e820_sort then puts them in order). */
 e820_reserve_bios_areas:
     pushal
     mov $EBDA_E820_TABLE, %si
@@ -112,6 +113,44 @@ e820_put:
     movl $0, %fs:E820_LENGTH + 4(%di)
     mov %ebx, %fs:E820_TYPE(%di)
     add $E820_ENTRY_SIZE, %di
+    ret
+
+/* The table in address order, as SeaBIOS answers and as older readers of E820h expect
+   (etc/e820 comes unsorted): an exchange sort on the 64-bit base, at most E820_MAX entries. */
+e820_sort:
+    pushal
+    mov %fs:EBDA_E820_COUNT, %cx
+    cmp $2, %cx
+    jb 9f
+    dec %cx                             /* at most count - 1 passes */
+1:  mov $EBDA_E820_TABLE, %si
+    mov %fs:EBDA_E820_COUNT, %dx
+    dec %dx                             /* neighbours compared in a pass */
+    xor %bp, %bp                        /* set when the pass swapped a pair */
+2:  mov %fs:E820_BASE + 4(%si), %eax
+    cmp %fs:E820_ENTRY_SIZE + E820_BASE + 4(%si), %eax
+    ja 3f
+    jb 5f
+    mov %fs:E820_BASE(%si), %eax
+    cmp %fs:E820_ENTRY_SIZE + E820_BASE(%si), %eax
+    jbe 5f
+3:  push %cx                            /* swap the two entries, a dword at a time */
+    mov $E820_ENTRY_SIZE / 4, %cx
+    mov %si, %di
+4:  mov %fs:(%di), %eax
+    xchg %fs:E820_ENTRY_SIZE(%di), %eax
+    mov %eax, %fs:(%di)
+    add $4, %di
+    loop 4b
+    pop %cx
+    mov $1, %bp
+5:  add $E820_ENTRY_SIZE, %si
+    dec %dx
+    jnz 2b
+    test %bp, %bp
+    jz 9f
+    loop 1b
+9:  popal
     ret
 
 /* E801h and 88h describe the RAM that starts at 1 MiB, so find the RAM entry

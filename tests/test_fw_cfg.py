@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from tinyvmm import cli, layout
 from tinyvmm.bus import Bus, PioBus, RegisterDevice
 from tinyvmm.cli.arguments import machine_spec, parse_fw_cfg_mmio
-from tinyvmm.debug.trace import Tracer
 from tinyvmm.cpu import guest_has_amd_ht_hole
+from tinyvmm.debug.trace import Tracer
 from tinyvmm.fw_cfg import items as fwi
 from tinyvmm.fw_cfg.attach import attach_fw_cfg, build_fw_cfg_items, check_mmio_window, describe_fw_cfg
 from tinyvmm.fw_cfg.device import (

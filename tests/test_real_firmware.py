@@ -86,8 +86,8 @@ def test_a_large_initrd_goes_at_the_top_of_ram_the_firmware_saw(tmp_path, firmwa
     """The firmware's memory map comes from etc/e820: with QEMU's form of it, each firmware
     sees all the RAM, and the initrd (30 MiB) goes at its top, below the kernel's limit."""
     from tinyvmm import layout
-    from tinyvmm.spec import check_mem
     from tinyvmm.cli.arguments import parse_size
+    from tinyvmm.spec import check_mem
     initrd = tmp_path / "initrd.img"
     initrd.write_bytes(bytes(30 * layout.MiB))
     options = {"qboot": ["--bios", str(QBOOT)],

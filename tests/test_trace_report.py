@@ -21,7 +21,7 @@ from tinyvmm.runner import Outcome
 def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     """Run a test guest through the same wiring the command line uses; (result, trace, stderr)."""
     from tinyvmm.board import Board, BoardConfig
-    from tinyvmm.debug.session import DebugSession
+    from tinyvmm.debug.session import DebugSession, symbol_loader
     from tinyvmm.debug.trace import Tracer
     from tinyvmm.runner import Runner
     from tinyvmm.spec import DebugSpec, MachineSpec
@@ -34,7 +34,7 @@ def run_guest(name, trace=(), stats=False, symbols=True, timeout=60):
     board = Board(BoardConfig(firmware), tracer=tracer)
     try:
         runner = Runner(board, timeout=timeout, tracer=tracer)
-        with DebugSession(board, runner, spec, None, err=err) as debug:
+        with DebugSession(board, runner, spec.debug, symbol_loader(spec, None), err=err) as debug:
             result = debug.run()
     finally:
         board.close()

@@ -77,7 +77,6 @@ class Machine:
             spec = MachineSpec.from_api(firmware, **options)
         self.spec = spec
         self.board = None
-        self._symbols: SymbolTable | None = None
         self._started = False
         self._running: int | None = None    # the thread running the guest, while it runs
         self._interrupt_raises = raise_on_interrupt
@@ -89,6 +88,13 @@ class Machine:
         self.board, self.fw_cfg, self.runner = built.board, built.fw_cfg, built.runner
         self._milestones = built.board.milestones
         self._callbacks.board = built.board
+        try:
+            from .debug.session import DebugSession, symbol_loader
+            self._debug = DebugSession(built.board, built.runner, spec.debug,
+                                       symbol_loader(spec, self.boot))
+        except BaseException:
+            built.close()
+            raise
 
     @classmethod
     def from_spec(cls, spec: MachineSpec, *, raise_on_interrupt: bool = True) -> Machine:
@@ -158,7 +164,7 @@ class Machine:
                 tracer.out.begin()      # a trace file, likewise
         self._running = threading.get_ident()
         try:
-            result = self.runner.run()
+            result = self._debug.run()
         finally:
             self._running = None
             board.stop_request = None           # a stop asked for before a run ends that run alone
@@ -206,12 +212,9 @@ class Machine:
         """The symbols step() and crash reports name code with (a tinyvmm.debug.symbols.SymbolTable,
         read once): the spec's symbol files, the ELF beside a firmware or option ROM path (X.elf
         for X.bin), the shipped BIOS's and boot ROM's, the kernel's own."""
-        if self._symbols is None:
-            from .debug.session import default_symbol_files
-            from .debug.symbols import SymbolTable
-            given = list(self.spec.debug.symbols)
-            self._symbols = SymbolTable(given + default_symbol_files(self.spec, self.boot, given))
-        return self._symbols
+        from .debug.session import LazySymbols
+        symbols = self._debug.symbols
+        return symbols.loaded() if isinstance(symbols, LazySymbols) else symbols
 
     def stop(self, message: str = "stopped by the host") -> None:
         """End the current run (Outcome.STOPPED): from a device or callback, after the access in
@@ -364,7 +367,10 @@ class Machine:
         if self._running is not None:
             raise MachineBusyError("this Machine is running: stop() it, and close it after run() returns")
         self.board = None
-        self._built.close()
+        try:
+            self._debug.close()
+        finally:
+            self._built.close()
 
     def __enter__(self) -> Machine:
         return self

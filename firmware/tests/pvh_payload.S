@@ -65,7 +65,7 @@
     .set FAIL_CR4, 1 << 3               /* CR4 is not 0 */
     .set FAIL_EFLAGS, 1 << 4            /* IF, TF or VM set */
     .set FAIL_SEGMENTS, 1 << 5          /* CS, DS, ES or SS not flat (base 0, 4 GiB, 32-bit) */
-    .set FAIL_MEMMAP, 1 << 6            /* no memory map, or its first entry is not RAM */
+    .set FAIL_MEMMAP, 1 << 6            /* no memory map, or no RAM entry in it */
     .set FAIL_CMDLINE, 1 << 7           /* no NUL within CMDLINE_LIMIT bytes */
     .set FAIL_MODULE, 1 << 8            /* modules announced without a list, or module 0 empty */
     .set FAIL_DATA, 1 << 9              /* the loaded data differ from what was linked */
@@ -308,10 +308,17 @@ report_memmap:
     jz 8f
     test %ecx, %ecx
     jz 8f
-    cmpl $E820_RAM, MM_TYPE(%esi)
-    je 1f
+    push %esi                           /* some entry must be RAM (the map need not be sorted) */
+    push %ecx
+3:  cmpl $E820_RAM, MM_TYPE(%esi)
+    je 4f
+    add $MM_ENTRY_SIZE, %esi
+    dec %ecx
+    jnz 3b
     FAIL FAIL_MEMMAP
-1:  cmp $MEMMAP_SHOW_MAX, %ecx
+4:  pop %ecx
+    pop %esi
+    cmp $MEMMAP_SHOW_MAX, %ecx
     jbe 2f
     mov $MEMMAP_SHOW_MAX, %ecx
 2:  PRINT "pvh-payload: memmap"

@@ -33,7 +33,6 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
     """Build the Machine `spec` describes, run it to its end with the command line's aids, report
     on stderr; the exit status. ConfigError for bad input, OutputError for a result that could
     not be written."""
-    from ..debug.session import DebugSession
     from ..errors import HostError
     from ..machine import Machine
     from ..outcome import Outcome
@@ -65,11 +64,7 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
                                         "the boot ROM jumped into the kernel")
         console_input = start_console_input(spec, board, runner)
         try:
-            with DebugSession(board, runner, spec, machine.boot) as debug:
-                if steps is not None:
-                    from ..debug.steps import StepTracer
-                    StepTracer(board, runner, runner.tracer, steps, debug.symbols)
-                result = debug.run(lambda: machine.run(timeout=options.timeout))
+            result = machine.run(timeout=options.timeout)
         finally:
             if console_input is not None:
                 console_input.close()

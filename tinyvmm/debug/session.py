@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..board import Board
+    from ..outcome import RunResult
     from ..runner import Runner
-    from ..spec import MachineSpec
+    from ..spec import DebugSpec, MachineSpec
     from .gdb.server import GdbServer
     from .gdb.stub import GdbStub
+    from .symbols import SymbolTable
 
 
 class DebugSetupError(ConfigError):
@@ -93,29 +95,41 @@ class LazySymbols:
         self._load = load
         self._table = None
 
-    def __getattr__(self, name):
+    def loaded(self):
+        """The SymbolTable, read now if it was not yet."""
         if self._table is None:
             self._table = self._load()
-        return getattr(self._table, name)
+        return self._table
+
+    def __getattr__(self, name):
+        return getattr(self.loaded(), name)
+
+
+def symbol_loader(spec: MachineSpec, boot: str | None) -> Callable[[], SymbolTable]:
+    """What reads the symbols of a machine built from `spec` (its kernel booted by `boot`):
+    the spec's symbol files, then the ELF files kept beside what it runs."""
+    def load() -> SymbolTable:
+        from .symbols import SymbolTable
+        given = list(spec.debug.symbols)
+        return SymbolTable(given + default_symbol_files(spec, boot, given))
+    return load
 
 
 class DebugSession:
-    """The debugging aids of one run of a machine built from `spec` (its kernel booted by
-    `boot`, as default_symbol_files); use as a context manager around run()."""
+    """The debugging aids a DebugSpec asks for, attached to `board` and `runner` for the
+    machine's life: symbols (`load` reads them, at once when debugging, else at first use),
+    trace locations, --trace steps, --stats and the gdb server. run() runs the guest through
+    them; close() ends them. ConfigError (DebugSetupError, StepError) when they cannot be
+    attached."""
 
-    def __init__(self, board: Board, runner: Runner, spec: MachineSpec, boot: str | None, err=None):
+    def __init__(self, board: Board, runner: Runner, debug: DebugSpec,
+                 load: Callable[[], SymbolTable], err=None):
         self.runner = runner
         self.err = err or sys.stderr
         self.stub: GdbStub | None = None
         self.server: GdbServer | None = None
         self._previous_kick: signal.Handlers | Callable | int | None = None
-        debug = spec.debug
         gdb = debug.gdb
-        given = list(debug.symbols)
-
-        def load():
-            from .symbols import SymbolTable
-            return SymbolTable(given + default_symbol_files(spec, boot, given))
         debugging = gdb is not None or runner.tracer is not None or debug.stats
         # Load now when debugging (gdb's thread must not import pyelftools midway), else lazily.
         self.symbols = load() if debugging else LazySymbols(load)
@@ -128,6 +142,10 @@ class DebugSession:
         if debug.stats:
             from .trace import ExitStats
             runner.stats = ExitStats()
+        steps = debug.trace.steps if debug.trace else None
+        if steps is not None and tracer is not None:
+            from .steps import StepTracer
+            StepTracer(board, runner, tracer, steps, self.symbols)
         if gdb is not None:
             from ..kvm.system import is_emulating_host
             # An emulating KVM (kvm_pvm) lets int3 reach the guest and never checks DR0-3
@@ -163,10 +181,9 @@ class DebugSession:
     def notice(self, text: str) -> None:
         print(f"tinyvmm: gdb: {text}", file=self.err, flush=True)
 
-    def run(self, run=None):
-        """Run the guest (through `run()`, by default the runner's); tell gdb how it ended
-        and print --stats."""
-        result = (run or self.runner.run)()
+    def run(self) -> RunResult:
+        """Run the guest; tell gdb how the run ended, and print --stats."""
+        result = self.runner.run()
         if self.stub is not None:
             self.stub.finish(result)
         if self.runner.stats is not None:
