@@ -24,7 +24,6 @@ OUT_IN = real_mode_image(bytes.fromhex("ba 00 06 ef ed eb fe"))     # out dx, ax
     (dict(mem=(16 << 20) + 1), "a multiple of 4 KiB"),
     (dict(boot="network"), "expected 'firmware' or 'direct'"),
     (dict(initrd="/x"), "initrd, append, append_as_is and boot need a kernel"),
-    (dict(fw_cfg={"opt/x": 3}), "expected bytes, a str or a path"),
     (dict(fw_cfg={"": b"x"}), "a file name cannot be empty"),
     (dict(fw_cfg={"etc/e820": b"x"}), "already provided by tinyvmm"),
     (dict(drives=["file=/nonexistent.img,if=virtio,format=raw"]), "/nonexistent.img"),
@@ -364,7 +363,9 @@ def test_wrong_types_are_type_errors(machine):
         guest.step(0)
     for options in (dict(mem="16M"), dict(fw_cfg_mmio="0x1000"), dict(option_roms="rom.bin"),
                     dict(drives="file=disk.img,if=virtio,format=raw"),
-                    dict(serial=5), dict(kernel=b"bzImage"), dict(fw_cfg={b"opt/a": b"x"})):
+                    dict(serial=5), dict(kernel=b"bzImage"), dict(fw_cfg={b"opt/a": b"x"}),
+                    dict(fw_cfg={"opt/x": 3}), dict(kernel="bz", append_as_is="yes"),
+                    dict(trace=["io"])):
         with pytest.raises(TypeError):
             Machine(SPIN, **{"mem": MEM, **options})
 

@@ -139,3 +139,57 @@ def test_a_type_checker_sees_the_public_api(tmp_path):
     assert result.returncode == 1, result.stdout
     assert [line.split(": error: ")[1] for line in result.stdout.splitlines() if ": error: " in line] \
         == ['"Machine" has no attribute "rnu"  [attr-defined]']
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: MachineSpec(mem="1G"), TypeError, "mem: expected int"),
+    (lambda: MachineSpec(firmware=""), ConfigError, "firmware: '' is not a file name"),
+    (lambda: MachineSpec(fw_cfg=None), TypeError, "fw_cfg: expected FwCfgSpec"),
+    (lambda: MachineSpec(drives=["d.img"]), TypeError, "drives: expected a tuple"),
+    (lambda: MachineSpec(expect="login:"), TypeError, "expect: expected bytes"),
+    (lambda: KernelSpec(3), TypeError, "kernel: expected a path as str"),
+    (lambda: FwCfgSpec(mmio=-1), ConfigError, "outside the hole below 4 GiB"),
+    (lambda: FwCfgSpec(option_roms="rom.bin"), TypeError, "option_roms: expected a tuple"),
+    (lambda: DriveSpec("d.img", serial="x" * 21), ConfigError, "at most 20 printable ASCII"),
+    (lambda: DriveSpec("d.img", bootindex=-1), ConfigError, "expected a number from 0 to"),
+    (lambda: DriveSpec("d.img", read_only="no"), TypeError, "readonly: expected bool"),
+    (lambda: DebugSpec(trace="io"), TypeError, "trace: expected TraceSpec"),
+])
+def test_each_part_checks_its_fields(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_specs_copy_pickle_and_hash_with_their_checks():
+    import copy
+    import pickle
+    spec = MachineSpec.from_api(kernel="bz", trace="io,fw_cfg", drives=["file=d.img,serial=s1"])
+    assert copy.deepcopy(spec) == spec == pickle.loads(pickle.dumps(spec))
+    assert hash(spec) == hash(copy.copy(spec))
+    with pytest.raises(AttributeError):
+        spec.debug.trace.categories.add("pci")      # type: ignore[attr-defined]
+
+
+def test_an_empty_firmware_path_is_one_usage_line(capsys):
+    assert cli.main(["run", "--bios", "", "--timeout", "1"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == "tinyvmm: firmware: '' is not a file name\n"
+
+
+def test_firmware_given_as_bytes_boots_the_kernel_through_it():
+    spec = MachineSpec.from_api(bytes(64 * 1024), kernel="vmlinux")
+    assert spec.runs_firmware
+    with pytest.raises(ConfigError, match="--boot direct runs no firmware"):
+        MachineSpec.from_api(bytes(64 * 1024), kernel="vmlinux", boot="direct")
+
+
+@pytest.mark.kvm
+def test_the_api_runs_the_debug_specs_aids(tmp_path, capsys):
+    from tinyvmm import Machine, Outcome
+    trace = tmp_path / "steps.txt"
+    spec = MachineSpec.from_api("bios.bin", mem=32 * layout.MiB, trace="steps=3", trace_file=trace)
+    with Machine(replace(spec, debug=replace(spec.debug, stats=True))) as guest:
+        assert guest.run(timeout=30, until_milestone=0x01).outcome is Outcome.EXPECTED
+    assert len([line for line in trace.read_text().splitlines() if " real f000:" in line]) == 3
+    assert "exit reason" in capsys.readouterr().err        # the --stats table
+    with pytest.raises(ConfigError, match="no symbol file names nosuch"):
+        Machine("bios.bin", mem=32 * layout.MiB, trace="steps@nosuch")

@@ -73,10 +73,11 @@ def build(spec: MachineSpec, guard: Callable = lambda callback, what: callback) 
         built.firmware = firmware_image(spec)
         built.payload = payload = load_kernel(spec)
         items = fw_cfg_items(spec, built.firmware, payload)
+        disks = open_disks(spec.drives, built)
+        # Output files last: input that cannot be used must leave none behind.
         built.tracer = open_tracer(spec.debug, built)
         built.serial, built.serial_buffer = open_console(built, "serial", spec.serial, guard)
         built.debugcon, built.debugcon_buffer = open_console(built, "debugcon", spec.debugcon, guard)
-        disks = open_disks(spec.drives, built)
         built.board = board = Board(BoardConfig(built.firmware, spec.mem, built.serial,
                                                 built.debugcon, virtio_devices=disks),
                                     tracer=built.tracer)
@@ -121,14 +122,13 @@ def firmware_image(spec: MachineSpec) -> bytes:
 
 def load_kernel(spec: MachineSpec) -> Payload | None:
     """The kernel, initrd and command line read and checked, and the boot method chosen
-    (spec.kernel.boot, or: firmware when a firmware file or an option ROM is named); None
+    (spec.kernel.boot, or: firmware when a firmware or an option ROM is named); None
     without a kernel. Warns on stderr about a command line or ROM that will not work."""
     if spec.kernel is None:
         return None
     from .boot.payload import cmdline_warning, load_payload
     kernel, option_roms = spec.kernel, spec.fw_cfg.option_roms
-    foreign_firmware = isinstance(spec.firmware, str) or bool(option_roms)
-    boot = kernel.boot or ("firmware" if foreign_firmware else None)
+    boot = kernel.boot or ("firmware" if spec.runs_firmware else None)
     payload = load_payload(kernel.path, kernel.initrd, kernel.append, spec.fw_cfg.dma, spec.mem,
                            kernel.append_as_is, boot)
     if payload.boot == "firmware" and option_roms:
@@ -240,5 +240,5 @@ def place_kernel(spec: MachineSpec, payload: Payload, board: Board) -> None:
         payload.enter(board.memory, board.vcpu, layout.e820_map(spec.mem, len(board.config.firmware)))
         return
     board.memory.prefault(payload.load_ranges())
-    if isinstance(spec.firmware, str) or spec.fw_cfg.option_roms:
+    if spec.runs_firmware:
         payload.preload(board.memory)       # foreign firmware takes the kernel as loaded

@@ -17,6 +17,7 @@ SEGMENT_REGISTERS = ("cs", "ds", "es", "fs", "gs", "ss")
 def write_memory(memory: GuestMemory, address: int, data: bytes | bytearray | memoryview) -> None:
     """`data` written to guest RAM at guest-physical `address`: TypeError for anything but
     bytes-like data, GuestMemoryError if any byte falls outside RAM (ROM included)."""
+    check_type("address", address, int)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"write_memory: expected bytes, not {type(data).__name__}")
     source = memoryview(data).cast("B")

@@ -2,7 +2,7 @@
 
     from tinyvmm import Machine
     with Machine("bios.bin", mem=64 << 20) as machine:
-        result = machine.run(timeout=10, until_console="nothing to boot")
+        result = machine.run(timeout=10, until_console="no bootable option ROM")
         print(result.outcome, machine.debugcon_output)
 
 A thin facade: the machine is described by a tinyvmm.spec.MachineSpec, built by
@@ -98,7 +98,10 @@ class Machine:
 
     @classmethod
     def from_spec(cls, spec: MachineSpec, *, raise_on_interrupt: bool = True) -> Machine:
-        """The Machine `spec` describes (as Machine(spec))."""
+        """The Machine `spec` describes (as Machine(spec)); TypeError for anything but a
+        MachineSpec."""
+        if not isinstance(spec, MachineSpec):
+            raise TypeError(f"from_spec: expected a MachineSpec, not {type(spec).__name__}")
         return cls(spec, raise_on_interrupt=raise_on_interrupt)
 
     @property
@@ -233,6 +236,8 @@ class Machine:
         """`size` bytes of guest RAM or ROM at guest-physical `address`; GuestMemoryError
         (tinyvmm.memory, a ValueError) if any of them is not guest memory."""
         board = self._check_open()
+        check_type("address", address, int)
+        check_type("size", size, int)
         return b"".join(bytes(view) for view in board.memory.views(address, size))
 
     def write_memory(self, address: int, data: bytes) -> None:
@@ -343,7 +348,7 @@ class Machine:
                                 limit=min(self.spec.mem, 1 << 31), guard=self._callbacks.guard)
         if warning:
             import warnings
-            warnings.warn(warning, stacklevel=2)
+            warnings.warn(warning.removeprefix("warning: "), stacklevel=2)
 
     def fw_cfg_file_key(self, name: str) -> int:
         """The selector key of fw_cfg file `name` (0x20 and up, in the sorted order of all file

@@ -3,9 +3,10 @@
 To a type checker a record is a frozen dataclass (modules import `dataclass` from here under
 `if TYPE_CHECKING`); at run time it is this module's `dataclass(frozen=True)`, which builds
 the same kind of class (fields from the annotations, keyword or positional construction,
-defaults, no assignment afterwards, equality, repr, hash) without importing the standard
-dataclasses module: that one imports inspect, about 13 ms of every start.
-Defaults must be immutable (the records hold tuples, never lists).
+defaults, no assignment afterwards, equality, repr, hash, copy and pickle) without importing
+the standard dataclasses module: that one imports inspect, about 13 ms of every start.
+Defaults must be immutable (the records hold tuples, never lists). Copy a record with a change
+through this module's replace() (dataclasses.replace needs a real dataclass).
 """
 
 _MISSING = object()
@@ -24,7 +25,7 @@ def dataclass(*, frozen: bool):
                 if key not in defaults and key not in ("__dict__", "__weakref__")}
         body.update(__slots__=tuple(names), __match_args__=tuple(names), _fields=tuple(names),
                     _defaults=defaults, __init__=_init, __setattr__=_refuse, __delattr__=_refuse,
-                    __repr__=_repr, __eq__=_eq, __hash__=_hash)
+                    __repr__=_repr, __eq__=_eq, __hash__=_hash, __reduce__=_reduce)
         return type(cls.__name__, cls.__bases__, body)
     return make
 
@@ -71,6 +72,11 @@ def _eq(self, other):
 
 def _hash(self) -> int:
     return hash((type(self).__name__,) + _values(self))
+
+
+def _reduce(self):
+    """copy, deepcopy and pickle make the record anew from its fields (its checks run again)."""
+    return type(self), _values(self)
 
 
 def replace(record, **changes):

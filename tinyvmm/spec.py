@@ -33,168 +33,10 @@ else:
 __all__ = ["MachineSpec", "KernelSpec", "FwCfgSpec", "DriveSpec", "DebugSpec", "replace"]
 
 BOOT_METHODS = ("firmware", "direct")
+SERIAL_MAX = 20                         # virtio-blk GET_ID: 20 bytes
+BOOTINDEX_MAX = 0x7FFFFFFF              # QEMU's bootindex is an int32
 TIMEOUT_MAX = 30 * 24 * 3600            # seconds: 30 days
 CONSOLE_TEXT_MAX = 2048                 # bytes: half the tail a console keeps to match in
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """A Linux kernel to boot (QEMU's -kernel, -initrd, -append).
-
-    path          a bzImage, or an ELF vmlinux with a PVH entry; None: the test kernel built by
-                  `make -C kernels` (with its initramfs when `initrd` is None too)
-    initrd        an initrd or initramfs, or None
-    append        the command line; None: the default (serial console, reboot=k, panic=-1)
-    append_as_is  pass `append` exactly; else tinyvmm adds what the machine needs after it
-    boot          "firmware" (a boot ROM loads it through fw_cfg), "direct" (the vCPU starts at
-                  its entry) or None: direct for a vmlinux when no firmware is named, else
-                  firmware
-    """
-    path: str | None = None
-    initrd: str | None = None
-    append: str | None = None
-    append_as_is: bool = False
-    boot: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.boot not in (None, *BOOT_METHODS):
-            raise ConfigError(f"boot={self.boot!r}: expected 'firmware' or 'direct'")
-
-
-@dataclass(frozen=True)
-class FwCfgSpec:
-    """The fw_cfg device: its user files (QEMU's -fw_cfg), option ROMs served as genroms/NAME
-    (-option-rom, paths), and the interfaces offered: DMA, the I/O ports 0x510/0x514, and an
-    MMIO window at guest-physical `mmio` (None: none)."""
-    files: tuple[UserItemSpec, ...] = ()
-    option_roms: tuple[str, ...] = ()
-    dma: bool = True
-    ports: bool = True
-    mmio: int | None = None
-
-
-@dataclass(frozen=True)
-class DriveSpec:
-    """One virtio-blk disk (QEMU's -drive file=PATH,if=virtio,format=raw[,readonly=on]
-    [,serial=S][,bootindex=N]): the raw image's path, read-only or not, the serial its GET_ID
-    answers (None: tinyvmm-diskN), its place in the boot order (None: not booted)."""
-    path: str
-    read_only: bool = False
-    serial: str | None = None
-    bootindex: int | None = None
-
-
-@dataclass(frozen=True)
-class DebugSpec:
-    """The debugging aids of a run: a gdb server (QEMU's -gdb; `gdb_wait` as -S), --stats,
-    extra symbol files, --trace (its categories and steps) written to stderr or `trace_file`."""
-    gdb: ListenAddress | None = None
-    gdb_wait: bool = False
-    stats: bool = False
-    symbols: tuple[SymbolFile, ...] = ()
-    trace: TraceSpec | None = None
-    trace_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.gdb_wait and self.gdb is None:
-            raise ConfigError("--gdb-wait needs --gdb")
-        if self.trace_file is not None and not self.trace:
-            raise ConfigError("--trace-file needs --trace")
-        if self.trace is not None and self.trace.steps is not None and self.gdb is not None:
-            raise ConfigError("--trace steps cannot be used with --gdb: both need the vCPU's "
-                              "debug registers")
-
-
-@dataclass(frozen=True)
-class MachineSpec:
-    """One x86 guest: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug console.
-
-    firmware   a path or a shipped image's bare name ("bios.bin"), the image's bytes, or None:
-               tinyvmm's own BIOS (or no firmware at all for a direct kernel boot)
-    mem        guest RAM in bytes (check_mem's rule)
-    kernel     a KernelSpec, or None: no Linux, the firmware runs from the reset vector
-    fw_cfg     a FwCfgSpec
-    drives     DriveSpecs, on PCI slots from layout.VIRTIO_FIRST_SLOT up, in order
-    serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
-               it in memory, "stdio", "none", "file:PATH", or a callable taking bytes
-    expect     bytes whose appearance on either console ends a run (Outcome.EXPECTED)
-    debug      a DebugSpec
-    """
-    firmware: str | bytes | None = None
-    mem: int = 256 * layout.MiB
-    kernel: KernelSpec | None = None
-    fw_cfg: FwCfgSpec = FwCfgSpec()
-    drives: tuple[DriveSpec, ...] = ()
-    serial: ConsoleSink = None
-    debugcon: ConsoleSink = None
-    expect: bytes | None = None
-    debug: DebugSpec = DebugSpec()
-
-    def __post_init__(self) -> None:
-        check_mem(self.mem, f"mem={self.mem!r}")
-        if isinstance(self.firmware, bytes):
-            check_firmware_size(len(self.firmware))
-        if self.expect is not None:
-            check_console_text(self.expect)
-        named = isinstance(self.firmware, str)
-        if self.kernel is not None and self.kernel.boot == "direct" and (named or self.fw_cfg.option_roms):
-            raise ConfigError(f"--boot direct runs no firmware: drop "
-                              f"{'--bios' if named else '--option-rom'}")
-
-    @property
-    def boots_linux(self) -> bool:
-        return self.kernel is not None
-
-    @classmethod
-    def from_api(cls, firmware: bytes | bytearray | memoryview | Path | None = None, *,
-                 mem: int = 256 * layout.MiB, kernel: Path | None = None, initrd: Path | None = None,
-                 append: str | None = None, append_as_is: bool = False, boot: str | None = None,
-                 fw_cfg: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
-                 option_roms: Iterable[Path] = (), fw_cfg_dma: bool = True,
-                 fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None,
-                 drives: Iterable[str] = (), serial: ConsoleSink = None,
-                 debugcon: ConsoleSink = None, trace: str | None = None,
-                 trace_file: Path | None = None) -> MachineSpec:
-        """The spec of tinyvmm.Machine's keyword arguments (see there), type-checked (TypeError)
-        and checked by the rules the command line applies (ConfigError)."""
-        if isinstance(firmware, (bytearray, memoryview)):
-            firmware = bytes(firmware)
-        elif not isinstance(firmware, bytes):
-            firmware = check_path("firmware", firmware)
-        for name, value in (("append_as_is", append_as_is), ("fw_cfg_dma", fw_cfg_dma),
-                            ("fw_cfg_ports", fw_cfg_ports)):
-            check_type(name, value, bool)
-        check_type("append", append, str, none=True)
-        check_type("boot", boot, str, none=True)
-        check_type("mem", mem, int)
-        check_type("trace", trace, str, none=True)
-        for name, sink in (("serial", serial), ("debugcon", debugcon)):
-            if not (sink is None or callable(sink) or isinstance(sink, str)):
-                raise TypeError(f"{name}: expected None, 'stdio', 'none', 'file:PATH' or a "
-                                f"callable taking bytes, not {type(sink).__name__}")
-            if isinstance(sink, str):
-                check_sink(sink)
-        if boot not in (None, *BOOT_METHODS):
-            raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
-        if kernel is None and (initrd is not None or boot is not None or append is not None
-                               or append_as_is):
-            raise ConfigError("initrd, append, append_as_is and boot need a kernel")
-        linux = None
-        if kernel is not None:
-            linux = KernelSpec(check_path("kernel", kernel), check_path("initrd", initrd), append,
-                               append_as_is, boot)
-        debug = DebugSpec()
-        if trace is not None:
-            from .debug.trace import parse_spec
-            debug = DebugSpec(trace=parse_spec(trace), trace_file=check_path("trace_file", trace_file))
-        elif trace_file is not None:
-            raise ConfigError("trace_file needs trace")
-        return cls(
-            firmware=firmware, mem=mem, kernel=linux,
-            fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg),
-                             option_roms=tuple(_rom_paths(option_roms)),
-                             dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=check_mmio_base(fw_cfg_mmio)),
-            drives=_drives(drives), serial=serial, debugcon=debugcon, debug=debug)
 
 
 def split_options(text: str) -> list[str]:
@@ -231,6 +73,30 @@ def check_sequence(name: str, values: object) -> list:
     if isinstance(values, (str, bytes, os.PathLike)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name}: expected a list, not {type(values).__name__}")
     return list(values)
+
+
+def check_boot(boot: object) -> None:
+    """A boot method: "firmware", "direct", or None (chosen from the kernel and firmware)."""
+    if boot is not None and not isinstance(boot, str):
+        raise TypeError(f"boot: expected 'firmware', 'direct' or None, not {type(boot).__name__}")
+    if boot not in (None, *BOOT_METHODS):
+        raise ConfigError(f"boot={boot!r}: expected 'firmware' or 'direct'")
+
+
+def check_tuple(name: str, values: object, kind: type) -> None:
+    """TypeError unless `values` is a tuple of `kind` (a spec holds tuples: lists can change)."""
+    if not isinstance(values, tuple):
+        raise TypeError(f"{name}: expected a tuple, not {type(values).__name__}")
+    for value in values:
+        if not isinstance(value, kind):
+            raise TypeError(f"{name}: expected {kind.__name__} items, not {type(value).__name__}")
+
+
+def check_file_path(name: str, value: object) -> str | None:
+    """A spec's path: a str naming a file, or None."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name}: expected a path as str, not {type(value).__name__}")
+    return check_path(name, value)
 
 
 def check_path(name: str, value: object) -> str | None:
@@ -298,12 +164,221 @@ def check_mmio_base(base: int | None) -> int | None:
     return base
 
 
+# --- the parts ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelSpec:
+    """A Linux kernel to boot (QEMU's -kernel, -initrd, -append).
+
+    path          a bzImage, or an ELF vmlinux with a PVH entry; None: the test kernel built by
+                  `make -C kernels` (with its initramfs when `initrd` is None too)
+    initrd        an initrd or initramfs, or None
+    append        the command line; None: the default (serial console, reboot=k, panic=-1)
+    append_as_is  pass `append` exactly; else tinyvmm adds what the machine needs after it
+    boot          "firmware" (a boot ROM loads it through fw_cfg), "direct" (the vCPU starts at
+                  its entry) or None: direct for a vmlinux when no firmware is named, else
+                  firmware
+    """
+    path: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    append_as_is: bool = False
+    boot: str | None = None
+
+    def __post_init__(self) -> None:
+        check_file_path("kernel", self.path)
+        check_file_path("initrd", self.initrd)
+        check_type("append", self.append, str, none=True)
+        check_type("append_as_is", self.append_as_is, bool)
+        check_boot(self.boot)
+
+
+@dataclass(frozen=True)
+class FwCfgSpec:
+    """The fw_cfg device: its user files (QEMU's -fw_cfg), option ROMs served as genroms/NAME
+    (-option-rom, paths), and the interfaces offered: DMA, the I/O ports 0x510/0x514, and an
+    MMIO window at guest-physical `mmio` (None: none)."""
+    files: tuple[UserItemSpec, ...] = ()
+    option_roms: tuple[str, ...] = ()
+    dma: bool = True
+    ports: bool = True
+    mmio: int | None = None
+
+    def __post_init__(self) -> None:
+        check_tuple("fw_cfg files", self.files, object)
+        if self.files:                  # (fw_cfg's modules only when there are files)
+            from .fw_cfg.items import UserItemSpec
+            check_tuple("fw_cfg files", self.files, UserItemSpec)
+        check_tuple("option_roms", self.option_roms, str)
+        for rom in self.option_roms:
+            check_file_path("option_roms[]", rom)
+        check_type("fw_cfg dma", self.dma, bool)
+        check_type("fw_cfg ports", self.ports, bool)
+        check_mmio_base(self.mmio)
+
+
+class DriveError(ConfigError):
+    """A drive that cannot be attached; the message says why."""
+
+
+@dataclass(frozen=True)
+class DriveSpec:
+    """One virtio-blk disk (QEMU's -drive file=PATH,if=virtio,format=raw[,readonly=on]
+    [,serial=S][,bootindex=N]): the raw image's path, read-only or not, the serial its GET_ID
+    answers (None: tinyvmm-diskN), its place in the boot order (None: not booted)."""
+    path: str
+    read_only: bool = False
+    serial: str | None = None
+    bootindex: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None or check_file_path("drive file", self.path) is None:
+            raise TypeError("drive file: expected a path, not None")
+        check_type("readonly", self.read_only, bool)
+        serial = self.serial
+        check_type("serial", serial, str, none=True)
+        if serial is not None and (len(serial) > SERIAL_MAX or not serial.isascii()
+                                   or not serial.isprintable()):
+            raise DriveError(f"serial={serial!r}: at most {SERIAL_MAX} printable ASCII characters")
+        check_type("bootindex", self.bootindex, int, none=True)
+        if self.bootindex is not None and not 0 <= self.bootindex <= BOOTINDEX_MAX:
+            raise DriveError(f"bootindex={self.bootindex}: expected a number from 0 to {BOOTINDEX_MAX}")
+
+
+@dataclass(frozen=True)
+class DebugSpec:
+    """The debugging aids of a run: a gdb server (QEMU's -gdb; `gdb_wait` as -S), --stats,
+    extra symbol files, --trace (its categories and steps) written to stderr or `trace_file`."""
+    gdb: ListenAddress | None = None
+    gdb_wait: bool = False
+    stats: bool = False
+    symbols: tuple[SymbolFile, ...] = ()
+    trace: TraceSpec | None = None
+    trace_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.gdb is not None:
+            from .debug.gdb.server import ListenAddress
+            check_type("gdb", self.gdb, ListenAddress)
+        check_type("gdb_wait", self.gdb_wait, bool)
+        check_type("stats", self.stats, bool)
+        if self.symbols:
+            from .debug.symbols import SymbolFile
+            check_tuple("symbols", self.symbols, SymbolFile)
+        if self.trace is not None:
+            from .debug.trace import TraceSpec
+            check_type("trace", self.trace, TraceSpec)
+        check_file_path("trace_file", self.trace_file)
+        if self.gdb_wait and self.gdb is None:
+            raise ConfigError("--gdb-wait needs --gdb")
+        if self.trace_file is not None and not self.trace:
+            raise ConfigError("--trace-file needs --trace")
+        if self.trace is not None and self.trace.steps is not None and self.gdb is not None:
+            raise ConfigError("--trace steps cannot be used with --gdb: both need the vCPU's "
+                              "debug registers")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """One x86 guest: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug console.
+
+    firmware   a path or a shipped image's bare name ("bios.bin"), the image's bytes, or None:
+               tinyvmm's own BIOS (or no firmware at all for a direct kernel boot)
+    mem        guest RAM in bytes (check_mem's rule)
+    kernel     a KernelSpec, or None: no Linux, the firmware runs from the reset vector
+    fw_cfg     a FwCfgSpec
+    drives     DriveSpecs, on PCI slots from layout.VIRTIO_FIRST_SLOT up, in order
+    serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
+               it in memory, "stdio", "none", "file:PATH", or a callable taking bytes
+    expect     bytes whose appearance on either console ends a run (Outcome.EXPECTED)
+    debug      a DebugSpec
+    """
+    firmware: str | bytes | None = None
+    mem: int = 256 * layout.MiB
+    kernel: KernelSpec | None = None
+    fw_cfg: FwCfgSpec = FwCfgSpec()
+    drives: tuple[DriveSpec, ...] = ()
+    serial: ConsoleSink = None
+    debugcon: ConsoleSink = None
+    expect: bytes | None = None
+    debug: DebugSpec = DebugSpec()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.firmware, bytes):
+            check_firmware_size(len(self.firmware))
+        elif self.firmware is not None:
+            if not isinstance(self.firmware, str):
+                raise TypeError(f"firmware: expected a path (str), the image's bytes or None, "
+                                f"not {type(self.firmware).__name__}")
+            check_file_path("firmware", self.firmware)
+        check_type("mem", self.mem, int)
+        check_mem(self.mem, f"mem={self.mem!r}")
+        check_type("kernel", self.kernel, KernelSpec, none=True)
+        check_type("fw_cfg", self.fw_cfg, FwCfgSpec)
+        check_tuple("drives", self.drives, DriveSpec)
+        for name, sink in (("serial", self.serial), ("debugcon", self.debugcon)):
+            if isinstance(sink, str):
+                check_sink(sink)
+            elif not (sink is None or callable(sink)):
+                raise TypeError(f"{name}: expected None, 'stdio', 'none', 'file:PATH' or a "
+                                f"callable taking bytes, not {type(sink).__name__}")
+        check_type("expect", self.expect, bytes, none=True)
+        if self.expect is not None:
+            check_console_text(self.expect)
+        check_type("debug", self.debug, DebugSpec)
+        if self.kernel is not None and self.kernel.boot == "direct" and self.runs_firmware:
+            raise ConfigError(f"--boot direct runs no firmware: drop "
+                              f"{'--option-rom' if self.fw_cfg.option_roms else '--bios'}")
+
+    @property
+    def runs_firmware(self) -> bool:
+        """A firmware image or an option ROM is named: a kernel is booted through it."""
+        return self.firmware is not None or bool(self.fw_cfg.option_roms)
+
+    @classmethod
+    def from_api(cls, firmware: bytes | bytearray | memoryview | Path | None = None, *,
+                 mem: int = 256 * layout.MiB, kernel: Path | None = None, initrd: Path | None = None,
+                 append: str | None = None, append_as_is: bool = False, boot: str | None = None,
+                 fw_cfg: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+                 option_roms: Iterable[Path] = (), fw_cfg_dma: bool = True,
+                 fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None,
+                 drives: Iterable[str] = (), serial: ConsoleSink = None,
+                 debugcon: ConsoleSink = None, trace: str | None = None,
+                 trace_file: Path | None = None) -> MachineSpec:
+        """The spec of tinyvmm.Machine's keyword arguments (see there), type-checked (TypeError)
+        and checked by the rules the command line applies (ConfigError)."""
+        if isinstance(firmware, (bytearray, memoryview)):
+            firmware = bytes(firmware)
+        elif isinstance(firmware, os.PathLike):
+            firmware = check_path("firmware", firmware)
+        check_boot(boot)
+        if kernel is None and (initrd is not None or boot is not None or append is not None
+                               or append_as_is):
+            raise ConfigError("initrd, append, append_as_is and boot need a kernel")
+        linux = None
+        if kernel is not None:
+            linux = KernelSpec(check_path("kernel", kernel), check_path("initrd", initrd), append,
+                               append_as_is, boot)
+        check_type("trace", trace, str, none=True)
+        trace_spec = None
+        if trace is not None:
+            from .debug.trace import parse_spec
+            trace_spec = parse_spec(trace)
+        return cls(
+            firmware=firmware, mem=mem, kernel=linux,
+            fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg), option_roms=tuple(_rom_paths(option_roms)),
+                             dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=fw_cfg_mmio),
+            drives=_drives(drives), serial=serial, debugcon=debugcon,
+            debug=DebugSpec(trace=trace_spec, trace_file=check_path("trace_file", trace_file)))
+
+
 def _fw_cfg_files(files: object) -> tuple[UserItemSpec, ...]:
     """{name: bytes | str | PathLike} as --fw-cfg items: bytes as they are, str as string=,
     a path as file=."""
+    from collections.abc import Mapping
+
     from .fw_cfg.items import UserItemSpec, check_file_name
-    if files is not None and not isinstance(files, dict):
-        raise TypeError(f"fw_cfg: expected a dict of name: contents, not {type(files).__name__}")
+    if files is not None and not isinstance(files, Mapping):
+        raise TypeError(f"fw_cfg: expected a mapping of name: contents, not {type(files).__name__}")
     specs = []
     for name, value in (files or {}).items():
         check_type("fw_cfg name", name, str)
@@ -311,12 +386,14 @@ def _fw_cfg_files(files: object) -> tuple[UserItemSpec, ...]:
         if isinstance(value, (bytes, bytearray, memoryview)):
             specs.append(UserItemSpec(name, data=bytes(value)))
         elif isinstance(value, str):
+            if not value:        # as --fw-cfg's string=: a file with no bytes is given as b""
+                raise ConfigError(f"fw_cfg[{name!r}]: an empty string; give b'' for an empty file")
             specs.append(UserItemSpec(name, string=value))
         elif isinstance(value, os.PathLike):
-            specs.append(UserItemSpec(name, file=os.fspath(value)))
+            specs.append(UserItemSpec(name, file=check_path(f"fw_cfg[{name!r}]", value)))
         else:
-            raise ConfigError(f"fw_cfg[{name!r}]: expected bytes, a str or a path, "
-                              f"not {type(value).__name__}")
+            raise TypeError(f"fw_cfg[{name!r}]: expected bytes, a str or a path, "
+                            f"not {type(value).__name__}")
     return tuple(specs)
 
 

@@ -5,12 +5,17 @@ import argparse
 import os
 import sys
 
+from ..errors import ConfigError
 from .arguments import parse_size
 from .commands import COMMANDS
-from .status import EXIT_HOST_ERROR, EXIT_OK, EXIT_USAGE, STATUS_HELP, OutputError, UsageError, quiet_stdout
+from .status import EXIT_HOST_ERROR, EXIT_OK, EXIT_USAGE, STATUS_HELP, OutputError, quiet_stdout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["main", "build_parser", "COMMANDS", "Parser", "parse_size", "EXIT_OK", "EXIT_HOST_ERROR",
-           "EXIT_USAGE", "OutputError", "UsageError"]
+           "EXIT_USAGE", "OutputError"]
 
 
 def terminal_columns() -> int:
@@ -28,7 +33,8 @@ def terminal_columns() -> int:
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help formatters are told the terminal's width.
+    """An ArgumentParser whose help formatters are told the terminal's width, and whose usage
+    errors are one line, as every other usage error of tinyvmm (status 2).
 
     Left to find it themselves, argparse's formatters import shutil (and with it
     zlib, bz2 and lzma), at the first add_argument: milliseconds of every start.
@@ -42,6 +48,9 @@ class Parser(argparse.ArgumentParser):
         def formatter(prog: str) -> argparse.HelpFormatter:
             return formatter_class(prog, width=width)
         super().__init__(formatter_class=formatter, **kwargs)
+
+    def error(self, message: str) -> "NoReturn":
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
         sys.stdout.flush()              # inside the try: a reader that left is found here
         return status
-    except UsageError as exc:
+    except ConfigError as exc:
         print(f"tinyvmm: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

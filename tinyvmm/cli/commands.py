@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 
+from ..errors import ConfigError
 from .arguments import (
     add_boot_options,
     add_drive_options,
@@ -15,7 +16,7 @@ from .arguments import (
     parse_timeout,
 )
 from .launch import RunOptions, launch
-from .status import EXIT_OK, STATUS_HELP, OutputError, UsageError
+from .status import EXIT_OK, STATUS_HELP, OutputError
 
 
 def _command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -118,7 +119,8 @@ def _add_fw_cfg(commands) -> None:
     listing = fw_cfg_commands.add_parser(
         "list", help="print the items the guest will see (key, name, size, writable)",
         description="Print the fw_cfg items a guest started with the same options would see. "
-                    "Accepts the options of run and boot; with --kernel the boot items appear too.")
+                    "Accepts the machine options of run and boot (firmware, RAM, kernel, fw_cfg, "
+                    "drives); with --kernel the boot items appear too.")
     listing.add_argument("--bios", metavar="FILE", help="the firmware image (its size shapes etc/e820)")
     add_boot_options(listing)
     add_mem_option(listing)
@@ -148,7 +150,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         try:
             check_output_path("--timing-json", args.timing_json)
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise ConfigError(str(exc)) from None
     return launch(machine_spec(args, boot_linux=True),
                   RunOptions(args.timeout, args.timing_json, args.stop_at_kernel))
 
@@ -161,7 +163,7 @@ def cmd_fw_cfg_list(args: argparse.Namespace) -> int:
                                               ("--append-as-is", args.append_as_is),
                                               ("--boot", args.boot)) if value]
         if given:
-            raise UsageError(f"{', '.join(given)} without --kernel: fw-cfg list shows the boot "
+            raise ConfigError(f"{', '.join(given)} without --kernel: fw-cfg list shows the boot "
                              "items of the --kernel given")
     from ..build import BuiltMachine, firmware_image, fw_cfg_items, load_kernel, open_disks
     from ..fw_cfg.attach import describe_fw_cfg, format_table
@@ -207,16 +209,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = bench_options(args)
     missing = bench.firmware_missing(options.firmware)
     if missing:
-        raise UsageError(missing)
+        raise ConfigError(missing)
     try:    # outputs first: a bad --json or --plot must not wait for the last run
         bench.check_outputs(options)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     # Fail early, with the loader's own message, on a kernel that cannot boot.
     payload = load_payload(options.kernel, options.initrd, options.append, True, options.mem,
                            options.append_as_is, boot="firmware")
     if payload.is_elf:
-        raise UsageError(f"bench --kernel {options.kernel} is an ELF vmlinux: give the bzImage "
+        raise ConfigError(f"bench --kernel {options.kernel} is an ELF vmlinux: give the bzImage "
                          "with --kernel and the vmlinux with --vmlinux")
     direct64 = True
     try:    # a kernel without a 64-bit entry only loses its direct row
@@ -233,8 +235,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             payload = load_payload(vmlinux, bench.bench_initrd(options), options.append, True,
                                    options.mem, options.append_as_is)
-        except UsageError as exc:
-            raise UsageError(f"--vmlinux: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"--vmlinux: {exc}") from exc
         if not payload.is_elf:
-            raise UsageError(f"--vmlinux {vmlinux} is a bzImage, not an ELF vmlinux")
+            raise ConfigError(f"--vmlinux {vmlinux} is a bzImage, not an ELF vmlinux")
     return bench.cmd_bench(replace(options, vmlinux=vmlinux, direct64=direct64))

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from ..errors import ConfigError
+from ..errors import TinyvmmError
 
 EXIT_OK = 0
 EXIT_HOST_ERROR = 1
@@ -23,12 +23,7 @@ exit status:
 """
 
 
-# Bad input found before the guest starts: message for the user, exit status 2. The API's
-# ConfigError, so that the command line and scripts say the same.
-UsageError = ConfigError
-
-
-class OutputError(Exception):
+class OutputError(TinyvmmError):
     """A result that could not be written (a full disk, /dev/full): exit status 1."""
 
 

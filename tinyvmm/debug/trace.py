@@ -41,7 +41,7 @@ class StepSpec(namedtuple("StepSpec", "limit address symbol milestone", defaults
 
 
 class TraceSpec(namedtuple("TraceSpec", "categories steps")):
-    """What --trace asked for: a set of event categories, and a StepSpec or None."""
+    """What --trace asked for: a frozenset of event categories, and a StepSpec or None."""
     __slots__ = ()
 
     def __bool__(self) -> bool:
@@ -62,13 +62,13 @@ def parse_spec(spec: str) -> TraceSpec:
         elif item:
             names.add(item)
     if "all" in names:
-        return TraceSpec(set(CATEGORIES), steps)
+        return TraceSpec(frozenset(CATEGORIES), steps)
     unknown = names - set(CATEGORIES)
     if unknown or not (names or steps):
         problem = (f"unknown trace categories {', '.join(sorted(unknown))}" if unknown
                    else "no trace category given")
         raise TraceSpecError(f"{problem}; choose from {', '.join(CATEGORIES)}, all, and steps[=N][@START]")
-    return TraceSpec(names, steps)
+    return TraceSpec(frozenset(names), steps)
 
 
 def _parse_steps(item: str) -> StepSpec:

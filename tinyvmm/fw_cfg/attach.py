@@ -45,12 +45,12 @@ def check_mmio_window(base: int, ram_size: int | None, size: int = MMIO_SIZE) ->
     APICs. With ram_size None, only what holds whatever the RAM (the hole's top, alignment)."""
     hole_start = layout.low_ram_end(ram_size) if ram_size is not None else layout.HIGH_MEMORY_START
     hole_end = layout.KVM_IDENTITY_MAP_START
-    if base % MMIO_ALIGN:
-        raise FwCfgConfigError(f"fw_cfg: MMIO base {base:#x} is not aligned to {MMIO_ALIGN} bytes")
     if not hole_start <= base or base + size > hole_end:
         with_ram = f" with {ram_size // layout.MiB} MiB of RAM" if ram_size is not None else ""
         raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} is outside the "
                                f"hole below 4 GiB ({hole_start:#x}-{hole_end - 1:#x}{with_ram})")
+    if base % MMIO_ALIGN:
+        raise FwCfgConfigError(f"fw_cfg: MMIO base {base:#x} is not aligned to {MMIO_ALIGN} bytes")
     conflict = layout.mmio_conflict(base, size)
     if conflict:
         raise FwCfgConfigError(f"fw_cfg: MMIO window {base:#x}-{base + size - 1:#x} overlaps "
@@ -210,8 +210,9 @@ def add_host_file(items: FwCfgItems, name: str, data: bytes | str = b"", *, size
                                "(the guest's RAM, at most 2 GiB)")
     if len(data) > size:
         raise FwCfgConfigError(f"fw_cfg file {name!r}: {len(data)} bytes of data, size {size}")
-    entry = items.add_file(name, bytes(data) + bytes(size - len(data)),
-                           writable=write is not None or read is not None)
+    entry = items.add_file(name, bytes(data) + bytes(size - len(data)), writable=write is not None)
+    if read is not None and write is None:
+        entry.data = memoryview(bytearray(entry.data))      # read() refills it; DMA still cannot
     if read is not None:
         def on_select(entry):
             contents = read()

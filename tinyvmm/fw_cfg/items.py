@@ -104,7 +104,8 @@ class FwCfgConfigError(ConfigError):
 
 
 class FwCfgEntry:
-    """One populated key. `data` is a memoryview: read-only unless the item is writable.
+    """One populated key. `data` is a memoryview: read-only unless the item is writable (or
+    refilled by host code at each select).
 
     Host code may watch a file: `on_select(entry)` is called each time the guest selects
     it (before any byte is read: it may rewrite a writable entry's data), `on_write(offset,
@@ -324,13 +325,12 @@ class UserItemSpec(namedtuple("UserItemSpec", "name string file data", defaults=
     def load(self, limit: int = FW_CFG_MAX_ITEM_SIZE) -> bytes:
         """The item's content: the string without a NUL (as QEMU), the file's bytes or `data`,
         at most `limit` of them (a file's size checked from stat before reading)."""
-        if self.string is not None:
-            return os.fsencode(self.string)
-        if self.data is not None:
-            if len(self.data) > limit:
-                raise FwCfgConfigError(f"fw_cfg: {self.name!r} is {len(self.data)} bytes; at most "
+        if self.string is not None or self.data is not None:
+            data = os.fsencode(self.string) if self.string is not None else self.data
+            if len(data) > limit:
+                raise FwCfgConfigError(f"fw_cfg: {self.name!r} is {len(data)} bytes; at most "
                                        f"{limit} bytes fit (the guest's RAM)")
-            return self.data
+            return data
         from ..files import FileTooLarge, NotAFile, read_bounded
         try:
             return read_bounded(self.file, limit)

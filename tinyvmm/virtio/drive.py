@@ -6,17 +6,10 @@ import fcntl
 import os
 import stat
 
-from ..errors import ConfigError
-from ..spec import DriveSpec, split_options
+from ..spec import BOOTINDEX_MAX, DriveError, DriveSpec, split_options
 
 SECTOR = 512
 KNOWN_KEYS = ("file", "if", "format", "readonly", "serial", "bootindex")
-SERIAL_MAX = 20                     # virtio-blk GET_ID: 20 bytes
-BOOTINDEX_MAX = 0x7FFFFFFF          # QEMU's bootindex is an int32
-
-
-class DriveError(ConfigError):
-    """A drive that cannot be attached; the message says why."""
 
 
 def _flag(key: str, value: str) -> bool:
@@ -45,15 +38,12 @@ def parse_drive(text: str) -> DriveSpec:
         raise DriveError(f"if={fields['if']}: only if=virtio (a virtio-blk PCI disk) is supported")
     if fields.get("format", "raw") != "raw":
         raise DriveError(f"format={fields['format']}: only format=raw images are supported")
-    serial = fields.get("serial")
-    if serial is not None and (len(serial) > SERIAL_MAX or not serial.isascii()
-                               or not serial.isprintable()):
-        raise DriveError(f"serial={serial!r}: at most {SERIAL_MAX} printable ASCII characters")
     bootindex = fields.get("bootindex")
-    if bootindex is not None and not (bootindex.isdigit() and int(bootindex) <= BOOTINDEX_MAX):
+    if bootindex is not None and not bootindex.isdigit():
         raise DriveError(f"bootindex={bootindex}: expected a number from 0 to {BOOTINDEX_MAX}")
-    return DriveSpec(fields["file"], _flag("readonly", fields.get("readonly", "off")), serial,
-                     int(bootindex) if bootindex is not None else None)
+    # DriveSpec checks the serial and the boot index's range (the API's drives too).
+    return DriveSpec(fields["file"], _flag("readonly", fields.get("readonly", "off")),
+                     fields.get("serial"), int(bootindex) if bootindex is not None else None)
 
 
 def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
