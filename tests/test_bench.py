@@ -123,6 +123,21 @@ def test_phases_from_a_timeline():
         bench.phases_from_timeline(timeline, start_ns=0)
 
 
+def test_a_boot_that_did_not_load_its_payload_is_not_timed():
+    marks = [
+        {"event": bench.DO_BOOT, "time_ns": 5_000, "exits": 4, "pio_bytes": 500, "dma_bytes": 64},
+        {"event": bench.KERNEL_JUMP, "time_ns": 6_000, "exits": 9, "pio_bytes": 550,
+         "dma_bytes": 10_064, "dma_errors": 0}]
+    timeline = {"start_ns": 1_000, "outcome": "STOPPED", "marks": marks, "payload_bytes": 10_050}
+    assert bench.phases_from_timeline(timeline, start_ns=0)["setup"]["dma_bytes"] == 10_000
+    timeline["payload_bytes"] = 10_051          # one byte of the kernel or initrd never moved
+    with pytest.raises(bench.BenchError, match="moved 10050 bytes of the payload's 10051"):
+        bench.phases_from_timeline(timeline, start_ns=0)
+    timeline["payload_bytes"], marks[1]["dma_errors"] = 0, 1    # qboot's DMA beyond RAM, refused
+    with pytest.raises(bench.BenchError, match="1 fw_cfg DMA transfers failed"):
+        bench.phases_from_timeline(timeline, start_ns=0)
+
+
 def test_svg_plot_has_a_bar_per_system():
     summary = {"a": {"vmm_startup_s": 0.1, "bios_startup_s": 0.2, "kernel_setup_s": 0.3, "total_s": 0.6},
                "b": {"vmm_startup_s": 0.1, "bios_startup_s": 0.1, "kernel_setup_s": 0.1, "total_s": 0.3}}

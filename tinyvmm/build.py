@@ -210,7 +210,7 @@ def open_console(built: BuiltMachine, name: str, sink, guard) -> tuple[Console, 
         return Console(name, buffer.extend, expect), buffer
     if callable(sink):
         return Console(name, guard(sink, f"the {name} output callable"), expect), None
-    write, close = open_sink(sink)
+    write, close = open_sink(sink, name)
     built.closers.append(close)
     return Console(name, write, expect), None
 

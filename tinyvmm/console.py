@@ -19,17 +19,24 @@ class SinkSpecError(ConfigError):
     """A --serial/--debugcon value that is not stdio, none or file:PATH."""
 
 
-def open_sink(spec: str):
-    """Turn 'stdio', 'none' or 'file:PATH' into a write(bytes) callable (None for 'none') and a close()."""
+def open_sink(spec: str, owner: str = ""):
+    """Turn 'stdio', 'none' or 'file:PATH' into a write(bytes) callable (None for 'none') and a
+    close(). `owner` names the console writing: when two consoles share stdout (--serial stdio
+    --debugcon stdio), one's line is ended before the other's bytes follow, so that the two
+    streams interleave by lines, never inside one."""
     if spec == "none":
         return None, (lambda: None)
     if spec == "stdio":
         fd = sys.stdout.fileno()
 
         def write(data: bytes) -> None:
+            if not data:
+                return
+            if _stdout_owner[0] != owner and _stdout_last[0] != b"\n":
+                os.write(fd, b"\n")
             os.write(fd, data)
-            if data:
-                _stdout_last[0] = data[-1:]
+            _stdout_last[0] = data[-1:]
+            _stdout_owner[0] = owner
         return write, (lambda: None)
     if spec.startswith("file:") and len(spec) > 5:
         sink = FileSink(spec[5:])
@@ -38,6 +45,7 @@ def open_sink(spec: str):
 
 
 _stdout_last = [b"\n"]          # the last byte the guest's consoles wrote to stdout
+_stdout_owner = [""]            # the console that wrote it
 
 
 def end_stdout_line() -> None:

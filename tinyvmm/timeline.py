@@ -39,6 +39,7 @@ class BootTimeline:
             "exits": sum(self.runner.exit_counts),
             "pio_bytes": self.runner.pio_bytes,
             "dma_bytes": getattr(self.fw_cfg, "dma_bytes", 0),
+            "dma_errors": getattr(self.fw_cfg, "dma_errors", 0),
             "completions": self.runner.completer.stats.total,
             "completion_ns": self.runner.completer.stats.total_ns,
         })
@@ -47,10 +48,21 @@ class BootTimeline:
         return {
             "start_ns": self.board.first_run_ns,
             "outcome": outcome,
+            "payload_bytes": self.payload_bytes(),
             "marks": self.marks,
             "milestone_names": {f"{port:#x}:{value}": name
                                 for (port, value), name in MILESTONE_NAMES.items()},
         }
+
+    def payload_bytes(self) -> int:
+        """The bytes of the kernel, initrd and command line fw_cfg serves: what a boot through
+        firmware must move (at least) between do_boot and the kernel's entry."""
+        if self.fw_cfg is None:
+            return 0
+        from .fw_cfg.items import PAYLOAD_DATA_KEYS
+        items = self.fw_cfg.items
+        return sum(len(entry.data) for entry in (items.lookup(key) for key in PAYLOAD_DATA_KEYS)
+                   if entry is not None)
 
     def write(self, path: str, outcome: str) -> None:
         import json  # after the run: VMM startup does not pay for it

@@ -224,6 +224,7 @@ def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) ->
         if mark is None:
             raise BenchError(f"the boot never reached {needed}; outcome {timeline['outcome']}")
     do_boot = marks[DO_BOOT]
+    assert jump is not None
 
     def seconds(a, b):
         return (b["time_ns"] - a["time_ns"]) / 1e9
@@ -231,6 +232,7 @@ def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) ->
     def counters(a, b):
         return {key: b[key] - a[key] for key in ("exits", "pio_bytes", "dma_bytes")}
 
+    check_payload_moved(timeline, do_boot, jump)
     result = {
         "vmm_startup_s": vmm_startup,
         "bios_startup_s": seconds(first, do_boot),
@@ -242,6 +244,20 @@ def phases_from_timeline(timeline: dict, start_ns: int, direct: bool = False) ->
     }
     result["total_s"] = result["vmm_startup_s"] + result["bios_startup_s"] + result["kernel_setup_s"]
     return result
+
+
+def check_payload_moved(timeline: dict, do_boot: dict, jump: dict) -> None:
+    """A boot through firmware is timed only when it loaded the whole payload: every byte of
+    the kernel, initrd and command line moved between do_boot and the kernel's entry
+    (by ports or DMA), and no fw_cfg DMA transfer failed. BenchError otherwise."""
+    payload = timeline.get("payload_bytes", 0)
+    moved = jump["pio_bytes"] - do_boot["pio_bytes"] + jump["dma_bytes"] - do_boot["dma_bytes"]
+    if moved < payload:
+        raise BenchError(f"not a valid boot: the firmware moved {moved} bytes of the payload's "
+                         f"{payload} before entering the kernel")
+    if jump.get("dma_errors", 0):
+        raise BenchError(f"not a valid boot: {jump['dma_errors']} fw_cfg DMA transfers failed "
+                         "before the kernel's entry")
 
 
 def range_key(phase: str, bound: str) -> str:
@@ -488,6 +504,10 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
                             for name in QEMU_SYSTEMS if vmlinux or name not in QEMU_PVH_SYSTEMS})
     runs = []
     total = options.runs * len(systems)
+    goal = ("the test init's first line" if options.to_init else
+            "the jump into the kernel" if options.no_banner else "the \"Linux version\" banner")
+    print(f"tinyvmm: {total} boots, each run until {goal}; a boot that did not load its whole "
+          "payload, or whose fw_cfg DMA failed, stops the bench", file=sys.stderr)
     done = 0
     for index in range(options.runs):
         for system, run_one in systems.items():
@@ -495,15 +515,17 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             print(f"[{done}/{total}] {system} run {index + 1} ...", file=sys.stderr, end="", flush=True)
             if done > 1:
                 time.sleep(SETTLE_S)
+            started = time.monotonic()
             try:
                 run = run_one(workdir, index)
             except BenchError as exc:
-                print(f" failed\ntinyvmm: {exc}", file=sys.stderr)
+                print(f" failed\ntinyvmm: {system}: {exc}", file=sys.stderr)
                 return 1
             run.update(system=system, run=index)
             runs.append(run)
             reached = f", to init {run['init_s']:.1f} s" if run.get("init_s") is not None else ""
-            print(f" total {run['total_s']:.3f} s{reached}", file=sys.stderr, flush=True)
+            print(f" total {run['total_s']:.3f} s{reached} (the boot took "
+                  f"{time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
     summary = summarize(runs)
     sys.stdout.write(format_table(summary, options.runs))
     try:

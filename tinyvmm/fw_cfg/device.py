@@ -83,6 +83,7 @@ class FwCfg:
                       replace=True)
         self.dma_transfers = 0                   # transfers started, for timelines and tests
         self.dma_bytes = 0                       # item bytes moved by DMA READ and WRITE
+        self.dma_errors = 0                      # transfers that ended with the error bit
         self._trace: Callable[[str, str], object] | None = None
         self.on_select: Callable[[int], object] | None = None   # called with each key selected
         if tracer is not None and "fw_cfg" in getattr(tracer, "categories", ()):
@@ -200,6 +201,8 @@ class FwCfg:
         else:
             self._store_control(descriptor, status)
         self.dma_transfers += 1
+        if status:
+            self.dma_errors += 1
         if op in ("read", "write"):
             self.dma_bytes += moved
         if self._trace:

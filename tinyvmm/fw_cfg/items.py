@@ -57,6 +57,9 @@ FW_CFG_IRQ0_OVERRIDE = FW_CFG_ARCH_LOCAL + 2
 FW_CFG_E820_TABLE = FW_CFG_ARCH_LOCAL + 3
 FW_CFG_HPET = FW_CFG_ARCH_LOCAL + 4
 
+# The items a boot ROM copies into RAM whole (of the setup data, a PVH ROM reads only headers).
+PAYLOAD_DATA_KEYS = (FW_CFG_KERNEL_DATA, FW_CFG_INITRD_DATA, FW_CFG_CMDLINE_DATA)
+
 # The keys only a Linux loader reads: their first select marks the firmware's do_boot.
 KERNEL_KEYS = frozenset({FW_CFG_KERNEL_ADDR, FW_CFG_KERNEL_SIZE, FW_CFG_INITRD_ADDR,
                          FW_CFG_INITRD_SIZE, FW_CFG_KERNEL_ENTRY, FW_CFG_KERNEL_DATA,
