@@ -154,6 +154,20 @@ def test_gdb_breaks_watches_in_software_and_kills(vmm_factory):
         assert "software breakpoints become hardware breakpoints" in vmm.stderr
 
 
+def test_gdb_is_told_why_a_watchpoint_is_refused(vmm_factory):
+    """Where KVM reports no data breakpoints, gdb itself prints tinyvmm's hint (console output
+    before the next stop), not only tinyvmm's stderr."""
+    from tinyvmm.kvm.system import is_emulating_host
+    if not is_emulating_host():
+        pytest.skip("this host's KVM reports data breakpoints: nothing is refused")
+    image = build_guest("gdb_target")
+    vmm = vmm_factory(image, "--gdb", "tcp::0", "--gdb-wait")
+    output = run_gdb(vmm.port(), "watch *(char*)0x500", "continue", "delete", "stepi", "kill")
+    assert "tinyvmm: this host's KVM does not report data breakpoints" in output, output
+    assert "set can-use-hw-watchpoints 0" in output, output
+    assert vmm.finish() == 130, vmm.stderr
+
+
 class RspClient:
     """Just enough of gdb's side of the protocol: packets with acks, and Ctrl-C."""
 
@@ -161,6 +175,7 @@ class RspClient:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.decoder = rsp.PacketDecoder()
         self.pending: list = []
+        self.console = ""
 
     def _next_packet(self) -> bytes:
         while True:
@@ -182,7 +197,12 @@ class RspClient:
         self.sock.sendall(rsp.frame(payload))
 
     def wait_stop(self) -> bytes:
-        return self._next_packet()
+        """The stop reply; console output ('O' packets, tinyvmm's hints) before it is kept."""
+        while True:
+            packet = self._next_packet()
+            if not (packet.startswith(b"O") and packet != b"OK"):
+                return packet
+            self.console += bytes.fromhex(packet[1:].decode()).decode()
 
     def interrupt(self) -> None:
         self.sock.sendall(b"\x03")

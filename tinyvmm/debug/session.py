@@ -160,8 +160,12 @@ class DebugSession:
         if can_kick:
             # The kick only has to interrupt KVM_RUN; the default action would end the process.
             self._previous_kick = signal.signal(KICK_SIGNAL, lambda *_: None)
+        def tell_both(text: str) -> None:       # on tinyvmm's stderr and in gdb's console
+            self.notice(text)
+            if self.stub is not None:
+                self.stub.hints.append(text)
         target = KvmTarget(board.vcpu, board.memory, software_breakpoints=full_debug,
-                           data_breakpoints=full_debug, notice=self.notice, symbols=self.symbols)
+                           data_breakpoints=full_debug, notice=tell_both, symbols=self.symbols)
         server = self.server = GdbServer(address)
         try:
             bound = server.open()

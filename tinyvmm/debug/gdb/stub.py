@@ -40,6 +40,10 @@ class GdbStub:
         # Without a handler for KICK_SIGNAL (attached off the main thread) only
         # immediate_exit is left: the guest stops at its next exit.
         self._can_kick = can_kick
+        # What tinyvmm has to tell the gdb user (a refused watchpoint, a breakpoint kind this
+        # host cannot give): sent as console output ('O' packets), which gdb prints, before
+        # the next stop reply.
+        self.hints: list[str] = []
         server.wake = self.request_pause
 
     # --- the reader thread's side ----------------------------------------------
@@ -109,6 +113,7 @@ class GdbStub:
         self.handler.last_stop = event
         announced = False
         if announce and self.server.connected:
+            self._send_hints()
             self.server.send(stop_reply(event, self.handler.gdb_reasons))
             announced = True
         while True:
@@ -129,6 +134,7 @@ class GdbStub:
                 return None
             elif isinstance(item, rsp.Interrupt):
                 if not announced:
+                    self._send_hints()
                     self.server.send(stop_reply(event, self.handler.gdb_reasons))
                     announced = True
             elif isinstance(item, rsp.Nack):
@@ -142,6 +148,11 @@ class GdbStub:
                 ended = self._act(response.action)
                 if ended is not False:
                     return ended
+
+    def _send_hints(self) -> None:
+        hints, self.hints = self.hints, []
+        for text in hints:
+            self.server.send(b"O" + f"tinyvmm: {text}\n".encode().hex().encode())
 
     def _act(self, action):
         """False to keep serving; otherwise what _serve returns."""
