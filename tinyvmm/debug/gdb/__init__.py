@@ -1,1 +1,1 @@
-"""Debugging a guest with gdb over the remote serial protocol (see options.attach_debug_tools)."""
+"""Debugging a guest with gdb over the remote serial protocol (tinyvmm.debug.session starts it)."""
