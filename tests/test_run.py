@@ -135,3 +135,17 @@ def test_tinyvmm_ends_the_guest_line_before_its_own_when_both_share_a_file(tmp_p
         tinyvmm("run", "--bios", str(bios), "--timeout", "30", stdout=out,
                 stderr=subprocess.DEVNULL)
     assert apart.read_bytes() == b"a"          # the guest's own output, untouched
+
+
+def test_report_file_holds_the_last_runs_crash_report(tmp_path):
+    report = tmp_path / "report.txt"
+    crash = tinyvmm("run", "--bios", str(build_guest("triple_fault").bin_path), "--serial", "none",
+                    "--report", str(report), "--timeout", "30")
+    assert crash.returncode == 3
+    assert "triple fault" in report.read_text().lower()
+    assert report.read_text().strip() in crash.stderr.decode()     # the same text as on stderr
+    fine = tinyvmm("run", "--bios", str(build_guest("hello").bin_path), "--serial", "none",
+                   "--report", str(report), "--timeout", "30")
+    assert fine.returncode == 0 and not report.exists()             # no stale report left
+    refused = tinyvmm("run", "--bios", "bios.bin", "--report", str(tmp_path))
+    assert refused.returncode == 2 and b"is a directory" in refused.stderr

@@ -142,6 +142,9 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
                         help="where the debug console (ports 0x402, 0xe9) goes (default none)")
     parser.add_argument("--timeout", type=parse_timeout, metavar="S",
                         help="end a guest still running after S seconds (status 4)")
+    parser.add_argument("--report", metavar="PATH",
+                        help="also write the crash report (a crash, a timeout) to PATH, replacing "
+                             "the last one; a run that ends without one removes PATH")
     parser.add_argument("--expect", metavar="TEXT", type=parse_expect,
                         help="end the run with status 0 as soon as the serial console or the "
                              "debug console has shown TEXT")

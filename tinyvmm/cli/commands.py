@@ -134,6 +134,20 @@ def _add_fw_cfg(commands) -> None:
 COMMANDS = {"run": _add_run, "boot": _add_boot, "bench": _add_bench, "fw-cfg": _add_fw_cfg}
 
 
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The RunOptions of `run` or `boot`, their output paths checked before the guest starts."""
+    from ..files import check_output_path
+    for option, path in (("--timing-json", getattr(args, "timing_json", None)),
+                         ("--report", args.report)):
+        if path is not None:
+            try:
+                check_output_path(option, path)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    return RunOptions(args.timeout, getattr(args, "timing_json", None),
+                      getattr(args, "stop_at_kernel", False), args.report)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     spec = machine_spec(args, boot_linux=False)
     if spec.drives:
@@ -141,18 +155,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if os.path.realpath(shipped.resolve(args.bios)) == os.path.realpath(shipped.image_path(shipped.BIOS)):
             print("tinyvmm: warning: tinyvmm's BIOS boots only from fw_cfg, not from disks; give "
                   "--bios /usr/share/seabios/bios-256k.bin to boot one", file=sys.stderr)
-    return launch(spec, RunOptions(timeout=args.timeout))
+    return launch(spec, run_options(args))
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    if args.timing_json is not None:
-        from ..files import check_output_path
-        try:
-            check_output_path("--timing-json", args.timing_json)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    return launch(machine_spec(args, boot_linux=True),
-                  RunOptions(args.timeout, args.timing_json, args.stop_at_kernel))
+    options = run_options(args)
+    return launch(machine_spec(args, boot_linux=True), options)
 
 
 def cmd_fw_cfg_list(args: argparse.Namespace) -> int:

@@ -23,10 +23,13 @@ else:
 @dataclass(frozen=True)
 class RunOptions:
     """How the command line runs a machine: `timeout` seconds at most (None: no limit),
-    --timing-json PATH, --stop-at-kernel (end when the boot ROM jumps into the kernel)."""
+    --timing-json PATH, --stop-at-kernel (end when the boot ROM jumps into the kernel),
+    --report PATH (the crash report's file: replaced by each run's, removed after a run
+    that has none)."""
     timeout: float | None = None
     timing_json: str | None = None
     stop_at_kernel: bool = False
+    report: str | None = None
 
 
 def launch(spec: MachineSpec, options: RunOptions) -> int:
@@ -87,6 +90,8 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         end_stdout_line()
     else:
         end_stdout_line_before_stderr()
+    if options.report is not None:
+        keep_report(options.report, result.report)
     if result.report:
         print(result.report, file=sys.stderr)
     elif result.outcome is Outcome.INTERRUPTED:
@@ -96,6 +101,20 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
     return result.status
+
+
+def keep_report(path: str, report: str | None) -> None:
+    """--report PATH: the run's crash report written there, replacing the last one; with no
+    report (the run ended as expected), an old one there is removed, so that what the file
+    holds is always about the last run. OutputError when it cannot be written."""
+    try:
+        if report:
+            with open(path, "w") as f:
+                f.write(report + "\n")
+        elif os.path.isfile(path):
+            os.unlink(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report to {path}: {exc.strerror}") from None
 
 
 def start_console_input(spec: MachineSpec, board: Board, runner: Runner):
