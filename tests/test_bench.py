@@ -449,3 +449,28 @@ def _mentions(pid: str, workdirs) -> bool:
     except OSError:
         return False
     return any(d in command for d in workdirs)
+
+
+def test_an_invalid_boot_is_shown_and_left_out_of_every_figure(fake_runs, monkeypatch, capsys,
+                                                               tmp_path_factory):
+    calls = []
+
+    def tinyvmm_run(options, system, boot_args, workdir, index):
+        calls.append(system)
+        if system == "tinyvmm-legacy" and index == 0:
+            raise bench.BenchError("not a valid boot: the firmware moved 10 bytes of the payload's 99")
+        return fake_phases(2.0 if system == "tinyvmm-legacy" else 1.0)
+    monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
+    out_json = tmp_path_factory.mktemp("results") / "bench.json"   # the bench removes its workdir
+    assert bench.cmd_bench(bench_args("--runs", "2", "--json", str(out_json))) == 1
+    out, err = capsys.readouterr()
+    assert "invalid, not timed: not a valid boot" in err
+    assert "1 of 6 boots were invalid" in err
+    row = next(line for line in out.splitlines() if line.startswith("| invalid runs"))
+    assert [cell.strip() for cell in row.split("|")[2:-1]] == ["0", "1", "0"]
+    data = json.loads(out_json.read_text())
+    assert data["summary"]["tinyvmm-legacy"]["invalid"] == 1
+    assert data["summary"]["tinyvmm-legacy"]["total_s"] == 2.0     # the valid run alone
+    assert [run for run in data["runs"] if "invalid" in run] == [
+        {"system": "tinyvmm-legacy", "run": 0,
+         "invalid": "not a valid boot: the firmware moved 10 bytes of the payload's 99"}]

@@ -266,10 +266,13 @@ def range_key(phase: str, bound: str) -> str:
 
 
 def summarize(runs: list[dict]) -> dict:
+    """Per system, the medians and ranges of the valid runs' phases and counters, and how many
+    runs were invalid ("invalid": a count; those runs are in no median and no ratio)."""
     summary = {}
     for system in dict.fromkeys(run["system"] for run in runs):
-        mine = [run for run in runs if run["system"] == system]
-        entry = {}
+        invalid = sum(1 for run in runs if run["system"] == system and "invalid" in run)
+        mine = [run for run in runs if run["system"] == system and "invalid" not in run]
+        entry: dict = {"invalid": invalid} if invalid else {}
         for phase in PHASES:
             values = [run[phase] for run in mine if run.get(phase) is not None]
             if values:
@@ -277,7 +280,7 @@ def summarize(runs: list[dict]) -> dict:
                 entry[range_key(phase, "min")] = min(values)
                 entry[range_key(phase, "max")] = max(values)
         for part in ("bios", "setup", "init"):
-            if all(part in run for run in mine):
+            if mine and all(part in run for run in mine):
                 # Counters stay whole numbers: the lower median, not a mean of two.
                 entry[part] = {key: statistics.median_low(run[part][key] for run in mine)
                                for key in mine[0][part]}
@@ -316,6 +319,8 @@ def format_table(summary: dict, runs: int) -> str:
                 value = summary[s].get(part, {}).get(key)
                 row.append("-" if value is None else (f"{value:.0f}" if key == "exits" else _size(value)))
             rows.append(row)
+    if any(summary[s].get("invalid") for s in systems):
+        rows.append(["invalid runs (not timed)"] + [str(summary[s].get("invalid", 0)) for s in systems])
     if "init_s" in shown:
         rows.append(["to init: completions"] + [
             f"{summary[s]['init']['completions']:.0f}" if "init" in summary[s] else "-" for s in systems])
@@ -506,8 +511,9 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
     total = options.runs * len(systems)
     goal = ("the test init's first line" if options.to_init else
             "the jump into the kernel" if options.no_banner else "the \"Linux version\" banner")
-    print(f"tinyvmm: {total} boots, each run until {goal}; a boot that did not load its whole "
-          "payload, or whose fw_cfg DMA failed, stops the bench", file=sys.stderr)
+    print(f"tinyvmm: {total} boots, each run until {goal}; a boot that ends otherwise, did not "
+          "load its whole payload or had a fw_cfg DMA error is invalid and not timed",
+          file=sys.stderr)
     done = 0
     for index in range(options.runs):
         for system, run_one in systems.items():
@@ -519,8 +525,9 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             try:
                 run = run_one(workdir, index)
             except BenchError as exc:
-                print(f" failed\ntinyvmm: {system}: {exc}", file=sys.stderr)
-                return 1
+                print(f" invalid, not timed: {exc}", file=sys.stderr, flush=True)
+                runs.append({"system": system, "run": index, "invalid": str(exc)})
+                continue
             run.update(system=system, run=index)
             runs.append(run)
             reached = f", to init {run['init_s']:.1f} s" if run.get("init_s") is not None else ""
@@ -539,6 +546,12 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             print(f"plot written to {options.plot}", file=sys.stderr)
     except OSError as exc:
         print(f"tinyvmm: cannot write {exc.filename or 'the results'}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    invalid = [run for run in runs if "invalid" in run]
+    if invalid:
+        print(f"tinyvmm: {len(invalid)} of {len(runs)} boots were invalid and are in no figure: "
+              f"{invalid[0]['system']} run {invalid[0]['run'] + 1}: {invalid[0]['invalid']}",
               file=sys.stderr)
         return 1
     return 0
