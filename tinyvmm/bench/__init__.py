@@ -507,7 +507,7 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
         if run_qemu:
             systems.update({name: functools.partial(run_qemu, name)
                             for name in QEMU_SYSTEMS if vmlinux or name not in QEMU_PVH_SYSTEMS})
-    runs = []
+    runs: list[dict] = []
     total = options.runs * len(systems)
     goal = ("the test init's first line" if options.to_init else
             "the jump into the kernel" if options.no_banner else "the \"Linux version\" banner")
