@@ -149,3 +149,20 @@ def test_report_file_holds_the_last_runs_crash_report(tmp_path):
     assert fine.returncode == 0 and not report.exists()             # no stale report left
     refused = tinyvmm("run", "--bios", "bios.bin", "--report", str(tmp_path))
     assert refused.returncode == 2 and b"is a directory" in refused.stderr
+
+
+def test_a_report_file_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    for path in ("/proc/version", "/sys/kernel/mm/transparent_hugepage/enabled", ""):
+        refused = tinyvmm("run", "--bios", str(build_guest("triple_fault").bin_path), "--serial",
+                          "none", "--report", path)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.decode().splitlines()) == 1, refused.stderr
+
+
+def test_kernel_files_and_unseekable_disks_are_read_or_refused_in_one_line(tmp_path):
+    from tinyvmm.files import read_bounded
+    assert read_bounded("/proc/version", 1 << 20).startswith(b"Linux version")  # stat says 0
+    for disk in ("--disk", "/proc/version"), ("--drive", "file=/proc/version,if=virtio,format=raw"):
+        result = tinyvmm("run", "--bios", "bios.bin", *disk)
+        assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr
+        assert b"has no size" in result.stderr or b"at least one" in result.stderr

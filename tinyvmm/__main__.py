@@ -19,6 +19,7 @@ def main() -> int:
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt:           # while Python is still loading tinyvmm
+        print("tinyvmm: interrupted", file=sys.stderr)
         return INTERRUPTED
     return cli_main()
 

@@ -33,19 +33,29 @@ def read_bounded(path: str, limit: int) -> bytes:
         raise NotAFile(f"{path} is a directory")
     with open(path, "rb") as f:
         info = os.fstat(f.fileno())
-        if stat.S_ISREG(info.st_mode):
+        if stat.S_ISREG(info.st_mode) and info.st_size > 0:
             if info.st_size > limit:
                 raise FileTooLarge(info.st_size, limit)
             return f.read(info.st_size)
+        # Devices, pipes, and files whose size stat does not know (/proc, /sys report 0):
+        # read through the bound.
         data = f.read(limit + 1)
     if len(data) > limit:
         raise FileTooLarge(None, limit)
     return data
 
 
+# Kernel file systems: their files open for writing (as root) and then refuse the bytes.
+KERNEL_FILE_SYSTEMS = ("/proc/", "/sys/")
+
+
 def check_output_path(option: str, path: str) -> None:
     """Raise ValueError now, naming `option`, for a result file that could not be written at
     the end of a long run: a directory, a missing or read-only folder, /proc and the like."""
+    if not path:
+        raise ValueError(f"{option}: an empty path")
+    if os.path.realpath(path).startswith(KERNEL_FILE_SYSTEMS):
+        raise ValueError(f"{option} {path}: a kernel file, not a place for results")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError(f"{option} {path} is a directory")

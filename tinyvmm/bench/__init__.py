@@ -525,7 +525,8 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             try:
                 run = run_one(workdir, index)
             except BenchError as exc:
-                print(f" invalid, not timed: {exc}", file=sys.stderr, flush=True)
+                why = str(exc).splitlines()[0]      # the whole of it (a crash report) in the JSON
+                print(f" invalid, not timed: {why}", file=sys.stderr, flush=True)
                 runs.append({"system": system, "run": index, "invalid": str(exc)})
                 continue
             run.update(system=system, run=index)
@@ -551,7 +552,8 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
     invalid = [run for run in runs if "invalid" in run]
     if invalid:
         print(f"tinyvmm: {len(invalid)} of {len(runs)} boots were invalid and are in no figure: "
-              f"{invalid[0]['system']} run {invalid[0]['run'] + 1}: {invalid[0]['invalid']}",
+              f"{invalid[0]['system']} run {invalid[0]['run'] + 1}: "
+              f"{invalid[0]['invalid'].splitlines()[0]}",
               file=sys.stderr)
         return 1
     return 0

@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     # A command's own parser is enough for its arguments; anything else (no command, --help,
     # a misspelt command) gets the full parser, whose usage and help list every command.
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+        args = parser.parse_args(argv)
         status = args.func(args)
         sys.stdout.flush()              # inside the try: a reader that left is found here
         return status

@@ -121,7 +121,8 @@ def _add_fw_cfg(commands) -> None:
         description="Print the fw_cfg items a guest started with the same options would see. "
                     "Accepts the machine options of run and boot (firmware, RAM, kernel, fw_cfg, "
                     "drives); with --kernel the boot items appear too.")
-    listing.add_argument("--bios", metavar="FILE", help="the firmware image (its size shapes etc/e820)")
+    listing.add_argument("--bios", metavar="FILE",
+                         help="the firmware image (read and checked as a run would)")
     add_boot_options(listing)
     add_mem_option(listing)
     add_drive_options(listing)

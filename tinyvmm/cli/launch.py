@@ -90,11 +90,13 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         end_stdout_line()
     else:
         end_stdout_line_before_stderr()
-    if options.report is not None:
-        keep_report(options.report, result.report)
     if result.report:
         print(result.report, file=sys.stderr)
-    elif result.outcome is Outcome.INTERRUPTED:
+    if options.report is not None:      # after stderr: a file that fails must not lose it
+        keep_report(options.report, result.report)
+    if result.report:
+        return result.status
+    if result.outcome is Outcome.INTERRUPTED:
         print("tinyvmm: interrupted", file=sys.stderr)
     elif result.outcome is Outcome.HALTED:
         print(f"tinyvmm: {result.outcome.description}: {result.message}", file=sys.stderr)

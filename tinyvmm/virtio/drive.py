@@ -70,7 +70,12 @@ def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
         os.close(fd)
         raise DriveError(f"disk image {spec.path} is a read-only block device; give readonly=on "
                          "to use it read-only")
-    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+    except OSError as exc:                  # /proc files and the like cannot be seeked
+        os.close(fd)
+        raise DriveError(f"disk image {spec.path} has no size ({exc.strerror}); give a regular "
+                         "file or a block device") from None
     usable = size - size % SECTOR
     if usable == 0:
         os.close(fd)
