@@ -108,27 +108,11 @@ select:
 dump_data:
     mov $PORT_DATA, %dx
 1:  inb %dx, %al
-    push %dx
     call print_byte
-    pop %dx
     loop 1b
     ret
 
-putc:
-    push %dx
-    mov $DEBUGCON, %dx
-    outb %al, %dx
-    pop %dx
-    ret
-
-/* The NUL-terminated string at CS:SI. */
-puts:
-1:  cs lodsb
-    test %al, %al
-    jz 2f
-    call putc
-    jmp 1b
-2:  ret
+#include "console.inc"
 
 /* The NUL-terminated string at DS:SI. */
 puts_ds:
@@ -138,10 +122,6 @@ puts_ds:
     call putc
     jmp 1b
 2:  ret
-
-newline:
-    mov $'\n', %al
-    jmp putc
 
 /* AX as 4 hex digits and a space. */
 print_hex16:
@@ -153,17 +133,6 @@ print_hex16:
     mov $' ', %al
     jmp putc
 
-/* EAX as 8 hex digits and a space. */
-print_hex32:
-    push %eax
-    shr $16, %eax
-    xchg %al, %ah
-    call print_byte
-    xchg %al, %ah
-    call print_byte
-    pop %eax
-    jmp print_hex16
-
 /* AL as 2 hex digits; preserves AX. */
 print_byte:
     push %ax
@@ -174,14 +143,6 @@ print_byte:
     call hex_digit
     pop %ax
     ret
-
-hex_digit:
-    and $0x0f, %al
-    add $'0', %al
-    cmp $'9', %al
-    jbe 1f
-    add $('a' - '0' - 10), %al
-1:  jmp putc
 
     TEST_GDT
 

@@ -509,22 +509,6 @@ checksum:
     jmp 1b
 2:  ret
 
-putc:
-    push %dx
-    mov $DEBUGCON, %dx
-    outb %al, %dx
-    pop %dx
-    ret
-
-/* Print the NUL-terminated string at CS:SI. Clobbers AL, SI. */
-puts:
-1:  cs lodsb
-    test %al, %al
-    jz 2f
-    call putc
-    jmp 1b
-2:  ret
-
 /* "<mode> <label> " with the label at CS:SI. */
 line_start:
     push %si
@@ -538,35 +522,7 @@ line_start:
     mov $' ', %al
     jmp putc
 
-newline:
-    mov $'\n', %al
-    jmp putc
-
-/* EAX as 8 hex digits and a space; preserves every register. */
-print_hex32:
-    pushl %eax
-    pushl %ecx
-    pushl %edx
-    mov %eax, %edx
-    mov $8, %cx
-1:  rol $4, %edx
-    mov %dl, %al
-    call hex_digit
-    loop 1b
-    mov $' ', %al
-    call putc
-    popl %edx
-    popl %ecx
-    popl %eax
-    ret
-
-hex_digit:
-    and $0x0f, %al
-    add $'0', %al
-    cmp $'9', %al
-    jbe 1f
-    add $('a' - '0' - 10), %al
-1:  jmp putc
+#include "console.inc"
 
 /* CX bytes at linear ESI as hex, no spaces, then a space. Clobbers AL, CX, ESI. */
 print_bytes:
