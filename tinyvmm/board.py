@@ -36,13 +36,15 @@ class BoardConfig:
     """What a Board is built from. hide_xsave None: hide it where the host cannot run it.
     virtio_devices: virtio device models (tinyvmm.virtio), each put on PCI slot
     VIRTIO_FIRST_SLOT and up, in order. virtio_iothread: serve each device's queues on
-    a thread of its own (tinyvmm.virtio.iothread) rather than on the vCPU thread."""
+    a thread of its own (tinyvmm.virtio.iothread) rather than on the vCPU thread. smp: the
+    number of vCPUs. acpi: publish ACPI tables."""
     __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices",
-                 "virtio_iothread")
+                 "virtio_iothread", "smp", "acpi")
 
     def __init__(self, firmware: bytes, ram_size: int = 256 * layout.MiB,
                  serial: Console | None = None, debugcon: Console | None = None,
-                 hide_xsave: bool | None = None, virtio_devices=(), virtio_iothread: bool = False):
+                 hide_xsave: bool | None = None, virtio_devices=(), virtio_iothread: bool = False,
+                 smp: int = 1, acpi: bool = True):
         self.firmware = firmware
         self.ram_size = ram_size
         self.serial = Console("serial") if serial is None else serial
@@ -50,6 +52,8 @@ class BoardConfig:
         self.hide_xsave = hide_xsave
         self.virtio_devices = list(virtio_devices)
         self.virtio_iothread = virtio_iothread
+        self.smp = smp
+        self.acpi = acpi
 
 
 class Board:

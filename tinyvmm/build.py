@@ -79,7 +79,8 @@ def build(spec: MachineSpec, guard: Callable = lambda callback, what: callback) 
         built.serial, built.serial_buffer = open_console(built, "serial", spec.serial, guard)
         built.debugcon, built.debugcon_buffer = open_console(built, "debugcon", spec.debugcon, guard)
         built.board = board = Board(BoardConfig(built.firmware, spec.mem, built.serial,
-                                                built.debugcon, virtio_devices=disks),
+                                                built.debugcon, virtio_devices=disks,
+                                                smp=spec.smp, acpi=spec.acpi),
                                     tracer=built.tracer)
         built.fw_cfg = attach_fw_cfg(board, spec.fw_cfg, items)
         built.runner = Runner(board, tracer=built.tracer)

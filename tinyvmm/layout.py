@@ -107,6 +107,7 @@ BOOT_PAGE_TABLES_END = 0xF000
 BOOT_STACK_TOP = 0x8FF0          # RSP at a 64-bit entry (the kernel sets its own at once)
 BOOT_CMDLINE_START = 0x20000     # the command line, as for a bzImage through the ROMs
 
+SMP_MAX = 255                    # vCPUs: 8-bit xAPIC IDs (MADT, MP table), CMOS 0x5F
 RAM_MIN_SIZE = 2 * MiB
 RAM_MAX_SIZE = 64 * GiB
 PAGE_SIZE = 4 * KiB

@@ -34,8 +34,8 @@ _STEPS_DONE = "steps done: {}"
 
 
 class Machine:
-    """One x86 guest on /dev/kvm: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug
-    console, optionally a Linux kernel and virtio-blk disks. Ready to run from the reset
+    """One x86 guest on /dev/kvm: i440FX/PIIX chipset, vCPUs, RAM, ACPI, fw_cfg, COM1, the
+    debug console, optionally a Linux kernel and virtio-blk disks. Ready to run from the reset
     vector, or, for `boot="direct"`, from the kernel's entry.
 
     Machine(spec) builds the machine a tinyvmm.spec.MachineSpec describes; Machine(firmware,
@@ -44,6 +44,8 @@ class Machine:
     firmware      image bytes, a path, a shipped image's bare name ("bios.bin"), or None for
                   tinyvmm's BIOS: a multiple of 64 KiB, 64 KiB to 16 MiB, mapped to end at 4 GiB
     mem           guest RAM in bytes (2 MiB to 64 GiB, a multiple of 4 KiB; QEMU's -m)
+    smp           the number of vCPUs, 1 to 255 (QEMU's -smp)
+    acpi          False: no ACPI tables (QEMU's -machine acpi=off)
     kernel        a bzImage or an ELF vmlinux with a PVH entry, booted as `tinyvmm boot` does
     initrd, append, append_as_is, boot    as the command line's --initrd, --append,
                   --append-as-is and --boot ("firmware" or "direct")

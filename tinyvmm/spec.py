@@ -124,6 +124,15 @@ def check_mem(size: int, label: str) -> int:
     return size
 
 
+def check_smp(count: int, label: str) -> int:
+    """The number of vCPUs: 1 to layout.SMP_MAX (xAPIC IDs, the MADT's and the MP table's
+    8-bit fields, CMOS 0x5F). The host's own limit (KVM_CAP_MAX_VCPUS) is checked when the
+    VM is made. `label` names the value in the message."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= layout.SMP_MAX:
+        raise ConfigError(f"{label}: the number of vCPUs must be 1 to {layout.SMP_MAX}")
+    return count
+
+
 def check_firmware_size(size: int) -> None:
     try:
         layout.check_firmware_size(size)
@@ -279,11 +288,13 @@ class DebugSpec:
 
 @dataclass(frozen=True)
 class MachineSpec:
-    """One x86 guest: i440FX/PIIX chipset, one vCPU, RAM, fw_cfg, COM1, the debug console.
+    """One x86 guest: i440FX/PIIX chipset, vCPUs, RAM, ACPI, fw_cfg, COM1, the debug console.
 
     firmware   a path or a shipped image's bare name ("bios.bin"), the image's bytes, or None:
                tinyvmm's own BIOS (or no firmware at all for a direct kernel boot)
     mem        guest RAM in bytes (check_mem's rule)
+    smp        the number of vCPUs (QEMU's -smp; check_smp's rule)
+    acpi       publish ACPI tables (QEMU's -machine acpi=on|off)
     kernel     a KernelSpec, or None: no Linux, the firmware runs from the reset vector
     fw_cfg     a FwCfgSpec
     drives     DriveSpecs, on PCI slots from layout.VIRTIO_FIRST_SLOT up, in order
@@ -294,6 +305,8 @@ class MachineSpec:
     """
     firmware: str | bytes | None = None
     mem: int = 256 * layout.MiB
+    smp: int = 1
+    acpi: bool = True
     kernel: KernelSpec | None = None
     fw_cfg: FwCfgSpec = FwCfgSpec()
     drives: tuple[DriveSpec, ...] = ()
@@ -312,6 +325,9 @@ class MachineSpec:
             check_file_path("firmware", self.firmware)
         check_type("mem", self.mem, int)
         check_mem(self.mem, f"mem={self.mem!r}")
+        check_type("smp", self.smp, int)
+        check_smp(self.smp, f"smp={self.smp!r}")
+        check_type("acpi", self.acpi, bool)
         check_type("kernel", self.kernel, KernelSpec, none=True)
         check_type("fw_cfg", self.fw_cfg, FwCfgSpec)
         check_tuple("drives", self.drives, DriveSpec)
@@ -336,7 +352,8 @@ class MachineSpec:
 
     @classmethod
     def from_api(cls, firmware: bytes | bytearray | memoryview | Path | None = None, *,
-                 mem: int = 256 * layout.MiB, kernel: Path | None = None, initrd: Path | None = None,
+                 mem: int = 256 * layout.MiB, smp: int = 1, acpi: bool = True,
+                 kernel: Path | None = None, initrd: Path | None = None,
                  append: str | None = None, append_as_is: bool = False, boot: str | None = None,
                  fw_cfg: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
                  option_roms: Iterable[Path] = (), fw_cfg_dma: bool = True,
@@ -364,7 +381,7 @@ class MachineSpec:
             from .debug.trace import parse_spec
             trace_spec = parse_spec(trace)
         return cls(
-            firmware=firmware, mem=mem, kernel=linux,
+            firmware=firmware, mem=mem, smp=smp, acpi=acpi, kernel=linux,
             fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg), option_roms=tuple(_rom_paths(option_roms)),
                              dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=fw_cfg_mmio),
             drives=_drives(drives), serial=serial, debugcon=debugcon,

@@ -44,6 +44,13 @@ def parse_mem(text: str) -> int:
     return argument_type(lambda value: check_mem(parse_size(value), value))(text)
 
 
+def parse_smp(text: str) -> int:
+    from ..spec import check_smp
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of vCPUs")
+    return argument_type(lambda value: check_smp(int(value), value))(text)
+
+
 def parse_timeout(text: str) -> float:
     from ..spec import check_timeout
     try:
@@ -131,9 +138,18 @@ def add_mem_option(parser: argparse.ArgumentParser) -> None:
                         help="guest RAM, e.g. 64M or 1G; a plain number is MiB (default 256M)")
 
 
+def add_hardware_options(parser: argparse.ArgumentParser) -> None:
+    """What the machine has: RAM, vCPUs, ACPI (run, boot, fw-cfg list)."""
+    add_mem_option(parser)
+    parser.add_argument("--smp", type=parse_smp, default=1, metavar="N",
+                        help=f"the number of vCPUs, 1 to {layout.SMP_MAX} (default 1)")
+    parser.add_argument("--no-acpi", dest="acpi", action="store_false",
+                        help="publish no ACPI tables (QEMU's -machine acpi=off)")
+
+
 def add_machine_options(parser: argparse.ArgumentParser) -> None:
     """Options every command that runs a guest shares."""
-    add_mem_option(parser)
+    add_hardware_options(parser)
     parser.add_argument("--serial", type=parse_sink, default="stdio", metavar="stdio|file:PATH|none",
                         help="where COM1 output goes (default stdio); with stdio, stdin is COM1's "
                              "input: a terminal in raw mode (Ctrl-A x quits, Ctrl-A h lists the "
@@ -259,7 +275,8 @@ def machine_spec(args: argparse.Namespace, boot_linux: bool) -> MachineSpec:
                             given("append_as_is", False), given("boot"))
     expect = given("expect")
     return MachineSpec(
-        firmware=given("bios"), mem=given("mem", 256 * layout.MiB), kernel=kernel,
+        firmware=given("bios"), mem=given("mem", 256 * layout.MiB), smp=given("smp", 1),
+        acpi=given("acpi", True), kernel=kernel,
         fw_cfg=FwCfgSpec(files=tuple(given("fw_cfg", ())),
                          option_roms=tuple(given("option_roms", ())),
                          dma=given("fw_cfg_dma", True), ports=given("fw_cfg_ports", True),

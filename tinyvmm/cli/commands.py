@@ -9,6 +9,7 @@ from .arguments import (
     add_boot_options,
     add_drive_options,
     add_fw_cfg_options,
+    add_hardware_options,
     add_machine_options,
     add_mem_option,
     machine_spec,
@@ -124,7 +125,7 @@ def _add_fw_cfg(commands) -> None:
     listing.add_argument("--bios", metavar="FILE",
                          help="the firmware image (read and checked as a run would)")
     add_boot_options(listing)
-    add_mem_option(listing)
+    add_hardware_options(listing)
     add_drive_options(listing)
     add_fw_cfg_options(listing)
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
