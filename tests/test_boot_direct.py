@@ -290,7 +290,7 @@ def test_direct_pvh_entry_state_and_start_info(pvh_payload, initrd):
     entry = dict(re.findall(r" (\w+)=([0-9a-f]+)", re.search(r"pvh-payload: entry(.*)", out)[1]))
     assert int(entry["ebx"], 16) == layout.PVH_START_INFO and int(entry["cr0"], 16) == 0x11
     memmap = re.findall(r"pvh-payload: memmap addr=(\w+) size=(\w+) type=(\w+)", out)
-    assert [tuple(int(x, 16) for x in m) for m in memmap] == layout.e820_map(64 * MiB, 64 * 1024)
+    assert [tuple(int(x, 16) for x in m) for m in memmap] == layout.e820_map(64 * MiB, 64 * 1024, acpi=True)
     module = dict(re.findall(r" (\w+)=([0-9a-f]+)", re.search(r"pvh-payload: module0(.*)", out)[1]))
     assert int(module["size"], 16) == initrd.stat().st_size
 

@@ -151,7 +151,8 @@ def fw_cfg_items(spec: MachineSpec, firmware: bytes, payload: Payload | None) ->
     # Files added after the standard ones: the boot ROM (unless an option ROM is it)
     # and the bootorder file, when a kernel or a drive is to be booted.
     loader_files = int(own_rom) + int(firmware_boot or bool(booting_drives))
-    items = build_fw_cfg_items(spec.fw_cfg, spec.mem, len(firmware), loader_files=loader_files)
+    items = build_fw_cfg_items(spec.fw_cfg, spec.mem, len(firmware), cpus=spec.smp,
+                               loader_files=loader_files, acpi=spec.acpi)
     if firmware_boot:
         assert payload is not None
         payload.publish(items, list(spec.fw_cfg.option_roms))
@@ -233,12 +234,24 @@ def open_disks(specs: tuple[DriveSpec, ...], built: BuiltMachine) -> list:
     return models
 
 
+def install_acpi_direct(spec: MachineSpec, board: Board) -> int:
+    """A boot without firmware: the PM block enabled where firmware would put it and the ACPI
+    tables in RAM (tinyvmm.acpi.install_direct); the RSDP's address."""
+    from .acpi import install_direct
+    from .fw_cfg.attach import acpi_machine
+    board.power_management.enable_pm_io(layout.ACPI_PM_BASE)
+    return install_direct(board.memory, acpi_machine(spec.fw_cfg, spec.mem, spec.smp,
+                                                     board.power_management.pm_base()))
+
+
 def place_kernel(spec: MachineSpec, payload: Payload, board: Board) -> None:
     """A direct boot: the kernel loaded and the vCPU at its entry. Through firmware: its pages
     touched in advance (the ROM's copy then runs at memory speed), and loaded in place for
     firmware that takes it so (QEMU's ROMs, SeaBIOS, qboot)."""
     if payload.boot == "direct":
-        payload.enter(board.memory, board.vcpu, layout.e820_map(spec.mem, len(board.config.firmware)))
+        rsdp = install_acpi_direct(spec, board) if spec.acpi else 0
+        payload.enter(board.memory, board.vcpu,
+                      layout.e820_map(spec.mem, len(board.config.firmware), acpi=spec.acpi), rsdp)
         return
     board.memory.prefault(payload.load_ranges())
     if spec.runs_firmware:

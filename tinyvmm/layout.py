@@ -106,6 +106,12 @@ BOOT_PAGE_TABLES_START = 0x9000  # PML4, PDPT and four page directories (identit
 BOOT_PAGE_TABLES_END = 0xF000
 BOOT_STACK_TOP = 0x8FF0          # RSP at a 64-bit entry (the kernel sets its own at once)
 BOOT_CMDLINE_START = 0x20000     # the command line, as for a bzImage through the ROMs
+# ACPI tables of a boot without firmware (tinyvmm.acpi): the RSDP in the EBDA's first KiB,
+# where an OS scans for it, the other tables just below the EBDA.
+ACPI_DIRECT_START = 0x9A000
+ACPI_DIRECT_RSDP = EBDA_START
+ACPI_PM_BASE = 0x600             # the PIIX4 PM I/O block where firmware on QEMU puts it (SeaBIOS)
+BDA_EBDA_SEGMENT = 0x40E         # the BDA word holding the EBDA's segment
 
 SMP_MAX = 255                    # vCPUs: 8-bit xAPIC IDs (MADT, MP table), CMOS 0x5F
 RAM_MIN_SIZE = 2 * MiB
@@ -115,6 +121,7 @@ PAGE_SIZE = 4 * KiB
 # e820 types (Linux/QEMU numbering)
 E820_RAM = 1
 E820_RESERVED = 2
+E820_ACPI = 3                    # ACPI tables, reclaimable once read
 
 # --- I/O ports: name -> (first port, number of ports) ---------------------
 PORTS = {
@@ -140,7 +147,10 @@ IN_KERNEL_PORTS = ((0x20, 2, "the in-kernel master PIC"), (0x40, 4, "the in-kern
                    (0x61, 1, "the in-kernel PIT's speaker port"), (0xA0, 2, "the in-kernel slave PIC"),
                    (0x4D0, 2, "the in-kernel PIC's ELCR"))
 
+# ISA interrupts of the legacy devices (the ACPI tables describe them)
+KEYBOARD_IRQ = 1
 COM1_IRQ = 4
+RTC_IRQ = 8
 
 # Boot milestones written to the milestone ports (qboot's benchmark values).
 MILESTONE_FW_START = 1           # port 0xf5: firmware entry
@@ -202,12 +212,16 @@ def low_ram_end(ram_size: int) -> int:
     return ram_size if ram_size < LOW_RAM_LIMIT else LOW_RAM_MAX
 
 
-def e820_map(ram_size: int, firmware_size: int) -> list[tuple[int, int, int]]:
+def e820_map(ram_size: int, firmware_size: int, acpi: bool = False) -> list[tuple[int, int, int]]:
     """The e820 table an operating system sees, with the BIOS areas reserved, sorted: (address,
-    length, type). A direct boot hands it over; firmware makes its own from fw_cfg_e820."""
+    length, type). A direct boot hands it over (with `acpi`, the tables below the EBDA are
+    ACPI data); firmware makes its own from fw_cfg_e820."""
     low_end = low_ram_end(ram_size)
-    entries = [
-        (0, EBDA_START, E820_RAM),
+    conventional_end = ACPI_DIRECT_START if acpi else EBDA_START
+    entries = [(0, conventional_end, E820_RAM)]
+    if acpi:
+        entries.append((ACPI_DIRECT_START, EBDA_START - ACPI_DIRECT_START, E820_ACPI))
+    entries += [
         (EBDA_START, EBDA_SIZE, E820_RESERVED),
         (OPTION_ROM_START, HIGH_MEMORY_START - OPTION_ROM_START, E820_RESERVED),
         (HIGH_MEMORY_START, low_end - HIGH_MEMORY_START, E820_RAM),

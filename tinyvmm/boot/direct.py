@@ -40,6 +40,7 @@ IDENTITY_MAP_GIB = 4
 
 # boot_params (arch/x86/include/uapi/asm/bootparam.h) fields a loader fills.
 ZERO_PAGE_SIZE = 4096
+ZP_ACPI_RSDP_ADDR = 0x070           # u64, read by kernels from boot protocol 2.14
 ZP_E820_ENTRIES = 0x1E8
 ZP_SETUP_HEADER = 0x1F1
 ZP_E820_TABLE = 0x2D0
@@ -96,9 +97,9 @@ def check_64bit_entry(image: bz.BzImage, name: str) -> None:
             "boot it with --boot firmware")
 
 
-def zero_page(setup: bytes, memory_map: list[tuple[int, int, int]]) -> bytes:
-    """boot_params: zeros, the (already patched) setup header copied from `setup`, and the
-    e820 table."""
+def zero_page(setup: bytes, memory_map: list[tuple[int, int, int]], rsdp: int = 0) -> bytes:
+    """boot_params: zeros, the (already patched) setup header copied from `setup`, the e820
+    table and the ACPI RSDP's address (`rsdp`, 0: none)."""
     if len(memory_map) > E820_TABLE_MAX:
         raise DirectBootError(f"the memory map has {len(memory_map)} entries; at most "
                               f"{E820_TABLE_MAX} fit in the zero page")
@@ -106,6 +107,7 @@ def zero_page(setup: bytes, memory_map: list[tuple[int, int, int]]) -> bytes:
     header_end = SETUP_HEADER_JUMP + 2 + setup[SETUP_HEADER_JUMP + 1]
     page[ZP_SETUP_HEADER:header_end] = setup[ZP_SETUP_HEADER:header_end]
     page[ZP_E820_ENTRIES] = len(memory_map)
+    struct.pack_into("<Q", page, ZP_ACPI_RSDP_ADDR, rsdp)
     for i, entry in enumerate(memory_map):
         E820_ENTRY.pack_into(page, ZP_E820_TABLE + i * E820_ENTRY.size, *entry)
     return bytes(page)
@@ -161,10 +163,11 @@ def set_entry_state(vcpu, long_mode: bool, rip: int, rbx: int = 0, rsi: int = 0)
     vcpu.set_regs(regs)
 
 
-def enter_pvh(memory, vcpu, plan: pvh.PvhPlan, memory_map: list[tuple[int, int, int]]) -> None:
+def enter_pvh(memory, vcpu, plan: pvh.PvhPlan, memory_map: list[tuple[int, int, int]],
+              rsdp: int = 0) -> None:
     """Load an ELF kernel, its start info, command line and initrd, and set the vCPU at its
     PVH entry."""
-    writes = [(layout.BOOT_GDT_START, gdt(long_mode=False))] + pvh.start_info(plan, memory_map)
+    writes = [(layout.BOOT_GDT_START, gdt(long_mode=False))] + pvh.start_info(plan, memory_map, rsdp)
     writes += load_segments(memory, plan.kernel)
     if plan.initrd is not None:
         writes.append((plan.initrd_addr, plan.initrd))
@@ -173,11 +176,12 @@ def enter_pvh(memory, vcpu, plan: pvh.PvhPlan, memory_map: list[tuple[int, int, 
     set_entry_state(vcpu, long_mode=False, rip=plan.entry, rbx=layout.PVH_START_INFO)
 
 
-def enter_64bit(memory, vcpu, plan: linux.BootPlan, memory_map: list[tuple[int, int, int]]) -> None:
+def enter_64bit(memory, vcpu, plan: linux.BootPlan, memory_map: list[tuple[int, int, int]],
+                rsdp: int = 0) -> None:
     """Load a bzImage's protected-mode kernel, zero page, command line and initrd, and set the
     vCPU at its 64-bit entry (the caller has checked it with check_64bit_entry)."""
     writes = [(layout.BOOT_GDT_START, gdt(long_mode=True)), *page_tables(),
-              (layout.BOOT_PARAMS_START, zero_page(plan.setup, memory_map)),
+              (layout.BOOT_PARAMS_START, zero_page(plan.setup, memory_map, rsdp)),
               (linux.CMDLINE_ADDR, plan.cmdline), (linux.KERNEL_ADDR, plan.image.kernel)]
     if plan.initrd is not None:
         writes.append((plan.initrd_addr, plan.initrd))

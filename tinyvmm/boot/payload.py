@@ -85,13 +85,14 @@ class LinuxPayload:
             for gpa, data in load_segments(memory, self.plan.kernel):
                 memory.write(gpa, data)
 
-    def enter(self, memory, vcpu, memory_map: list[tuple[int, int, int]]) -> None:
-        """A direct boot: write everything into RAM and set the vCPU at the kernel's entry."""
+    def enter(self, memory, vcpu, memory_map: list[tuple[int, int, int]], rsdp: int = 0) -> None:
+        """A direct boot: write everything into RAM and set the vCPU at the kernel's entry;
+        `rsdp`: where the ACPI tables start (0: none)."""
         from . import direct
         if self.is_elf:
-            direct.enter_pvh(memory, vcpu, self.plan, memory_map)
+            direct.enter_pvh(memory, vcpu, self.plan, memory_map, rsdp)
         else:
-            direct.enter_64bit(memory, vcpu, self.plan, memory_map)
+            direct.enter_64bit(memory, vcpu, self.plan, memory_map, rsdp)
 
 
 def host_cmdline(dma: bool) -> list[str]:

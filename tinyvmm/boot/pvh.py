@@ -110,16 +110,18 @@ def plan_pvh(kernel: ElfKernel, cmdline: str, initrd, ram_size: int, header: byt
     return PvhPlan(kernel, raw_cmdline + b"\0", initrd, initrd_addr, bytes(header[:HEADER_PEEK_SIZE]))
 
 
-def start_info(plan: PvhPlan, memory_map: list[tuple[int, int, int]]) -> list[tuple[int, bytes]]:
+def start_info(plan: PvhPlan, memory_map: list[tuple[int, int, int]],
+               rsdp: int = 0) -> list[tuple[int, bytes]]:
     """The start info, its module list and memory map as (guest address, bytes) to write;
-    `memory_map` is the e820 table, (address, length, type) entries."""
+    `memory_map` is the e820 table, (address, length, type) entries; `rsdp` the ACPI RSDP's
+    address (0: none)."""
     if len(memory_map) > layout.PVH_MEMMAP_MAX_ENTRIES:
         raise PvhConfigError(f"the memory map has {len(memory_map)} entries; at most "
                              f"{layout.PVH_MEMMAP_MAX_ENTRIES} fit")
     modules = 0 if plan.initrd is None else 1
     info = START_INFO.pack(
         START_INFO_MAGIC, START_INFO_VERSION, 0, modules,
-        layout.PVH_MODLIST if modules else 0, layout.BOOT_CMDLINE_START, 0,
+        layout.PVH_MODLIST if modules else 0, layout.BOOT_CMDLINE_START, rsdp,
         layout.PVH_MEMMAP, len(memory_map), 0)
     memmap = b"".join(MEMMAP_ENTRY.pack(addr, size, kind, 0) for addr, size, kind in memory_map)
     writes = [(layout.PVH_START_INFO, info), (layout.PVH_MEMMAP, memmap),

@@ -32,6 +32,7 @@ from .smbios import smbios_files
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ..acpi import AcpiMachine
     from ..board import Board
     from ..spec import FwCfgSpec
 
@@ -58,9 +59,10 @@ def check_mmio_window(base: int, ram_size: int | None, size: int = MMIO_SIZE) ->
 
 
 def build_fw_cfg_items(spec: FwCfgSpec, ram_size: int, firmware_size: int, cpus: int = 1,
-                       warn=None, loader_files: int = 0) -> FwCfgItems:
+                       warn=None, loader_files: int = 0, acpi: bool = False) -> FwCfgItems:
     """Every item a machine with this fw_cfg serves, except SIGNATURE and ID (the device's own).
     `loader_files`: how many files a boot loader will add afterwards (their slots are kept).
+    `acpi`: the ACPI tables and their loader script (tinyvmm.acpi.publish).
 
     Raises FwCfgConfigError (a ConfigError) for anything wrong with the spec:
     an unreadable user file, a duplicate name, an MMIO window outside the hole.
@@ -84,6 +86,10 @@ def build_fw_cfg_items(spec: FwCfgSpec, ram_size: int, firmware_size: int, cpus:
     items.add_file(SMBIOS_ANCHOR, anchor)
     items.add_file(SMBIOS_TABLES, tables)
     reserved = {FILE_E820, FILE_BOOT_FAIL_WAIT, SMBIOS_ANCHOR, SMBIOS_TABLES}
+    if acpi:
+        from ..acpi.publish import ACPI_FILES, SYSTEM_STATES_FILE, add_acpi_files
+        add_acpi_files(items, acpi_machine(spec, ram_size, cpus))
+        reserved.update(ACPI_FILES + (SYSTEM_STATES_FILE,))
     for item in specs:
         if item.name in reserved:
             raise FwCfgConfigError(f"fw_cfg: {item.name!r} is already provided by tinyvmm; "
@@ -104,6 +110,14 @@ def build_fw_cfg_items(spec: FwCfgSpec, ram_size: int, firmware_size: int, cpus:
     add_user_items(items, specs, warn, limit=min(ram_size, FW_CFG_MAX_ITEM_SIZE))
     add_option_roms(items, roms, warn)
     return items
+
+
+def acpi_machine(spec: FwCfgSpec, ram_size: int, cpus: int, pm_base: int | None = None) -> AcpiMachine:
+    """What the ACPI tables describe of a machine with this fw_cfg; `pm_base` None: where
+    firmware is expected to put the PM block (layout.ACPI_PM_BASE)."""
+    from ..acpi import AcpiMachine
+    return AcpiMachine(cpus=cpus, ram_size=ram_size, pm_base=pm_base or layout.ACPI_PM_BASE,
+                       fw_cfg_ports=spec.ports, fw_cfg_dma=spec.dma, fw_cfg_mmio=spec.mmio)
 
 
 def add_option_roms(items: FwCfgItems, paths, warn=None) -> None:
@@ -137,6 +151,10 @@ def attach_fw_cfg(board: Board, spec: FwCfgSpec, items: FwCfgItems | None = None
     if items is None:
         items = build_fw_cfg_items(spec, config.ram_size, len(config.firmware))
     dma = spec.dma
+    if "etc/acpi/tables" in items.file_names():
+        from ..acpi.publish import rebuild_on_first_read
+        rebuild_on_first_read(items, lambda: acpi_machine(
+            spec, config.ram_size, config.smp, board.power_management.pm_base()))
     fw_cfg = FwCfg(items, board.memory, dma_enabled=dma, tracer=board.tracer)
     try:
         if spec.ports:

@@ -16,6 +16,10 @@ from .. import layout
 from ..errors import ConfigError
 from ..spec import split_options
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # --- keys (qemu_fw_cfg.h) ----------------------------------------------------
 FW_CFG_SIGNATURE = 0x00
 FW_CFG_ID = 0x01
@@ -123,8 +127,8 @@ class FwCfgEntry:
         self.data = data
         self.writable = writable
         self.is_file = is_file
-        self.on_select = None
-        self.on_write = None
+        self.on_select: Callable[[FwCfgEntry], object] | None = None
+        self.on_write: Callable[[int, bytes], object] | None = None
 
     @property
     def size(self) -> int:

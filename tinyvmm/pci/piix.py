@@ -138,6 +138,12 @@ class Piix4PowerManagement(PciFunction):
             return None
         return (self.get(PMBA, 4) & PMBA_MASK) or None
 
+    def enable_pm_io(self, base: int) -> None:
+        """Put the PM block at `base` and enable it, as firmware does (a boot without one)."""
+        self.set_dword(PMBA, (base & PMBA_MASK) | PMBA_IO)
+        self.set_byte(PMREGMISC, self.config[PMREGMISC] | PMIOSE)
+        self.update_pm_window()
+
     def config_written(self, offset: int, size: int, changed: bool) -> None:
         if offset < PMBA + 4 and offset + size > PMBA or offset <= PMREGMISC < offset + size:
             self.update_pm_window()
