@@ -12,6 +12,7 @@ APT_PACKAGES=(
     gdb                                     # gdb stub tests
     qemu-system-x86                         # side-by-side benchmarks
     seabios qemu-system-data                # real firmware: SeaBIOS, qboot, QEMU's option ROMs
+    acpica-tools                            # iasl: the ACPI tables are checked by disassembly
     linux-source-6.1 bc flex bison libelf-dev lz4 cpio xz-utils   # the test kernel
 )
 
