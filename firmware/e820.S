@@ -105,6 +105,72 @@ e820_reserve_bios_areas:
 8:  PRINT "e820: no room to reserve the BIOS areas\n"
     jmp 9b
 
+/* -> SI = the RAM entry holding 1 MiB and ending below 4 GiB, EAX = its end; CF set
+   if there is none. */
+e820_high_ram:
+    push %cx
+    mov $EBDA_E820_TABLE, %si
+    mov %fs:EBDA_E820_COUNT, %cx
+    jcxz 8f
+1:  cmpl $E820_RAM, %fs:E820_TYPE(%si)
+    jne 2f
+    cmpl $0, %fs:E820_BASE + 4(%si)
+    jne 2f
+    cmpl $0, %fs:E820_LENGTH + 4(%si)
+    jne 2f
+    mov %fs:E820_BASE(%si), %eax
+    cmp $HIGH_MEMORY_START, %eax
+    ja 2f
+    add %fs:E820_LENGTH(%si), %eax
+    jc 2f
+    cmp $HIGH_MEMORY_START, %eax
+    ja 3f
+2:  add $E820_ENTRY_SIZE, %si
+    loop 1b
+8:  pop %cx
+    stc
+    ret
+3:  pop %cx
+    clc
+    ret
+
+/* EAX = the end of RAM from 1 MiB (CF set if there is none). */
+    .globl e820_high_ram_end
+e820_high_ram_end:
+    push %si
+    call e820_high_ram
+    pop %si
+    ret
+
+/* EAX = a page boundary inside the RAM from 1 MiB: that RAM ends there and the rest of it
+   becomes reserved (the ACPI tables' zone, as SeaBIOS reserves its own); the table is
+   sorted again and E801h/88h follow. */
+    .globl e820_reserve_top
+e820_reserve_top:
+    pushal
+    mov %eax, %edx                      /* EDX = the reserved range's base */
+    call e820_high_ram
+    jc 9f
+    mov %eax, %ecx
+    sub %edx, %ecx                      /* ECX = its length */
+    mov %edx, %ebx
+    sub %fs:E820_BASE(%si), %ebx
+    mov %ebx, %fs:E820_LENGTH(%si)
+    mov %fs:EBDA_E820_COUNT, %ax
+    cmp $E820_MAX, %ax
+    jae 8f
+    imul $E820_ENTRY_SIZE, %ax, %di
+    add $EBDA_E820_TABLE, %di
+    incw %fs:EBDA_E820_COUNT
+    mov $E820_RESERVED, %ebx
+    call e820_put
+    call e820_sort
+7:  call e820_derive_legacy_sizes
+9:  popal
+    ret
+8:  PRINT "e820: no room to reserve the ACPI tables; left out of the RAM\n"
+    jmp 7b
+
 /* The entry at FS:DI: base EDX, length ECX (both below 4 GiB), type EBX; DI moves past it. */
 e820_put:
     mov %edx, %fs:E820_BASE(%di)
