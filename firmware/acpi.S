@@ -244,10 +244,8 @@ cmd_add_pointer:
     call find_allocated
     jc skipped
     movzbl POINTER_SIZE(%si), %eax
-    call check_pointer_size
-    jc skipped
     mov POINTER_OFFSET(%si), %ebx
-    call check_range
+    call check_pointer
     jc skipped
     lea (%edx, %ebx), %edi
     mov STATE_VALUE, %edx
@@ -312,10 +310,8 @@ cmd_write_pointer:
     jc skipped
     mov %bp, STATE_KEY
     movzbl WRITE_SIZE(%si), %eax
-    call check_pointer_size
-    jc skipped
     mov WRITE_DEST_OFFSET(%si), %ebx
-    call check_range
+    call check_pointer
     jc skipped
     movzwl STATE_KEY, %eax
     shl $16, %eax
@@ -411,16 +407,17 @@ check_power_of_two:
     stc
     ret
 
-/* EAX = pointer size: CF set (reported) unless 1, 2, 4 or 8. */
-check_pointer_size:
+/* EAX = pointer size, EBX = its offset in the file of ECX bytes (named at DI): CF set
+   (reported) unless the size is 1, 2, 4 or 8 and the pointer lies inside the file. */
+check_pointer:
     cmp $8, %eax
     ja 1f
     call check_power_of_two
-    jnc 2f
+    jnc check_range
 1:  call report_file
     PRINT "pointer size not 1, 2, 4 or 8"
     stc
-2:  ret
+    ret
 
 /* "acpi: command NNNN: " on the debug console. */
 report:

@@ -105,9 +105,8 @@ e820_reserve_bios_areas:
 8:  PRINT "e820: no room to reserve the BIOS areas\n"
     jmp 9b
 
-/* -> SI = the RAM entry holding 1 MiB and ending below 4 GiB, EAX = its end; CF set
-   if there is none. */
-e820_high_ram:
+/* -> SI = the RAM entry holding 1 MiB, EDX:EAX = its end; CF set if there is none. */
+e820_find_high_ram:
     push %cx
     mov $EBDA_E820_TABLE, %si
     mov %fs:EBDA_E820_COUNT, %cx
@@ -116,13 +115,13 @@ e820_high_ram:
     jne 2f
     cmpl $0, %fs:E820_BASE + 4(%si)
     jne 2f
-    cmpl $0, %fs:E820_LENGTH + 4(%si)
-    jne 2f
     mov %fs:E820_BASE(%si), %eax
     cmp $HIGH_MEMORY_START, %eax
     ja 2f
+    xor %edx, %edx                      /* EDX:EAX = base + length */
     add %fs:E820_LENGTH(%si), %eax
-    jc 2f
+    adc %fs:E820_LENGTH + 4(%si), %edx
+    jnz 3f
     cmp $HIGH_MEMORY_START, %eax
     ja 3f
 2:  add $E820_ENTRY_SIZE, %si
@@ -132,6 +131,16 @@ e820_high_ram:
     ret
 3:  pop %cx
     clc
+    ret
+
+/* The same entry, only if it ends below 4 GiB: SI, EAX = its end; CF set otherwise. */
+e820_high_ram:
+    push %edx
+    call e820_find_high_ram
+    jc 1f
+    cmp $1, %edx                        /* CF set for EDX = 0 ... */
+    cmc                                 /* ... and so clear */
+1:  pop %edx
     ret
 
 /* EAX = the end of RAM from 1 MiB (CF set if there is none). */
@@ -223,19 +232,8 @@ e820_sort:
    holding 1 MiB and take its end (capped at 4 GiB). */
 e820_derive_legacy_sizes:
     pushal
-    mov $EBDA_E820_TABLE, %si
-    mov %fs:EBDA_E820_COUNT, %cx
-    jcxz 9f
-1:  cmpl $E820_RAM, %fs:E820_TYPE(%si)
-    jne 2f
-    cmpl $0, %fs:E820_BASE + 4(%si)
-    jne 2f
-    mov %fs:E820_BASE(%si), %eax
-    cmp $HIGH_MEMORY_START, %eax
-    ja 2f
-    xor %edx, %edx                      /* EDX:EAX = base + length */
-    add %fs:E820_LENGTH(%si), %eax
-    adc %fs:E820_LENGTH + 4(%si), %edx
+    call e820_find_high_ram
+    jc 9f
     mov $KB_4G, %ebx
     test %edx, %edx
     jnz 3f
@@ -243,8 +241,6 @@ e820_derive_legacy_sizes:
     shr $10, %ebx                       /* end in KiB */
     cmp $KB_1M, %ebx
     ja 3f
-2:  add $E820_ENTRY_SIZE, %si
-    loop 1b
 9:  popal
     ret
 

@@ -157,7 +157,8 @@ def test_the_bios_installs_the_tables_and_reserves_them():
         # Option ROMs now end where the RSDP begins.
         assert struct.unpack_from("<H", ebda, EBDA_ROM_AREA_END)[0] == rsdp >> 4
         # Nothing else was written in the zones.
-        assert guest.read_memory(MEM - HIGH_ZONE, tables - (MEM - HIGH_ZONE)) == bytes(tables - (MEM - HIGH_ZONE))
+        zone = MEM - HIGH_ZONE
+        assert guest.read_memory(zone, tables - zone) == bytes(tables - zone)
         assert guest.read_memory(FSEG_START, rsdp - FSEG_START) == bytes(rsdp - FSEG_START)
 
 
