@@ -280,12 +280,24 @@ cmd_add_checksum:
     lea (%edx, %ebx), %edi
     mov %eax, %ecx
     xor %al, %al
-1:  jecxz 2f
+    sub $4, %ecx
+    jb 2f
+1:  mov %es:(%edi), %ebx                /* a dword a round: under an emulating KVM */
+    add %bl, %al                        /* every instruction costs microseconds */
+    add %bh, %al
+    shr $16, %ebx
+    add %bl, %al
+    add %bh, %al
+    add $4, %edi
+    sub $4, %ecx
+    jae 1b
+2:  add $4, %ecx                        /* the last 0-3 bytes */
+3:  jecxz 4f
     add %es:(%edi), %al
     inc %edi
     dec %ecx
-    jmp 1b
-2:  add CHECKSUM_OFFSET(%si), %edx
+    jmp 3b
+4:  add CHECKSUM_OFFSET(%si), %edx
     sub %al, %es:(%edx)
     ret
 
