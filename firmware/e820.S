@@ -1,5 +1,6 @@
-/* The memory map: etc/e820 from fw_cfg, with the BIOS's own areas reserved, kept in the EBDA
-   for INT 15h E820h, and the older E801h/88h answers derived from it. */
+/* The memory map: etc/e820 from fw_cfg, with the BIOS's own areas reserved (and the ACPI
+   tables' pages, for acpi.S), kept in the EBDA for INT 15h E820h, and the older E801h/88h
+   answers derived from it. */
 
     .code16
     .include "bios.inc"
