@@ -40,6 +40,7 @@ bios_entry:
     jc .Lno_fw_cfg
     call fw_cfg_load_dir                /* the file directory, listed on the console */
     call e820_load                      /* etc/e820 for INT 15h */
+    call acpi_load                      /* etc/table-loader: the VMM's ACPI tables */
     call optionroms_load                /* genroms/*: load, check, init */
     call boot_choose                    /* bootorder, else the first ROM with a BEV */
     jc .Lnothing_to_boot

@@ -1,5 +1,6 @@
-/* The memory map: etc/e820 from fw_cfg, with the BIOS's own areas reserved, kept in the EBDA
-   for INT 15h E820h, and the older E801h/88h answers derived from it. */
+/* The memory map: etc/e820 from fw_cfg, with the BIOS's own areas reserved (and the ACPI
+   tables' pages, for acpi.S), kept in the EBDA for INT 15h E820h, and the older E801h/88h
+   answers derived from it. */
 
     .code16
     .include "bios.inc"
@@ -105,6 +106,81 @@ e820_reserve_bios_areas:
 8:  PRINT "e820: no room to reserve the BIOS areas\n"
     jmp 9b
 
+/* -> SI = the RAM entry holding 1 MiB, EDX:EAX = its end; CF set if there is none. */
+e820_find_high_ram:
+    push %cx
+    mov $EBDA_E820_TABLE, %si
+    mov %fs:EBDA_E820_COUNT, %cx
+    jcxz 8f
+1:  cmpl $E820_RAM, %fs:E820_TYPE(%si)
+    jne 2f
+    cmpl $0, %fs:E820_BASE + 4(%si)
+    jne 2f
+    mov %fs:E820_BASE(%si), %eax
+    cmp $HIGH_MEMORY_START, %eax
+    ja 2f
+    xor %edx, %edx                      /* EDX:EAX = base + length */
+    add %fs:E820_LENGTH(%si), %eax
+    adc %fs:E820_LENGTH + 4(%si), %edx
+    jnz 3f
+    cmp $HIGH_MEMORY_START, %eax
+    ja 3f
+2:  add $E820_ENTRY_SIZE, %si
+    loop 1b
+8:  pop %cx
+    stc
+    ret
+3:  pop %cx
+    clc
+    ret
+
+/* The same entry, only if it ends below 4 GiB: SI, EAX = its end; CF set otherwise. */
+e820_high_ram:
+    push %edx
+    call e820_find_high_ram
+    jc 1f
+    cmp $1, %edx                        /* CF set for EDX = 0 ... */
+    cmc                                 /* ... and so clear */
+1:  pop %edx
+    ret
+
+/* EAX = the end of RAM from 1 MiB (CF set if there is none). */
+    .globl e820_high_ram_end
+e820_high_ram_end:
+    push %si
+    call e820_high_ram
+    pop %si
+    ret
+
+/* EAX = a page boundary inside the RAM from 1 MiB: that RAM ends there and the rest of it
+   becomes reserved (the ACPI tables' zone, as SeaBIOS reserves its own); the table is
+   sorted again and E801h/88h follow. */
+    .globl e820_reserve_top
+e820_reserve_top:
+    pushal
+    mov %eax, %edx                      /* EDX = the reserved range's base */
+    call e820_high_ram
+    jc 9f
+    mov %eax, %ecx
+    sub %edx, %ecx                      /* ECX = its length */
+    mov %edx, %ebx
+    sub %fs:E820_BASE(%si), %ebx
+    mov %ebx, %fs:E820_LENGTH(%si)
+    mov %fs:EBDA_E820_COUNT, %ax
+    cmp $E820_MAX, %ax
+    jae 8f
+    imul $E820_ENTRY_SIZE, %ax, %di
+    add $EBDA_E820_TABLE, %di
+    incw %fs:EBDA_E820_COUNT
+    mov $E820_RESERVED, %ebx
+    call e820_put
+    call e820_sort
+7:  call e820_derive_legacy_sizes
+9:  popal
+    ret
+8:  PRINT "e820: no room to reserve the ACPI tables; left out of the RAM\n"
+    jmp 7b
+
 /* The entry at FS:DI: base EDX, length ECX (both below 4 GiB), type EBX; DI moves past it. */
 e820_put:
     mov %edx, %fs:E820_BASE(%di)
@@ -157,19 +233,8 @@ e820_sort:
    holding 1 MiB and take its end (capped at 4 GiB). */
 e820_derive_legacy_sizes:
     pushal
-    mov $EBDA_E820_TABLE, %si
-    mov %fs:EBDA_E820_COUNT, %cx
-    jcxz 9f
-1:  cmpl $E820_RAM, %fs:E820_TYPE(%si)
-    jne 2f
-    cmpl $0, %fs:E820_BASE + 4(%si)
-    jne 2f
-    mov %fs:E820_BASE(%si), %eax
-    cmp $HIGH_MEMORY_START, %eax
-    ja 2f
-    xor %edx, %edx                      /* EDX:EAX = base + length */
-    add %fs:E820_LENGTH(%si), %eax
-    adc %fs:E820_LENGTH + 4(%si), %edx
+    call e820_find_high_ram
+    jc 9f
     mov $KB_4G, %ebx
     test %edx, %edx
     jnz 3f
@@ -177,8 +242,6 @@ e820_derive_legacy_sizes:
     shr $10, %ebx                       /* end in KiB */
     cmp $KB_1M, %ebx
     ja 3f
-2:  add $E820_ENTRY_SIZE, %si
-    loop 1b
 9:  popal
     ret
 

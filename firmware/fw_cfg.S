@@ -68,27 +68,58 @@ fw_cfg_read_port:
     clc
     ret
 
-/* One DMA descriptor on the stack (its address from SS, so no assumption on SS). */
+/* ES:DI as a linear address for one SELECT | READ transfer. */
 fw_cfg_read_dma:
     pushal
-    push %bp
-    sub $FW_CFG_DMA_SIZE, %sp
-    mov %sp, %bp
     movzwl %ax, %eax
     shl $16, %eax
     or $FW_CFG_DMA_SELECT | FW_CFG_DMA_READ, %eax
+    xor %edx, %edx
+    mov %es, %dx
+    shl $4, %edx
+    movzwl %di, %edi
+    add %edi, %edx
+    call fw_cfg_dma
+    popal
+    ret
+
+/* AX = key, ECX = length, EDI = linear address, for memory above 1 MiB. The port
+   path needs ES flat (base 0, 4 GiB limit: unreal mode). CF set if DMA failed. */
+    .globl fw_cfg_read_linear
+fw_cfg_read_linear:
+    pushal
+    testb $1, %fs:EBDA_FW_CFG_DMA
+    jz 1f
+    movzwl %ax, %eax
+    shl $16, %eax
+    or $FW_CFG_DMA_SELECT | FW_CFG_DMA_READ, %eax
+    mov %edi, %edx
+    call fw_cfg_dma
+    popal
+    ret
+1:  mov $FW_CFG_PORT_SELECT, %dx
+    outw %ax, %dx
+    mov $FW_CFG_PORT_DATA, %dx
+    addr32 rep insb
+    popal
+    clc
+    ret
+
+/* One DMA transfer, its descriptor on the stack (its address from SS, so no
+   assumption on SS): EAX = control (key << 16 | bits), ECX = length, EDX = linear
+   address. CF set on the ERROR bit. Changes EAX, EBX, ECX, EDX. */
+    .globl fw_cfg_dma
+fw_cfg_dma:
+    push %bp
+    sub $FW_CFG_DMA_SIZE, %sp
+    mov %sp, %bp
     bswap %eax
     mov %eax, FW_CFG_DMA_CONTROL(%bp)
     bswap %ecx
     mov %ecx, FW_CFG_DMA_LENGTH(%bp)
     movl $0, FW_CFG_DMA_ADDRESS(%bp)
-    xor %eax, %eax
-    mov %es, %ax
-    shl $4, %eax
-    movzwl %di, %edx
-    add %edx, %eax
-    bswap %eax
-    mov %eax, FW_CFG_DMA_ADDRESS + 4(%bp)
+    bswap %edx
+    mov %edx, FW_CFG_DMA_ADDRESS + 4(%bp)
     xor %ebx, %ebx
     mov %ss, %bx
     shl $4, %ebx
@@ -106,14 +137,10 @@ fw_cfg_read_dma:
     jnz 1b
     add $FW_CFG_DMA_SIZE, %sp
     pop %bp
-    test $FW_CFG_DMA_ERROR_LE, %eax
-    jnz 2f
-    popal
-    clc
-    ret
-2:  popal
+    test $FW_CFG_DMA_ERROR_LE, %eax     /* clears CF */
+    jz 2f
     stc
-    ret
+2:  ret
 
 /* Copy the file directory to DIR_SEG and list it on the debug console. */
     .globl fw_cfg_load_dir

@@ -42,7 +42,7 @@ optionroms_load:
 rom_load:
     PRINT "rom "
     call fw_cfg_print_name
-    mov $OPTION_ROM_END / PARAGRAPH, %dx
+    mov %fs:EBDA_ROM_AREA_END, %dx      /* the ACPI tables may take the top */
     sub %bp, %dx
     movzwl %dx, %edx
     shl $4, %edx                        /* room left, bytes */

@@ -61,6 +61,7 @@ setup_data_areas:
     mov $EBDA_SIZE / 2, %cx
     rep stosw
     movb $EBDA_SIZE / 1024, %es:EBDA_SIZE_KB
+    movw $OPTION_ROM_END / PARAGRAPH, %es:EBDA_ROM_AREA_END
     pop %es
     popal
     ret

@@ -212,13 +212,21 @@ def check_payload_report(text: str, payload: Path, initrd: Path) -> dict:
     setup_size = (image[0x1F1] + 1) * 512
     assert report["sums"]["kernel"] == sum(image[setup_size:]) & 0xFFFFFFFF
     assert report["sums"]["initrd"] == sum(data) & 0xFFFFFFFF
-    ram_top = RAM_MIB * layout.MiB
+    # The RAM from 1 MiB ends at the end of RAM, or below the ACPI tables the BIOS installed
+    # from etc/table-loader (QEMU publishes one), whose pages it reserves.
+    ram_end = RAM_MIB * layout.MiB
+    ram = [e for e in report["e820"] if e["type"] == 1 and e["base_hi"] == 0]
+    ram_top = next(e["base"] + e["length"] for e in ram
+                   if e["base"] <= layout.HIGH_MEMORY_START < e["base"] + e["length"])
+    if ram_top != ram_end:
+        assert "acpi: etc/acpi/tables at " in text
+        assert 0 < ram_end - ram_top <= 0x40000
+        assert {"base_hi": 0, "base": ram_top, "length_hi": 0, "length": ram_end - ram_top,
+                "type": 2} in [{k: e[k] for k in ("base_hi", "base", "length_hi", "length", "type")}
+                               for e in report["e820"]]
     # The ROM moves the initrd to the top of the RAM E801h reports.
     assert header["initrd_size"] == len(data)
     assert header["initrd"] == (ram_top - len(data)) & ~0xFFF
-
-    ram = [e for e in report["e820"] if e["type"] == 1 and e["base_hi"] == 0]
-    assert any(e["base"] <= layout.HIGH_MEMORY_START < e["base"] + e["length"] == ram_top for e in ram)
     assert report["e820"][-1]["next"] == 0
     assert report["e801"] == {"ax": 0x3C00, "bx": (ram_top - 16 * layout.MiB) >> 16,
                               "cx": 0x3C00, "dx": (ram_top - 16 * layout.MiB) >> 16, "cf": 0}
@@ -282,6 +290,8 @@ ROM_CASES = [pytest.param(True, "linuxboot_dma.bin", "DMA interface", id="dma"),
 def test_payload_boots_under_qemu(tmp_path, payload, initrd, dma, rom, interface):
     debug, _ = qemu_boot(tmp_path, payload, dma, PAYLOAD_CMDLINE, initrd)
     assert "tinyvmm BIOS" in debug
+    # QEMU's etc/table-loader: the RSDP below the BIOS, the tables at the top of RAM.
+    assert "acpi: etc/acpi/rsdp at 000e" in debug and "acpi: command" not in debug, debug
     assert f"fw_cfg: {interface}" in debug
     assert f"boot: genroms/{rom} through its BEV" in debug
     check_payload_report(debug, payload, initrd)
