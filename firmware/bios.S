@@ -35,6 +35,7 @@ bios_entry:
     call setup_data_areas               /* BDA and EBDA */
     call setup_pic                      /* 8259s remapped, all IRQs masked */
     call setup_shadow_ram               /* option ROM area writable (QEMU chipsets) */
+    call setup_pm                       /* the PIIX4 PM block the ACPI tables name */
 
     call fw_cfg_detect                  /* "QEMU" signature, DMA or data port */
     jc .Lno_fw_cfg

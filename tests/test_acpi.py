@@ -294,3 +294,28 @@ def test_qboot_runs_the_loader_script_and_boots(tmp_path):
     result = tinyvmm("boot", "--bios", str(QBOOT), "--expect", "Linux version", "--timeout", "200",
                      "--serial", f"file:{tmp_path / 'serial.txt'}", timeout=300, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def find_rsdp(read) -> int:
+    """Where an OS's scan of 0xE0000-0xFFFFF finds a valid RSDP."""
+    area = read(0xE0000, 0x20000)
+    for offset in range(0, len(area), 16):
+        if area[offset:offset + 8] == b"RSD PTR " and sum(area[offset:offset + 20]) % 256 == 0:
+            return 0xE0000 + offset
+    raise AssertionError("no RSDP in 0xE0000-0xFFFFF")
+
+
+@pytest.mark.kvm
+def test_tinyvmms_bios_enables_the_pm_block_and_installs_the_tables_naming_it():
+    with Machine(None, mem=64 * layout.MiB, smp=2) as machine:
+        result = machine.run(timeout=60)
+        assert result.outcome.name == "HALTED", result.message    # no boot ROM to hand over to
+        assert machine._built.board.power_management.pm_base() == layout.ACPI_PM_BASE
+        read = machine.read_memory
+        rsdp_at = find_rsdp(read)
+        rsdt_at = struct.unpack_from("<I", read(rsdp_at, 20), 16)[0]
+        base = rsdt_at - 0x10000                         # the tables lie below the RSDT
+        found = tables_by_signature(read(base, 64 * layout.MiB - base), base, read(rsdp_at, 20))
+        assert struct.unpack_from("<I", found[b"FACP"], 56)[0] == layout.ACPI_PM_BASE
+        assert sum(found[b"APIC"]) % 256 == 0 and found[b"APIC"].count(b"\x00\x08") >= 1
+        assert b"acpi: etc/acpi/tables at" in machine.debugcon_output

@@ -151,7 +151,7 @@ def attach_fw_cfg(board: Board, spec: FwCfgSpec, items: FwCfgItems | None = None
     if items is None:
         items = build_fw_cfg_items(spec, config.ram_size, len(config.firmware))
     dma = spec.dma
-    if "etc/acpi/tables" in items.file_names():
+    if config.acpi and "etc/acpi/tables" in items.file_names():     # ours, not a user's file
         from ..acpi.publish import rebuild_on_first_read
         rebuild_on_first_read(items, lambda: acpi_machine(
             spec, config.ram_size, config.smp, board.power_management.pm_base()))
