@@ -151,7 +151,8 @@ def fw_cfg_items(spec: MachineSpec, firmware: bytes, payload: Payload | None) ->
     # Files added after the standard ones: the boot ROM (unless an option ROM is it)
     # and the bootorder file, when a kernel or a drive is to be booted.
     loader_files = int(own_rom) + int(firmware_boot or bool(booting_drives))
-    items = build_fw_cfg_items(spec.fw_cfg, spec.mem, len(firmware), loader_files=loader_files)
+    items = build_fw_cfg_items(spec.fw_cfg, spec.mem, len(firmware), cpus=spec.smp,
+                               loader_files=loader_files)
     if firmware_boot:
         assert payload is not None
         payload.publish(items, list(spec.fw_cfg.option_roms))
