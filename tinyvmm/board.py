@@ -30,6 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .kvm.vcpu import Vcpu
     from .runner import Runner
 
 
@@ -76,7 +77,7 @@ class Board:
         # The Runner driving this machine, attached by whoever runs it for the run's length:
         # stop_from_thread kicks the vCPU through it.
         self.runner: Runner | None = None
-        self.vcpus: list = []
+        self.vcpus: list[Vcpu] = []
         self.kvm = Kvm()
         try:
             check_vcpu_limit(self.kvm, config.smp)
