@@ -174,3 +174,19 @@ def test_seabios_finds_every_cpu(tmp_path, cpus):
     assert f"Found {cpus} cpu(s) max supported {cpus} cpu(s)" in text
     assert sorted(line for line in text.splitlines() if line.startswith("handle_smp")) == \
         [f"handle_smp: apic_id={i:#x}" for i in range(1, cpus)]
+
+
+@pytest.mark.kvm
+def test_stats_and_trace_are_per_vcpu(tmp_path):
+    image = tmp_path / "guest.bin"
+    image.write_bytes(smp_guest(tmp_path))
+    trace = tmp_path / "trace.txt"
+    result = tinyvmm("run", "--bios", str(image), "--smp", "2", "--mem", "16M", "--serial", "none",
+                     "--stats", "--trace", "io", "--trace-file", str(trace), text=True)
+    assert result.returncode == 0, result.stderr
+    first, second = result.stderr.split("\nvCPU 1:\n")
+    assert first.startswith("vCPU 0:\n") and "0x0064  i8042" in first     # the BSP's reset
+    assert "0x0402  debugcon" in second and "i8042" not in second        # the AP's prints
+    lines = trace.read_text().splitlines()
+    assert any(" cpu1 real f000:" in line and "ap_entry" in line for line in lines)
+    assert any(" cpu0 real f000:" in line and "out 0x0064" in line for line in lines)
