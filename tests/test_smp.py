@@ -188,5 +188,5 @@ def test_stats_and_trace_are_per_vcpu(tmp_path):
     assert first.startswith("vCPU 0:\n") and "0x0064  i8042" in first     # the BSP's reset
     assert "0x0402  debugcon" in second and "i8042" not in second        # the AP's prints
     lines = trace.read_text().splitlines()
-    assert any(" cpu1 real f000:" in line and "ap_entry" in line for line in lines)
+    assert any(" cpu1 real f000:" in line and "out 0x0402" in line for line in lines)
     assert any(" cpu0 real f000:" in line and "out 0x0064" in line for line in lines)
