@@ -38,8 +38,9 @@ ap_entry:
     lock incw AP_COUNT
     movb $0, AP_LOCK
     cli
-2:  hlt
-    jmp 2b
+ap_idle:
+    hlt
+    jmp ap_idle
 
 start:
     xor %ax, %ax
@@ -61,6 +62,7 @@ start:
     mov %ax, %cx
 3:  cmp AP_COUNT, %cx
     jne 3b
+all_in:                             /* a place for gdb to stop: every AP has counted itself */
     PRINT 0x402, bsp_text
     mov %cl, %al
     add $'0', %al

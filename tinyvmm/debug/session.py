@@ -172,7 +172,8 @@ class DebugSession:
             if self.stub is not None:
                 self.stub.hints.append(text)
         target = KvmTarget(board.vcpu, board.memory, software_breakpoints=full_debug,
-                           data_breakpoints=full_debug, notice=tell_both, symbols=self.symbols)
+                           data_breakpoints=full_debug, notice=tell_both, symbols=self.symbols,
+                           vcpus=board.vcpus)
         server = self.server = GdbServer(address)
         try:
             bound = server.open()
