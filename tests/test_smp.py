@@ -1,11 +1,13 @@
 """--smp N: several vCPUs, the APs woken by the guest's INIT and SIPI through KVM's in-kernel LAPIC."""
 
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from command_line import tinyvmm
+from command_line import start_tinyvmm, tinyvmm
 from guest_build import assemble, build_guest
 
 from tinyvmm import Machine
@@ -146,6 +148,20 @@ def test_timeout_and_stop_end_every_vcpu_and_the_run_goes_on(tmp_path):
         stopper.join()
         assert result.outcome is Outcome.STOPPED and time.monotonic() - started < 4
         assert threading.active_count() == 1, threading.enumerate()   # no vCPU thread left
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_end_every_vcpu(how):
+    image = build_guest("spin")
+    proc = start_tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "stdio", "--smp", "3",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(9) == b"spinning\n"
+    started = time.monotonic()
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and time.monotonic() - started < 5, err
+    assert b"interrupted" in err and b"Traceback" not in err
 
 
 @pytest.mark.kvm
