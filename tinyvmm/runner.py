@@ -294,6 +294,8 @@ class Runner:
         _ended when kicked)."""
         if self._ended is None:
             outcome, message = ended
+            if outcome is self._signal or outcome is Outcome.HALTED:
+                cpu = self              # the whole machine's, not one vCPU's
             if len(self.cpus) > 1 and outcome is Outcome.CRASH:
                 message = f"vCPU {cpu.index}: {message}"
             self._ended = (cpu, outcome, message)
