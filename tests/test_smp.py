@@ -63,6 +63,15 @@ def test_more_vcpus_than_the_host_allows_is_a_config_error():
         check_vcpu_limit(Host(), 3)
 
 
+@pytest.mark.kvm
+def test_above_the_hosts_limit_the_command_line_says_so_with_status_2(monkeypatch, capsys):
+    import tinyvmm.board
+    from tinyvmm.cli import main
+    monkeypatch.setattr(tinyvmm.board, "vcpu_limit", lambda kvm: 2)
+    assert main(["run", "--bios", "bios.bin", "--smp", "3", "--serial", "none"]) == 2
+    assert "--smp 3: this host's KVM allows at most 2 vCPUs per VM" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", ["0", "256", "x", "-1"])
 def test_bad_smp_is_status_2(value):
     result = tinyvmm("run", "--bios", "bios.bin", "--smp", value, text=True)
