@@ -3,9 +3,11 @@
 The same 64 KiB guest runs under all three: LOOPS `outb` to port 0x80 between
 writes of 8 and 9 to the milestone port 0xf4. tinyvmm and the C VMM time the
 loop between those milestones; QEMU timestamps nothing, so its figure is the
-difference of whole-process wall times with LOOPS and with 0 loops.
+difference of whole-process wall times with LOOPS and with 0 loops. `--smp 1 2` adds a row
+for tinyvmm with 2 vCPUs: the APs wait for a SIPI that never comes, and the BSP's exits go
+through the device lock that several vCPUs need (one vCPU takes none).
 
-    python3 -m benchmarks.pio_exits [--loops N] [--runs R]      (from the repository root)
+    python3 -m benchmarks.pio_exits [--loops N] [--runs R] [--smp N ...]   (from the repository root)
 """
 
 import argparse
@@ -27,10 +29,10 @@ def build_guest(workdir: Path, loops: int) -> Path:
                     defines={"LOOPS": loops}).bin_path
 
 
-def tinyvmm_loop_ns(image: Path) -> int:
+def tinyvmm_loop_ns(image: Path, smp: int = 1) -> int:
     """Through the public API, the command line's own path to the run loop."""
     from tinyvmm import Machine
-    with Machine(image.read_bytes(), mem=16 << 20) as machine:
+    with Machine(image.read_bytes(), mem=16 << 20, smp=smp) as machine:
         machine.run(timeout=600)
         marks = {m.value: m.time_ns for m in machine.milestones}
     return marks[9] - marks[8]
@@ -53,6 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loops", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--smp", type=int, nargs="+", default=[1], metavar="N",
+                        help="tinyvmm's vCPU counts, one row each (default 1)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tinyvmm-pio-bench-"))
     image, empty = build_guest(work, args.loops), build_guest(work, 0)
@@ -60,13 +64,15 @@ def main() -> int:
     subprocess.run(["gcc", "-O2", "-o", str(c_vmm), str(HERE / "kvm_exit_loop.c")], check=True)
     have_qemu = shutil.which("qemu-system-x86_64") is not None
 
-    results: dict[str, list[float]] = {"C VMM (host cost)": [], "tinyvmm": []}
+    names = {n: "tinyvmm" if n == 1 else f"tinyvmm --smp {n}" for n in args.smp}
+    results: dict[str, list[float]] = {"C VMM (host cost)": [], **{name: [] for name in names.values()}}
     if have_qemu:
         results["QEMU"] = []
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs} ...", file=sys.stderr, flush=True)
         results["C VMM (host cost)"].append(c_loop_ns(c_vmm, image) / args.loops)
-        results["tinyvmm"].append(tinyvmm_loop_ns(image) / args.loops)
+        for smp, name in names.items():
+            results[name].append(tinyvmm_loop_ns(image, smp) / args.loops)
         if have_qemu:
             results["QEMU"].append((qemu_wall_ns(image) - qemu_wall_ns(empty)) / args.loops)
 

@@ -297,3 +297,22 @@ def test_gdb_wait_without_gdb_is_a_usage_error():
                    cwd=ROOT, text=True, timeout=DEADLINE)
     assert done.returncode == 2
     assert "--gdb-wait needs --gdb" in done.stderr
+
+
+@pytest.mark.gdb
+def test_gdb_sees_each_vcpu_as_a_thread(vmm_factory):
+    image = build_guest("smp_wake")
+    symbols = SymbolFile(image.elf_path)
+    vmm = vmm_factory(image, "--gdb", "tcp::0", "--gdb-wait", "--smp", "2")
+    all_in = symbols.address_of("all_in") - 0xF0000
+    output = run_gdb(vmm.port(), f"hbreak *{all_in + 0xF0000:#x}", "continue", "info threads",
+                     "info registers eip", "thread 2", "info registers cs eip", "thread 1",
+                     "info registers eip", "kill")
+    assert re.search(r"\* 1\s+Thread 1 \(vCPU 0 \(BSP\), APIC ID 0\)", output), output
+    assert re.search(r"  2\s+Thread 2 \(vCPU 1, APIC ID 1\)", output), output
+    ap_idle = symbols.address_of("ap_idle") - 0xF0000
+    # The BSP at the breakpoint; the AP halted in its idle loop (at the hlt or just after it).
+    assert register_values(output, "eip") == [all_in, register_values(output, "eip")[1], all_in], output
+    assert register_values(output, "eip")[1] in (ap_idle, ap_idle + 1), output
+    assert register_values(output, "cs") == [0xF000], output
+    assert vmm.finish() == 130, vmm.stderr

@@ -291,6 +291,8 @@ def test_thread_and_misc_queries(handler):
     assert reply(handler, b"qC") == b"QC1"
     assert reply(handler, b"qAttached") == b"1"
     assert reply(handler, b"Hg0") == b"OK"
+    assert reply(handler, b"Hg2") == b"E16"          # the fake has one thread
+    assert reply(handler, b"T1") == b"OK" and reply(handler, b"T2") == b"E16"
     assert reply(handler, b"vCont?") == b"vCont;c;C;s;S"
     assert reply(handler, b"qSymbol::") == b"OK"
     assert reply(handler, b"vMustReplyEmpty") == b""

@@ -15,7 +15,8 @@ from .devices.i8042 import I8042
 from .devices.milestones import Milestone, MilestonePort
 from .devices.misc import Port92, PostCode
 from .devices.serial import Serial
-from .kvm import Kvm, KvmError
+from .errors import ConfigError
+from .kvm import Kvm, KvmError, abi
 from .kvm.slots import SlotMap
 from .kvm.system import is_emulating_host
 from .memory import GuestMemory
@@ -29,6 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .kvm.vcpu import Vcpu
     from .runner import Runner
 
 
@@ -57,8 +59,10 @@ class BoardConfig:
 
 
 class Board:
-    """One VM with one vCPU and its devices, ready to run from the reset vector (the
-    hardware alone: tinyvmm.machine.Machine is what scripts and the command line drive)."""
+    """One VM with config.smp vCPUs and its devices, ready to run from the reset vector (the
+    hardware alone: tinyvmm.machine.Machine is what scripts and the command line drive).
+    `vcpus[0]` (also `vcpu`) is the bootstrap processor; the others are APs, which the
+    in-kernel LAPIC holds until the guest sends them INIT and SIPI."""
 
     def __init__(self, config: BoardConfig, tracer=None):
         layout.check(config.ram_size, len(config.firmware))
@@ -73,8 +77,10 @@ class Board:
         # The Runner driving this machine, attached by whoever runs it for the run's length:
         # stop_from_thread kicks the vCPU through it.
         self.runner: Runner | None = None
+        self.vcpus: list[Vcpu] = []
         self.kvm = Kvm()
         try:
+            check_vcpu_limit(self.kvm, config.smp)
             self._build()
         except BaseException:
             self.close()
@@ -112,7 +118,7 @@ class Board:
         self.i8042 = I8042(on_reset=lambda: self.request_stop(Outcome.RESET, "keyboard controller reset"))
         self.port92 = Port92(on_reset=lambda: self.request_stop(Outcome.RESET, "port 0x92 fast reset"))
         self.post = PostCode()
-        self.cmos = Cmos(config.ram_size)
+        self.cmos = Cmos(config.ram_size, cpus=config.smp)
         if self.tracer:
             self.milestone_listeners.append(self.tracer.milestone)
         self.add_pio("com1", self.serial)
@@ -127,9 +133,13 @@ class Board:
             port = layout.PORTS[name][0]
             self.add_pio(name, MilestonePort(port, self.milestones, self._on_milestone))
 
-        self.vcpu = vm.create_vcpu(0)
         hide = is_emulating_host() if config.hide_xsave is None else config.hide_xsave
-        self.vcpu.set_cpuid(guest_cpuid(self.kvm.supported_cpuid(), hide_xsave=hide))
+        supported = self.kvm.supported_cpuid()
+        for vcpu_id in range(config.smp):       # the vCPU id is the LAPIC's APIC ID
+            vcpu = vm.create_vcpu(vcpu_id)
+            self.vcpus.append(vcpu)
+            vcpu.set_cpuid(guest_cpuid(supported, hide_xsave=hide, apic_id=vcpu_id, cpus=config.smp))
+        self.vcpu = self.vcpus[0]
 
     def _build_chipset(self) -> None:
         """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, PIIX4 PM."""
@@ -243,8 +253,22 @@ class Board:
             for thread in self.iothreads:       # while the VM they registered with is open
                 thread.close()
         finally:
-            for name in ("vcpu", "vm"):
-                obj = getattr(self, name, None)
-                if obj is not None:
-                    obj.close()
+            for vcpu in self.vcpus:
+                vcpu.close()
+            vm = getattr(self, "vm", None)
+            if vm is not None:
+                vm.close()
             self.kvm.close()
+
+
+def vcpu_limit(kvm: Kvm) -> int:
+    """The most vCPUs a VM may have on this host: KVM_CAP_MAX_VCPUS, else KVM_CAP_NR_VCPUS,
+    else 4 (the KVM API's rule for kernels that report neither)."""
+    return kvm.check_extension(abi.KVM_CAP_MAX_VCPUS) or kvm.check_extension(abi.KVM_CAP_NR_VCPUS) or 4
+
+
+def check_vcpu_limit(kvm: Kvm, count: int) -> None:
+    """ConfigError, before anything is built, when the host cannot give `count` vCPUs."""
+    limit = vcpu_limit(kvm)
+    if count > limit:
+        raise ConfigError(f"--smp {count}: this host's KVM allows at most {limit} vCPUs per VM")

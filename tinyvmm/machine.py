@@ -44,7 +44,8 @@ class Machine:
     firmware      image bytes, a path, a shipped image's bare name ("bios.bin"), or None for
                   tinyvmm's BIOS: a multiple of 64 KiB, 64 KiB to 16 MiB, mapped to end at 4 GiB
     mem           guest RAM in bytes (2 MiB to 64 GiB, a multiple of 4 KiB; QEMU's -m)
-    smp           the number of vCPUs, 1 to 255 (QEMU's -smp)
+    smp           the number of vCPUs, 1 to 255 and to the host's limit (QEMU's -smp); vCPU 0
+                  starts, the guest wakes the others (INIT, SIPI); several run from the main thread
     acpi          False: no ACPI tables (QEMU's -machine acpi=off)
     kernel        a bzImage or an ELF vmlinux with a PVH entry, booted as `tinyvmm boot` does
     initrd, append, append_as_is, boot    as the command line's --initrd, --append,

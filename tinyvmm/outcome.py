@@ -33,8 +33,9 @@ class Outcome(Enum):
 class RunResult:
     """How a run ended: its outcome, a message, the crash report (for CRASH and TIMEOUT), exits;
     `completions`, how many instructions of each name the host's KVM left to tinyvmm
-    (tinyvmm.completion) in this run."""
-    __slots__ = ("outcome", "message", "report", "exits", "completions")
+    (tinyvmm.completion) in this run; `vcpu`, the vCPU whose exit or kick ended it (0, the BSP,
+    for a signal or a device)."""
+    __slots__ = ("outcome", "message", "report", "exits", "completions", "vcpu")
 
     def __init__(self, outcome: Outcome, message: str = "", report: str | None = None,
                  exits: int = 0):
@@ -43,6 +44,7 @@ class RunResult:
         self.report = report
         self.exits = exits
         self.completions: dict[str, int] = {}
+        self.vcpu = 0
 
     @property
     def status(self) -> int:

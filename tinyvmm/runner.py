@@ -48,31 +48,69 @@ _MMIO = struct.Struct("<Q8sIB")        # kvm_run.mmio at offset 32
 _EXIT_UNION = 32
 
 
-class Runner:
-    """Runs one vCPU of a Board until the guest ends, crashes or time runs out."""
+# Signals a vCPU thread other than the run's leaves to the thread that runs the Python handlers.
+_PROCESS_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
 
-    def __init__(self, board: Board, timeout: float | None = None, tracer: Tracer | None = None):
+
+class Runner:
+    """Runs the vCPUs of a Board until the guest ends, crashes or time runs out.
+
+    The Runner the caller makes drives vCPU 0 (the BSP) on the calling thread and leads the run;
+    with several vCPUs it makes one Runner more per AP (`aps`), each run on a thread of its own.
+    Every exit is handled while holding `lock`, the one device lock (None with one vCPU): a
+    vCPU thread holds it except inside KVM_RUN. A run ends for all vCPUs when it ends for one:
+    the others are kicked out of KVM_RUN (immediate_exit, then SIGUSR1 to their thread).
+    """
+
+    def __init__(self, board: Board, timeout: float | None = None, tracer: Tracer | None = None,
+                 index: int = 0, leader: Runner | None = None):
         self.board = board
-        self.vcpu = board.vcpu
+        self.index = index                  # the vCPU id, and its APIC ID
+        vcpus = getattr(board, "vcpus", None) or [board.vcpu]
+        self.vcpu = vcpus[index]
+        self.leader = self if leader is None else leader
         self.timeout = timeout
         self.tracer = tracer
+        self.thread_id: int | None = None   # the thread running this vCPU, during a run
+        self.error: BaseException | None = None     # what ended an AP's thread
+        self._idle_round = 0                # the last halt check this vCPU answered
         self.history: deque[tuple] = deque(maxlen=HISTORY_SIZE)  # ExitRecord fields
         # What the host's KVM cannot emulate is finished here (tinyvmm.completion).
-        self.completer = Completer(board.vcpu, board.memory, board.slots,
+        self.completer = Completer(self.vcpu, board.memory, board.slots,
                                    trace=tracer.completion if tracer else None)
         self.exit_counts = [0] * 256      # by exit reason
         self.pio_bytes = 0                 # data moved by port I/O, both directions
         self._signal: Outcome | None = None
         self._deadline: float | None = None
-        self._check_halt = False
         self._signal_message = ""
+        # The leader's, for the whole run: which vCPU ended it first and how; the halt check's
+        # round and each vCPU's answer (vCPU index: (round, idle description or None)).
+        self._ended: tuple[Runner, Outcome, str] | None = None
+        self._halt_round = 0
+        self._idle: dict[int, tuple[int, str | None]] = {}
         # Debugging aids (tinyvmm.debug.session and tinyvmm.debug.steps attach them). With any of the
         # first three set the run goes through _observed_loop; _loop stays lean.
         self.debugger: GdbStub | None = None    # on_start, on_kick, after_access
         self.stats: ExitStats | None = None     # for --stats
         self.stepper: StepTracer | None = None  # --trace steps: after_access, on_interrupt
         self.symbols: SymbolTable | LazySymbols | None = None  # names code in crash reports
-        self.guest_debug = GuestDebug(board.vcpu)    # who holds the debug registers
+        self.guest_debug = GuestDebug(self.vcpu)    # who holds the debug registers
+        self.lock: threading.Lock | None = None
+        self.aps: list[Runner] = []
+        if leader is None and len(vcpus) > 1:
+            self.lock = threading.Lock()
+            self.aps = [Runner(board, timeout, tracer, index=i, leader=self) for i in range(1, len(vcpus))]
+            for ap in self.aps:
+                ap.lock = self.lock
+        self.cpus: list[Runner] = [self, *self.aps]
+
+    def current(self) -> Runner:
+        """The Runner of the vCPU whose thread calls (vCPU 0's from any other thread)."""
+        me = threading.get_ident()
+        for cpu in self.leader.cpus:
+            if cpu.thread_id == me:
+                return cpu
+        return self.leader
 
     @property
     def signalled(self) -> bool:
@@ -83,17 +121,33 @@ class Runner:
     def _on_signal(self, outcome: Outcome) -> None:
         if self._signal is None:
             self._signal = outcome
-        self.vcpu.run_page.immediate_exit = 1
+        self._kick_all()
+
+    def _kick_all(self, but: Runner | None = None) -> None:
+        """Make every vCPU (but `but`) leave KVM_RUN, or not enter it: immediate_exit covers a
+        vCPU between two entries, the signal one inside KVM_RUN (where an AP may wait for its
+        SIPI, or a vCPU sit in HLT, for ever)."""
+        me = threading.get_ident()
+        for cpu in self.cpus:
+            if cpu is but:
+                continue
+            cpu.vcpu.run_page.immediate_exit = 1
+            thread = cpu.thread_id
+            if thread is not None and thread != me:
+                try:
+                    signal.pthread_kill(thread, signal.SIGUSR1)
+                except OSError:
+                    pass                # the thread has just ended its loop: nothing to kick
 
     def stop_from_thread(self, outcome: Outcome, message: str) -> None:
-        """End the run from another thread (the console's Ctrl-A x): the vCPU is kicked out
+        """End the run from another thread (the console's Ctrl-A x): every vCPU is kicked out
         of KVM_RUN, where it may sit for good in an idle guest."""
-        if self._signal is None:
-            self._signal, self._signal_message = outcome, message
-        self.vcpu.run_page.immediate_exit = 1
-        main = threading.main_thread().ident
-        assert main is not None         # the main thread has started: we run in it or beside it
-        signal.pthread_kill(main, signal.SIGUSR1)
+        leader = self.leader
+        if leader._signal is None:
+            leader._signal, leader._signal_message = outcome, message
+        if leader.thread_id is None:        # not running: the next run ends at once
+            leader.vcpu.run_page.immediate_exit = 1
+        leader._kick_all()
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -125,21 +179,38 @@ class Runner:
         if self._deadline is not None and now >= self._deadline:
             self._on_signal(Outcome.TIMEOUT)
             return
-        self._check_halt = True
-        self.vcpu.run_page.immediate_exit = 1
+        self._halt_round += 1           # each vCPU answers from its own thread when kicked
+        self._kick_all()
         self._arm_alarm(now)
 
-    def _halted_for_good(self) -> tuple[Outcome, str] | None:
-        """HALTED with interrupts disabled: nothing but an NMI wakes it, and none will come."""
-        self._check_halt = False
-        if self.vcpu.get_mp_state() != abi.KVM_MP_STATE_HALTED:
+    def _idle_state(self) -> str | None:
+        """How this vCPU waits for ever, or None when it may still run: HALTED with interrupts
+        disabled (nothing but an NMI wakes it, and none will come), or an AP that never got its
+        INIT and SIPI (only a running vCPU could send them)."""
+        state = self.vcpu.get_mp_state()
+        if state in (abi.KVM_MP_STATE_UNINITIALIZED, abi.KVM_MP_STATE_INIT_RECEIVED):
+            return "waiting for INIT and SIPI"
+        if state != abi.KVM_MP_STATE_HALTED:
             return None
         regs = self.vcpu.get_regs()
         if regs.rflags & RFLAGS_IF:
             return None
         cs = self.vcpu.get_sregs().cs
-        return Outcome.HALTED, (f"HLT with interrupts disabled at {cs.selector:04x}:{regs.rip:04x} "
-                                f"(linear {cs.base + regs.rip:#x})")
+        return (f"HLT with interrupts disabled at {cs.selector:04x}:{regs.rip:04x} "
+                f"(linear {cs.base + regs.rip:#x})")
+
+    def _halted_for_good(self) -> tuple[Outcome, str] | None:
+        """This vCPU's answer to the leader's halt check; the run ends when every vCPU's answer
+        to the same round is that it waits for ever (the answers are made under the lock)."""
+        leader = self.leader
+        round_ = self._idle_round = leader._halt_round
+        leader._idle[self.index] = (round_, self._idle_state())
+        answers = [leader._idle.get(cpu.index, (0, None)) for cpu in leader.cpus]
+        if any(seen != round_ or state is None for seen, state in answers):
+            return None
+        if len(answers) == 1:
+            return Outcome.HALTED, answers[0][1] or ""
+        return Outcome.HALTED, "; ".join(f"vCPU {i}: {state}" for i, (_, state) in enumerate(answers))
 
     def _restore_signals(self, previous) -> None:
         if previous is None:
@@ -152,28 +223,101 @@ class Runner:
     def run(self) -> RunResult:
         """Run until the guest ends or is stopped; may be called again to go on. Each run's
         result is its own: the signal that ended the last one is forgotten."""
-        exits_before = sum(self.exit_counts)
-        completed_before = dict(self.completer.stats.counts)
+        exits_before = self._total_exits()
+        completed_before = self._completions()
         previous = self._install_signals()
-        observed = self.debugger is not None or self.stats is not None or self.stepper is not None
-        loop = self._observed_loop if observed else self._loop
+        if self.aps and previous is None and not callable(signal.getsignal(signal.SIGUSR1)):
+            from .errors import ConfigError
+            raise ConfigError("a machine with several vCPUs runs from the main thread, whose "
+                              "signal handlers kick the vCPU threads")
         # Device threads (virtio's I/O thread) stop the run through the board; they may
         # kick the vCPU only while the kick's handler is installed.
         self.board.runner = self if previous is not None else None
+        self._ended, self._idle = None, {}
+        self.thread_id = threading.get_ident()
+        threads = []
         try:
-            outcome, message = loop()
+            if self.lock is not None:
+                self.lock.acquire()     # released inside KVM_RUN and when the run ends
+            try:
+                for ap in self.aps:
+                    if self.stats is not None and ap.stats is None:
+                        ap.stats = type(self.stats)()
+                    thread = threading.Thread(target=ap._ap_thread, name=f"vCPU {ap.index}", daemon=True)
+                    thread.start()
+                    threads.append(thread)
+                self._vcpu_ended(self, self._pick_loop()())
+            finally:
+                if self._ended is None:         # the BSP's loop raised: the APs end too
+                    self._ended = (self, Outcome.CRASH, "the run loop failed")
+                self._kick_all(but=self)
+                if self.lock is not None:
+                    self.lock.release()
+                for thread in threads:
+                    thread.join()
         finally:
             self.board.runner = None
+            self.thread_id = None
             self._restore_signals(previous)
-            self._signal, self._signal_message, self._check_halt = None, "", False
-        result = RunResult(outcome, message, exits=sum(self.exit_counts) - exits_before)
+            self._signal, self._signal_message = None, ""
+        assert self._ended is not None          # _vcpu_ended was called at least once
+        ender, outcome, message = self._ended
+        if ender.error is not None:             # an AP's thread failed: as the BSP's would
+            error, ender.error = ender.error, None
+            raise error
+        result = RunResult(outcome, message, exits=self._total_exits() - exits_before)
+        result.vcpu = ender.index
         result.completions = {name: count - completed_before.get(name, 0)
-                              for name, count in self.completer.stats.counts.items()
+                              for name, count in self._completions().items()
                               if count != completed_before.get(name, 0)}
         if outcome in (Outcome.CRASH, Outcome.TIMEOUT):
             from .debug.report import crash_report
-            result.report = crash_report(self, outcome, message)
+            result.report = crash_report(ender, outcome, message)
         return result
+
+    def _total_exits(self) -> int:
+        return sum(sum(cpu.exit_counts) for cpu in self.cpus)
+
+    def _completions(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for cpu in self.cpus:
+            for name, count in cpu.completer.stats.counts.items():
+                total[name] = total.get(name, 0) + count
+        return total
+
+    def _pick_loop(self) -> Callable[[], tuple[Outcome, str]]:
+        observed = self.debugger is not None or self.stats is not None or self.stepper is not None
+        return self._observed_loop if observed else self._loop
+
+    def _vcpu_ended(self, cpu: Runner, ended: tuple[Outcome, str]) -> None:
+        """`cpu`'s loop returned `ended`: the first vCPU to end ends the run (the others see
+        _ended when kicked)."""
+        if self._ended is None:
+            outcome, message = ended
+            if outcome is self._signal or outcome is Outcome.HALTED:
+                cpu = self              # the whole machine's, not one vCPU's
+            if len(self.cpus) > 1 and outcome is Outcome.CRASH:
+                message = f"vCPU {cpu.index}: {message}"
+            self._ended = (cpu, outcome, message)
+        self._kick_all(but=cpu)
+
+    def _ap_thread(self) -> None:
+        """An AP's thread: its run loop, under the lock except inside KVM_RUN."""
+        leader, lock = self.leader, self.lock
+        assert lock is not None                 # APs exist only with the lock
+        # Process signals go to the thread that runs Python's handlers, not to an AP.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+        self.thread_id = threading.get_ident()
+        try:
+            with lock:
+                try:
+                    ended = self._pick_loop()()
+                except BaseException as exc:    # handed to the leader, which raises it
+                    self.error = exc
+                    ended = (Outcome.CRASH, f"{type(exc).__name__}: {exc}")
+                leader._vcpu_ended(self, ended)
+        finally:
+            self.thread_id = None
 
     def _loop(self) -> tuple[Outcome, str]:
         # The hot path: one ioctl, one unpack, one dict lookup and the device call
@@ -181,6 +325,7 @@ class Runner:
         board = self.board
         fd = self.vcpu.fd
         mm = self.vcpu.run_mmap
+        kvm_run = self._kvm_run()
         pio = board.pio
         ports = pio.table
         unpack_exit = _EXIT_IO.unpack_from
@@ -195,12 +340,14 @@ class Runner:
             return board.stop_request
         while True:
             try:
-                _kvm_run(fd, KVM_RUN, 0)
+                kvm_run(fd, KVM_RUN, 0)
             except InterruptedError:
                 ended, _ = self._on_interrupt()
                 if ended:
                     return ended
                 continue
+            except BlockingIOError:
+                continue            # EAGAIN: an AP took its INIT or SIPI inside KVM_RUN
             except OSError as exc:
                 raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
             reason, is_out, size, port, count, offset = unpack_exit(mm, _EXIT_REASON)
@@ -234,16 +381,36 @@ class Runner:
             if board.stop_request is not None:
                 return board.stop_request
 
+    def _kvm_run(self) -> Callable:
+        """KVM_RUN as the loop calls it: bare with one vCPU; with several, the device lock is
+        let go for the time the vCPU runs the guest."""
+        lock = self.lock
+        if lock is None:
+            return _kvm_run
+        release, acquire = lock.release, lock.acquire
+
+        def locked_kvm_run(fd: int, request: int, arg: int) -> int:
+            release()
+            try:
+                return _kvm_run(fd, request, arg)
+            finally:
+                acquire()
+        return locked_kvm_run
+
     def _on_interrupt(self) -> tuple[tuple[Outcome, str] | None, bool]:
         """KVM_RUN returned EINTR: how the run ends (or None), and whether the interrupt was the
-        loop's own (a signal, the halt check) rather than a kick for the debugger."""
+        loop's own (a signal, another vCPU's end, the halt check) rather than a kick for the
+        debugger."""
         self.exit_counts[abi.KVM_EXIT_INTR] += 1
         if self.tracer:
             self.tracer.exit(abi.KVM_EXIT_INTR)
         self.vcpu.run_page.immediate_exit = 0
-        if self._signal is not None:
-            return self._signal_outcome(), True
-        if self._check_halt:
+        leader = self.leader
+        if leader._signal is not None:
+            return leader._signal_outcome(), True
+        if leader._ended is not None:
+            return leader._ended[1:], True
+        if self._idle_round != leader._halt_round:
             return self._halted_for_good(), True
         return None, False
 
@@ -267,6 +434,7 @@ class Runner:
         board = self.board
         fd = self.vcpu.fd
         mm = self.vcpu.run_mmap
+        kvm_run = self._kvm_run()
         pio = board.pio
         unpack_exit = _EXIT_IO.unpack_from
         remember = self.history.append
@@ -287,7 +455,7 @@ class Runner:
             if stats is not None:
                 entered = clock()
             try:
-                _kvm_run(fd, KVM_RUN, 0)
+                kvm_run(fd, KVM_RUN, 0)
             except InterruptedError:
                 if stats is not None:           # a run cut short by a signal ran all the same
                     stats.run_ns += clock() - entered
@@ -303,6 +471,8 @@ class Runner:
                     if ended:
                         return ended
                 continue
+            except BlockingIOError:
+                continue            # EAGAIN: an AP took its INIT or SIPI inside KVM_RUN
             except OSError as exc:
                 raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
             if stats is not None:

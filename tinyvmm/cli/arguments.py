@@ -142,7 +142,9 @@ def add_hardware_options(parser: argparse.ArgumentParser) -> None:
     """What the machine has: RAM, vCPUs, ACPI (run, boot, fw-cfg list)."""
     add_mem_option(parser)
     parser.add_argument("--smp", type=parse_smp, default=1, metavar="N",
-                        help=f"the number of vCPUs, 1 to {layout.SMP_MAX} (default 1)")
+                        help=f"the number of vCPUs, 1 to {layout.SMP_MAX} and to the host's "
+                             "limit (default 1); vCPU 0 starts, the guest wakes the others "
+                             "with INIT and SIPI")
     parser.add_argument("--no-acpi", dest="acpi", action="store_false",
                         help="publish no ACPI tables (QEMU's -machine acpi=off)")
 
@@ -171,7 +173,8 @@ def add_machine_options(parser: argparse.ArgumentParser) -> None:
                              "unclaimed, milestones, exits (the other exits: HLT, shutdown, "
                              "signals, debug), fw_cfg, pci, completions (instructions the host's "
                              "KVM cannot emulate, completed by tinyvmm), or all; and "
-                             "steps[=N][@START]: single-step N instructions (default 10000), "
+                             "steps[=N][@START]: single-step N instructions of vCPU 0 (default "
+                             "10000; other vCPUs run on), "
                              "logging each one's mode, CS:IP, bytes, disassembly and symbol, then "
                              "run on at full speed; from the first instruction, or from START: a "
                              "linear 0xADDRESS, a SYMBOL, or milestone:VALUE (after its first "

@@ -80,31 +80,61 @@ def code_listing(vcpu, memory, regs, sregs, symbols=None, count: int = 6) -> lis
     return lines
 
 
+MP_STATES = {abi.KVM_MP_STATE_RUNNABLE: "runnable", abi.KVM_MP_STATE_UNINITIALIZED: "waiting for INIT",
+             abi.KVM_MP_STATE_INIT_RECEIVED: "waiting for SIPI", abi.KVM_MP_STATE_HALTED: "halted"}
+
+
 def crash_report(runner, outcome, message: str) -> str:
-    from ..outcome import ExitRecord
-    board = runner.board
+    """The report of the run `runner`'s vCPU ended: its registers, code and last exits first,
+    then (with several vCPUs) each other vCPU's state and registers. Called once no vCPU is in
+    KVM_RUN, so any thread may read every vCPU."""
+    cpus = runner.leader.cpus
     lines = [f"tinyvmm: {outcome.description}: {message}"]
-    try:
-        regs, sregs = board.vcpu.get_regs(), board.vcpu.get_sregs()
-    except OSError as exc:
-        lines.append(f"(registers unavailable: {exc})")
-    else:
-        lines += format_registers(regs, sregs)
-        symbols = getattr(runner, "symbols", None)
-        lines.append(f"where: {where(regs, sregs, symbols)}")
-        lines += code_listing(board.vcpu, board.memory, regs, sregs, symbols)
+    if len(cpus) > 1:
+        lines.append(f"vCPU {runner.index} (APIC ID {runner.index}) ended the run:")
+    lines += _vcpu_report(runner)
+    for other in cpus:
+        if other is not runner:
+            lines.append("")
+            lines += _vcpu_state(other, code=False)
+    for name, tail in runner.board.console_tails().items():
+        if tail:
+            text = tail.decode("latin-1").rstrip("\n").splitlines()[-5:]
+            lines.append(f"last {name} output:")
+            lines += ["  | " + line for line in text]
+    return "\n".join(lines)
+
+
+def _vcpu_report(runner) -> list[str]:
+    """One vCPU's registers and code, its exits and the last of them."""
+    from ..outcome import ExitRecord
+    lines = _vcpu_state(runner, code=True, title=False)
     counts = ", ".join(f"{abi.EXIT_REASON_NAMES.get(r, r)} {n}"
                        for r, n in sorted(enumerate(runner.exit_counts), key=lambda kv: -kv[1]) if n)
     lines.append(f"exits: {counts or 'none'}")
     if runner.history:
         lines.append(f"last {len(runner.history)} exits (oldest first):")
         lines += ["  " + ExitRecord(*record).describe() for record in runner.history]
-    for name, tail in board.console_tails().items():
-        if tail:
-            text = tail.decode("latin-1").rstrip("\n").splitlines()[-5:]
-            lines.append(f"last {name} output:")
-            lines += ["  | " + line for line in text]
-    return "\n".join(lines)
+    return lines
+
+
+def _vcpu_state(runner, code: bool, title: bool = True) -> list[str]:
+    """A vCPU's registers (with `title`, a line naming it and its KVM mp_state first)."""
+    vcpu, lines = runner.vcpu, []
+    try:
+        if title:
+            state = vcpu.get_mp_state()
+            lines.append(f"vCPU {runner.index}: {MP_STATES.get(state, f'mp_state {state}')}, "
+                         f"{sum(runner.exit_counts)} exits")
+        regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
+    except OSError as exc:
+        return lines + [f"(registers unavailable: {exc})"]
+    lines += format_registers(regs, sregs)
+    symbols = runner.leader.symbols
+    lines.append(f"where: {where(regs, sregs, symbols)}")
+    if code:
+        lines += code_listing(vcpu, runner.board.memory, regs, sregs, symbols)
+    return lines
 
 
 def run_summary(result, outputs: dict[str, bytes], tail: int) -> str:

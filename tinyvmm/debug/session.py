@@ -137,8 +137,15 @@ class DebugSession:
         tracer = runner.tracer
         if tracer is not None and tracer.locate is None:
             from .report import where
-            vcpu, symbols = board.vcpu, self.symbols
-            tracer.locate = lambda: where(vcpu.get_regs(), vcpu.get_sregs(), symbols)
+            # The vCPU whose thread writes the line: another vCPU's registers would wait for
+            # its KVM_RUN to return.
+            current, symbols, several = runner.current, self.symbols, len(runner.cpus) > 1
+
+            def locate() -> str:
+                cpu = current()
+                text = where(cpu.vcpu.get_regs(), cpu.vcpu.get_sregs(), symbols)
+                return f"cpu{cpu.index} {text}" if several else text
+            tracer.locate = locate
         if debug.stats:
             from .trace import ExitStats
             runner.stats = ExitStats()
@@ -165,7 +172,8 @@ class DebugSession:
             if self.stub is not None:
                 self.stub.hints.append(text)
         target = KvmTarget(board.vcpu, board.memory, software_breakpoints=full_debug,
-                           data_breakpoints=full_debug, notice=tell_both, symbols=self.symbols)
+                           data_breakpoints=full_debug, notice=tell_both, symbols=self.symbols,
+                           vcpus=board.vcpus)
         server = self.server = GdbServer(address)
         try:
             bound = server.open()
@@ -198,10 +206,16 @@ class DebugSession:
             def port_name(port: int) -> str:
                 entry = table.get(port)
                 return entry[2].name if entry else ""
-            print(self.runner.stats.table(self.runner.exit_counts, port_name), file=self.err)
-            completions = self.runner.completer.stats
-            if completions.total:
-                print("\n" + completions.table(), file=self.err)
+            cpus = self.runner.cpus
+            for cpu in cpus:                # one table per vCPU
+                if cpu.stats is None:
+                    continue
+                if len(cpus) > 1:
+                    print(f"{'' if cpu is cpus[0] else chr(10)}vCPU {cpu.index}:", file=self.err)
+                print(cpu.stats.table(cpu.exit_counts, port_name), file=self.err)
+                completions = cpu.completer.stats
+                if completions.total:
+                    print("\n" + completions.table(), file=self.err)
         return result
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ CMOS_EXT_MEM2_LO, CMOS_EXT_MEM2_HI = 0x30, 0x31
 RTC_CENTURY = 0x32
 CMOS_MEM_16M_LO, CMOS_MEM_16M_HI = 0x34, 0x35
 CMOS_MEM_4G_LO, CMOS_MEM_4G_MID, CMOS_MEM_4G_HI = 0x5B, 0x5C, 0x5D
+CMOS_CPUS_MINUS_ONE = 0x5F      # the boot CPUs less one, as QEMU's pc machine sets it
 
 REG_A_DEFAULT = 0x26       # 32.768 kHz time base, 1024 Hz rate, update not in progress
 REG_B_24H = 0x02
@@ -34,7 +35,7 @@ def _bcd(value: int) -> int:
 class Cmos(RegisterDevice):
     name = "cmos"
 
-    def __init__(self, ram_size: int, clock=time.time):
+    def __init__(self, ram_size: int, clock=time.time, cpus: int = 1):
         self.clock = clock
         self.index = 0
         self.nmi_disabled = False
@@ -43,6 +44,8 @@ class Cmos(RegisterDevice):
         self.ram[RTC_REG_B] = REG_B_24H
         self.ram[RTC_REG_D] = REG_D_VALID
         self._set_memory_size(ram_size)
+        # SeaBIOS counts max(fw_cfg NB_CPUS, this + 1) CPUs; QEMU writes 0 beyond 255.
+        self.ram[CMOS_CPUS_MINUS_ONE] = cpus - 1 if cpus <= 256 else 0
 
     def _set_memory_size(self, ram_size: int) -> None:
         low = layout.low_ram_end(ram_size)

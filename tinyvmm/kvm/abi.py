@@ -189,6 +189,9 @@ class kvm_mp_state(_Struct):
     _fields_ = [("mp_state", c_uint32)]
 
 
+KVM_MP_STATE_RUNNABLE = 0
+KVM_MP_STATE_UNINITIALIZED = 1     # an AP before its first INIT (with an in-kernel irqchip)
+KVM_MP_STATE_INIT_RECEIVED = 2     # an AP waiting for its SIPI
 KVM_MP_STATE_HALTED = 3
 
 
@@ -347,12 +350,14 @@ KVM_CAP_HLT = 1
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
+KVM_CAP_NR_VCPUS = 9             # vCPUs the host recommends
 KVM_CAP_NR_MEMSLOTS = 10
 KVM_CAP_SET_GUEST_DEBUG = 23
 KVM_CAP_IRQFD = 32
 KVM_CAP_PIT2 = 33
 KVM_CAP_IOEVENTFD = 36
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
+KVM_CAP_MAX_VCPUS = 66           # vCPUs a VM may have
 KVM_CAP_READONLY_MEM = 81
 KVM_CAP_IRQFD_RESAMPLE = 82
 KVM_CAP_IMMEDIATE_EXIT = 136

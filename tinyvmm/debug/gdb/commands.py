@@ -40,9 +40,9 @@ def error(errno: int) -> bytes:
     return b"E%02x" % (errno & 0xFF)
 
 
-def stop_reply(event: StopEvent, reasons: set[str] | None = None) -> bytes:
+def stop_reply(event: StopEvent, reasons: set[str] | None = None, thread: int = THREAD_ID) -> bytes:
     """`T05thread:01;hwbreak:;`; a reason gdb did not announce support for is left out."""
-    reply = b"T%02xthread:%02x;" % (event.signal, THREAD_ID)
+    reply = b"T%02xthread:%02x;" % (event.signal, thread)
     if event.reason in ("watch", "rwatch", "awatch"):
         reply += b"%s:%x;" % (event.reason.encode(), event.address)
     elif event.reason and (reasons is None or event.reason in reasons):
@@ -83,7 +83,7 @@ class CommandHandler:
         simple = {b"?": self._why_stopped, b"g": self._read_registers, b"G": self._write_registers,
                   b"p": self._read_register, b"P": self._write_register, b"m": self._read_memory,
                   b"M": self._write_memory, b"X": self._write_binary, b"Z": self._insert,
-                  b"z": self._remove, b"H": self._ok, b"T": self._ok}
+                  b"z": self._remove, b"H": self._set_thread, b"T": self._thread_alive}
         if first in simple:
             return simple[first](rest)
         if first in (b"c", b"s", b"C", b"S"):
@@ -105,6 +105,26 @@ class CommandHandler:
 
     def _ok(self, rest: bytes) -> Response:
         return Response([b"OK"])
+
+    def _threads(self) -> list[int]:
+        threads = getattr(self.target, "threads", None)
+        return threads() if threads is not None else [THREAD_ID]
+
+    def _set_thread(self, rest: bytes) -> Response:
+        """Hg selects whose registers g/G/p/P see; Hc names the thread to resume (all of them
+        resume together here, so any is fine)."""
+        kind, thread = rest[:1], rest[1:]
+        if kind == b"g" and thread and thread != b"-1":
+            select = getattr(self.target, "select_thread", None)
+            number = rsp.hex_int(thread)
+            if select is not None and not select(number):
+                return Response([error(EINVAL)])
+            if select is None and number not in (0, THREAD_ID):
+                return Response([error(EINVAL)])
+        return Response([b"OK"])
+
+    def _thread_alive(self, rest: bytes) -> Response:
+        return Response([b"OK" if rsp.hex_int(rest) in self._threads() else error(EINVAL)])
 
     def _why_stopped(self, rest: bytes) -> Response:
         return Response([stop_reply(self.last_stop, self.gdb_reasons)])
@@ -223,7 +243,11 @@ class CommandHandler:
         if rest == b"C":
             return Response([b"QC%x" % THREAD_ID])
         if rest == b"fThreadInfo":
-            return Response([b"m%x" % THREAD_ID])
+            return Response([b"m" + b",".join(b"%x" % thread for thread in self._threads())])
+        if rest.startswith(b"ThreadExtraInfo,"):
+            info = getattr(self.target, "thread_info", None)
+            text = info(rsp.hex_int(rest[16:])) if info is not None else "vCPU 0"
+            return Response([text.encode().hex().encode()])
         if rest == b"sThreadInfo":
             return Response([b"l"])
         if rest.startswith(b"Symbol"):

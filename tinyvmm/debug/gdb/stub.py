@@ -110,6 +110,14 @@ class GdbStub:
         with self._lock:
             self._running = False
             self._pause = False
+        # All-stop: the other vCPUs leave KVM_RUN and wait for the device lock this thread
+        # holds, so gdb can read their registers; stops and steps are vCPU 0's.
+        kick_others = getattr(self.runner, "_kick_all", None)
+        if kick_others is not None and len(self.runner.cpus) > 1:
+            kick_others(but=self.runner)
+        select = getattr(self.target, "select_thread", None)
+        if select is not None:
+            select(1)
         self.handler.last_stop = event
         announced = False
         if announce and self.server.connected:

@@ -31,11 +31,15 @@ INT3 = 0xCC
 MEMORY_ERROR = 0x14
 
 class KvmTarget:
-    """The stub's view of one vCPU and its memory."""
+    """The stub's view of the vCPUs and their memory. Breakpoints, steps and stops are vCPU 0's
+    (`vcpu`); registers and `monitor regs`/`where` are the selected thread's (gdb's Hg), one
+    gdb thread per vCPU, numbered from 1."""
 
     def __init__(self, vcpu, memory, software_breakpoints: bool = False, data_breakpoints: bool = True,
-                 notice=None, symbols=None):
+                 notice=None, symbols=None, vcpus=None):
         self.vcpu = vcpu
+        self.vcpus = list(vcpus) if vcpus else [vcpu]
+        self.selected = vcpu                # whose registers gdb reads and writes
         self.linear = LinearMemory(vcpu, memory)
         self.software_breakpoints = software_breakpoints    # KVM traps int3 for us
         self.data_breakpoints = data_breakpoints            # KVM reports DR0-3 data hits
@@ -56,11 +60,28 @@ class KvmTarget:
         return self.layout
 
     def read_registers(self) -> dict[str, int | None]:
-        return read_registers(self.vcpu, self.layout)
+        return read_registers(self.selected, self.layout)
 
     def write_registers(self, values: dict[str, int]) -> None:
         """Apply the registers whose value differs from the vCPU's (a G packet sends them all)."""
-        write_registers(self.vcpu, self.layout, values)
+        write_registers(self.selected, self.layout, values)
+
+    # --- threads: one per vCPU ----------------------------------------------
+    def threads(self) -> list[int]:
+        return list(range(1, len(self.vcpus) + 1))
+
+    def select_thread(self, thread: int) -> bool:
+        """gdb's Hg: thread 0 (any) is vCPU 0; False for a thread that does not exist."""
+        if thread == 0:
+            thread = 1
+        if not 1 <= thread <= len(self.vcpus):
+            return False
+        self.selected = self.vcpus[thread - 1]
+        return True
+
+    def thread_info(self, thread: int) -> str:
+        index = thread - 1
+        return f"vCPU {index}{' (BSP)' if index == 0 else ''}, APIC ID {index}"
 
     # --- memory -------------------------------------------------------------
     def read_memory(self, address: int, length: int) -> bytes:
@@ -245,7 +266,7 @@ class KvmTarget:
                     "  where     CPU mode, CS:IP or RIP, linear address and symbol\n"
                     "  symbols   the add-symbol-file commands for the --symbols files\n"
                     "  breaks    the hardware debug register slots in use\n")
-        regs, sregs = self.vcpu.get_regs(), self.vcpu.get_sregs()
+        regs, sregs = self.selected.get_regs(), self.selected.get_sregs()
         if words[0] == "regs":
             return "\n".join(format_registers(regs, sregs)) + "\n"
         if words[0] == "where":
