@@ -319,3 +319,15 @@ def test_tinyvmms_bios_enables_the_pm_block_and_installs_the_tables_naming_it():
         assert struct.unpack_from("<I", found[b"FACP"], 56)[0] == layout.ACPI_PM_BASE
         assert sum(found[b"APIC"]) % 256 == 0 and found[b"APIC"].count(b"\x00\x08") >= 1
         assert b"acpi: etc/acpi/tables at" in machine.debugcon_output
+
+
+@pytest.mark.kvm
+def test_a_pm_base_over_another_device_is_refused_and_that_device_keeps_its_ports():
+    with Machine(None, mem=64 * layout.MiB) as machine:
+        board = machine._built.board
+        board.power_management.enable_pm_io(0x3C0)          # the 64-byte block would cover COM1
+        assert board.power_management.window is None
+        assert any("PM I/O block at 0x3c0" in m and "refused" in m for m in board.pci.buses.refused)
+        assert board.pio.find(0x3F8) == (0x3F8, board.serial)
+        board.power_management.enable_pm_io(0xB000)         # moved clear of it: mapped
+        assert board.power_management.window == 0xB000
