@@ -34,36 +34,36 @@ overridden() {
 }
 
 for fragment in "$@"; do
-while IFS= read -r line; do
-	case $line in
-	CONFIG_*=* | "# CONFIG_"*" is not set")
-		name=${line#"# "}
-		name=${name%%=*}
-		name=${name%" is not set"}
-		if overridden "$fragment" "$name" "$@"; then
-			continue
-		fi
-		;;
-	esac
-	case $line in
-	CONFIG_*=*)
-		if ! grep -qxF -- "$line" "$config"; then
-			name=${line%%=*}
-			have=$(grep -E "^$name=|^# $name is not set" "$config" || true)
-			echo "  wanted: $line    got: ${have:-(absent)}" >&2
-			bad=1
-		fi
-		;;
-	"# CONFIG_"*" is not set")
-		name=${line#"# "}
-		name=${name%" is not set"}
-		if grep -qE "^$name=[ym]\$" "$config"; then
-			echo "  wanted: $line    got: $(grep -E "^$name=" "$config")" >&2
-			bad=1
-		fi
-		;;
-	esac
-done < "$fragment"
+	while IFS= read -r line; do
+		case $line in
+		CONFIG_*=* | "# CONFIG_"*" is not set")
+			name=${line#"# "}
+			name=${name%%=*}
+			name=${name%" is not set"}
+			if overridden "$fragment" "$name" "$@"; then
+				continue
+			fi
+			;;
+		esac
+		case $line in
+		CONFIG_*=*)
+			if ! grep -qxF -- "$line" "$config"; then
+				name=${line%%=*}
+				have=$(grep -E "^$name=|^# $name is not set" "$config" || true)
+				echo "  wanted: $line    got: ${have:-(absent)}" >&2
+				bad=1
+			fi
+			;;
+		"# CONFIG_"*" is not set")
+			name=${line#"# "}
+			name=${name%" is not set"}
+			if grep -qE "^$name=[ym]\$" "$config"; then
+				echo "  wanted: $line    got: $(grep -E "^$name=" "$config")" >&2
+				bad=1
+			fi
+			;;
+		esac
+	done < "$fragment"
 done
 
 if [ $bad -ne 0 ]; then
