@@ -51,25 +51,35 @@ def test_the_pc_kernel_reads_the_virtio_disk_through_seabios(tmp_path, pc_kernel
         assert outcome == "RESET" and "reboot: Restarting system" in console
 
 
+# (kernel, words added to the command line, how /init ends the machine)
+QEMU_BOOTS = {
+    "bzimage": ("bzimage", "", ["init: powering the machine off", "reboot: Power down"]),
+    "vmlinux": ("vmlinux", "", ["init: powering the machine off", "reboot: Power down"]),
+    "restart-asked": ("vmlinux", " tinyvmm.restart",
+                      ["init: restarting the machine", "reboot: Restarting system"]),
+}
+
+
 @pytest.mark.qemu
-@pytest.mark.parametrize("kernel", ["bzimage", "vmlinux"])
-def test_the_pc_kernel_on_qemus_pc_machine(tmp_path, pc_kernel, kernel):
+@pytest.mark.parametrize("boot", QEMU_BOOTS)
+def test_the_pc_kernel_on_qemus_pc_machine(tmp_path, pc_kernel, boot):
     """bzimage: SeaBIOS and QEMU's linuxboot ROM; vmlinux: QEMU's PVH loader. Either way QEMU's
     own ACPI tables; no qemu_fw_cfg.ioport= on the command line, and a modern-only disk."""
+    kernel, words, ending = QEMU_BOOTS[boot]
     disk = disk_image(tmp_path / "disk.img")
     result = subprocess.run(
         ["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-smp", "2", "-m", "256M",
          "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-net", "none",
          "-kernel", str(getattr(pc_kernel, kernel)), "-initrd", str(pc_kernel.initrd),
-         "-append", "console=ttyS0 reboot=k panic=-1",
+         "-append", "console=ttyS0 reboot=k panic=-1" + words,
          "-drive", f"file={disk},if=none,format=raw,id=disk",
          "-device", "virtio-blk-pci,drive=disk,disable-legacy=on",
          "-fw_cfg", "name=opt/tinyvmm/test,string=hello"],
         stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
     console = result.stdout.decode(errors="replace")
     assert result.returncode == 0, console[-3000:] + result.stderr.decode(errors="replace")
-    for line in ("ACPI: Using ACPI (MADT) for SMP configuration information",
+    for line in ["ACPI: Using ACPI (MADT) for SMP configuration information",
                  "smp: Brought up 1 node, 2 CPUs", "PCI: Using ACPI for IRQ routing",
                  "TINYVMM-INIT-OK", "fw_cfg: opt/tinyvmm/test = hello", "cpus: online 0-1",
-                 DISK_LINE, "init: powering the machine off", "reboot: Power down"):
+                 DISK_LINE, *ending]:
         assert line in console, f"{line!r} missing:\n{console[-3000:]}"
