@@ -5,7 +5,7 @@
  * the kernel with raw system calls, which keeps the binary around one
  * kilobyte.  What it does, in order:
  *
- *   1. mounts proc on /proc and sysfs on /sys;
+ *   1. mounts proc on /proc, sysfs on /sys and devtmpfs on /dev;
  *   2. prints the marker line INIT_MARKER to /dev/console;
  *   3. lists every QEMU fw_cfg file the kernel exposes under
  *      /sys/firmware/qemu_fw_cfg/by_name, one "fw_cfg: NAME (size N)"
@@ -13,12 +13,25 @@
  *      "opt/" (the user's own, -fw_cfg name=opt/...) follow their name as
  *      "fw_cfg: NAME = TEXT", at most 64 bytes, '.' for what is not
  *      printable;
- *   4. restarts the machine with reboot(LINUX_REBOOT_CMD_RESTART).  With
- *      "reboot=k" on the kernel command line the kernel then writes 0xFE
- *      to port 0x64 (keyboard-controller reset), which tinyvmm and
- *      "qemu -no-reboot" both treat as the end of the guest.
+ *   4. prints the CPUs the kernel brought up, "cpus: online LIST", from
+ *      /sys/devices/system/cpu/online (the pc kernel is SMP);
+ *   5. when the kernel has a /dev/vda (the pc kernel's virtio-blk driver
+ *      found a disk), reads its first sector and prints
+ *      "virtio-blk: vda N sectors, sector 0 = TEXT (HEX)" with the size
+ *      from /sys/block/vda/size and the first 16 bytes; nothing otherwise;
+ *   6. ends the machine.  It powers it off with
+ *      reboot(LINUX_REBOOT_CMD_POWER_OFF) when the command line holds the
+ *      word "tinyvmm.poweroff", or when the kernel found an ACPI FADT
+ *      (/sys/firmware/acpi/tables/FACP), through which Linux powers off
+ *      (SLP_TYP/SLP_EN into PM1a_CNT); "tinyvmm.restart" asks for the
+ *      restart whatever the kernel has.  Otherwise it restarts the machine
+ *      with reboot(LINUX_REBOOT_CMD_RESTART): with "reboot=k" on the
+ *      command line the kernel then writes 0xFE to port 0x64
+ *      (keyboard-controller reset), which tinyvmm and "qemu -no-reboot"
+ *      both treat as the end of the guest.  Its last line says which:
+ *      "init: powering the machine off" or "init: restarting the machine".
  *
- * Should the restart call fail, init exits; the kernel then panics and,
+ * Should the reboot call fail, init exits; the kernel then panics and,
  * because the test kernel is built with CONFIG_PANIC_TIMEOUT=-1, resets
  * the machine at once, so the guest still ends.
  */
@@ -27,6 +40,14 @@
 #define INIT_MARKER "TINYVMM-INIT-OK"
 
 #define FW_CFG_BY_NAME "/sys/firmware/qemu_fw_cfg/by_name"
+#define CPUS_ONLINE "/sys/devices/system/cpu/online"
+#define DISK "/dev/vda"
+#define DISK_SIZE "/sys/block/vda/size"
+#define ACPI_FADT "/sys/firmware/acpi/tables/FACP"
+
+/* Command-line words that choose how init ends the machine. */
+#define WORD_POWEROFF "tinyvmm.poweroff"
+#define WORD_RESTART "tinyvmm.restart"
 
 /* x86-64 system call numbers. */
 #define NR_read 0
@@ -54,9 +75,12 @@
 #define REBOOT_MAGIC1 0xfee1deadUL
 #define REBOOT_MAGIC2 0x28121969UL
 #define REBOOT_CMD_RESTART 0x01234567UL
+#define REBOOT_CMD_POWER_OFF 0x4321fedcUL
 
 #define PATH_BUF 512
 #define SHOWN_BYTES 64
+#define SECTOR 512
+#define DISK_SHOWN 16
 
 struct dirent64 {
 	unsigned long d_ino;
@@ -123,11 +147,39 @@ static void mount_fs(const char *type, const char *target)
 		put_line("init: could not mount ", type, "");
 }
 
+/* Reads at most cap - 1 bytes of a file into buf, without the trailing
+ * newline; returns the length, or -1 when the file cannot be read. */
+static long read_text(const char *path, char *buf, long cap)
+{
+	long fd = syscall3(NR_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
+	long n = fd < 0 ? -1 : syscall3(NR_read, fd, (long)buf, cap - 1);
+
+	if (fd >= 0)
+		syscall3(NR_close, fd, 0, 0);
+	if (n < 0)
+		return -1;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		n--;
+	buf[n] = 0;
+	return n;
+}
+
+/* '.' for the bytes of text[0..n) that are not printable ASCII. */
+static void printable(char *text, long n)
+{
+	long i;
+
+	for (i = 0; i < n; i++)
+		if (text[i] < ' ' || text[i] > '~')
+			text[i] = '.';
+	text[n] = 0;
+}
+
 /* Prints the first bytes of the entry whose by_name path is path (length len). */
 static void show_contents(char *path, unsigned long len, const char *name)
 {
 	char text[SHOWN_BYTES + 1], line[PATH_BUF + SHOWN_BYTES + 4];
-	long fd, n, i;
+	long fd, n;
 
 	append(path, len, PATH_BUF, "/raw");
 	fd = syscall3(NR_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
@@ -139,10 +191,7 @@ static void show_contents(char *path, unsigned long len, const char *name)
 		put_line("fw_cfg: cannot read ", name, "");
 		return;
 	}
-	for (i = 0; i < n; i++)
-		if (text[i] < ' ' || text[i] > '~')
-			text[i] = '.';
-	text[n] = 0;
+	printable(text, n);
 	n = append(line, 0, sizeof(line), name);
 	n = append(line, n, sizeof(line), " = ");
 	append(line, n, sizeof(line), text);
@@ -153,21 +202,15 @@ static void show_contents(char *path, unsigned long len, const char *name)
 static void show_entry(char *path, unsigned long len, const char *name)
 {
 	char size[32];
-	long fd, n;
+	long n;
 
 	append(path, len, PATH_BUF, "/size");
-	fd = syscall3(NR_open, (long)path, O_RDONLY | O_CLOEXEC, 0);
-	n = fd < 0 ? -1 : syscall3(NR_read, fd, (long)size, sizeof(size) - 1);
-	if (fd >= 0)
-		syscall3(NR_close, fd, 0, 0);
+	n = read_text(path, size, sizeof(size));
 	path[len] = 0;
 	if (n <= 0) {
 		size[0] = '?';
-		n = 1;
+		size[1] = 0;
 	}
-	while (n > 0 && (size[n - 1] == '\n' || size[n - 1] == ' '))
-		n--;
-	size[n] = 0;
 	/* The line is "fw_cfg: NAME (size N)"; NAME ends the path buffer. */
 	n = append(path, len, PATH_BUF, " (size ");
 	n = append(path, n, PATH_BUF, size);
@@ -229,22 +272,111 @@ static void list_fw_cfg(void)
 		put_line("fw_cfg: not present", "", "");
 }
 
+static void show_cpus(void)
+{
+	char cpus[128];
+
+	if (read_text(CPUS_ONLINE, cpus, sizeof(cpus)) < 0)
+		put_line("cpus: cannot read ", CPUS_ONLINE, "");
+	else
+		put_line("cpus: online ", cpus, "");
+}
+
+/* The first sector of /dev/vda and the disk's size, when there is one. */
+static void show_disk(void)
+{
+	static const char digits[] = "0123456789abcdef";
+	char sector[SECTOR], size[32], hex[2 * DISK_SHOWN + 1], line[128];
+	long fd, n, i;
+
+	fd = syscall3(NR_open, (long)DISK, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	n = syscall3(NR_read, fd, (long)sector, SECTOR);
+	syscall3(NR_close, fd, 0, 0);
+	if (n < DISK_SHOWN) {
+		put_line("virtio-blk: cannot read ", DISK, "");
+		return;
+	}
+	if (read_text(DISK_SIZE, size, sizeof(size)) <= 0) {
+		size[0] = '?';
+		size[1] = 0;
+	}
+	for (i = 0; i < DISK_SHOWN; i++) {
+		hex[2 * i] = digits[(sector[i] >> 4) & 15];
+		hex[2 * i + 1] = digits[sector[i] & 15];
+	}
+	hex[2 * DISK_SHOWN] = 0;
+	printable(sector, DISK_SHOWN);
+	n = append(line, 0, sizeof(line), size);
+	n = append(line, n, sizeof(line), " sectors, sector 0 = ");
+	n = append(line, n, sizeof(line), sector);
+	n = append(line, n, sizeof(line), " (");
+	n = append(line, n, sizeof(line), hex);
+	append(line, n, sizeof(line), ")");
+	put_line("virtio-blk: vda ", line, "");
+}
+
+/* True when the word w appears, whole, in the space-separated text s. */
+static int has_word(const char *s, const char *w)
+{
+	const char *p, *q;
+
+	for (p = s; *p;) {
+		while (*p == ' ' || *p == '\n')
+			p++;
+		for (q = w; *q && *p == *q; p++, q++)
+			;
+		if (!*q && (!*p || *p == ' ' || *p == '\n'))
+			return 1;
+		while (*p && *p != ' ' && *p != '\n')
+			p++;
+	}
+	return 0;
+}
+
+/* Whether to power off (see the top of this file). */
+static int wants_power_off(void)
+{
+	char cmdline[PATH_BUF * 4];
+	long fd;
+
+	if (read_text("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
+		cmdline[0] = 0;
+	if (has_word(cmdline, WORD_RESTART))
+		return 0;
+	if (has_word(cmdline, WORD_POWEROFF))
+		return 1;
+	fd = syscall3(NR_open, (long)ACPI_FADT, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	syscall3(NR_close, fd, 0, 0);
+	return 1;
+}
+
 __attribute__((noreturn, used)) static void init_main(void)
 {
 	long fd = syscall3(NR_open, (long)"/dev/console", O_WRONLY | O_NOCTTY,
 			   0);
+	int power_off;
 
 	out_fd = fd >= 0 ? (int)fd : 1;
 	mount_fs("proc", "/proc");
 	mount_fs("sysfs", "/sys");
+	/* Over the initramfs's /dev: block devices appear only there. */
+	mount_fs("devtmpfs", "/dev");
 	put_line(INIT_MARKER, "", "");
 	list_fw_cfg();
-	put_line("init: restarting the machine", "", "");
-	/* Let the serial line finish sending before the reset. */
+	show_cpus();
+	show_disk();
+	power_off = wants_power_off();
+	put_line(power_off ? "init: powering the machine off" :
+			     "init: restarting the machine", "", "");
+	/* Let the serial line finish sending before the machine ends. */
 	syscall3(NR_ioctl, out_fd, TCSBRK, 1);
 	syscall3(NR_sync, 0, 0, 0);
-	syscall5(NR_reboot, REBOOT_MAGIC1, REBOOT_MAGIC2, REBOOT_CMD_RESTART,
-		 0, 0);
+	syscall5(NR_reboot, REBOOT_MAGIC1, REBOOT_MAGIC2,
+		 power_off ? REBOOT_CMD_POWER_OFF : REBOOT_CMD_RESTART, 0, 0);
 	put_line("init: reboot() failed, exiting", "", "");
 	for (;;)
 		syscall3(NR_exit, 1, 0, 0);

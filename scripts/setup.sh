@@ -36,5 +36,5 @@ echo "setup: installing the tinyvmm package into $VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 "$VENV/bin/python" -m compileall -q tinyvmm
 
-echo "setup: building the test kernel (kernels/build)"
+echo "setup: building the test kernels (kernels/build, kernels/build/pc)"
 make -C kernels

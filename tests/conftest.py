@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 from guest_build import toolchain_missing
-from payloads import initrd, kernel_missing, payload, pvh_payload  # noqa: F401 (fixtures for every test module)
+from payloads import initrd, kernel_missing, payload, pc_kernel, pvh_payload  # noqa: F401 (fixtures for every test module)
 
 from tinyvmm.kvm.system import kvm_status
 

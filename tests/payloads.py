@@ -1,9 +1,10 @@
 """The test payloads (firmware/tests/payload.S, a bzImage; pvh_payload.S, an ELF PVH kernel) and an
-initrd, built once per session; where the test kernel of `make -C kernels` is."""
+initrd, built once per session; where the test kernels of `make -C kernels` are."""
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import guest_build
 import pytest
@@ -20,6 +21,18 @@ VMLINUX = Path(boot_defaults.DEFAULT_VMLINUX)           # the same kernel as ELF
 KERNEL_INITRD = Path(boot_defaults.DEFAULT_INITRD)
 
 
+
+class PcKernel(NamedTuple):
+    """The pc kernel of `make -C kernels` (kernels/pc.config: PCI, ACPI, SMP, virtio-blk)."""
+    bzimage: Path
+    vmlinux: Path
+    initrd: Path
+
+
+# It lives in pc/ inside the test kernel's folder, so TINYVMM_KERNELS finds both.
+PC_KERNEL = PcKernel(*(KERNEL.parent / "pc" / path.name for path in (KERNEL, VMLINUX, KERNEL_INITRD)))
+
+
 def kernel_missing() -> str | None:
     """None when the test kernel is there, else why a test that boots it cannot run."""
     for path in (KERNEL, VMLINUX, KERNEL_INITRD):
@@ -27,6 +40,17 @@ def kernel_missing() -> str | None:
             return (f"needs the test kernel {path}: run make -C kernels, "
                     f"or set {boot_defaults.KERNELS_VARIABLE} to a folder holding it")
     return None
+
+
+@pytest.fixture(scope="session")
+def pc_kernel() -> PcKernel:
+    """The pc kernel's files. A missing one fails the test rather than skipping it: `make -C
+    kernels` (and so the set-up) builds this kernel, so its absence is a broken build."""
+    for path in PC_KERNEL:
+        if not path.exists():
+            pytest.fail(f"the pc test kernel {path} is missing: run make -C kernels pc, or set "
+                        f"{boot_defaults.KERNELS_VARIABLE} to a folder whose pc/ holds it")
+    return PC_KERNEL
 
 
 def toolchain_missing() -> str | None:

@@ -1,0 +1,85 @@
+"""The pc test kernel (kernels/pc.config) as a client of the PC machine: through SeaBIOS, Linux's
+own virtio-pci and virtio-blk drivers read a disk made here, and the run ends as its init said.
+The same kernel on QEMU's pc machine (TCG) shows what it does with a complete one: two CPUs,
+fw_cfg found through ACPI, the disk's interrupt routed by _PRT, power-off through _S5."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from command_line import tinyvmm
+
+SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
+BOOT_TIMEOUT = 600      # seconds: a real kernel under an emulating KVM takes minutes
+DISK_SECTORS = 2048
+DISK_START = b"TINYVMM-PC-DISK\x01"     # the 16 bytes /init shows: text, and one '.' for 0x01
+
+
+def disk_image(path: Path) -> Path:
+    path.write_bytes(DISK_START + bytes(DISK_SECTORS * 512 - len(DISK_START)))
+    return path
+
+
+# What /init prints of the disk made by disk_image
+DISK_LINE = (f"virtio-blk: vda {DISK_SECTORS} sectors, sector 0 = TINYVMM-PC-DISK. "
+             f"({DISK_START.hex()})")
+
+
+@pytest.mark.kvm
+@pytest.mark.slow
+def test_the_pc_kernel_reads_the_virtio_disk_through_seabios(tmp_path, pc_kernel):
+    if not SEABIOS.exists():
+        pytest.fail(f"{SEABIOS} is missing: make setup installs it (Debian package seabios)")
+    disk = disk_image(tmp_path / "disk.img")
+    timing = tmp_path / "timing.json"
+    result = tinyvmm("boot", "--bios", str(SEABIOS), "--kernel", str(pc_kernel.bzimage),
+                     "--initrd", str(pc_kernel.initrd), "--drive", f"file={disk},if=virtio,format=raw",
+                     "--timeout", "400", "--timing-json", str(timing), timeout=BOOT_TIMEOUT)
+    console, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    assert result.returncode == 0, console[-3000:] + err[-3000:]
+    assert "TINYVMM-INIT-OK" in console
+    # Linux found the disk on PCI, drove it through virtio-pci and read its first sector
+    assert DISK_LINE in console, console[-3000:]
+    assert "cpus: online 0" in console
+    # The run ends the way /init announced: powered off through ACPI, or restarted
+    outcome = json.loads(timing.read_text())["outcome"]
+    if "init: powering the machine off" in console:
+        assert outcome == "POWEROFF" and "reboot: Power down" in console
+    else:
+        assert "init: restarting the machine" in console
+        assert outcome == "RESET" and "reboot: Restarting system" in console
+
+
+# (kernel, words added to the command line, how /init ends the machine)
+QEMU_BOOTS = {
+    "bzimage": ("bzimage", "", ["init: powering the machine off", "reboot: Power down"]),
+    "vmlinux": ("vmlinux", "", ["init: powering the machine off", "reboot: Power down"]),
+    "restart-asked": ("vmlinux", " tinyvmm.restart",
+                      ["init: restarting the machine", "reboot: Restarting system"]),
+}
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("boot", QEMU_BOOTS)
+def test_the_pc_kernel_on_qemus_pc_machine(tmp_path, pc_kernel, boot):
+    """bzimage: SeaBIOS and QEMU's linuxboot ROM; vmlinux: QEMU's PVH loader. Either way QEMU's
+    own ACPI tables; no qemu_fw_cfg.ioport= on the command line, and a modern-only disk."""
+    kernel, words, ending = QEMU_BOOTS[boot]
+    disk = disk_image(tmp_path / "disk.img")
+    result = subprocess.run(
+        ["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-smp", "2", "-m", "256M",
+         "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-net", "none",
+         "-kernel", str(getattr(pc_kernel, kernel)), "-initrd", str(pc_kernel.initrd),
+         "-append", "console=ttyS0 reboot=k panic=-1" + words,
+         "-drive", f"file={disk},if=none,format=raw,id=disk",
+         "-device", "virtio-blk-pci,drive=disk,disable-legacy=on",
+         "-fw_cfg", "name=opt/tinyvmm/test,string=hello"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    console = result.stdout.decode(errors="replace")
+    assert result.returncode == 0, console[-3000:] + result.stderr.decode(errors="replace")
+    for line in ["ACPI: Using ACPI (MADT) for SMP configuration information",
+                 "smp: Brought up 1 node, 2 CPUs", "PCI: Using ACPI for IRQ routing",
+                 "TINYVMM-INIT-OK", "fw_cfg: opt/tinyvmm/test = hello", "cpus: online 0-1",
+                 DISK_LINE, *ending]:
+        assert line in console, f"{line!r} missing:\n{console[-3000:]}"
