@@ -181,16 +181,19 @@ IASL = shutil.which("iasl")
 
 @pytest.mark.skipif(IASL is None, reason="needs iasl (Debian package acpica-tools; make setup)")
 def test_iasl_disassembles_every_table_without_errors_or_warnings(tmp_path):
-    files = linked(AcpiMachine(cpus=2, ram_size=256 * layout.MiB))
-    found = tables_by_signature(files[TABLES_FILE], TABLES_AT, files[RSDP_FILE])
-    for signature, table in found.items():
-        path = tmp_path / f"{signature.decode().lower()}.dat"
-        path.write_bytes(table)
+    """The tables as `tinyvmm fw-cfg list --acpi-tables DIR` writes them for a user's iasl."""
+    result = tinyvmm("fw-cfg", "list", "--smp", "2", "--acpi-tables", str(tmp_path), text=True)
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in tmp_path.glob("*.dat"))
+    assert written == ["apic.dat", "dsdt.dat", "facp.dat", "facs.dat", "rsdt.dat"]
+    for name in written:
+        path = tmp_path / name
         result = subprocess.run([IASL, "-d", str(path)], capture_output=True, text=True, cwd=tmp_path)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert "Error" not in output and "Warning" not in output, output
         assert path.with_suffix(".dsl").exists()
+    assert "Local Apic ID : 01" in (tmp_path / "apic.dsl").read_text()        # the second vCPU
     dsl = (tmp_path / "dsdt.dsl").read_text()
     for text in ("Device (LNKA)", "Name (\\_S5, Package (0x04)", "IRQNoFlags ()", "0x0CF8",
                  'Name (_HID, "QEMU0002")'):
@@ -224,6 +227,9 @@ def test_fw_cfg_files_are_rebuilt_on_first_read_with_the_firmwares_pm_base():
 def test_without_acpi_no_tables_are_published(tmp_path):
     listed = tinyvmm("fw-cfg", "list", "--no-acpi", text=True).stdout
     assert "etc/acpi" not in listed and "etc/table-loader" not in listed
+    refused = tinyvmm("fw-cfg", "list", "--no-acpi", "--acpi-tables", str(tmp_path), text=True)
+    assert refused.returncode == 2 and "no ACPI tables" in refused.stderr
+    assert not list(tmp_path.iterdir())
     listed = tinyvmm("fw-cfg", "list", text=True).stdout
     for name in (RSDP_FILE, TABLES_FILE, LOADER_FILE, "etc/system-states"):
         assert name in listed
@@ -331,3 +337,17 @@ def test_a_pm_base_over_another_device_is_refused_and_that_device_keeps_its_port
         assert board.pio.find(0x3F8) == (0x3F8, board.serial)
         board.power_management.enable_pm_io(0xB000)         # moved clear of it: mapped
         assert board.power_management.window == 0xB000
+
+
+@pytest.mark.kvm
+def test_without_acpi_the_piix4_pm_function_is_absent_as_with_qemus_acpi_off():
+    """Firmware that finds a PIIX4 PM function builds ACPI tables of its own (SeaBIOS does):
+    without ACPI the machine has none, as QEMU's -machine acpi=off."""
+    with Machine(None, mem=64 * layout.MiB, acpi=False) as machine:
+        board = machine._built.board
+        assert board.power_management is None
+        board.pio.write(0xCF8, 4, (0x80000000 | 1 << 11 | 3 << 8).to_bytes(4, "little"))
+        assert board.pio.read(0xCFC, 4) == b"\xff" * 4              # 00:01.3: nothing there
+        board.pio.write(0xCF8, 4, (0x80000000 | 1 << 11).to_bytes(4, "little"))
+        assert board.pio.read(0xCFC, 4) == bytes.fromhex("86800070")   # the PIIX3 stays
+        assert board.pio.find(0xAFE0) is None                        # nor its GPE0 block

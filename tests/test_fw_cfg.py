@@ -675,7 +675,8 @@ class FakeBoard:
     """What attach_fw_cfg needs from tinyvmm.board.Board, without KVM."""
 
     def __init__(self, ram_size=32 * layout.MiB, tracer=None):
-        self.config = SimpleNamespace(ram_size=ram_size, firmware=bytes(64 * layout.KiB), acpi=False)
+        self.config = SimpleNamespace(ram_size=ram_size, firmware=bytes(64 * layout.KiB))
+        self.power_management = None            # no ACPI: the PIIX4 PM function is absent
         self.memory = GuestMemory.for_layout(ram_size, self.config.firmware)
         self.pio = PioBus()
         self.mmio = Bus("mmio")

@@ -142,7 +142,9 @@ class Board:
         self.vcpu = self.vcpus[0]
 
     def _build_chipset(self) -> None:
-        """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, PIIX4 PM."""
+        """QEMU's `pc` chipset as firmware sees it: i440FX with PAM shadow RAM, PIIX3, and with
+        ACPI the PIIX4 PM function and its GPE0 block (QEMU's acpi=off leaves them out too, so
+        firmware builds no ACPI tables of its own)."""
         config, vm = self.config, self.vm
         self.shadow = ShadowRam(self.memory, self.memory.ram, self.memory.rom, self.slots, self.tracer,
                                 strict_read_only=not is_emulating_host())
@@ -151,14 +153,16 @@ class Board:
         self.pci = PciHost(PciBuses(self.pio, self.mmio, self.memory, self.tracer))
         self.pci.add(I440fxHostBridge(config.ram_size, self.shadow), slot=0)
         self.isa_bridge = self.pci.add(Piix3IsaBridge(), slot=1)
-        self.power_management = self.pci.add(Piix4PowerManagement(
-            on_poweroff=lambda: self.request_stop(Outcome.POWEROFF, "ACPI power off (PM1a_CNT)"),
-            set_sci=lambda level: vm.irq_line(SCI_IRQ, level)), slot=1, number=3)
+        self.power_management: Piix4PowerManagement | None = None
+        if config.acpi:
+            self.power_management = self.pci.add(Piix4PowerManagement(
+                on_poweroff=lambda: self.request_stop(Outcome.POWEROFF, "ACPI power off (PM1a_CNT)"),
+                set_sci=lambda level: vm.irq_line(SCI_IRQ, level)), slot=1, number=3)
+            self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
         self.pci.reset_control = ResetControl(
             on_reset=lambda: self.request_stop(Outcome.RESET, "reset control register 0xcf9"))
         self.add_pio("pci_config", self.pci)
         self.add_pio("apm", PlainRegisters("apm", 2))
-        self.add_pio("acpi_gpe0", PlainRegisters("acpi-gpe0", 4, write_one_to_clear=2))
         if config.virtio_devices:
             self._add_virtio(config.virtio_devices, config.virtio_iothread)
 

@@ -239,9 +239,10 @@ def install_acpi_direct(spec: MachineSpec, board: Board) -> int:
     tables in RAM (tinyvmm.acpi.install_direct); the RSDP's address."""
     from .acpi import install_direct
     from .fw_cfg.attach import acpi_machine
-    board.power_management.enable_pm_io(layout.ACPI_PM_BASE)
-    return install_direct(board.memory, acpi_machine(spec.fw_cfg, spec.mem, spec.smp,
-                                                     board.power_management.pm_base()))
+    pm = board.power_management
+    assert pm is not None                   # a machine with ACPI has its PM function
+    pm.enable_pm_io(layout.ACPI_PM_BASE)
+    return install_direct(board.memory, acpi_machine(spec.fw_cfg, spec.mem, spec.smp, pm.pm_base()))
 
 
 def place_kernel(spec: MachineSpec, payload: Payload, board: Board) -> None:

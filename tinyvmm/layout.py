@@ -5,7 +5,9 @@ Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <=
     0x0000_0000  0x0000_03ff  interrupt vector table                       RAM
     0x0000_0400  0x0000_04ff  BIOS data area                               RAM
     0x0000_0500  0x0009_fbff  conventional memory (BIOS stack at 0x7000)   RAM
-    0x0009_fc00  0x0009_ffff  extended BIOS data area (1 KiB)              RAM, e820 reserved
+    0x0009_a000  0x0009_fbff  a direct boot's ACPI tables (ACPI_DIRECT_*)  e820 ACPI data
+    0x0009_fc00  0x0009_ffff  extended BIOS data area (1 KiB; a direct     RAM, e820 reserved
+                              boot's RSDP at its start)
     0x000a_0000  0x000b_ffff  VGA window: not backed, accesses exit as MMIO
     0x000c_0000  0x000f_ffff  shadow window, 13 PAM segments (SHADOW_SEGMENTS): each shows the
                               PCI side (the last min(F, 128 KiB) of the firmware image from
@@ -22,8 +24,9 @@ LOW_END = low_ram_end(R): R below 3.5 GiB, else 3 GiB, as QEMU's pc machine has 
 backing is one host mapping of R bytes; guest RAM above LOW_END sits at 4 GiB.
 
 I/O ports are listed in PORTS; the PCI I/O window (PCI_IO_START up) holds the I/O
-BARs and the PIIX4 power-management block, placed where the firmware programs
-them (SeaBIOS: 0xb000, or 0x600 with an ACPI table loader; qboot: 0x600).
+BARs. The PIIX4 power-management block (64 ports, with ACPI only) sits where the
+firmware programs it: ACPI_PM_BASE 0x600 for tinyvmm's BIOS, a direct boot, qboot
+and SeaBIOS with an ACPI table loader; 0xb000 for OVMF.
 `python -m tinyvmm.layout --asm` prints the same facts as GNU as symbols for the
 firmware (firmware/layout.inc).
 """
@@ -301,7 +304,9 @@ if __name__ == "__main__":
         print(__doc__)
         print("I/O ports:\n")
         rows = [(port, port + count - 1, name) for name, (port, count) in PORTS.items()]
-        rows.append((PCI_IO_START, PCI_IO_END - 1, "PCI I/O window: BARs, the PIIX4 PM block "
-                                                   "(the fixed ports above take precedence)"))
+        rows.append((ACPI_PM_BASE, ACPI_PM_BASE + 0x3F, "the PIIX4 PM block, where tinyvmm's BIOS "
+                                                        "and a direct boot put it"))
+        rows.append((PCI_IO_START, PCI_IO_END - 1, "PCI I/O window: BARs (the fixed ports above "
+                                                   "take precedence)"))
         for first, last, name in sorted(rows):
             print(f"    {first:#06x}  {last:#06x}  {name}")

@@ -95,3 +95,19 @@ def install_direct(memory: GuestMemory, machine: AcpiMachine) -> int:
                                   RSDP_FILE: layout.ACPI_DIRECT_RSDP})
     memory.write(layout.BDA_EBDA_SEGMENT, (layout.EBDA_START >> 4).to_bytes(2, "little"))
     return layout.ACPI_DIRECT_RSDP
+
+
+def linked_tables(machine: AcpiMachine) -> dict[str, bytes]:
+    """Each table by signature ("FACS", "DSDT", "FACP", "APIC", "RSDT"), linked as a direct
+    boot places them: what `iasl -d` takes, one table a file (iasl does not take an ACPI 1.0
+    RSDP, which has no table header)."""
+    files = build_acpi(machine).link({TABLES_FILE: layout.ACPI_DIRECT_START,
+                                      RSDP_FILE: layout.ACPI_DIRECT_RSDP})
+    blob = files[TABLES_FILE]
+    found = {"FACS": bytes(blob[:tables.FACS_SIZE])}
+    offset = tables.FACS_SIZE
+    while offset < len(blob):
+        length = int.from_bytes(blob[offset + 4:offset + 8], "little")
+        found[blob[offset:offset + 4].decode("ascii")] = bytes(blob[offset:offset + length])
+        offset += length
+    return found

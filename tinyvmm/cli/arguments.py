@@ -46,7 +46,7 @@ def parse_mem(text: str) -> int:
 
 def parse_smp(text: str) -> int:
     from ..spec import check_smp
-    if not text.strip().isdigit():
+    if not text.strip().lstrip("+-").isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of vCPUs")
     return argument_type(lambda value: check_smp(int(value), value))(text)
 

@@ -129,6 +129,10 @@ def _add_fw_cfg(commands) -> None:
     add_drive_options(listing)
     add_fw_cfg_options(listing)
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--acpi-tables", metavar="DIR",
+                         help="also write the ACPI tables (those the RSDT reaches, and the FACS), "
+                              "linked as a direct boot places them, one SIGNATURE.dat a table in "
+                              "DIR (made if missing), for iasl -d")
     listing.set_defaults(func=cmd_fw_cfg_list)
 
 
@@ -185,6 +189,8 @@ def cmd_fw_cfg_list(args: argparse.Namespace) -> int:
     finally:
         checked.close()
     description = describe_fw_cfg(spec.fw_cfg, items)
+    if args.acpi_tables is not None:
+        write_acpi_tables(spec, args.acpi_tables)
     try:
         if args.json:
             import json
@@ -198,6 +204,26 @@ def cmd_fw_cfg_list(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OutputError(f"cannot write the listing: {exc.strerror}") from None
     return EXIT_OK
+
+
+def write_acpi_tables(spec, directory: str) -> None:
+    """--acpi-tables DIR: each table of the machine `spec` describes as DIR/SIGNATURE.dat."""
+    if not spec.acpi:
+        raise ConfigError("--acpi-tables with --no-acpi: this machine has no ACPI tables")
+    from ..acpi import linked_tables
+    from ..files import KERNEL_FILE_SYSTEMS
+    from ..fw_cfg.attach import acpi_machine
+    if not directory or os.path.realpath(directory).startswith(KERNEL_FILE_SYSTEMS):
+        raise ConfigError(f"--acpi-tables {directory!r}: not a place for results")
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"--acpi-tables {directory}: not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for signature, data in linked_tables(acpi_machine(spec.fw_cfg, spec.mem, spec.smp)).items():
+            with open(os.path.join(directory, f"{signature.lower()}.dat"), "wb") as out:
+                out.write(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write the ACPI tables to {directory}: {exc.strerror}") from None
 
 
 def bench_options(args: argparse.Namespace):

@@ -151,10 +151,11 @@ def attach_fw_cfg(board: Board, spec: FwCfgSpec, items: FwCfgItems | None = None
     if items is None:
         items = build_fw_cfg_items(spec, config.ram_size, len(config.firmware))
     dma = spec.dma
-    if config.acpi and "etc/acpi/tables" in items.file_names():     # ours, not a user's file
+    pm = board.power_management
+    if pm is not None and "etc/acpi/tables" in items.file_names():    # ours, not a user's file
         from ..acpi.publish import rebuild_on_first_read
         rebuild_on_first_read(items, lambda: acpi_machine(
-            spec, config.ram_size, config.smp, board.power_management.pm_base()))
+            spec, config.ram_size, config.smp, pm.pm_base()))
     fw_cfg = FwCfg(items, board.memory, dma_enabled=dma, tracer=board.tracer)
     try:
         if spec.ports:
