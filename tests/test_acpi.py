@@ -246,19 +246,19 @@ def test_a_direct_boot_finds_the_rsdp_where_linux_looks(vmlinux):
             rsdp_at = struct.unpack_from("<Q", read(layout.PVH_START_INFO + 32, 8))[0]
         else:
             rsdp_at = struct.unpack_from("<Q", read(layout.BOOT_PARAMS_START + 0x70, 8))[0]
-        assert rsdp_at == layout.ACPI_DIRECT_RSDP
+        assert rsdp_at == layout.BOOT_TABLES_POINTER
         ebda = struct.unpack("<H", read(layout.BDA_EBDA_SEGMENT, 2))[0] << 4
         rsdp = read(ebda, 20)                       # Linux's scan: the EBDA's first KiB
         assert rsdp[:8] == b"RSD PTR " and sum(rsdp) % 256 == 0
-        blob = read(layout.ACPI_DIRECT_START, layout.EBDA_START - layout.ACPI_DIRECT_START)
-        found = tables_by_signature(blob, layout.ACPI_DIRECT_START, rsdp)
+        blob = read(layout.BOOT_TABLES_START, layout.EBDA_START - layout.BOOT_TABLES_START)
+        found = tables_by_signature(blob, layout.BOOT_TABLES_START, rsdp)
         fadt = found[b"FACP"]
         pm_base = struct.unpack_from("<I", fadt, 56)[0]
         # The PM block the FADT names decodes: the PM timer counts.
         assert pm_base == layout.ACPI_PM_BASE
         assert machine._built.board.power_management.pm_base() == pm_base
     with Machine(None, kernel=kernel, boot="direct", mem=128 * layout.MiB, acpi=False) as machine:
-        assert machine.read_memory(layout.ACPI_DIRECT_RSDP, 8) != b"RSD PTR "
+        assert machine.read_memory(layout.BOOT_TABLES_POINTER, 8) != b"RSD PTR "
 
 
 def test_direct_install_fits_the_most_cpus():
@@ -271,10 +271,11 @@ def test_direct_install_fits_the_most_cpus():
 def test_the_direct_boot_memory_map_marks_the_tables_as_acpi_data():
     plain = layout.e820_map(256 * layout.MiB, 64 * layout.KiB)
     with_acpi = layout.e820_map(256 * layout.MiB, 64 * layout.KiB, acpi=True)
-    assert (layout.ACPI_DIRECT_START, layout.EBDA_START - layout.ACPI_DIRECT_START,
+    assert (layout.BOOT_TABLES_START, layout.EBDA_START - layout.BOOT_TABLES_START,
             layout.E820_ACPI) in with_acpi
-    assert plain[0] == (0, layout.EBDA_START, layout.E820_RAM)
-    assert with_acpi[0] == (0, layout.ACPI_DIRECT_START, layout.E820_RAM)
+    assert plain[0] == with_acpi[0] == (0, layout.BOOT_TABLES_START, layout.E820_RAM)
+    assert (layout.BOOT_TABLES_START, layout.EBDA_START - layout.BOOT_TABLES_START,
+            layout.E820_RESERVED) in plain                  # the MP table's place
 
 
 @pytest.mark.kvm

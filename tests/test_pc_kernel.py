@@ -90,3 +90,24 @@ def test_the_pc_kernel_on_qemus_pc_machine(tmp_path, pc_kernel, boot):
                  "TINYVMM-INIT-OK", "fw_cfg: opt/tinyvmm/test = hello", "cpus: online 0-1",
                  DISK_LINE, *ending]:
         assert line in console, f"{line!r} missing:\n{console[-3000:]}"
+
+
+@pytest.mark.kvm
+@pytest.mark.slow
+def test_without_acpi_a_direct_boot_gets_its_cpus_and_disk_from_the_mp_table(tmp_path, pc_kernel):
+    """--no-acpi: no tables, so the kernel takes the MP table tinyvmm writes instead: both vCPUs
+    and the disk's interrupt (routed as firmware would route it); /init then restarts."""
+    disk = disk_image(tmp_path / "disk.img")
+    timing = tmp_path / "timing.json"
+    result = tinyvmm("boot", "--boot", "direct", "--kernel", str(pc_kernel.vmlinux),
+                     "--initrd", str(pc_kernel.initrd), "--smp", "2", "--no-acpi",
+                     "--drive", f"file={disk},if=virtio,format=raw",
+                     "--timeout", "500", "--timing-json", str(timing), timeout=BOOT_TIMEOUT)
+    console, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    assert result.returncode == 0, console[-3000:] + err[-3000:]
+    for line in ["found SMP MP-table", "smp: Brought up 1 node, 2 CPUs",
+                 "PCI->APIC IRQ transform: INT A -> IRQ 10", "cpus: online 0-1", DISK_LINE,
+                 "init: restarting the machine"]:
+        assert line in console, f"{line!r} missing:\n{console[-3000:]}"
+    assert "ACPI: RSDP" not in console
+    assert json.loads(timing.read_text())["outcome"] == "RESET"

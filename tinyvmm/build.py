@@ -245,12 +245,30 @@ def install_acpi_direct(spec: MachineSpec, board: Board) -> int:
     return install_direct(board.memory, acpi_machine(spec.fw_cfg, spec.mem, spec.smp, pm.pm_base()))
 
 
+def install_mp_table_direct(spec: MachineSpec, board: Board) -> int:
+    """A boot without firmware or ACPI: the PCI interrupts routed as firmware routes them (each
+    function's Interrupt Line set) and the MP table describing the vCPUs and that wiring
+    (tinyvmm.mptable). Returns 0: there is no RSDP."""
+    from .mptable import install_direct
+    from .pci.config import PCI_INTERRUPT_LINE, PCI_INTERRUPT_PIN
+    board.isa_bridge.route_as_firmware()
+    interrupts = []
+    for (slot, _), function in sorted(board.pci.functions.items()):
+        pin = function.config[PCI_INTERRUPT_PIN]
+        irq = board.isa_bridge.irq_for(slot, pin) if pin else None
+        if irq is not None:
+            function.set_byte(PCI_INTERRUPT_LINE, irq)
+            interrupts.append((slot, pin, irq))
+    install_direct(board.memory, spec.smp, interrupts)
+    return 0
+
+
 def place_kernel(spec: MachineSpec, payload: Payload, board: Board) -> None:
     """A direct boot: the kernel loaded and the vCPU at its entry. Through firmware: its pages
     touched in advance (the ROM's copy then runs at memory speed), and loaded in place for
     firmware that takes it so (QEMU's ROMs, SeaBIOS, qboot)."""
     if payload.boot == "direct":
-        rsdp = install_acpi_direct(spec, board) if spec.acpi else 0
+        rsdp = install_acpi_direct(spec, board) if spec.acpi else install_mp_table_direct(spec, board)
         payload.enter(board.memory, board.vcpu,
                       layout.e820_map(spec.mem, len(board.config.firmware), acpi=spec.acpi), rsdp)
         return

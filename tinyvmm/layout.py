@@ -5,9 +5,10 @@ Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <=
     0x0000_0000  0x0000_03ff  interrupt vector table                       RAM
     0x0000_0400  0x0000_04ff  BIOS data area                               RAM
     0x0000_0500  0x0009_fbff  conventional memory (BIOS stack at 0x7000)   RAM
-    0x0009_a000  0x0009_fbff  a direct boot's ACPI tables (ACPI_DIRECT_*)  e820 ACPI data
+    0x0009_a000  0x0009_fbff  a direct boot's ACPI or MP tables            e820 ACPI data or
+                              (BOOT_TABLES_*)                              reserved
     0x0009_fc00  0x0009_ffff  extended BIOS data area (1 KiB; a direct     RAM, e820 reserved
-                              boot's RSDP at its start)
+                              boot's RSDP or MP pointer at its start)
     0x000a_0000  0x000b_ffff  VGA window: not backed, accesses exit as MMIO
     0x000c_0000  0x000f_ffff  shadow window, 13 PAM segments (SHADOW_SEGMENTS): each shows the
                               PCI side (the last min(F, 128 KiB) of the firmware image from
@@ -109,10 +110,11 @@ BOOT_PAGE_TABLES_START = 0x9000  # PML4, PDPT and four page directories (identit
 BOOT_PAGE_TABLES_END = 0xF000
 BOOT_STACK_TOP = 0x8FF0          # RSP at a 64-bit entry (the kernel sets its own at once)
 BOOT_CMDLINE_START = 0x20000     # the command line, as for a bzImage through the ROMs
-# ACPI tables of a boot without firmware (tinyvmm.acpi): the RSDP in the EBDA's first KiB,
-# where an OS scans for it, the other tables just below the EBDA.
-ACPI_DIRECT_START = 0x9A000
-ACPI_DIRECT_RSDP = EBDA_START
+# The platform tables of a boot without firmware: the ACPI tables (tinyvmm.acpi) or, without
+# ACPI, the MP table (tinyvmm.mptable), just below the EBDA; their pointer (the RSDP or the MP
+# floating pointer) in the EBDA's first KiB, where an OS scans for it.
+BOOT_TABLES_START = 0x9A000
+BOOT_TABLES_POINTER = EBDA_START
 ACPI_PM_BASE = 0x600             # the PIIX4 PM I/O block where firmware on QEMU puts it (SeaBIOS)
 BDA_EBDA_SEGMENT = 0x40E         # the BDA word holding the EBDA's segment
 
@@ -217,13 +219,12 @@ def low_ram_end(ram_size: int) -> int:
 
 def e820_map(ram_size: int, firmware_size: int, acpi: bool = False) -> list[tuple[int, int, int]]:
     """The e820 table an operating system sees, with the BIOS areas reserved, sorted: (address,
-    length, type). A direct boot hands it over (with `acpi`, the tables below the EBDA are
-    ACPI data); firmware makes its own from fw_cfg_e820."""
+    length, type). A direct boot hands it over, its platform tables below the EBDA as ACPI
+    data (`acpi`) or reserved (the MP table); firmware makes its own from fw_cfg_e820."""
     low_end = low_ram_end(ram_size)
-    conventional_end = ACPI_DIRECT_START if acpi else EBDA_START
-    entries = [(0, conventional_end, E820_RAM)]
-    if acpi:
-        entries.append((ACPI_DIRECT_START, EBDA_START - ACPI_DIRECT_START, E820_ACPI))
+    entries = [(0, BOOT_TABLES_START, E820_RAM),
+               (BOOT_TABLES_START, EBDA_START - BOOT_TABLES_START,
+                E820_ACPI if acpi else E820_RESERVED)]
     entries += [
         (EBDA_START, EBDA_SIZE, E820_RESERVED),
         (OPTION_ROM_START, HIGH_MEMORY_START - OPTION_ROM_START, E820_RESERVED),

@@ -7,7 +7,7 @@ reach the guest.
 * build_acpi() below: one call, the same tables for every consumer;
 * publish.py: etc/acpi/tables, etc/acpi/rsdp and etc/table-loader on fw_cfg, rebuilt on the
   first read so the PM base the firmware programmed appears in them, as QEMU does.
-A boot without firmware links them itself (tinyvmm.boot.direct, at layout.ACPI_DIRECT_*).
+A boot without firmware links them itself (tinyvmm.boot.direct, at layout.BOOT_TABLES_*).
 """
 
 from __future__ import annotations
@@ -83,26 +83,26 @@ def build_acpi(machine: AcpiMachine) -> Linker:
 
 
 def install_direct(memory: GuestMemory, machine: AcpiMachine) -> int:
-    """For a boot without firmware: the tables linked and written at layout.ACPI_DIRECT_START,
-    the RSDP in the EBDA's first KiB (layout.ACPI_DIRECT_RSDP) with the BDA pointing there, as
+    """For a boot without firmware: the tables linked and written at layout.BOOT_TABLES_START,
+    the RSDP in the EBDA's first KiB (layout.BOOT_TABLES_POINTER) with the BDA pointing there, as
     an OS's scan expects. Returns the RSDP's address."""
     linker = build_acpi(machine)
     size = len(linker.files[TABLES_FILE])
-    room = layout.EBDA_START - layout.ACPI_DIRECT_START
+    room = layout.EBDA_START - layout.BOOT_TABLES_START
     if size > room:
         raise AssertionError(f"the ACPI tables take {size} bytes; {room} are set aside")
-    linker.install(memory.write, {TABLES_FILE: layout.ACPI_DIRECT_START,
-                                  RSDP_FILE: layout.ACPI_DIRECT_RSDP})
+    linker.install(memory.write, {TABLES_FILE: layout.BOOT_TABLES_START,
+                                  RSDP_FILE: layout.BOOT_TABLES_POINTER})
     memory.write(layout.BDA_EBDA_SEGMENT, (layout.EBDA_START >> 4).to_bytes(2, "little"))
-    return layout.ACPI_DIRECT_RSDP
+    return layout.BOOT_TABLES_POINTER
 
 
 def linked_tables(machine: AcpiMachine) -> dict[str, bytes]:
     """Each table by signature ("FACS", "DSDT", "FACP", "APIC", "RSDT"), linked as a direct
     boot places them: what `iasl -d` takes, one table a file (iasl does not take an ACPI 1.0
     RSDP, which has no table header)."""
-    files = build_acpi(machine).link({TABLES_FILE: layout.ACPI_DIRECT_START,
-                                      RSDP_FILE: layout.ACPI_DIRECT_RSDP})
+    files = build_acpi(machine).link({TABLES_FILE: layout.BOOT_TABLES_START,
+                                      RSDP_FILE: layout.BOOT_TABLES_POINTER})
     blob = files[TABLES_FILE]
     found = {"FACS": bytes(blob[:tables.FACS_SIZE])}
     offset = tables.FACS_SIZE

@@ -34,6 +34,7 @@ CLASS_OTHER_BRIDGE = 0x068000
 PIIX_PIRQC = 0x60               # PIRQA..PIRQD route control, 0x60-0x63
 PIRQ_COUNT = 4
 PIRQ_DISABLED = 0x80
+FIRMWARE_PIRQ_ROUTES = (10, 10, 11, 11)
 ISA_BRIDGE_RESET_BYTES = {0x4C: 0x4D, 0x4E: 0x03, 0x69: 0x02, 0x70: 0x80, 0x76: 0x0C, 0x77: 0x0C,
                           0x78: 0x02, 0xA0: 0x08, 0xA8: 0x0F}
 ISA_BRIDGE_COMMAND = 0x0007     # I/O, memory, bus master
@@ -87,6 +88,11 @@ class Piix3IsaBridge(PciFunction):
             self.set_byte(offset, value)
         for pirq in range(PIRQ_COUNT):
             self.set_byte(PIIX_PIRQC + pirq, PIRQ_DISABLED)
+
+    def route_as_firmware(self) -> None:
+        """Route PIRQA-D to IRQs 10, 10, 11, 11, as SeaBIOS and OVMF do (a boot without one)."""
+        for pirq, irq in enumerate(FIRMWARE_PIRQ_ROUTES):
+            self.set_byte(PIIX_PIRQC + pirq, irq)
 
     def pirq_irq(self, pirq: int) -> int | None:
         """The ISA IRQ that PIRQ A-D (0-3) is routed to, or None when disabled."""
