@@ -93,16 +93,42 @@ def crash_report(runner, outcome, message: str) -> str:
     if len(cpus) > 1:
         lines.append(f"vCPU {runner.index} (APIC ID {runner.index}) ended the run:")
     lines += _vcpu_report(runner)
+    never_ran = []
     for other in cpus:
-        if other is not runner:
-            lines.append("")
-            lines += _vcpu_state(other, code=False)
+        if other is runner:
+            continue
+        if _mp_state(other) == abi.KVM_MP_STATE_UNINITIALIZED:
+            never_ran.append(other.index)       # never started: its reset registers say nothing
+            continue
+        lines.append("")
+        lines += _vcpu_state(other, code=False)
+    if never_ran:
+        lines += ["", f"{_vcpu_list(never_ran)}: waiting for INIT, never ran"]
     for name, tail in runner.board.console_tails().items():
         if tail:
             text = tail.decode("latin-1").rstrip("\n").splitlines()[-5:]
             lines.append(f"last {name} output:")
             lines += ["  | " + line for line in text]
     return "\n".join(lines)
+
+
+def _mp_state(runner) -> int | None:
+    try:
+        return runner.vcpu.get_mp_state()
+    except OSError:
+        return None
+
+
+def _vcpu_list(indexes: list[int]) -> str:
+    """"vCPU 3" or "vCPUs 1, 3-254": indexes as runs."""
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"vCPU{'s' if len(indexes) > 1 else ''} {text}"
 
 
 def _vcpu_report(runner) -> list[str]:
