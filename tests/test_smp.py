@@ -63,6 +63,16 @@ def test_more_vcpus_than_the_host_allows_is_a_config_error():
         check_vcpu_limit(Host(), 3)
 
 
+def test_more_vcpus_than_the_host_recommends_is_a_warning(capsys):
+    class Host:
+        def check_extension(self, cap: int) -> int:
+            return {abi.KVM_CAP_MAX_VCPUS: 1024, abi.KVM_CAP_NR_VCPUS: 2}[cap]
+    check_vcpu_limit(Host(), 2)
+    assert capsys.readouterr().err == ""
+    check_vcpu_limit(Host(), 3)
+    assert "warning: --smp 3 is more vCPUs than this host's KVM recommends (2" in capsys.readouterr().err
+
+
 @pytest.mark.kvm
 def test_above_the_hosts_limit_the_command_line_says_so_with_status_2(monkeypatch, capsys):
     import tinyvmm.board

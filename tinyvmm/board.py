@@ -276,3 +276,8 @@ def check_vcpu_limit(kvm: Kvm, count: int) -> None:
     limit = vcpu_limit(kvm)
     if count > limit:
         raise ConfigError(f"--smp {count}: this host's KVM allows at most {limit} vCPUs per VM")
+    recommended = kvm.check_extension(abi.KVM_CAP_NR_VCPUS)
+    if recommended and count > recommended:
+        import sys
+        print(f"tinyvmm: warning: --smp {count} is more vCPUs than this host's KVM recommends "
+              f"({recommended}, its CPUs): they will share them", file=sys.stderr)
