@@ -95,9 +95,11 @@ def plan_pvh(kernel: ElfKernel, cmdline: str, initrd, ram_size: int, header: byt
                 f"segments must lie in RAM from 1 MiB to the end of RAM below 4 GiB "
                 f"({low_ram_end:#x} with this --mem)"
                 + (f": give the guest at least --mem {-(-kernel.high // layout.MiB)}M" if fits else ""))
-    if not kernel.low <= kernel.pvh_entry < kernel.high:
+    # In a gap between two segments the entry would run whatever the RAM holds there.
+    if not any(s.paddr <= kernel.pvh_entry < s.end for s in kernel.segments):
+        spans = ", ".join(f"{s.paddr:#x}-{s.end:#x}" for s in kernel.segments)
         raise PvhConfigError(f"{kernel.name}: its PVH entry {kernel.pvh_entry:#x} is outside "
-                             f"its segments ({kernel.low:#x}-{kernel.high:#x})")
+                             f"its segments ({spans})")
     initrd_addr = 0
     if initrd is not None:
         initrd_addr = (low_ram_end - len(initrd)) & ~(INITRD_ALIGN - 1)
