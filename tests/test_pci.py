@@ -203,6 +203,46 @@ def test_bar_over_ram_the_apics_or_another_bar_is_refused(pci):
     assert b.mapped
 
 
+def test_a_bar_refused_for_a_conflict_is_mapped_once_the_other_moves_away(pci):
+    # Issue 24: firmware moving BARs one write at a time puts two at one address for a while;
+    # the refused one stayed dead (all-ones) after they were apart again.
+    host, pio, mmio, *_ = pci
+    a, devices_a = make_device(regs=(0, 0x1000, "mem32"))
+    b, devices_b = make_device(regs=(0, 0x1000, "mem32"))
+    host.add(a, slot=3)
+    host.add(b, slot=4)
+    for slot in (3, 4):
+        config_write(host, slot, 0, 0x10, 4, 0xFEB00000)
+        config_write(host, slot, 0, 0x04, 2, cfg.PCI_COMMAND_MEMORY)
+    assert a.mapped and not b.mapped
+    config_write(host, 3, 0, 0x10, 4, 0xFEA00000)                    # a moves: b's turn
+    assert a.mapped[0] == ("mmio", 0xFEA00000) and b.mapped[0] == ("mmio", 0xFEB00000)
+    mmio.read(0xFEB00010, 4)
+    assert devices_b["regs"].accesses == [("read", 0x10, 4)]
+    assert host.buses.waiting == set()
+
+
+def test_a_refused_bar_is_mapped_when_the_other_stops_decoding(pci):
+    # The sibling: the conflict ends by a command write (memory decode off), not a move; and
+    # an I/O BAR refused the same way comes back too.
+    host, pio, mmio, *_ = pci
+    a, _ = make_device(regs=(0, 0x1000, "mem32"), ports=(1, 0x20, "io"))
+    b, devices_b = make_device(regs=(0, 0x1000, "mem32"), ports=(1, 0x20, "io"))
+    host.add(a, slot=3)
+    host.add(b, slot=4)
+    for slot in (3, 4):
+        config_write(host, slot, 0, 0x10, 4, 0xFEB00000)
+        config_write(host, slot, 0, 0x14, 4, 0xC000)
+        config_write(host, slot, 0, 0x04, 2, cfg.PCI_COMMAND_MEMORY | cfg.PCI_COMMAND_IO)
+    assert set(a.mapped) == {0, 1} and not b.mapped
+    config_write(host, 3, 0, 0x04, 2, cfg.PCI_COMMAND_IO)             # a's memory BAR off
+    assert b.mapped == {0: ("mmio", 0xFEB00000)}
+    a.reset()                                                         # a's I/O BAR off too
+    assert b.mapped == {0: ("mmio", 0xFEB00000), 1: ("pio", 0xC000)}
+    pio.read(0xC001, 1)
+    assert devices_b["ports"].accesses == [("read", 1, 1)]
+
+
 def test_bar_reset_restores_type_bits_and_unmaps(pci):
     host, pio, mmio, *_ = pci
     function, _ = make_device(regs=(0, 0x1000, "mem64"))
