@@ -52,6 +52,9 @@ class Writer:
         self._written = 0                  # bytes written so far: progress, for flush()
         self._ready = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._closing = False
+        self._holding = False              # the thread has bytes taken from the queue
+        self._abandon = False              # flush() gave up: drop what the thread holds
 
     def write(self, data: bytes) -> None:
         if self.error is not None:
@@ -73,19 +76,25 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._chunks:
+                while not self._chunks and not self._closing:
                     self._ready.wait()
+                if not self._chunks:
+                    return                      # closed, and nothing left to write
                 data = b"".join(self._chunks)
                 self._chunks.clear()
+                self._holding = True
             try:
                 self._write_all(data)
             except OSError as exc:
                 with self._ready:
                     self.error = exc
+                    self._holding = False
                     self.dropped += self._queued - self._written
                     self._queued = self._written
                     self._ready.notify_all()
                 return
+            with self._ready:
+                self._holding = self._abandon = False
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -99,6 +108,9 @@ class Writer:
                 continue
             view = view[done:]
             with self._ready:
+                if self._abandon:       # flush() gave up and counted all this as dropped
+                    self._abandon = False
+                    return
                 self._written += done
                 self._ready.notify_all()
 
@@ -114,8 +126,19 @@ class Writer:
                     self.dropped += self._queued - self._written
                     self._queued = self._written
                     self._chunks.clear()
+                    self._abandon = self._holding
                     return False
             return self.error is None
+
+    def close(self) -> None:
+        """End the thread once it has written what is queued (call flush() first to bound
+        the wait: what flush() gave up on is no longer queued)."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
 
 
 def _blocks(fd: int) -> bool:
@@ -258,6 +281,7 @@ class FileSink:
         try:
             if self.writer is not None:
                 self.writer.flush(None)
+                self.writer.close()
         finally:
             self.file.close()
 
