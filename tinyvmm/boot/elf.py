@@ -59,13 +59,19 @@ class ElfKernel:
     def high(self) -> int:
         return max(segment.end for segment in self.segments)
 
-    def image(self) -> bytearray:
-        """The bytes of [low, high) as they must lie in memory: segment data, zeros elsewhere
-        (bss and gaps). This is what fw_cfg's KERNEL_DATA carries for a boot ROM."""
-        image = bytearray(self.high - self.low)
+    @property
+    def loaded_high(self) -> int:
+        """The end of the last byte taken from the file: above it, up to `high`, only bss."""
+        return max(segment.paddr + len(segment.data) for segment in self.segments)
+
+    def image(self, end: int | None = None) -> bytearray:
+        """The bytes of [low, end) (default: [low, high)) as they must lie in memory: segment
+        data, zeros elsewhere (bss and gaps)."""
+        image = bytearray((self.high if end is None else end) - self.low)
         for segment in self.segments:
             start = segment.paddr - self.low
-            image[start:start + len(segment.data)] = segment.data
+            data = segment.data[:max(len(image) - start, 0)]
+            image[start:start + len(data)] = data
         return image
 
 
