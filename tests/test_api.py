@@ -427,3 +427,66 @@ def test_a_run_counts_what_it_completed_for_the_host():
             assert "completed for the host's KVM: int3 1" in guest.summary()
         else:
             assert result.completions == {}
+
+
+# --- stop() and the timeout of a run on a worker thread (issue 24) --------------------------
+
+def run_on_a_thread(guest, **options):
+    """Start guest.run(**options) on a thread: (thread, results list)."""
+    import threading
+    results = []
+    thread = threading.Thread(target=lambda: results.append(guest.run(**options)))
+    thread.start()
+    return thread, results
+
+
+def test_stop_from_another_thread_ends_a_run_on_a_worker_thread(machine):
+    # The instance: a spinning guest makes no exits, and only the main thread had the kick.
+    import time
+    guest = machine(SPIN, mem=MEM)
+    thread, results = run_on_a_thread(guest, timeout=60)
+    time.sleep(0.3)
+    start = time.monotonic()
+    guest.stop("from the main thread")
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - start < 2
+    assert (results[0].outcome, results[0].message) == (Outcome.STOPPED, "from the main thread")
+    assert guest.run(timeout=0.2).outcome is Outcome.TIMEOUT      # on the main thread again
+
+
+def test_a_worker_thread_run_times_out_and_runs_again(machine):
+    # The sibling: the timeout (no SIGALRM off the main thread), a second run on a thread
+    # that is not ended by the first one's kick, and a stop from a third thread.
+    import threading
+    import time
+    guest = machine(SPIN, mem=MEM)
+    start = time.monotonic()
+    thread, results = run_on_a_thread(guest, timeout=0.5)
+    thread.join(10)
+    assert results[0].outcome is Outcome.TIMEOUT and 0.4 < time.monotonic() - start < 5
+    thread, results = run_on_a_thread(guest, timeout=60)
+    threading.Timer(0.5, guest.stop, args=("third thread",)).start()
+    thread.join(10)
+    assert (results[0].outcome, results[0].message) == (Outcome.STOPPED, "third thread")
+    assert time.monotonic() - start > 0.9
+
+
+@pytest.mark.kvm
+def test_the_interpreter_exits_after_stopping_a_worker_thread_run(tmp_path):
+    script = textwrap.dedent(f"""
+        import threading, time
+        from tinyvmm import Machine
+        from tinyvmm.firmware import real_mode_image
+        guest = Machine(real_mode_image(bytes.fromhex("eb fe")), mem={MEM})
+        worker = threading.Thread(target=lambda: print(guest.run().outcome.name))
+        worker.start()
+        time.sleep(0.3)
+        guest.stop()
+    """)
+    import os
+    import pathlib
+    tree = str(pathlib.Path(__file__).resolve().parent.parent)     # this tree's tinyvmm
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path, env={**os.environ, "PYTHONPATH": tree})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "STOPPED"

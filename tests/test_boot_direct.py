@@ -149,8 +149,8 @@ def test_fw_cfg_items_follow_qemu_and_add_the_image():
         return int.from_bytes(bytes(items.lookup(key).data), "little")
     assert u32(fwc.FW_CFG_KERNEL_ENTRY) == ENTRY
     assert u32(fwc.FW_CFG_KERNEL_ADDR) == 0x100000
-    assert u32(fwc.FW_CFG_KERNEL_SIZE) == 0x100010
-    assert bytes(items.lookup(fwc.FW_CFG_KERNEL_DATA).data) == p.kernel.image()
+    assert u32(fwc.FW_CFG_KERNEL_SIZE) == 0x100004             # up to b"data": no bss tail
+    assert bytes(items.lookup(fwc.FW_CFG_KERNEL_DATA).data) == p.kernel.image()[:0x100004]
     assert bytes(items.lookup(fwc.FW_CFG_SETUP_DATA).data) == good_elf()[:8192]
     assert u32(fwc.FW_CFG_INITRD_ADDR) == p.initrd_addr and u32(fwc.FW_CFG_INITRD_SIZE) == 6
     assert bytes(items.file("bootorder").data) == b"/rom@genroms/pvh_dma.bin\0"
@@ -353,3 +353,101 @@ def test_a_boot_rom_for_the_other_format_is_named(tmp_path, capsys):
     assert "linuxboot_dma.bin boots a bzImage, and the kernel is an ELF vmlinux" in capsys.readouterr().err
     assert main(["fw-cfg", "list", "--kernel", path, "--option-rom", "pvh_dma.bin"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# --- header fields that point outside the file or memory (issue 24) ----------
+
+PHDR = struct.Struct("<IIQQQQQQ")
+
+
+def patch_phdr(data: bytes, index: int, **fields) -> bytes:
+    """`data` with program header `index`'s fields replaced (p_offset, p_paddr, p_memsz ...)."""
+    names = ("p_type", "p_flags", "p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz", "p_align")
+    at = 64 + PHDR.size * index
+    values = dict(zip(names, PHDR.unpack_from(data, at)))
+    values.update(fields)
+    return data[:at] + PHDR.pack(*(values[n] for n in names)) + data[at + PHDR.size:]
+
+
+def patch_header(data: bytes, offset: int, fmt: str, *values: int) -> bytes:
+    return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt):]
+
+
+def test_a_note_offset_past_2_to_the_63_is_a_usage_error(tmp_path, capsys):
+    # The fuzzed instance: OverflowError from pyelftools' seek, status 1 with a traceback.
+    data = patch_phdr(good_elf(), 2, p_offset=0xFFFFFFFF00001070)
+    with pytest.raises(elf.ElfKernelError, match="PT_NOTE segment needs file bytes"):
+        elf.parse_elf_kernel(data, "vmlinux")
+    assert main(["boot", "--kernel", kernel_file(tmp_path, data), "--mem", "64M"]) == 2
+    err = capsys.readouterr().err
+    assert "PT_NOTE" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("data,message", [
+    (patch_phdr(good_elf(), 0, p_offset=1 << 63), "PT_LOAD segment needs file bytes"),
+    (patch_phdr(good_elf(), 2, p_filesz=(1 << 64) - 1), "PT_NOTE segment needs file bytes"),
+    (patch_phdr(good_elf(), 1, p_type=0x6474E550, p_offset=1 << 62), "PT_GNU_EH_FRAME segment"),
+    (patch_phdr(good_elf(), 1, p_type=0x12345, p_offset=1 << 62), "type 0x12345 segment"),
+    (patch_phdr(good_elf(), 0, p_paddr=(1 << 64) - 0x1000), "wraps the address space"),
+    (patch_header(good_elf(), 32, "<Q", 0xFFFFFFFF00000040), "program headers at offset"),
+    (patch_header(good_elf(), 54, "<H", 32), "program headers are 32 bytes"),
+])
+def test_every_offset_and_size_field_is_checked(data, message):
+    with pytest.raises(elf.ElfKernelError, match=message):
+        elf.parse_elf_kernel(data, "vmlinux")
+
+
+def test_an_entry_in_the_gap_between_segments_is_refused():
+    # The instance: low <= entry < high, but in no segment.
+    with pytest.raises(pvh.PvhConfigError, match=r"outside its segments \(0x100000-0x103000, "
+                                                  r"0x200000-0x200010\)"):
+        plan(good_elf().replace(pvh_note(ENTRY), pvh_note(0x180000)))
+
+
+def test_an_entry_in_a_segments_bss_or_second_segment_is_taken():
+    data = good_elf()
+    for entry in (0x102FFF, 0x200000):
+        assert plan(data.replace(pvh_note(ENTRY), pvh_note(entry))).entry == entry
+    with pytest.raises(pvh.PvhConfigError, match="outside its segments"):
+        plan(data.replace(pvh_note(ENTRY), pvh_note(0x200010)))       # one past the end
+
+
+def test_a_bss_larger_than_ram_is_refused_at_once():
+    import time
+    start = time.monotonic()
+    with pytest.raises(pvh.PvhConfigError, match="segments must lie in RAM"):
+        plan(elf64([(0x100000, CODE, 5 * layout.GiB // 2)], pvh_note(ENTRY)), ram=1 * layout.GiB)
+    assert time.monotonic() - start < 1
+
+
+def test_a_large_bss_that_fits_costs_no_time_or_host_memory():
+    import resource
+    import time
+
+    from tinyvmm.memory import GuestMemory
+    memory = GuestMemory.for_layout(1 * layout.GiB, b"\xff" * 0x10000)
+    memory.write(0x300000, b"\x55" * 0x4000)             # written before: must read zero after
+    kernel = elf.parse_elf_kernel(elf64([(0x100000, CODE, 768 * MiB + 0x123)], pvh_note(ENTRY)))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    for gpa, data in direct.load_segments(memory, kernel):
+        memory.write(gpa, data)
+    assert time.monotonic() - start < 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024   # KiB
+    assert memory.read(0x100000, 0x100) == CODE
+    assert not any(memory.read(0x100100, 0x300000)) and not any(memory.read(0x30100000 - 0x10, 0x133))
+
+
+def test_a_large_bss_costs_a_firmware_boot_nothing_either():
+    # The firmware path: KERNEL_DATA and the pages faulted in ahead end with the file's bytes.
+    import time
+
+    from tinyvmm.fw_cfg import items as fwc
+    data = elf64([(0x100000, CODE, 5 * layout.GiB // 2)], pvh_note(ENTRY))
+    start = time.monotonic()
+    p = plan(data, ram=3 * layout.GiB)
+    items = fwc.FwCfgItems()
+    pvh.publish(p, items, "pvh_dma.bin", b"\x55\xaa" + bytes(510))
+    assert time.monotonic() - start < 1
+    assert bytes(items.lookup(fwc.FW_CFG_KERNEL_DATA).data) == CODE
+    assert p.load_ranges()[0] == (0x100000, len(CODE))

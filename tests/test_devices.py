@@ -246,6 +246,49 @@ def test_i8042_keyboard_answers_firmware_probes():
     assert i8042_drain(dev) == [0xFA, 0xFA]
 
 
+def test_i8042_every_pulse_of_bit_0_resets():
+    # Issue 24: only 0xFE reset; 0xF0-0xFF pulse the bits clear in their low nibble.
+    resets = Recorder()
+    dev = I8042(on_reset=lambda: resets("reset"))
+    for command in range(0xF0, 0x100):
+        dev.write(4, 1, bytes([command]))
+    assert len(resets.events) == 8              # 0xF0, 0xF2 ... 0xFE: bit 0 clear
+    assert dev.output_port & 0x01                # a pulse leaves the line high again
+
+
+def test_i8042_pulse_without_bit_0_and_other_commands_do_not_reset():
+    resets = Recorder()
+    dev = I8042(on_reset=lambda: resets("reset"))
+    for command in (0xF1, 0xF3, 0xFD, 0xFF, 0xD0, 0xC0, 0xE0):
+        dev.write(4, 1, bytes([command]))
+    assert resets.events == []
+
+
+def test_i8042_write_keyboard_output_buffer():
+    # D2: the byte comes back as keyboard data; it is not sent to the keyboard (no ACK).
+    dev = I8042()
+    dev.write(4, 1, b"\xd2")
+    dev.write(0, 1, b"\xff")
+    assert i8042_drain(dev) == [0xFF]
+    dev.write(4, 1, b"\xd2")                    # a second one: a byte that is a keyboard command
+    dev.write(0, 1, b"\xf2")
+    dev.write(0, 1, b"\xee")                    # then a real command, answered as usual
+    assert i8042_drain(dev) == [0xF2, 0xEE]
+
+
+def test_i8042_unknown_keyboard_commands_ask_for_resend():
+    dev = I8042()
+    for byte in (0x01, 0x42, 0xE0, 0xEC, 0xF1, 0xF7, 0xFB, 0xFD):
+        dev.write(0, 1, bytes([byte]))
+        assert i8042_drain(dev) == [0xFE], hex(byte)
+    for byte in (0x00, 0xF4, 0xF5, 0xF6, 0xFA):  # known ones without a parameter: ACK only
+        dev.write(0, 1, bytes([byte]))
+        assert i8042_drain(dev) == [0xFA], hex(byte)
+    dev.write(0, 1, b"\xfc")                    # set one key make/break: takes a scan code
+    dev.write(0, 1, b"\x1c")
+    assert i8042_drain(dev) == [0xFA, 0xFA]
+
+
 def test_i8042_port_enables_and_mouse_bytes_go_nowhere():
     dev = I8042()
     dev.write(4, 1, b"\xad")

@@ -184,15 +184,23 @@ def test_bar_decodes_only_while_its_command_bit_is_set(pci):
     assert mmio.find(0xFEA00000) is None and pio.find(0xC000) is None
 
 
-def test_bar_over_ram_the_apics_or_another_bar_is_refused(pci):
-    host, pio, mmio, *_ = pci
-    a, _ = make_device(regs=(0, 0x1000, "mem32"))
-    b, _ = make_device(regs=(0, 0x1000, "mem32"))
+def two_devices_at(host, addresses, **bars):
+    """Two functions of the same `bars` in slots 3 and 4, BAR0 at addresses[0] and [1],
+    memory decoding on: (a, a's devices, b, b's devices)."""
+    a, devices_a = make_device(**bars)
+    b, devices_b = make_device(**bars)
     host.add(a, slot=3)
     host.add(b, slot=4)
-    for slot, address in ((3, 0x200000), (4, layout.IOAPIC_START)):  # RAM, then the I/O APIC
+    for slot, address in zip((3, 4), addresses):
         config_write(host, slot, 0, 0x10, 4, address)
         config_write(host, slot, 0, 0x04, 2, cfg.PCI_COMMAND_MEMORY)
+    return a, devices_a, b, devices_b
+
+
+def test_bar_over_ram_the_apics_or_another_bar_is_refused(pci):
+    host, pio, mmio, *_ = pci
+    a, _, b, _ = two_devices_at(host, (0x200000, layout.IOAPIC_START),   # RAM, then the I/O APIC
+                                regs=(0, 0x1000, "mem32"))
     assert not a.mapped and not b.mapped
     assert "guest memory" in host.buses.refused[0] and "I/O APIC" in host.buses.refused[1]
     config_write(host, 3, 0, 0x10, 4, 0xFEB00000)
@@ -201,6 +209,37 @@ def test_bar_over_ram_the_apics_or_another_bar_is_refused(pci):
     assert "overlaps" in host.buses.refused[-1]
     config_write(host, 4, 0, 0x10, 4, 0xFEB01000)                    # the guest can move it away
     assert b.mapped
+
+
+def test_a_bar_refused_for_a_conflict_is_mapped_once_the_other_moves_away(pci):
+    # Issue 24: firmware moving BARs one write at a time puts two at one address for a while;
+    # the refused one stayed dead (all-ones) after they were apart again.
+    host, pio, mmio, *_ = pci
+    a, _, b, devices_b = two_devices_at(host, (0xFEB00000, 0xFEB00000), regs=(0, 0x1000, "mem32"))
+    assert a.mapped and not b.mapped
+    config_write(host, 3, 0, 0x10, 4, 0xFEA00000)                    # a moves: b's turn
+    assert a.mapped[0] == ("mmio", 0xFEA00000) and b.mapped[0] == ("mmio", 0xFEB00000)
+    mmio.read(0xFEB00010, 4)
+    assert devices_b["regs"].accesses == [("read", 0x10, 4)]
+    assert host.buses.waiting == set()
+
+
+def test_a_refused_bar_is_mapped_when_the_other_stops_decoding(pci):
+    # The sibling: the conflict ends by a command write (memory decode off), not a move; and
+    # an I/O BAR refused the same way comes back too.
+    host, pio, mmio, *_ = pci
+    a, _, b, devices_b = two_devices_at(host, (0xFEB00000, 0xFEB00000),
+                                        regs=(0, 0x1000, "mem32"), ports=(1, 0x20, "io"))
+    for slot in (3, 4):
+        config_write(host, slot, 0, 0x14, 4, 0xC000)
+        config_write(host, slot, 0, 0x04, 2, cfg.PCI_COMMAND_MEMORY | cfg.PCI_COMMAND_IO)
+    assert set(a.mapped) == {0, 1} and not b.mapped
+    config_write(host, 3, 0, 0x04, 2, cfg.PCI_COMMAND_IO)             # a's memory BAR off
+    assert b.mapped == {0: ("mmio", 0xFEB00000)}
+    a.reset()                                                         # a's I/O BAR off too
+    assert b.mapped == {0: ("mmio", 0xFEB00000), 1: ("pio", 0xC000)}
+    pio.read(0xC001, 1)
+    assert devices_b["ports"].accesses == [("read", 1, 1)]
 
 
 def test_bar_reset_restores_type_bits_and_unmaps(pci):

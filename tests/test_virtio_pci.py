@@ -3,6 +3,7 @@ feature handshake, queue setup, notifications and INTx, the PCI_CFG window; no K
 
 import struct
 
+import pytest
 from guest_memory import guest_memory
 
 from tinyvmm.bus import Bus, PioBus
@@ -242,3 +243,73 @@ def test_pci_cfg_window_reaches_the_bar_through_config_space():
     cfg_write(host, window + 12, 4)
     cfg_write(host, window + 16, 0xFFFFFFFF)                           # dropped
     assert function.status == vp.ACKNOWLEDGE
+
+
+# --- bus mastering and queue_size (issue 24) ---------------------------------
+
+def test_no_ring_is_served_while_bus_mastering_is_off():
+    # The instance: MASTER cleared on a live device, a request was still served.
+    host, function, mmio, levels, base = mapped()
+    setup_queue(mmio, base)
+    cfg_write(host, PCI_COMMAND, 0x2, size=2)                          # memory only
+    bar_write(mmio, base + vp.NOTIFY.offset, 2, 0)
+    assert function.model.served == [] and function.isr == 0
+    cfg_write(host, PCI_COMMAND, 0x6, size=2)                          # MASTER again
+    assert len(function.model.served) == 1 and function.isr == vp.ISR_QUEUE
+
+
+def test_notifications_held_without_bus_mastering_are_kept_once_and_dropped_by_reset():
+    # The sibling: several notifications while off are served once each queue, through the
+    # PCI_CFG window too; a device reset (or a PCI reset) forgets them.
+    model = FakeModel()
+    model.queue_sizes = [256, 256]
+    host, function, mmio, levels = pci_with_virtio(model)
+    cfg_write(host, 0x20, 0xFE000000)
+    cfg_write(host, 0x24, 0)
+    cfg_write(host, PCI_COMMAND, 0x6, size=2)
+    base = 0xFE000000
+    setup_queue(mmio, base)
+    function.reset()                                                   # PCI reset: MASTER off
+    cfg_write(host, 0x20, base)
+    cfg_write(host, PCI_COMMAND, 0x2, size=2)
+    for _ in range(3):
+        bar_write(mmio, base + vp.NOTIFY.offset, 2, 0)
+    assert function.held == {0} and model.served == []
+    cfg_write(host, PCI_COMMAND, 0x6, size=2)
+    assert len(model.served) == 1 and function.held == set()
+    cfg_write(host, PCI_COMMAND, 0x2, size=2)
+    bar_write(mmio, base + vp.NOTIFY.offset, 2, 0)
+    bar_write(mmio, base + vp.COMMON.offset + vp.DEVICE_STATUS, 1, 0)  # driver resets
+    cfg_write(host, PCI_COMMAND, 0x6, size=2)
+    assert len(model.served) == 1
+
+
+def test_a_queue_size_not_a_power_of_two_is_refused_visibly():
+    # The instance: 100 was ignored silently (read back 256) and the ring then walked with 256.
+    host, function, mmio, levels, base = mapped()
+    traced = []
+    host.buses.trace = traced.append
+    common = base + vp.COMMON.offset
+    bar_write(mmio, common + vp.DEVICE_STATUS, 1, vp.ACKNOWLEDGE | vp.DRIVER)
+    bar_write(mmio, common + vp.QUEUE_SIZE, 2, 100)
+    assert bar_read(mmio, common + vp.QUEUE_SIZE, 2) == 256            # the old value stays
+    assert traced and "size 100 refused" in traced[-1] and "stays 256" in traced[-1]
+    for field, address in ((vp.QUEUE_DESC, 0x10000), (vp.QUEUE_DRIVER, 0x11000), (vp.QUEUE_DEVICE, 0x12000)):
+        bar_write(mmio, common + field, 4, address)
+    bar_write(mmio, common + vp.QUEUE_ENABLE, 2, 1)
+    assert bar_read(mmio, common + vp.QUEUE_ENABLE, 2) == 0            # never a ring of 256
+    assert bar_read(mmio, common + vp.DEVICE_STATUS, 1) & vp.DEVICE_NEEDS_RESET
+
+
+@pytest.mark.parametrize("size", [0, 512, 0xFFFF, 3])
+def test_other_sizes_the_queue_cannot_take_are_refused_and_a_good_one_clears_it(size):
+    # The sibling: 0, above the maximum, odd sizes; a valid size written after clears the refusal.
+    host, function, mmio, levels, base = mapped()
+    common = base + vp.COMMON.offset
+    bar_write(mmio, common + vp.DEVICE_STATUS, 1, vp.ACKNOWLEDGE | vp.DRIVER)
+    bar_write(mmio, common + vp.QUEUE_SIZE, 2, size)
+    assert bar_read(mmio, common + vp.QUEUE_SIZE, 2) == 256
+    assert function.queues[0].refused_size == size
+    setup_queue(mmio, base, size=64)
+    assert bar_read(mmio, common + vp.QUEUE_ENABLE, 2) == 1 and function.queues[0].ring.size == 64
+    assert not bar_read(mmio, common + vp.DEVICE_STATUS, 1) & vp.DEVICE_NEEDS_RESET

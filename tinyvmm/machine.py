@@ -224,8 +224,8 @@ class Machine:
 
     def stop(self, message: str = "stopped by the host") -> None:
         """End the current run (Outcome.STOPPED): from a device or callback, after the access in
-        progress; from another thread, at once (the vCPU is kicked out of the guest, when
-        the run is on the main thread). Before a run, that run ends at its start."""
+        progress; from another thread, at once (the vCPU is kicked out of the guest, whichever
+        thread runs it). Before a run, that run ends at its start."""
         board = self._check_open()
         check_type("message", message, str)
         running = self._running

@@ -30,6 +30,10 @@ MADV_POPULATE_WRITE = 23        # Linux 5.14: fault pages in as if written, cont
 # Below this, starting a second thread costs more than it saves (measured: break-even
 # between 4 and 14 MiB; a 14 MiB copy takes 2.1 ms on two threads against 3.2 ms on one).
 SPLIT_COPY_MIN = 8 << 20
+MADV_DONTNEED = 4
+# From this size a zero fill of RAM drops the pages instead of writing them (a bss).
+ZERO_BY_DISCARD_MIN = 1 << 20
+FILL_CHUNK = 1 << 20
 
 # What a region's bytes can live in (the buffer protocol, writable for a writable region).
 Backing = mmap.mmap | bytearray | bytes | memoryview
@@ -214,7 +218,33 @@ class GuestMemory:
         self.write(gpa, bytes(obj))
 
     def fill(self, gpa: int, size: int, value: int = 0) -> None:
-        self.view(gpa, size, writable=True)[:] = bytes([value]) * size
+        """Set [gpa, gpa + size) to `value`. Zeros over RAM's whole pages are not written:
+        the pages are dropped, and anonymous memory reads as zeros again, so a bss of
+        gigabytes costs neither time nor host memory, written before or not."""
+        view = self.view(gpa, size, writable=True)
+        if value == 0 and size >= ZERO_BY_DISCARD_MIN and self._discard(view):
+            return
+        chunk = bytes([value]) * min(size, FILL_CHUNK)     # never a buffer as large as the fill
+        for offset in range(0, size, FILL_CHUNK):
+            end = min(offset + FILL_CHUNK, size)
+            view[offset:end] = chunk[:end - offset]
+
+    def _discard(self, view: memoryview) -> bool:
+        """Zero `view` by dropping its whole pages (MADV_DONTNEED) and writing its ragged
+        edges; False (nothing done) unless it lies in the RAM mapping and madvise succeeds."""
+        if self.ram is None:
+            return False
+        start, size, ram = buffer_address(view), len(view), buffer_address(self.ram)
+        if not ram <= start <= start + size <= ram + len(self.ram):
+            return False
+        head = -start % PAGE_SIZE
+        tail = (start + size) % PAGE_SIZE
+        if size - head - tail < PAGE_SIZE or _madvise(start + head, size - head - tail,
+                                                      MADV_DONTNEED) != 0:
+            return False
+        view[:head] = bytes(head)
+        view[size - tail:] = bytes(tail)
+        return True
 
 
 _madvise = ctypes.CDLL(None, use_errno=True).madvise

@@ -60,6 +60,13 @@ class Runner:
     Every exit is handled while holding `lock`, the one device lock (None with one vCPU): a
     vCPU thread holds it except inside KVM_RUN. A run ends for all vCPUs when it ends for one:
     the others are kicked out of KVM_RUN (immediate_exit, then SIGUSR1 to their thread).
+
+    A kick needs a SIGUSR1 handler, which Python installs only from the main thread. A run
+    with one vCPU on another thread blocks SIGUSR1 in that thread instead and lets it
+    through only inside KVM_RUN (KVM_SET_SIGNAL_MASK, as QEMU's vCPU threads do): a kick
+    then interrupts the guest with no handler to run, and the loop takes the pending
+    signal back with sigtimedwait. So stop() from any thread, and the timeout (a timer
+    thread there, no SIGALRM), end such a run too. Several vCPUs still need the main thread.
     """
 
     def __init__(self, board: Board, timeout: float | None = None, tracer: Tracer | None = None,
@@ -96,6 +103,10 @@ class Runner:
         self.symbols: SymbolTable | LazySymbols | None = None  # names code in crash reports
         self.guest_debug = GuestDebug(self.vcpu)    # who holds the debug registers
         self.lock: threading.Lock | None = None
+        # Held while kicking and while a run's thread lets go of its vCPU, so no kick lands
+        # on a thread that no longer expects it (SIGUSR1's default action ends the process).
+        self._kick_lock = threading.RLock()
+        self._thread_kicks = False          # this run blocks SIGUSR1 outside KVM_RUN
         self.aps: list[Runner] = []
         if leader is None and len(vcpus) > 1:
             self.lock = threading.Lock()
@@ -128,16 +139,17 @@ class Runner:
         vCPU between two entries, the signal one inside KVM_RUN (where an AP may wait for its
         SIPI, or a vCPU sit in HLT, for ever)."""
         me = threading.get_ident()
-        for cpu in self.cpus:
-            if cpu is but:
-                continue
-            cpu.vcpu.run_page.immediate_exit = 1
-            thread = cpu.thread_id
-            if thread is not None and thread != me:
-                try:
-                    signal.pthread_kill(thread, signal.SIGUSR1)
-                except OSError:
-                    pass                # the thread has just ended its loop: nothing to kick
+        with self.leader._kick_lock:
+            for cpu in self.cpus:
+                if cpu is but:
+                    continue
+                cpu.vcpu.run_page.immediate_exit = 1
+                thread = cpu.thread_id
+                if thread is not None and thread != me:
+                    try:
+                        signal.pthread_kill(thread, signal.SIGUSR1)
+                    except OSError:
+                        pass            # the thread has just ended its loop: nothing to kick
 
     def stop_from_thread(self, outcome: Outcome, message: str) -> None:
         """End the run from another thread (the console's Ctrl-A x): every vCPU is kicked out
@@ -148,6 +160,32 @@ class Runner:
         if leader.thread_id is None:        # not running: the next run ends at once
             leader.vcpu.run_page.immediate_exit = 1
         leader._kick_all()
+
+    def _start_thread_kicks(self):
+        """Off the main thread with one vCPU: SIGUSR1 blocked here but let through inside
+        KVM_RUN (see the class docstring). The thread's previous mask, or None if this vCPU
+        cannot take a signal mask (nothing changed then)."""
+        set_mask = getattr(self.vcpu, "set_signal_mask", None)
+        if set_mask is None:
+            return None
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            set_mask(set(previous) - {signal.SIGUSR1})
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            return None
+        self._thread_kicks = True
+        return previous
+
+    def _end_thread_kicks(self, previous) -> None:
+        """Undo _start_thread_kicks: KVM's mask cleared, kicks still pending taken, the
+        thread's mask as it was."""
+        self._thread_kicks = False
+        try:
+            self.vcpu.set_signal_mask(None)
+        finally:
+            _take_kicks()
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -230,12 +268,19 @@ class Runner:
             from .errors import ConfigError
             raise ConfigError("a machine with several vCPUs runs from the main thread, whose "
                               "signal handlers kick the vCPU threads")
-        # Device threads (virtio's I/O thread) stop the run through the board; they may
-        # kick the vCPU only while the kick's handler is installed.
-        self.board.runner = self if previous is not None else None
+        thread_mask = self._start_thread_kicks() if previous is None and not self.aps else None
+        # Device threads (virtio's I/O thread) and stop() stop the run through the board; they
+        # may kick the vCPU only while a kick cannot end the process.
+        self.board.runner = self if previous is not None or thread_mask is not None else None
         self._ended, self._idle = None, {}
         self.thread_id = threading.get_ident()
         threads = []
+        timer = None
+        if thread_mask is not None and self.timeout:
+            # No SIGALRM off the main thread: a timer thread ends the run as the alarm would.
+            timer = threading.Timer(self.timeout, self.stop_from_thread, args=(Outcome.TIMEOUT, ""))
+            timer.daemon = True
+            timer.start()
         try:
             if self.lock is not None:
                 self.lock.acquire()     # released inside KVM_RUN and when the run ends
@@ -257,7 +302,13 @@ class Runner:
                     thread.join()
         finally:
             self.board.runner = None
-            self.thread_id = None
+            with self._kick_lock:
+                self.thread_id = None
+            if timer is not None:
+                timer.cancel()
+                timer.join()                    # its stop must not reach the next run
+            if thread_mask is not None:
+                self._end_thread_kicks(thread_mask)
             self._restore_signals(previous)
             self._signal, self._signal_message = None, ""
         assert self._ended is not None          # _vcpu_ended was called at least once
@@ -405,6 +456,8 @@ class Runner:
         if self.tracer:
             self.tracer.exit(abi.KVM_EXIT_INTR)
         self.vcpu.run_page.immediate_exit = 0
+        if self._thread_kicks:
+            _take_kicks()                       # or the next KVM_RUN returns EINTR at once
         leader = self.leader
         if leader._signal is not None:
             return leader._signal_outcome(), True
@@ -590,3 +643,9 @@ class GuestDebug:
         if self.holder is not None:
             self.holder = self.on_exit = None
             self.vcpu.set_guest_debug(0)
+
+
+def _take_kicks() -> None:
+    """Take the SIGUSR1 kicks pending for this thread, which blocks them."""
+    while signal.sigtimedwait({signal.SIGUSR1}, 0) is not None:
+        pass

@@ -4,12 +4,19 @@ A kernel built with CONFIG_PVH announces a 32-bit entry point in an ELF note
 named "Xen" of type XEN_ELFNOTE_PHYS32_ENTRY (18) (Xen's public elfnote.h; the
 x86/HVM direct boot ABI, xen docs/misc/pvh.pandoc). Its PT_LOAD segments are
 loaded at their physical addresses (p_paddr). Only 64-bit x86 kernels are taken.
+
+Every field that points into the file or into memory is checked before
+pyelftools follows it: a program header table or a segment of any type (a
+PT_NOTE is read too) running past the file's end, or a segment wrapping the
+64-bit address space, is an ElfKernelError (a usage error), never a traceback.
 """
 
 from ..errors import ConfigError
 
 ELF_MAGIC = b"\x7fELF"
 ELF64_HEADER_SIZE = 64
+ELF64_PHDR_SIZE = 56
+ADDRESS_LIMIT = 1 << 64
 XEN_NOTE_NAME = "Xen"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 
@@ -52,13 +59,19 @@ class ElfKernel:
     def high(self) -> int:
         return max(segment.end for segment in self.segments)
 
-    def image(self) -> bytearray:
-        """The bytes of [low, high) as they must lie in memory: segment data, zeros elsewhere
-        (bss and gaps). This is what fw_cfg's KERNEL_DATA carries for a boot ROM."""
-        image = bytearray(self.high - self.low)
+    @property
+    def loaded_high(self) -> int:
+        """The end of the last byte taken from the file: above it, up to `high`, only bss."""
+        return max(segment.paddr + len(segment.data) for segment in self.segments)
+
+    def image(self, end: int | None = None) -> bytearray:
+        """The bytes of [low, end) (default: [low, high)) as they must lie in memory: segment
+        data, zeros elsewhere (bss and gaps)."""
+        image = bytearray((self.high if end is None else end) - self.low)
         for segment in self.segments:
             start = segment.paddr - self.low
-            image[start:start + len(segment.data)] = segment.data
+            data = segment.data[:max(len(image) - start, 0)]
+            image[start:start + len(data)] = data
         return image
 
 
@@ -83,7 +96,9 @@ def parse_elf_kernel(data: bytes, name: str = "kernel") -> ElfKernel:
     try:
         elf = ELFFile(io.BytesIO(data))
         return _read(elf, data, name)
-    except (ELFError, ConstructError, struct.error, EOFError, ValueError) as exc:
+    # OverflowError: a seek past 2**63 in a field _check_headers does not cover (a section
+    # header offset); the file is damaged either way.
+    except (ELFError, ConstructError, struct.error, EOFError, ValueError, OverflowError) as exc:
         if isinstance(exc, ElfKernelError):
             raise
         raise ElfKernelError(f"{name} is a damaged or truncated ELF file ({exc})") from None
@@ -100,10 +115,11 @@ def _read(elf, data: bytes, name: str) -> ElfKernel:
     if elf["e_type"] != "ET_EXEC":
         raise ElfKernelError(f"{name} is an ELF {elf['e_type']} file, not an executable kernel "
                              "(a vmlinux is ET_EXEC)")
+    headers = _check_headers(elf, len(data), name)
     view = memoryview(data)
     segments = []
     pvh_entry = None
-    for header in (elf.get_segment(i).header for i in range(elf.num_segments())):
+    for header in headers:
         if header.p_type == "PT_LOAD" and header.p_memsz:
             offset, filesz, memsz = header.p_offset, header.p_filesz, header.p_memsz
             if offset + filesz > len(data):
@@ -129,3 +145,27 @@ def _read(elf, data: bytes, name: str) -> ElfKernel:
             raise ElfKernelError(f"{name}: its segments at {a.paddr:#x}-{a.end:#x} and "
                                  f"{b.paddr:#x}-{b.end:#x} overlap")
     return ElfKernel(name, segments, pvh_entry, elf["e_entry"])
+
+
+def _check_headers(elf, size: int, name: str) -> list:
+    """The program headers, once the table and every segment's file bytes are inside the
+    file (`size` bytes) and no segment wraps the address space. Raises ElfKernelError."""
+    phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
+    if phnum and phentsize != ELF64_PHDR_SIZE:
+        raise ElfKernelError(f"{name}: its program headers are {phentsize} bytes each; an "
+                             f"ELF64 file has {ELF64_PHDR_SIZE}")
+    if phoff + phnum * phentsize > size:
+        raise ElfKernelError(f"{name} is damaged or truncated: its {phnum} program headers at offset "
+                             f"{phoff:#x} end past the file's {size} bytes")
+    headers = [elf.get_segment(i).header for i in range(phnum)]
+    for header in headers:
+        kind = header.p_type if isinstance(header.p_type, str) else f"type {header.p_type:#x}"
+        if header.p_offset + header.p_filesz > size:
+            raise ElfKernelError(
+                f"{name} is truncated or damaged: a {kind} segment needs file bytes "
+                f"{header.p_offset:#x}-{header.p_offset + header.p_filesz:#x}, the file has "
+                f"{size}")
+        if header.p_type == "PT_LOAD" and header.p_paddr + header.p_memsz > ADDRESS_LIMIT:
+            raise ElfKernelError(f"{name}: a segment at {header.p_paddr:#x} of {header.p_memsz:#x} "
+                                 "bytes wraps the address space")
+    return headers

@@ -64,7 +64,7 @@ class PvhPlan:
     def load_ranges(self) -> list[tuple[int, int]]:
         """(guest address, size) of everything a boot ROM writes into RAM: the kernel's image
         is one range, gaps between its segments included, as KERNEL_DATA carries it."""
-        ranges = [(self.kernel.low, self.kernel.high - self.kernel.low),
+        ranges = [(self.kernel.low, self.kernel.loaded_high - self.kernel.low),
                   (layout.BOOT_CMDLINE_START, len(self.cmdline))]
         if self.initrd is not None:
             ranges.append((self.initrd_addr, len(self.initrd)))
@@ -95,9 +95,11 @@ def plan_pvh(kernel: ElfKernel, cmdline: str, initrd, ram_size: int, header: byt
                 f"segments must lie in RAM from 1 MiB to the end of RAM below 4 GiB "
                 f"({low_ram_end:#x} with this --mem)"
                 + (f": give the guest at least --mem {-(-kernel.high // layout.MiB)}M" if fits else ""))
-    if not kernel.low <= kernel.pvh_entry < kernel.high:
+    # In a gap between two segments the entry would run whatever the RAM holds there.
+    if not any(s.paddr <= kernel.pvh_entry < s.end for s in kernel.segments):
+        spans = ", ".join(f"{s.paddr:#x}-{s.end:#x}" for s in kernel.segments)
         raise PvhConfigError(f"{kernel.name}: its PVH entry {kernel.pvh_entry:#x} is outside "
-                             f"its segments ({kernel.low:#x}-{kernel.high:#x})")
+                             f"its segments ({spans})")
     initrd_addr = 0
     if initrd is not None:
         initrd_addr = (low_ram_end - len(initrd)) & ~(INITRD_ALIGN - 1)
@@ -134,11 +136,15 @@ def start_info(plan: PvhPlan, memory_map: list[tuple[int, int, int]],
 def publish(plan: PvhPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | None) -> None:
     """Put the plan into fw_cfg as QEMU does for its pvh.bin: the entry, the image with its
     address and size, command line, initrd, and the file's first 8 KiB as setup data; plus
-    KERNEL_DATA (the image as it lies in memory from KERNEL_ADDR) and CMDLINE_ADDR, which
+    KERNEL_DATA (the image as it lies in memory from KERNEL_ADDR, up to its last file byte)
+    and CMDLINE_ADDR, which
     tinyvmm's own PVH ROMs load from. With rom None, genroms/<rom_name> is already there."""
     items.add_u32(fwc.FW_CFG_KERNEL_ENTRY, plan.entry)
-    publish_loaded(items, plan.kernel.low, plan.kernel.image(), plan.cmdline, plan.initrd,
-                   plan.initrd_addr)
+    # The image ends with the last file byte: the bss after it is already zero in RAM (fresh
+    # anonymous memory, or zeroed by Payload.preload before foreign firmware runs), so a
+    # kernel with a bss of gigabytes costs neither an image that large nor its copy.
+    publish_loaded(items, plan.kernel.low, plan.kernel.image(plan.kernel.loaded_high),
+                   plan.cmdline, plan.initrd, plan.initrd_addr)
     items.add_u32(fwc.FW_CFG_SETUP_SIZE, len(plan.header))
     items.add_item(fwc.FW_CFG_SETUP_DATA, plan.header)
     items.add_boot_rom(rom_name, rom)

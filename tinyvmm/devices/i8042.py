@@ -1,8 +1,11 @@
 """The i8042 keyboard controller and a PS/2 keyboard behind it: enough for firmware probes and `reboot=k`.
 
 Range of five ports from 0x60: offset 0 is data, offset 4 status/command.
-Command 0xFE (pulse the reset line) and writing an output-port value with
-bit 0 clear both reset the machine through `on_reset`.
+Commands 0xF0-0xFF pulse the output-port bits whose mask bit (bits 3-0) is
+clear; only bit 0 (the reset line) is wired, so every even one of them (0xF0,
+0xF2 ... 0xFE) resets the machine through `on_reset`, as does writing an
+output-port value with bit 0 clear; the odd ones do nothing. Command 0xD2
+puts the next data byte in the output buffer as if the keyboard had sent it.
 
 The keyboard answers the commands firmware and Linux send while probing (IBM
 PS/2 keyboard protocol: every byte is acknowledged with 0xFA; reset adds the
@@ -27,7 +30,9 @@ CMD_SELF_TEST = 0xAA
 CMD_INTERFACE_TEST = 0xAB
 CMD_READ_OUTPUT_PORT = 0xD0
 CMD_WRITE_OUTPUT_PORT = 0xD1
-CMD_RESET_CPU = 0xFE
+CMD_WRITE_KBD_OUTPUT = 0xD2     # the next data byte is returned as keyboard data
+CMD_PULSE_OUTPUT = 0xF0         # 0xF0-0xFF: pulse the output-port bits clear in bits 3-0
+CMD_RESET_CPU = 0xFE            # the usual pulse: bit 0 only
 
 CMD_AUX_DISABLE = 0xA7
 CMD_AUX_ENABLE = 0xA8
@@ -41,13 +46,18 @@ CONFIG_AUX_DISABLED = 0x20
 
 SELF_TEST_OK = 0x55
 KEYBOARD_ACK = 0xFA
+KEYBOARD_RESEND = 0xFE          # the keyboard did not understand the byte
 KEYBOARD_SELF_TEST_OK = 0xAA
 KEYBOARD_ECHO = 0xEE
 KEYBOARD_ID = (0xAB, 0x83)      # MF2 keyboard, translated
 # Keyboard commands followed by one parameter byte (LEDs, scan code set, typematic rate)
 KBD_SET_LEDS, KBD_ECHO, KBD_SCANCODE_SET, KBD_IDENTIFY, KBD_TYPEMATIC = 0xED, 0xEE, 0xF0, 0xF2, 0xF3
+KBD_SET_KEY_MAKE_BREAK = 0xFC   # takes a key's scan code
 KBD_RESET = 0xFF
-KBD_COMMANDS_WITH_PARAMETER = (KBD_SET_LEDS, KBD_SCANCODE_SET, KBD_TYPEMATIC)
+KBD_COMMANDS_WITH_PARAMETER = (KBD_SET_LEDS, KBD_SCANCODE_SET, KBD_TYPEMATIC, KBD_SET_KEY_MAKE_BREAK)
+# Commands acknowledged with nothing to follow: scanning on, defaults with scanning off/on,
+# all keys typematic/make/break. 0x00 is acknowledged by QEMU's keyboard, so by ours too.
+KBD_COMMANDS_ACKED = (0x00, 0xF4, 0xF5, 0xF6, 0xFA)
 SCANCODE_SET = 2
 OUTPUT_PORT_RESET_LINE = 0x01   # active low: clearing it resets the CPU
 
@@ -87,6 +97,8 @@ class I8042(RegisterDevice):
                 self.output_port = value
                 if not value & OUTPUT_PORT_RESET_LINE:
                     self._reset()
+            elif pending == CMD_WRITE_KBD_OUTPUT:
+                self.output.append(value)
             elif pending != CMD_WRITE_AUX:      # no mouse: its bytes go nowhere
                 self._keyboard(value)
 
@@ -99,19 +111,22 @@ class I8042(RegisterDevice):
                 self.output.append(SCANCODE_SET)    # 0 asks which set is in use
         elif value == KBD_ECHO:
             self.output.append(KEYBOARD_ECHO)
-        else:
+        elif value in KBD_COMMANDS_WITH_PARAMETER:
             self.output.append(KEYBOARD_ACK)
-            if value in KBD_COMMANDS_WITH_PARAMETER:
-                self.keyboard_pending = value
-            elif value == KBD_RESET:
-                self.output.append(KEYBOARD_SELF_TEST_OK)
-            elif value == KBD_IDENTIFY:
-                self.output.extend(KEYBOARD_ID)
+            self.keyboard_pending = value
+        elif value == KBD_RESET:
+            self.output.extend((KEYBOARD_ACK, KEYBOARD_SELF_TEST_OK))
+        elif value == KBD_IDENTIFY:
+            self.output.extend((KEYBOARD_ACK, *KEYBOARD_ID))
+        elif value in KBD_COMMANDS_ACKED:
+            self.output.append(KEYBOARD_ACK)
+        else:
+            self.output.append(KEYBOARD_RESEND)
 
     def _command(self, value: int) -> None:
         if value == CMD_READ_CONFIG:
             self.output.append(self.config)
-        elif value in (CMD_WRITE_CONFIG, CMD_WRITE_OUTPUT_PORT, CMD_WRITE_AUX):
+        elif value in (CMD_WRITE_CONFIG, CMD_WRITE_OUTPUT_PORT, CMD_WRITE_KBD_OUTPUT, CMD_WRITE_AUX):
             self.pending = value
         elif value in (CMD_KBD_DISABLE, CMD_KBD_ENABLE):
             self.config = self.config | CONFIG_KBD_DISABLED if value == CMD_KBD_DISABLE \
@@ -125,8 +140,9 @@ class I8042(RegisterDevice):
             self.output.append(0x00)
         elif value == CMD_READ_OUTPUT_PORT:
             self.output.append(self.output_port)
-        elif value == CMD_RESET_CPU:
-            self._reset()
+        elif value >= CMD_PULSE_OUTPUT:
+            if not value & OUTPUT_PORT_RESET_LINE:     # bit 0 pulsed low: the CPU resets
+                self._reset()
 
     def _reset(self) -> None:
         self.resets += 1

@@ -5,6 +5,11 @@ sees it. The faces are thin: FwCfgIoPorts (0x510 selector, 0x511 data),
 FwCfgDmaPorts (0x514/0x518) and FwCfgMmio (the Arm `virt` register layout). Every guest-supplied address goes
 through GuestMemory, and a transfer checks its whole guest range before it
 copies anything, so a bad descriptor sets ERROR and leaves memory untouched.
+
+The DMA engine ignores PCI bus mastering (tinyvmm.pci.config): fw_cfg is not a
+PCI function but a platform device at fixed ports, with no command register
+whose MASTER bit could gate it; QEMU's fw_cfg DMA likewise runs whatever any
+PCI command register says, and firmware uses it before it enumerates PCI.
 """
 
 import struct

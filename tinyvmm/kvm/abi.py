@@ -243,6 +243,16 @@ class kvm_translation(_Struct):
                 ("valid", c_uint8), ("writeable", c_uint8), ("usermode", c_uint8),
                 ("pad", c_uint8 * 5)]
 
+class kvm_signal_mask(_Struct):
+    """The header whose size the ioctl number encodes; the sigset follows it."""
+    _fields_ = [("len", c_uint32)]
+
+
+class kvm_signal_mask_sigset(_Struct):
+    """kvm_signal_mask with the x86-64 kernel's 8-byte sigset (bit n - 1: signal n)."""
+    _fields_ = [("len", c_uint32), ("sigset", c_uint64)]
+
+
 # --- the shared run page --------------------------------------------------
 
 class kvm_run_io(_Struct):
@@ -394,6 +404,7 @@ KVM_GET_MSRS = IOWR(0x88, kvm_msrs)
 KVM_SET_MSRS = IOW(0x89, kvm_msrs)
 KVM_GET_FPU = IOR(0x8C, kvm_fpu)
 KVM_SET_FPU = IOW(0x8D, kvm_fpu)
+KVM_SET_SIGNAL_MASK = IOW(0x8B, kvm_signal_mask)
 KVM_SET_CPUID2 = IOW(0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = IOWR(0x91, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = IOW(0x9B, kvm_guest_debug)             # KVM_CAP_SET_GUEST_DEBUG

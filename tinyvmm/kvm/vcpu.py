@@ -33,6 +33,15 @@ class Vcpu:
             os.close(self.fd)
             self.fd = -1
 
+    def set_signal_mask(self, blocked: set[int] | None) -> None:
+        """The signals blocked while this vCPU runs the guest (KVM_SET_SIGNAL_MASK), in place
+        of the thread's own mask; None: the thread's own again."""
+        if blocked is None:
+            ioctl(self.fd, abi.KVM_SET_SIGNAL_MASK, 0)      # a NULL mask: no swap
+            return
+        mask = abi.kvm_signal_mask_sigset(8, sum(1 << (int(n) - 1) for n in blocked))
+        ioctl(self.fd, abi.KVM_SET_SIGNAL_MASK, mask)
+
     def get_mp_state(self) -> int:
         """KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE, _HALTED, ... (in-kernel irqchip only)."""
         state = abi.kvm_mp_state()

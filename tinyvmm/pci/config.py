@@ -11,6 +11,13 @@ are ignored.
 A BAR is sized the usual way (write all-ones, read back ~(size - 1) with the
 type bits) and is decoded on the buses only while the command register's
 matching enable bit is set; PciFunction keeps the bus registration in step.
+A BAR refused because it overlapped another device's (firmware moving BARs one
+register write at a time) is tried again after every BAR or command change of
+any function (PciBuses.retry_refused), so it decodes once the addresses differ.
+
+Bus mastering: a function may reach guest memory (DMA) only while COMMAND.MASTER
+is set. A DMA-capable function asks bus_master_enabled() before each access and
+learns of changes through bus_master_changed(); a function without DMA ignores it.
 """
 
 from collections import namedtuple
@@ -197,6 +204,7 @@ class PciFunction:
         """A `size`-byte write at `offset`, through the write and write-1-to-clear masks."""
         end = min(offset + size, PCI_CONFIG_SPACE_SIZE)
         config, wmask, w1c = self.config, self.wmask, self.w1cmask
+        master = self.bus_master_enabled()
         changed = False
         for i in range(offset, end):
             byte = (value >> (8 * (i - offset))) & 0xFF
@@ -207,19 +215,41 @@ class PciFunction:
                 changed = True
         if offset < PCI_BASE_ADDRESS_0 + 4 * PCI_BAR_COUNT and end > PCI_COMMAND:
             self.update_mappings()
+            if self.buses is not None:
+                self.buses.retry_refused()      # a BAR moved away may free another's address
+        if master != self.bus_master_enabled():
+            self.bus_master_changed(not master)
         self.config_written(offset, end - offset, changed)
 
     def config_written(self, offset: int, size: int, changed: bool) -> None:
         """Hook for device registers beyond the header (PAM, PIRQ routes, PM base)."""
 
+    def bus_master_enabled(self) -> bool:
+        """May the function reach guest memory now (COMMAND.MASTER)?"""
+        return bool(self.config[PCI_COMMAND] & PCI_COMMAND_MASTER)
+
+    def bus_master_changed(self, enabled: bool) -> None:
+        """Hook: COMMAND.MASTER was set or cleared. A DMA-capable function holds its work
+        while it is clear and takes it up again here."""
+
+    def trace(self, text: str) -> None:
+        """A line in the 'pci' trace about this function, once plugged in."""
+        if self.buses is not None:
+            self.buses.trace(f"{self.describe()}: {text}")
+
     def reset(self) -> None:
         """Command register and BARs back to their reset values; mappings go."""
+        master = self.bus_master_enabled()
         self.set_word(PCI_COMMAND, 0)
+        if master:
+            self.bus_master_changed(False)
         for bar in self.bars.values():
             width = 8 if bar.kind == "mem64" else 4
             offset = PCI_BASE_ADDRESS_0 + 4 * bar.index
             self.config[offset:offset + width] = bar.type_bits.to_bytes(width, "little")
         self.update_mappings()
+        if self.buses is not None:
+            self.buses.retry_refused()
 
     # --- BAR decoding ----------------------------------------------------------
     def bar_address(self, bar: Bar) -> int | None:
@@ -255,7 +285,10 @@ class PciFunction:
                 self.buses.unmap(*self.mapped.pop(index))
             if address is not None and self.buses.map(self, bar, bus, address):
                 self.mapped[index] = (bus, address)
+            if address is not None and index not in self.mapped:
+                self.buses.waiting.add(self)    # refused: tried again on the next change
             self.bar_moved(bar, address if index in self.mapped else None)
+
 
     def bar_moved(self, bar: Bar, address: int | None) -> None:
         """Hook called after update_mappings (un)mapped `bar`: where it decodes now, or None.

@@ -33,7 +33,8 @@ def config_address(bus: int, slot: int, function: int, register: int = 0) -> int
 class PciBuses:
     """Where BARs are mapped: the port and MMIO buses, with guest memory and the
     in-kernel devices kept out of reach. A mapping that would overlap them or
-    another device is refused with a trace line, and the BAR stays unmapped."""
+    another device is refused with a trace line, and the BAR stays unmapped until a
+    later change frees its address (retry_refused)."""
 
     def __init__(self, pio, mmio, memory=None, tracer=None):
         self.pio = pio
@@ -41,6 +42,8 @@ class PciBuses:
         self.memory = memory
         self.tracer = tracer
         self.refused: list[str] = []
+        self.waiting: set[PciFunction] = set()      # functions with a BAR refused
+        self._retrying = False
 
     def _conflict(self, bus: str, address: int, size: int) -> str | None:
         if bus == "mmio":
@@ -63,9 +66,10 @@ class PciBuses:
         except BusError as exc:
             conflict = str(exc)
         if conflict is not None:
-            message = f"refused {what}: it overlaps {conflict}"
-            self.refused.append(message)
-            self._trace(message)
+            if not self._retrying:          # said once, not again at every retry
+                message = f"refused {what}: it overlaps {conflict}"
+                self.refused.append(message)
+                self._trace(message)
             return False
         self._trace(f"mapped {what}")
         return True
@@ -73,6 +77,22 @@ class PciBuses:
     def unmap(self, bus: str, address: int) -> None:
         (self.pio if bus == "pio" else self.mmio).unregister(address)
         self._trace(f"unmapped {bus} {address:#x}")
+
+    def retry_refused(self) -> None:
+        """Map again the BARs refused earlier whose address is free now: called after any
+        BAR or command change, as real decoders (and QEMU) take both once apart."""
+        if self._retrying or not self.waiting:
+            return
+        self._retrying = True           # update_mappings below must not recurse here
+        try:
+            for function in sorted(self.waiting, key=PciFunction.describe):
+                self.waiting.discard(function)
+                function.update_mappings()      # puts it back if still refused
+        finally:
+            self._retrying = False
+
+    def trace(self, text: str) -> None:
+        self._trace(text)
 
     def _trace(self, text: str) -> None:
         if self.tracer and "pci" in self.tracer.categories:

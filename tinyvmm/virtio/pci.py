@@ -19,6 +19,20 @@ with a `notifier` attached (tinyvmm.virtio.iothread), on that notifier's thread;
 `lock` keeps that thread and the vCPU's from interleaving. Every guest mistake
 (bad queue addresses, a malformed chain) sets DEVICE_NEEDS_RESET with a
 configuration-change interrupt; nothing a guest writes can raise out of the device.
+
+The rings are in guest memory, so the device reaches them only as a bus master:
+while the PCI command register's MASTER bit is clear, notifications are held
+(not served, not lost) and served once the bit is set again; QEMU likewise
+stops processing the rings while the bit is clear.
+
+queue_size: tinyvmm's virtqueues are split virtqueues, whose size the virtio 1.x
+specification ("Split Virtqueues") requires to be a power of 2 (packed ones may
+have any size). A write of any other size, of 0, or above the maximum is refused
+visibly rather than silently: queue_size keeps its old value (the driver can
+read it back), a 'pci' trace line names the write, and enabling the queue then
+sets DEVICE_NEEDS_RESET instead of walking a ring of a size the driver did not
+choose. (QEMU honours such a size, and its split ring then misplaces entries
+once the 16-bit indexes wrap; refusing keeps to the specification.)
 """
 
 import struct
@@ -107,11 +121,12 @@ PCI_CFG_DATA = 16
 
 class QueueState:
     """What the driver programmed for one virtqueue, and the queue once enabled."""
-    __slots__ = ("max_size", "size", "enabled", "desc", "driver", "device", "ring")
+    __slots__ = ("max_size", "size", "refused_size", "enabled", "desc", "driver", "device", "ring")
 
     def __init__(self, max_size: int):
         self.max_size = max_size
         self.size = max_size
+        self.refused_size: int | None = None    # the last size written and not taken
         self.enabled = False
         self.desc = self.driver = self.device = 0
         self.ring: SplitQueue | None = None
@@ -161,6 +176,7 @@ class VirtioPciDevice(PciFunction):
         self.driver_features = 0
         self.queue_select = 0
         self.queues = [QueueState(size) for size in self.model.queue_sizes]
+        self.held: set[int] = set()             # queues notified while bus mastering was off
         self._update_irq()
         self.model.reset()
 
@@ -244,7 +260,11 @@ class VirtioPciDevice(PciFunction):
             return                              # an enabled queue's fields are frozen
         elif offset == QUEUE_SIZE:
             if value and not value & (value - 1) and value <= queue.max_size:
-                queue.size = value
+                queue.size, queue.refused_size = value, None
+            else:
+                queue.refused_size = value
+                self.trace(f"queue {self.queue_select}: size {value} refused (a power of 2 "
+                           f"from 1 to {queue.max_size}); it stays {queue.size}")
         elif offset == QUEUE_ENABLE:
             if value == 1:
                 self.enable_queue(queue)
@@ -267,6 +287,10 @@ class VirtioPciDevice(PciFunction):
         self.status = (self.status & DEVICE_NEEDS_RESET) | value
 
     def enable_queue(self, queue: QueueState) -> None:
+        if queue.refused_size is not None:
+            # The driver lays its ring out for the size it wrote, not for queue.size.
+            self.needs_reset()
+            return
         try:
             queue.ring = SplitQueue(self.memory, queue.size, queue.desc, queue.driver, queue.device,
                                     event_idx=bool(self.driver_features >> VIRTIO_F_EVENT_IDX & 1),
@@ -284,6 +308,9 @@ class VirtioPciDevice(PciFunction):
 
     def _serve(self, index: int) -> None:
         if index >= len(self.queues) or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
+            return
+        if not self.bus_master_enabled():
+            self.held.add(index)                # no DMA now: served when MASTER is set
             return
         queue = self.queues[index]
         ring = queue.ring
@@ -330,6 +357,13 @@ class VirtioPciDevice(PciFunction):
                 else:
                     self._serve(index)
             # the device configuration of the models here is read-only
+
+    def bus_master_changed(self, enabled: bool) -> None:
+        with self.lock:
+            if enabled:
+                held, self.held = sorted(self.held), set()
+                for index in held:
+                    self._serve(index)
 
     def bar_moved(self, bar, address: int | None) -> None:
         if bar.index == VIRTIO_BAR and self.notifier is not None:
