@@ -77,7 +77,8 @@ def test_e820_covers_ram_exactly():
     ram = 5 * layout.GiB
     entries = layout.e820_map(ram, 64 * layout.KiB)
     usable = sum(length for _, length, kind in entries if kind == layout.E820_RAM)
-    assert usable == ram - (layout.HIGH_MEMORY_START - layout.EBDA_START)
+    # all of it but the 640 KiB-1 MiB hole and a direct boot's platform tables below the EBDA
+    assert usable == ram - (layout.HIGH_MEMORY_START - layout.BOOT_TABLES_START)
     for (a, n, _), (b, _, _) in zip(entries, entries[1:]):
         assert a + n <= b
 

@@ -171,9 +171,11 @@ def tinyvmm_bios() -> bytes:
 
 
 def e820_entries(bios: bytes) -> list[dict]:
-    """tinyvmm's BIOS's E820 table, sorted: the map an OS is given (layout.e820_map), and QEMU's
-    HyperTransport range for an AMD vCPU, which etc/e820 has and the BIOS keeps."""
-    entries = layout.e820_map(RAM, len(bios))
+    """tinyvmm's BIOS's E820 table, sorted: the map a direct boot gives (layout.e820_map) but with
+    conventional RAM up to the EBDA (the platform tables below it are a direct boot's), and
+    QEMU's HyperTransport range for an AMD vCPU, which etc/e820 has and the BIOS keeps."""
+    entries = [(0, layout.EBDA_START, layout.E820_RAM)]
+    entries += [entry for entry in layout.e820_map(RAM, len(bios)) if entry[0] >= layout.EBDA_START]
     if guest_has_amd_ht_hole():
         entries.append((layout.AMD_HT_START, layout.AMD_HT_SIZE, 2))
     return [{"addr": addr, "size": size, "type": kind} for addr, size, kind in sorted(entries)]
