@@ -4,6 +4,7 @@ by Linux's own virtio-pci and virtio-blk drivers with its interrupt routed by th
 and power-off through \\_S5."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def test_the_pc_kernel_uses_the_machine_through_its_own_drivers(tmp_path, pc_ker
     assert result.returncode == 0, console[-3000:] + err[-3000:]
     for line in MACHINE_LINES:
         assert line in console, f"{line!r} missing:\n{console[-3000:]}"
+    for table in ("FACP", "DSDT", "FACS", "APIC"):        # tinyvmm's, not firmware's own
+        assert re.search(rf"ACPI: {table} 0x[0-9A-F]+ [0-9A-F]+( \(v01 TINYVM |$)", console, re.M), table
     assert json.loads(timing.read_text())["outcome"] == "POWEROFF"
 
 
