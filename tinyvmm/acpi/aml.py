@@ -32,26 +32,20 @@ MULTI_NAME_PREFIX = 0x2F
 EXT_OP_PREFIX = 0x5B
 ROOT_CHAR = 0x5C
 PARENT_PREFIX = 0x5E
-LOCAL0_OP = 0x60
 ARG0_OP = 0x68
 STORE_OP = 0x70
 AND_OP = 0x7B
 OR_OP = 0x7D
 CREATE_DWORD_FIELD_OP = 0x8A
-LEQUAL_OP = 0x93
 LLESS_OP = 0x95
 IF_OP = 0xA0
-ELSE_OP = 0xA1
 RETURN_OP = 0xA4
-ONES_OP = 0xFF
 # After EXT_OP_PREFIX
 OP_REGION_OP = 0x80
 FIELD_OP = 0x81
 DEVICE_OP = 0x82
 
-# Operation region spaces (19.6.100)
-SYSTEM_MEMORY = 0x00
-SYSTEM_IO = 0x01
+# Operation region spaces (19.6.100): 0 SystemMemory, 1 SystemIO, 2 PCI_Config
 PCI_CONFIG = 0x02
 
 # Field flags (19.6.48): access type in bits 3:0, lock rule bit 4, update rule bits 6:5
@@ -106,7 +100,7 @@ def name_string(path: str) -> bytes:
 
 # --- data objects -----------------------------------------------------------------
 def integer(value: int) -> bytes:
-    """The shortest encoding of an integer constant (Zero, One, Ones, Byte ... QWord)."""
+    """The shortest encoding of an integer constant (Zero, One, Byte ... QWord)."""
     if value == 0:
         return bytes([ZERO_OP])
     if value == 1:
@@ -193,7 +187,6 @@ def pkg_length_value(value: int) -> bytes:
 
 # --- statements and expressions ---------------------------------------------------------
 ARG0 = bytes([ARG0_OP])
-LOCAL0 = bytes([LOCAL0_OP])
 NO_TARGET = bytes([ZERO_OP])
 
 
@@ -225,9 +218,6 @@ def lless(left: bytes, right: bytes) -> bytes:
 def if_(predicate: bytes, *terms: bytes) -> bytes:
     return package_term(bytes([IF_OP]), predicate + b"".join(terms))
 
-
-def else_(*terms: bytes) -> bytes:
-    return package_term(bytes([ELSE_OP]), b"".join(terms))
 
 
 def create_dword_field(source: bytes, byte_index: int, field_name: str) -> bytes:
