@@ -33,7 +33,9 @@ from ..bus import Device
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+
+    from ..spec import PflashSpec
 
 SECTOR_SIZE = 4096
 
@@ -232,3 +234,77 @@ class Pflash(Device):
                 if self.warn is not None:
                     self.warn(f"{self.name}: cannot write the flash file: {self.write_error}; "
                               "the guest's changes stay in memory only")
+
+
+# --- the units' files ------------------------------------------------------------------------
+class FlashFile:
+    """A flash unit's file, opened and read before KVM is touched: `unit` (0 or 1), `path`,
+    `read_only`, `fd` (open for reading, and writing unless read-only; the caller closes it),
+    `data` (the contents, a multiple of SECTOR_SIZE bytes)."""
+
+    __slots__ = ("unit", "path", "read_only", "fd", "data")
+
+    def __init__(self, unit: int, path: str, read_only: bool, fd: int, data: bytes):
+        self.unit, self.path, self.read_only, self.fd, self.data = unit, path, read_only, fd, data
+
+
+def open_flash_files(specs: Iterable[PflashSpec], window: int) -> list[FlashFile]:
+    """Open every PflashSpec's file, unit 0 first. Raises tinyvmm.spec.DriveError (nothing left
+    open) for a file that is missing, not a regular file, empty or not a whole number of
+    4 KiB sectors (QEMU's rule), units larger together than `window` bytes (the room below
+    4 GiB), one file given to two units unless both are read-only, or a file that cannot be
+    opened for writing when the unit is writable."""
+    import errno
+    import stat
+
+    from ..spec import DriveError
+    specs = sorted(specs, key=lambda spec: spec.unit)
+    sizes: list[int] = []
+    seen: dict[tuple[int, int], PflashSpec] = {}
+    for spec in specs:
+        try:
+            info = os.stat(spec.path)
+        except OSError as exc:
+            raise DriveError(f"cannot open pflash file {spec.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise DriveError(f"pflash file {spec.path} is not a regular file")
+        if info.st_size == 0 or info.st_size % SECTOR_SIZE:
+            raise DriveError(f"pflash file {spec.path} is {info.st_size} bytes: a flash unit is a "
+                             f"whole number of {SECTOR_SIZE // 1024} KiB sectors (QEMU's rule)")
+        if not spec.read_only and not info.st_mode & 0o222:
+            # Refused even where root could open it: the file's owner made it read-only.
+            raise DriveError(f"pflash file {spec.path} is read-only on disk; give readonly=on "
+                             "to use it read-only")
+        other = seen.get((info.st_dev, info.st_ino))
+        if other is not None and not (other.read_only and spec.read_only):
+            raise DriveError(f"pflash file {spec.path} is given to units {other.unit} and "
+                             f"{spec.unit}; two writable views of one file would corrupt it")
+        seen[(info.st_dev, info.st_ino)] = spec
+        sizes.append(info.st_size)
+    if sum(sizes) > window:
+        raise DriveError(f"the pflash units are {sum(sizes)} bytes together: at most "
+                         f"{window >> 20} MiB fit below 4 GiB")
+    files: list[FlashFile] = []
+    try:
+        for spec, size in zip(specs, sizes):
+            try:
+                fd = os.open(spec.path, (os.O_RDONLY if spec.read_only else os.O_RDWR) | os.O_CLOEXEC)
+            except OSError as exc:
+                hint = "; give readonly=on to use it read-only" if not spec.read_only and \
+                    exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else ""
+                raise DriveError(f"cannot open pflash file {spec.path} for "
+                                 f"{'reading' if spec.read_only else 'reading and writing'}: "
+                                 f"{exc.strerror}{hint}") from None
+            files.append(FlashFile(spec.unit, spec.path, spec.read_only, fd, b""))
+            try:
+                data = os.pread(fd, size, 0)
+            except OSError as exc:
+                raise DriveError(f"cannot read pflash file {spec.path}: {exc.strerror}") from None
+            if len(data) != size:
+                raise DriveError(f"pflash file {spec.path} changed size while being read")
+            files[-1].data = data
+    except BaseException:
+        for flash in files:
+            os.close(flash.fd)
+        raise
+    return files
