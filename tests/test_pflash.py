@@ -204,3 +204,180 @@ def test_file_write_error_is_a_warning_not_a_crash(tmp_path):
 def test_size_must_be_whole_sectors():
     with pytest.raises(ValueError):
         Pflash(bytearray(1000))
+
+
+# --- configuration ---------------------------------------------------------------------------
+def test_drive_parses_pflash_units():
+    from tinyvmm.spec import DriveSpec, PflashSpec, split_drives
+    from tinyvmm.virtio.drive import parse_drive
+    code = parse_drive("if=pflash,format=raw,unit=0,readonly=on,file=CODE.fd")
+    assert code == PflashSpec("CODE.fd", 0, True)
+    disks, flash = split_drives([parse_drive("file=a.img"), parse_drive("if=pflash,file=V.fd"),
+                                 code])
+    assert disks == (DriveSpec("a.img"),)
+    assert flash == (PflashSpec("V.fd", 1, False), code)    # numbered around the given unit
+
+
+@pytest.mark.parametrize("text, message", [
+    ("if=pflash,file=x,unit=2", "pflash has units 0 and 1"),
+    ("if=pflash,file=x,unit=one", "expected 0 or 1"),
+    ("if=pflash,file=x,serial=s", "serial= is not a pflash option"),
+    ("if=pflash,file=x,format=qcow2", "only format=raw"),
+    ("file=x,unit=0", "unit= numbers if=pflash drives"),
+    ("if=floppy,file=x", "if=pflash"),
+])
+def test_drive_refuses_bad_pflash_options(text, message):
+    from tinyvmm.spec import DriveError
+    from tinyvmm.virtio.drive import parse_drive
+    with pytest.raises(DriveError, match=message):
+        parse_drive(text)
+
+
+@pytest.mark.parametrize("drives, message", [
+    (["if=pflash,unit=0,file=a", "if=pflash,unit=0,file=b"], "unit=0 is given twice"),
+    (["if=pflash,unit=1,file=a"], "unit=1 needs unit=0"),
+    (["if=pflash,file=a", "if=pflash,file=b", "if=pflash,file=c"], "more than 2 pflash drives"),
+])
+def test_machine_spec_refuses_bad_unit_sets(drives, message):
+    from tinyvmm.errors import ConfigError
+    from tinyvmm.spec import MachineSpec
+    with pytest.raises(ConfigError, match=message):
+        MachineSpec.from_api(drives=drives)
+
+
+def test_pflash_and_firmware_are_exclusive():
+    from tinyvmm.errors import ConfigError
+    from tinyvmm.spec import MachineSpec
+    with pytest.raises(ConfigError, match="not both"):
+        MachineSpec.from_api("bios.bin", drives=["if=pflash,file=a"])
+
+
+def test_open_flash_files_checks_before_kvm(tmp_path):
+    from tinyvmm.devices.pflash import open_flash_files
+    from tinyvmm.spec import DriveError, PflashSpec
+    good = tmp_path / "good.fd"
+    good.write_bytes(bytes(2 * SECTOR_SIZE))
+    odd = tmp_path / "odd.fd"
+    odd.write_bytes(bytes(SECTOR_SIZE + 1))
+    locked = tmp_path / "locked.fd"
+    locked.write_bytes(bytes(SECTOR_SIZE))
+    locked.chmod(0o444)
+    cases = [([PflashSpec(str(odd))], "whole number of 4 KiB sectors"),
+             ([PflashSpec(str(tmp_path / "none.fd"))], "No such file"),
+             ([PflashSpec(str(tmp_path))], "not a regular file"),
+             ([PflashSpec(str(locked))], "read-only on disk; give readonly=on"),
+             ([PflashSpec(str(good)), PflashSpec(str(good), 1)], "given to units 0 and 1"),
+             ([PflashSpec(str(good)), PflashSpec(str(locked), 1, True)], "at most 0 MiB")]
+    for specs, message in cases:
+        window = SECTOR_SIZE * 2 if message == "at most 0 MiB" else 16 << 20
+        with pytest.raises(DriveError, match=message):
+            open_flash_files(specs, window)
+    files = open_flash_files([PflashSpec(str(locked), 1, True), PflashSpec(str(good))], 16 << 20)
+    try:
+        assert [f.unit for f in files] == [0, 1] and files[0].data == bytes(2 * SECTOR_SIZE)
+    finally:
+        for f in files:
+            os.close(f.fd)
+
+
+# --- on KVM: a guest in flash programming flash ---------------------------------------------
+VARS_OFFSET = 0x100                 # where tests/guests/pflash_vars.S programs its message
+
+
+def flash_files(tmp_path):
+    from guest_build import build_guest
+    code = tmp_path / "code.fd"
+    code.write_bytes(build_guest("pflash_vars").bin_path.read_bytes())
+    variables = tmp_path / "vars.fd"
+    variables.write_bytes(b"\x5a" * 0x2000)
+    return code, variables
+
+
+def flash_drives(code, variables):
+    return [f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            f"if=pflash,format=raw,unit=1,file={variables}"]
+
+
+@pytest.mark.kvm
+def test_guest_in_flash_programs_the_variable_unit(tmp_path):
+    from tinyvmm import Machine
+    from tinyvmm.outcome import Outcome
+    code, variables = flash_files(tmp_path)
+    with Machine(drives=flash_drives(code, variables)) as guest:
+        result = guest.run(timeout=30)
+        code_unit, vars_unit = guest.board.pflash
+        assert result.outcome == Outcome.RESET, result.message
+        assert guest.serial_output == b"flash ok\n"
+        # 2000 passes over the 10 programmed bytes read array from a memory slot: the run's
+        # exits are the 20 program writes, the detection, COM1's bytes and the reset.
+        assert result.exits < 100, result.exits
+        assert vars_unit.programmed == 10 and code_unit.programmed == 0
+        assert vars_unit.in_array_mode
+        assert guest.read_memory(0xFFFF0000 - 0x2000 + VARS_OFFSET, 9) == b"flash ok\n"
+    data = variables.read_bytes()
+    assert data[VARS_OFFSET:VARS_OFFSET + 10] == b"flash ok\n\0" and data[:0x10] == b"\x5a" * 0x10
+    from guest_build import build_guest
+    assert code.read_bytes() == build_guest("pflash_vars").bin_path.read_bytes()
+
+
+@pytest.mark.kvm
+def test_variables_survive_into_a_second_machine(tmp_path):
+    from tinyvmm import Machine
+    code, variables = flash_files(tmp_path)
+    with Machine(drives=flash_drives(code, variables)) as guest:
+        guest.run(timeout=30)
+    with Machine(drives=flash_drives(code, variables)) as second:
+        # Before it runs, the second machine's unit 1 already holds what the first wrote.
+        assert second.read_memory(0xFFFF0000 - 0x2000 + VARS_OFFSET, 9) == b"flash ok\n"
+
+
+@pytest.mark.kvm
+def test_read_only_code_unit_on_the_board(tmp_path):
+    """Program commands reaching a read-only unit 0 (as a guest's MMIO writes do) fail with
+    QEMU's status and change neither the memory the guest reads nor the file."""
+    from tinyvmm import Machine
+    code, variables = flash_files(tmp_path)
+    with Machine(drives=flash_drives(code, variables)) as guest:
+        unit0 = guest.board.pflash[0]
+        unit0.write(0x100, 1, b"\x10")
+        unit0.write(0x100, 1, b"\x00")
+        assert unit0.read(0x100, 1) == b"\x90"          # ready | program error
+        unit0.write(0, 1, b"\xff")
+        assert guest.read_memory(0xFFFF0000 + 0x100, 1) == code.read_bytes()[0x100:0x101]
+
+
+# --- the command line: bad input is status 2 and one line, before the guest starts ----------
+def test_command_line_refuses_bad_pflash_input(tmp_path):
+    from command_line import tinyvmm
+    odd = tmp_path / "odd.fd"
+    odd.write_bytes(bytes(5000))
+    big = tmp_path / "big.fd"
+    big.write_bytes(b"")
+    os.truncate(big, 17 << 20)
+    good = tmp_path / "good.fd"
+    good.write_bytes(bytes(0x10000))
+    locked = tmp_path / "locked.fd"
+    locked.write_bytes(bytes(SECTOR_SIZE))
+    locked.chmod(0o444)
+    pf = "if=pflash,format=raw,"
+    cases = [
+        ([f"{pf}unit=0,file={odd}"], "whole number of 4 KiB sectors"),
+        ([f"{pf}unit=0,file={big}"], "at most 16 MiB fit below 4 GiB"),
+        ([f"{pf}unit=0,file={tmp_path / 'missing.fd'}"], "No such file"),
+        ([f"{pf}unit=0,file={good}", f"{pf}unit=0,file={locked}"], "unit=0 is given twice"),
+        ([f"{pf}unit=2,file={good}"], "pflash has units 0 and 1"),
+        ([f"{pf}unit=0,file={locked}"], "read-only on disk; give readonly=on"),
+        ([f"{pf}unit=0,file={good}", "--bios", "bios.bin"], "not both"),
+        ([f"{pf}unit=1,file={good}"], "unit=1 needs unit=0"),
+        ([], "run needs the firmware"),
+    ]
+    for drives, message in cases:
+        args = []
+        for item in drives:
+            args += [item] if item.startswith("-") or item == "bios.bin" else ["--drive", item]
+        result = tinyvmm("run", *args, "--timeout", "5", text=True)
+        assert result.returncode == 2, (drives, result.stderr)
+        assert message in result.stderr, (drives, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    assert good.read_bytes() == bytes(0x10000)
