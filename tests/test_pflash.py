@@ -381,3 +381,22 @@ def test_command_line_refuses_bad_pflash_input(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
     assert good.read_bytes() == bytes(0x10000)
+
+
+@pytest.mark.kvm
+def test_command_line_boots_from_flash_with_the_boot_path_imports(tmp_path):
+    import subprocess
+
+    from tinyvmm import bench
+    code, variables = flash_files(tmp_path)
+    command = bench.TINYVMM[:1] + ["-X", "importtime"] + bench.TINYVMM[1:]
+    args = [item for drive in flash_drives(code, variables) for item in ("--drive", drive)]
+    result = subprocess.run(command + ["run", *args, "--serial", "stdio", "--timeout", "30"],
+                            capture_output=True, env=bench.child_env(), timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.stdout == b"flash ok\n"
+    imported = [line.rsplit("|", 1)[1].strip() for line in result.stderr.decode().splitlines()
+                if line.startswith("import time:") and "|" in line]
+    assert "tinyvmm.devices.pflash" in imported
+    assert not {"dataclasses", "typing", "inspect", "pathlib"} & set(imported)
+    assert variables.read_bytes()[VARS_OFFSET:VARS_OFFSET + 9] == b"flash ok\n"
