@@ -292,6 +292,7 @@ def split_drives(drives: Iterable[DriveSpec | PflashSpec]) -> tuple[tuple[DriveS
                                                                      tuple[PflashSpec, ...]]:
     """--drive's results as (virtio disks, flash units), in order; a flash unit parsed without
     unit= (unit -1) takes the lowest free unit, as QEMU numbers if=pflash drives."""
+    drives = list(drives)
     disks = tuple(spec for spec in drives if isinstance(spec, DriveSpec))
     flash = [spec for spec in drives if isinstance(spec, PflashSpec)]
     taken = {spec.unit for spec in flash if spec.unit >= 0}

@@ -31,7 +31,9 @@ def _add_run(commands) -> None:
                    "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
                    "(a multiple of 64 KiB, up to 16 MiB) is mapped read-only ending at 4 GiB, and "
                    "its last 64 or 128 KiB also ending at 1 MiB, behind the i440FX's PAM shadow "
-                   "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified).")
+                   "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified). Or from flash, "
+                   "as QEMU's -drive if=pflash: --drive if=pflash,format=raw,unit=0,file=CODE.fd "
+                   "in place of --bios, unit=1 for a variable store.")
     run.add_argument("--bios", metavar="FILE",
                      help="the firmware image; a bare name that is no file here names a shipped "
                           "one (bios.bin, as QEMU's -bios looks in its data folder); required "
