@@ -13,6 +13,7 @@ _PUBLIC = {
     "KernelSpec": "spec",
     "FwCfgSpec": "spec",
     "DriveSpec": "spec",
+    "PflashSpec": "spec",
     "DebugSpec": "spec",
     "TinyvmmError": "errors",
     "ConfigError": "errors",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:       # the same names, seen by type checkers without the lazy
     from .spec import FwCfgSpec as FwCfgSpec
     from .spec import KernelSpec as KernelSpec
     from .spec import MachineSpec as MachineSpec
+    from .spec import PflashSpec as PflashSpec
 __all__ = sorted(_PUBLIC)
 
 

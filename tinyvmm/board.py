@@ -39,14 +39,16 @@ class BoardConfig:
     virtio_devices: virtio device models (tinyvmm.virtio), each put on PCI slot
     VIRTIO_FIRST_SLOT and up, in order. virtio_iothread: serve each device's queues on
     a thread of its own (tinyvmm.virtio.iothread) rather than on the vCPU thread. smp: the
-    number of vCPUs. acpi: publish ACPI tables."""
+    number of vCPUs. acpi: publish ACPI tables. pflash: the flash units' opened files
+    (tinyvmm.devices.pflash.FlashFile, unit 0 first), `firmware` being unit 0's contents."""
     __slots__ = ("firmware", "ram_size", "serial", "debugcon", "hide_xsave", "virtio_devices",
-                 "virtio_iothread", "smp", "acpi")
+                 "virtio_iothread", "smp", "acpi", "pflash")
 
     def __init__(self, firmware: bytes, ram_size: int = 256 * layout.MiB,
                  serial: Console | None = None, debugcon: Console | None = None,
                  hide_xsave: bool | None = None, virtio_devices=(), virtio_iothread: bool = False,
-                 smp: int = 1, acpi: bool = True):
+                 smp: int = 1, acpi: bool = True, pflash=()):
+        self.pflash = list(pflash)
         self.firmware = firmware
         self.ram_size = ram_size
         self.serial = Console("serial") if serial is None else serial
@@ -65,7 +67,7 @@ class Board:
     in-kernel LAPIC holds until the guest sends them INIT and SIPI."""
 
     def __init__(self, config: BoardConfig, tracer=None):
-        layout.check(config.ram_size, len(config.firmware))
+        layout.check(config.ram_size, len(config.firmware), flash=bool(config.pflash))
         self.config = config
         self.tracer = tracer
         self.stop_request: tuple[Outcome, str] | None = None
@@ -74,6 +76,7 @@ class Board:
         self.milestone_listeners: list = []   # called with each Milestone as it is written
         self.virtio: list = []
         self.iothreads: list = []
+        self.pflash: list = []              # the flash units' devices, unit 0 first
         # The Runner driving this machine, attached by whoever runs it for the run's length:
         # stop_from_thread kicks the vCPU through it.
         self.runner: Runner | None = None
@@ -93,17 +96,19 @@ class Board:
         vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
         vm.set_tss_addr(layout.KVM_TSS_START)
 
+        self.pio = PioBus()
+        self.mmio = Bus("mmio")
         self.memory = GuestMemory.for_layout(config.ram_size, config.firmware)
         self.slots = SlotMap(vm)
         self.slots.sync(0, 1 << 64, [(gpa, size, self.memory.host_address(gpa), not writable)
                                      for gpa, size, writable in self.memory.regions])
+        if config.pflash:
+            self._add_pflash(config.pflash)
         # Irqchip and PIT after the memory slots: the first slot set once an irqchip exists
         # waits milliseconds in the kernel (measured: 4-12 ms, against 0.5 ms for all five).
         vm.create_irqchip()
         vm.create_pit2()
 
-        self.pio = PioBus()
-        self.mmio = Bus("mmio")
         if self.tracer:
             self.pio.observer = lambda *a: self.tracer.unclaimed("pio", *a)
             self.mmio.observer = lambda *a: self.tracer.unclaimed("mmio", *a)
@@ -165,6 +170,41 @@ class Board:
         self.add_pio("apm", PlainRegisters("apm", 2))
         if config.virtio_devices:
             self._add_virtio(config.virtio_devices, config.virtio_iothread)
+
+    def _add_pflash(self, files) -> None:
+        """The flash units below 4 GiB (QEMU's pc_sysfw): unit 0 is the firmware region the
+        layout maps (ending at 4 GiB, its last 128 KiB also below 1 MiB), unit 1 ends where unit
+        0 begins. Each is a read-only memory slot while in read-array mode, and MMIO (its
+        device on self.mmio) otherwise; writes always exit to the device."""
+        import mmap
+        import sys
+
+        from .devices.pflash import Pflash
+        from .memory import buffer_address
+        top = layout.FOUR_GIB
+        for flash in files:
+            size = len(flash.data)
+            base = top - size
+            if flash.unit == 0:
+                assert self.memory.rom is not None          # the layout mapped it already
+                storage = memoryview(self.memory.rom)
+            else:
+                backing = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                    mmap.PROT_READ | mmap.PROT_WRITE)
+                backing[:] = flash.data
+                storage = memoryview(backing)
+                self.memory.replace(base, top, [(base, size, storage, None)])
+                self.slots.sync(base, top, [(base, size, buffer_address(storage), True)])
+            slot = [(base, size, buffer_address(storage), True)]
+
+            def on_array(mapped: bool, base=base, top=top, slot=slot) -> None:
+                self.slots.sync(base, top, slot if mapped else [])
+            device = Pflash(storage, read_only=flash.read_only, fd=flash.fd,
+                            name=f"pflash{flash.unit}", on_array=on_array,
+                            warn=lambda text: print(f"tinyvmm: warning: {text}", file=sys.stderr))
+            self.mmio.register(base, size, device)
+            self.pflash.append(device)
+            top = base
 
     def _add_virtio(self, models, iothread: bool) -> None:
         """The virtio-pci devices, from PCI slot VIRTIO_FIRST_SLOT up; with `iothread`, each

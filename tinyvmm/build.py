@@ -1,9 +1,9 @@
 """From a MachineSpec to a machine ready to run, top-down in the order a boot needs it.
 
-Every file is read and checked before KVM is touched (ConfigError otherwise): the firmware,
-the kernel and initrd, the fw_cfg files and option ROMs, the disks. Then the board (VM, guest
-memory, chipset, devices, vCPU), fw_cfg on it, the run loop, and the kernel placed for the
-firmware or the vCPU pointed at its entry.
+Every file is read and checked before KVM is touched (ConfigError otherwise): the firmware
+or the pflash units, the kernel and initrd, the fw_cfg files and option ROMs, the disks. Then
+the board (VM, guest memory, chipset, devices, vCPU), fw_cfg on it, the run loop, and the
+kernel placed for the firmware or the vCPU pointed at its entry.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def build(spec: MachineSpec, guard: Callable = lambda callback, what: callback) 
     from .runner import Runner
     built = BuiltMachine(spec)
     try:
-        built.firmware = firmware_image(spec)
+        flash = open_pflash(spec, built)
+        built.firmware = flash[0].data if flash else firmware_image(spec)
         built.payload = payload = load_kernel(spec)
         items = fw_cfg_items(spec, built.firmware, payload)
         disks = open_disks(spec.drives, built)
@@ -80,7 +81,7 @@ def build(spec: MachineSpec, guard: Callable = lambda callback, what: callback) 
         built.debugcon, built.debugcon_buffer = open_console(built, "debugcon", spec.debugcon, guard)
         built.board = board = Board(BoardConfig(built.firmware, spec.mem, built.serial,
                                                 built.debugcon, virtio_devices=disks,
-                                                smp=spec.smp, acpi=spec.acpi),
+                                                smp=spec.smp, acpi=spec.acpi, pflash=flash),
                                     tracer=built.tracer)
         built.fw_cfg = attach_fw_cfg(board, spec.fw_cfg, items)
         built.runner = Runner(board, tracer=built.tracer)
@@ -111,6 +112,17 @@ def read_firmware(path: str) -> bytes:
     except OSError as exc:
         raise ConfigError(f"cannot read firmware {path}: {exc.strerror}") from None
     return data
+
+
+def open_pflash(spec: MachineSpec, built: BuiltMachine) -> list:
+    """The flash units' files opened and read (tinyvmm.devices.pflash.open_flash_files; closed
+    with `built`), unit 0 first; [] without pflash."""
+    if not spec.pflash:
+        return []
+    from .devices.pflash import open_flash_files
+    files = open_flash_files(spec.pflash, layout.FIRMWARE_MAX_SIZE)
+    built.closers.extend(functools.partial(os.close, flash.fd) for flash in files)
+    return files
 
 
 def firmware_image(spec: MachineSpec) -> bytes:

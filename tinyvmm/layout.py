@@ -18,7 +18,8 @@ Guest-physical memory (RAM of R bytes, firmware image of F bytes, 64 KiB <= F <=
     LOW_END      0xfebf_ffff  PCI memory window (32-bit BARs)
     0xfec0_0000               I/O APIC; 0xfee0_0000 local APIC (in KVM); optional fw_cfg MMIO
     0xfeff_c000  0xfeff_ffff  KVM identity-map page + TSS pages            e820 reserved
-    4 GiB - F    4 GiB - 1    firmware image                               read-only
+    4 GiB - F    4 GiB - 1    firmware image, or pflash unit 0             read-only
+    ... - S1     4 GiB - F-1  pflash unit 1 (F + S1 <= 16 MiB)             read-only
     4 GiB        ...          RAM above LOW_END, when R > LOW_END          RAM
 
 LOW_END = low_ram_end(R): R below 3.5 GiB, else 3 GiB, as QEMU's pc machine has it. The RAM
@@ -206,8 +207,13 @@ FIRMWARE_SIZE_RULE = ("a firmware image must be a multiple of 64 KiB from 64 KiB
                       "(QEMU's pc machine has the same rule)")
 
 
-def check_firmware_size(size: int) -> None:
-    """Raise ValueError unless `size` bytes make a firmware image this machine can map."""
+def check_firmware_size(size: int, flash: bool = False) -> None:
+    """Raise ValueError unless `size` bytes make a firmware image this machine can map; a
+    pflash unit 0 (`flash`) needs only whole 4 KiB sectors (QEMU's rule for flash)."""
+    if flash:
+        if not 0 < size <= FIRMWARE_MAX_SIZE or size % PAGE_SIZE:
+            raise ValueError(f"a flash unit 0 of {size} bytes does not fit below 4 GiB")
+        return
     if not FIRMWARE_MIN_SIZE <= size <= FIRMWARE_MAX_SIZE or size % FIRMWARE_SIZE_STEP:
         raise ValueError(f"{FIRMWARE_SIZE_RULE}; this one is {size} bytes")
 
@@ -257,14 +263,15 @@ def fw_cfg_e820(ram_size: int, amd_ht_hole: bool) -> list[tuple[int, int, int]]:
     return entries
 
 
-def check(ram_size: int, firmware_size: int) -> None:
-    """Raise ValueError unless the sizes give a consistent map."""
+def check(ram_size: int, firmware_size: int, flash: bool = False) -> None:
+    """Raise ValueError unless the sizes give a consistent map (`flash`: the firmware image is
+    a pflash unit 0, check_firmware_size's rule for it)."""
     if not RAM_MIN_SIZE <= ram_size <= RAM_MAX_SIZE:
         raise ValueError(f"RAM size {ram_size:#x} outside {RAM_MIN_SIZE // MiB} MiB .. "
                          f"{RAM_MAX_SIZE // GiB} GiB")
     if ram_size % PAGE_SIZE:
         raise ValueError(f"RAM size {ram_size:#x} is not a multiple of 4 KiB")
-    check_firmware_size(firmware_size)
+    check_firmware_size(firmware_size, flash)
     regions = memory_regions(ram_size, firmware_size)
     for a, b in zip(regions, regions[1:]):
         if a.end > b.gpa:

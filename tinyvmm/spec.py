@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 else:
     from .record import dataclass, replace
 
-__all__ = ["MachineSpec", "KernelSpec", "FwCfgSpec", "DriveSpec", "DebugSpec", "replace"]
+__all__ = ["MachineSpec", "KernelSpec", "FwCfgSpec", "DriveSpec", "PflashSpec", "DebugSpec",
+           "replace"]
 
 BOOT_METHODS = ("firmware", "direct")
 SERIAL_MAX = 20                         # virtio-blk GET_ID: 20 bytes
@@ -253,6 +254,60 @@ class DriveSpec:
             raise DriveError(f"bootindex={self.bootindex}: expected a number from 0 to {BOOTINDEX_MAX}")
 
 
+PFLASH_UNITS = 2                        # QEMU's pc machine: unit 0 (code) and unit 1 (variables)
+
+
+@dataclass(frozen=True)
+class PflashSpec:
+    """One CFI flash unit (QEMU's -drive if=pflash,format=raw,unit=N,file=PATH[,readonly=on]):
+    the raw image's path, its unit (0: ends at 4 GiB and holds the reset vector; 1: ends where
+    unit 0 begins), read-only or not (the guest's program and erase commands then fail). Its
+    own type, not a DriveSpec: a flash unit has no PCI slot, serial or boot index, and the
+    consumers of MachineSpec.drives number the virtio disks by their place in it."""
+    path: str
+    unit: int = 0
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.path is None or check_file_path("pflash file", self.path) is None:
+            raise TypeError("pflash file: expected a path, not None")
+        check_type("unit", self.unit, int)
+        if not -1 <= self.unit < PFLASH_UNITS:       # -1: not given (split_drives numbers it)
+            raise DriveError(f"unit={self.unit}: pflash has units 0 and 1 (QEMU's pc machine)")
+        check_type("readonly", self.read_only, bool)
+
+
+def check_pflash(units: tuple[PflashSpec, ...]) -> None:
+    """ConfigError for flash units that cannot go together: a unit given twice, unit 1
+    without unit 0 (QEMU refuses both)."""
+    numbers = [spec.unit for spec in units]
+    for number in set(numbers):
+        if numbers.count(number) > 1:
+            raise DriveError(f"pflash unit={number} is given twice")
+    if numbers and 0 not in numbers:
+        raise DriveError("pflash unit=1 needs unit=0 (the unit holding the reset vector)")
+
+
+def split_drives(drives: Iterable[DriveSpec | PflashSpec]) -> tuple[tuple[DriveSpec, ...],
+                                                                     tuple[PflashSpec, ...]]:
+    """--drive's results as (virtio disks, flash units), in order; a flash unit parsed without
+    unit= (unit -1) takes the lowest free unit, as QEMU numbers if=pflash drives."""
+    drives = list(drives)
+    disks = tuple(spec for spec in drives if isinstance(spec, DriveSpec))
+    flash = [spec for spec in drives if isinstance(spec, PflashSpec)]
+    taken = {spec.unit for spec in flash if spec.unit >= 0}
+    units = []
+    for spec in flash:
+        if spec.unit < 0:
+            free = min(set(range(PFLASH_UNITS + 1)) - taken)
+            if free >= PFLASH_UNITS:
+                raise DriveError(f"more than {PFLASH_UNITS} pflash drives: pflash has units 0 and 1")
+            taken.add(free)
+            spec = PflashSpec(spec.path, free, spec.read_only)
+        units.append(spec)
+    return disks, tuple(units)
+
+
 @dataclass(frozen=True)
 class DebugSpec:
     """The debugging aids of a run: a gdb server (QEMU's -gdb; `gdb_wait` as -S), --stats,
@@ -298,6 +353,8 @@ class MachineSpec:
     kernel     a KernelSpec, or None: no Linux, the firmware runs from the reset vector
     fw_cfg     a FwCfgSpec
     drives     DriveSpecs, on PCI slots from layout.VIRTIO_FIRST_SLOT up, in order
+    pflash     PflashSpecs: the flash units below 4 GiB, replacing the firmware image (unit 0
+               holds the reset vector; check_pflash's rules); not with `firmware`
     serial, debugcon   where COM1 and the debug console (ports 0x402, 0xe9) write: None keeps
                it in memory, "stdio", "none", "file:PATH", or a callable taking bytes
     expect     bytes whose appearance on either console ends a run (Outcome.EXPECTED)
@@ -310,6 +367,7 @@ class MachineSpec:
     kernel: KernelSpec | None = None
     fw_cfg: FwCfgSpec = FwCfgSpec()
     drives: tuple[DriveSpec, ...] = ()
+    pflash: tuple[PflashSpec, ...] = ()
     serial: ConsoleSink = None
     debugcon: ConsoleSink = None
     expect: bytes | None = None
@@ -331,6 +389,13 @@ class MachineSpec:
         check_type("kernel", self.kernel, KernelSpec, none=True)
         check_type("fw_cfg", self.fw_cfg, FwCfgSpec)
         check_tuple("drives", self.drives, DriveSpec)
+        check_tuple("pflash", self.pflash, PflashSpec)
+        if any(spec.unit < 0 for spec in self.pflash):
+            raise DriveError("pflash: every unit needs its number (split_drives gives them)")
+        check_pflash(self.pflash)
+        if self.pflash and self.firmware is not None:
+            raise ConfigError("pflash replaces the firmware image: give --bios or "
+                              "--drive if=pflash, not both (QEMU refuses both too)")
         for name, sink in (("serial", self.serial), ("debugcon", self.debugcon)):
             if isinstance(sink, str):
                 check_sink(sink)
@@ -342,13 +407,15 @@ class MachineSpec:
             check_console_text(self.expect)
         check_type("debug", self.debug, DebugSpec)
         if self.kernel is not None and self.kernel.boot == "direct" and self.runs_firmware:
-            raise ConfigError(f"--boot direct runs no firmware: drop "
-                              f"{'--option-rom' if self.fw_cfg.option_roms else '--bios'}")
+            given = ("--option-rom" if self.fw_cfg.option_roms else
+                     "--bios" if self.firmware is not None else "--drive if=pflash")
+            raise ConfigError(f"--boot direct runs no firmware: drop {given}")
 
     @property
     def runs_firmware(self) -> bool:
-        """A firmware image or an option ROM is named: a kernel is booted through it."""
-        return self.firmware is not None or bool(self.fw_cfg.option_roms)
+        """A firmware image, a flash unit or an option ROM is named: a kernel is booted
+        through it."""
+        return self.firmware is not None or bool(self.fw_cfg.option_roms) or bool(self.pflash)
 
     @classmethod
     def from_api(cls, firmware: bytes | bytearray | memoryview | Path | None = None, *,
@@ -380,11 +447,12 @@ class MachineSpec:
         if trace is not None:
             from .debug.trace import parse_spec
             trace_spec = parse_spec(trace)
+        disks, flash = split_drives(_drives(drives))
         return cls(
             firmware=firmware, mem=mem, smp=smp, acpi=acpi, kernel=linux,
             fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg), option_roms=tuple(_rom_paths(option_roms)),
                              dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=fw_cfg_mmio),
-            drives=_drives(drives), serial=serial, debugcon=debugcon,
+            drives=disks, pflash=flash, serial=serial, debugcon=debugcon,
             debug=DebugSpec(trace=trace_spec, trace_file=check_path("trace_file", trace_file)))
 
 
@@ -424,12 +492,12 @@ def _rom_paths(option_roms: object) -> list[str]:
     return paths
 
 
-def _drives(drives: object) -> tuple[DriveSpec, ...]:
+def _drives(drives: object) -> tuple[DriveSpec | PflashSpec, ...]:
     texts = check_sequence("drives", drives)
     if not texts:
         return ()                   # no virtio modules to import on the way to KVM_RUN
     from .virtio.drive import parse_drive
-    specs = []
+    specs: list[DriveSpec | PflashSpec] = []
     for text in texts:
         check_type("drives[]", text, str)
         specs.append(parse_drive(text))

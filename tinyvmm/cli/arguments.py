@@ -189,7 +189,11 @@ def add_drive_options(parser: argparse.ArgumentParser) -> None:
                        metavar="file=PATH,if=virtio,format=raw[,readonly=on][,serial=S][,bootindex=N]",
                        help="a raw disk image as a virtio-blk PCI disk (QEMU's -drive spelling; "
                             "repeatable; the first is at 00:02.0). bootindex puts it in the "
-                            "firmware's boot order (SeaBIOS), lowest first")
+                            "firmware's boot order (SeaBIOS), lowest first. "
+                            "if=pflash,format=raw,unit=0|1,file=PATH[,readonly=on]: a CFI flash "
+                            "unit below 4 GiB instead of --bios (unit 0 ends at 4 GiB and holds "
+                            "the reset vector, unit 1 ends where it begins; OVMF_CODE.fd and "
+                            "OVMF_VARS.fd); the guest's writes reach the file")
     group.add_argument("--disk", dest="drives", action="append", type=parse_disk,
                        metavar="FILE", help="short for --drive file=FILE,if=virtio,format=raw")
 
@@ -267,7 +271,7 @@ def add_boot_options(parser: argparse.ArgumentParser, choose_boot: bool = True) 
 def machine_spec(args: argparse.Namespace, boot_linux: bool) -> MachineSpec:
     """The MachineSpec a parsed command line describes; with `boot_linux`, a kernel (the
     default test kernel without --kernel). Options a command lacks keep their defaults."""
-    from ..spec import DebugSpec, FwCfgSpec, KernelSpec, MachineSpec
+    from ..spec import DebugSpec, FwCfgSpec, KernelSpec, MachineSpec, split_drives
 
     def given(name: str, default=None):
         value = getattr(args, name, None)
@@ -277,6 +281,7 @@ def machine_spec(args: argparse.Namespace, boot_linux: bool) -> MachineSpec:
         kernel = KernelSpec(given("kernel"), given("initrd"), given("append"),
                             given("append_as_is", False), given("boot"))
     expect = given("expect")
+    disks, flash = split_drives(given("drives", ()))
     return MachineSpec(
         firmware=given("bios"), mem=given("mem", 256 * layout.MiB), smp=given("smp", 1),
         acpi=given("acpi", True), kernel=kernel,
@@ -284,7 +289,7 @@ def machine_spec(args: argparse.Namespace, boot_linux: bool) -> MachineSpec:
                          option_roms=tuple(given("option_roms", ())),
                          dma=given("fw_cfg_dma", True), ports=given("fw_cfg_ports", True),
                          mmio=given("fw_cfg_mmio")),
-        drives=tuple(given("drives", ())), serial=given("serial", "none"),
+        drives=disks, pflash=flash, serial=given("serial", "none"),
         debugcon=given("debugcon", "none"), expect=os.fsencode(expect) if expect else None,
         debug=DebugSpec(gdb=given("gdb"), gdb_wait=given("gdb_wait", False),
                         stats=given("stats", False), symbols=tuple(given("symbols", ())),

@@ -31,10 +31,13 @@ def _add_run(commands) -> None:
                    "Run a raw firmware image from the reset vector, as QEMU's -bios does: the image "
                    "(a multiple of 64 KiB, up to 16 MiB) is mapped read-only ending at 4 GiB, and "
                    "its last 64 or 128 KiB also ending at 1 MiB, behind the i440FX's PAM shadow "
-                   "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified).")
-    run.add_argument("--bios", required=True, metavar="FILE",
+                   "RAM (SeaBIOS, qboot and tinyvmm's own BIOS run unmodified). Or from flash, "
+                   "as QEMU's -drive if=pflash: --drive if=pflash,format=raw,unit=0,file=CODE.fd "
+                   "in place of --bios, unit=1 for a variable store.")
+    run.add_argument("--bios", metavar="FILE",
                      help="the firmware image; a bare name that is no file here names a shipped "
-                          "one (bios.bin, as QEMU's -bios looks in its data folder)")
+                          "one (bios.bin, as QEMU's -bios looks in its data folder); required "
+                          "unless a --drive if=pflash unit 0 holds the firmware")
     add_machine_options(run)
     add_fw_cfg_options(run)
     run.set_defaults(func=cmd_run)
@@ -156,7 +159,9 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = machine_spec(args, boot_linux=False)
-    if spec.drives:
+    if spec.firmware is None and not spec.pflash:
+        raise ConfigError("run needs the firmware: --bios FILE or --drive if=pflash,unit=0,...")
+    if spec.drives and args.bios is not None:
         from .. import firmware as shipped
         if os.path.realpath(shipped.resolve(args.bios)) == os.path.realpath(shipped.image_path(shipped.BIOS)):
             print("tinyvmm: warning: tinyvmm's BIOS boots only from fw_cfg, not from disks; give "

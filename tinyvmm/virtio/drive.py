@@ -1,15 +1,17 @@
-"""`--drive file=disk.img,if=virtio,format=raw[,readonly=on][,serial=S][,bootindex=N]` (QEMU's
-spelling): parsed, then the image opened and checked before the guest starts."""
+"""`--drive file=disk.img,if=virtio,format=raw[,readonly=on][,serial=S][,bootindex=N]` and
+`--drive if=pflash,format=raw,unit=0|1,file=PATH[,readonly=on]` (QEMU's spelling): parsed, then
+the image opened and checked before the guest starts."""
 
 import errno
 import fcntl
 import os
 import stat
 
-from ..spec import BOOTINDEX_MAX, DriveError, DriveSpec, split_options
+from ..spec import BOOTINDEX_MAX, DriveError, DriveSpec, PflashSpec, split_options
 
 SECTOR = 512
-KNOWN_KEYS = ("file", "if", "format", "readonly", "serial", "bootindex")
+KNOWN_KEYS = ("file", "if", "format", "readonly", "serial", "bootindex", "unit")
+PFLASH_KEYS = ("file", "if", "format", "readonly", "unit")
 
 
 def _flag(key: str, value: str) -> bool:
@@ -20,8 +22,10 @@ def _flag(key: str, value: str) -> bool:
     raise DriveError(f"{key}={value}: expected on or off (yes/no and true/false also work)")
 
 
-def parse_drive(text: str) -> DriveSpec:
-    """QEMU's -drive syntax, the parts a virtio disk uses. Raises DriveError."""
+def parse_drive(text: str) -> DriveSpec | PflashSpec:
+    """QEMU's -drive syntax, the parts a virtio disk and a flash unit use: a DriveSpec for
+    if=virtio (the default), a PflashSpec for if=pflash (unit -1 when unit= is not given:
+    tinyvmm.spec.split_drives numbers it). Raises DriveError."""
     fields: dict[str, str] = {}
     for part in split_options(text):
         key, sep, value = part.partition("=")
@@ -34,16 +38,33 @@ def parse_drive(text: str) -> DriveSpec:
         fields[key] = value
     if not fields.get("file"):
         raise DriveError("no file=PATH")
-    if fields.get("if", "virtio") != "virtio":
-        raise DriveError(f"if={fields['if']}: only if=virtio (a virtio-blk PCI disk) is supported")
+    interface = fields.get("if", "virtio")
+    if interface not in ("virtio", "pflash"):
+        raise DriveError(f"if={interface}: only if=virtio (a virtio-blk PCI disk) and if=pflash "
+                         "(a flash unit below 4 GiB) are supported")
     if fields.get("format", "raw") != "raw":
         raise DriveError(f"format={fields['format']}: only format=raw images are supported")
+    if interface == "pflash":
+        return _parse_pflash(fields)
+    if "unit" in fields:
+        raise DriveError("unit= numbers if=pflash drives; a virtio disk's place is its order")
     bootindex = fields.get("bootindex")
     if bootindex is not None and not bootindex.isdigit():
         raise DriveError(f"bootindex={bootindex}: expected a number from 0 to {BOOTINDEX_MAX}")
     # DriveSpec checks the serial and the boot index's range (the API's drives too).
     return DriveSpec(fields["file"], _flag("readonly", fields.get("readonly", "off")),
                      fields.get("serial"), int(bootindex) if bootindex is not None else None)
+
+
+def _parse_pflash(fields: dict[str, str]) -> PflashSpec:
+    for key in fields:
+        if key not in PFLASH_KEYS:
+            raise DriveError(f"{key}= is not a pflash option; known: {', '.join(PFLASH_KEYS)}")
+    unit = fields.get("unit")
+    if unit is not None and not unit.isdigit():
+        raise DriveError(f"unit={unit}: expected 0 or 1")
+    return PflashSpec(fields["file"], int(unit) if unit is not None else -1,
+                      _flag("readonly", fields.get("readonly", "off")))
 
 
 def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
