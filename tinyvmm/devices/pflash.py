@@ -254,10 +254,10 @@ def open_flash_files(specs: Iterable[PflashSpec], window: int) -> list[FlashFile
     4 KiB sectors (QEMU's rule), units larger together than `window` bytes (the room below
     4 GiB), one file given to two units unless both are read-only, or a file that cannot be
     opened for writing when the unit is writable."""
-    import errno
     import stat
 
     from ..spec import DriveError
+    from ..virtio.drive import open_image
     specs = sorted(specs, key=lambda spec: spec.unit)
     sizes: list[int] = []
     seen: dict[tuple[int, int], PflashSpec] = {}
@@ -287,14 +287,7 @@ def open_flash_files(specs: Iterable[PflashSpec], window: int) -> list[FlashFile
     files: list[FlashFile] = []
     try:
         for spec, size in zip(specs, sizes):
-            try:
-                fd = os.open(spec.path, (os.O_RDONLY if spec.read_only else os.O_RDWR) | os.O_CLOEXEC)
-            except OSError as exc:
-                hint = "; give readonly=on to use it read-only" if not spec.read_only and \
-                    exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else ""
-                raise DriveError(f"cannot open pflash file {spec.path} for "
-                                 f"{'reading' if spec.read_only else 'reading and writing'}: "
-                                 f"{exc.strerror}{hint}") from None
+            fd = open_image(spec.path, spec.read_only, "pflash file")
             files.append(FlashFile(spec.unit, spec.path, spec.read_only, fd, b""))
             try:
                 data = os.pread(fd, size, 0)

@@ -67,6 +67,19 @@ def _parse_pflash(fields: dict[str, str]) -> PflashSpec:
                       _flag("readonly", fields.get("readonly", "off")))
 
 
+def open_image(path: str, read_only: bool, what: str) -> int:
+    """The file descriptor of a disk or flash image (`what` names it in messages), opened for
+    reading, or reading and writing. Raises DriveError, with a hint when only writing failed."""
+    try:
+        return os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+    except OSError as exc:
+        hint = "; give readonly=on to use it read-only" if not read_only and \
+            exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else ""
+        raise DriveError(f"cannot open {what} {path} for "
+                         f"{'reading' if read_only else 'reading and writing'}: "
+                         f"{exc.strerror}{hint}") from None
+
+
 def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
     """Open the image: (fd, usable size in bytes). A size that is not a multiple of 512 is
     rounded down, as QEMU does, with a warning through `warn`. Raises DriveError."""
@@ -78,15 +91,7 @@ def open_drive(spec: DriveSpec, warn=None) -> tuple[int, int]:
         raise DriveError(f"disk image {spec.path} is a directory")
     if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
         raise DriveError(f"disk image {spec.path} is not a regular file or a block device")
-    flags = os.O_RDONLY if spec.read_only else os.O_RDWR
-    try:
-        fd = os.open(spec.path, flags | os.O_CLOEXEC)
-    except OSError as exc:
-        hint = "; give readonly=on to use it read-only" if not spec.read_only and \
-            exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else ""
-        raise DriveError(f"cannot open disk image {spec.path} for "
-                         f"{'reading' if spec.read_only else 'reading and writing'}: "
-                         f"{exc.strerror}{hint}") from None
+    fd = open_image(spec.path, spec.read_only, "disk image")
     if stat.S_ISBLK(mode) and not spec.read_only and _block_device_read_only(fd):
         os.close(fd)
         raise DriveError(f"disk image {spec.path} is a read-only block device; give readonly=on "
