@@ -57,7 +57,7 @@ def test_the_pc_kernel_uses_the_machine_through_its_own_drivers(tmp_path, pc_ker
     for line in MACHINE_LINES:
         assert line in console, f"{line!r} missing:\n{console[-3000:]}"
     for table in ("FACP", "DSDT", "FACS", "APIC"):        # tinyvmm's, not firmware's own
-        assert re.search(rf"ACPI: {table} 0x[0-9A-F]+ [0-9A-F]+( \(v01 TINYVM |$)", console, re.M), table
+        assert re.search(rf"ACPI: {table} 0x[0-9A-F]+ [0-9A-F]+( \(v01 TINYVM |\r?$)", console, re.M), table
     assert json.loads(timing.read_text())["outcome"] == "POWEROFF"
 
 
