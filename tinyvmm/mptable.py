@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 
 from . import layout
+from .checksum import checksum_byte
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ PCI_BUS, ISA_BUS = 0, 1
 ALL_LOCAL_APICS = 0xFF
 ISA_IRQS = 16
 CASCADE_IRQ = 2                         # the slave 8259's input: no device behind it
-
-
-def checksum(data: bytes) -> int:
-    return -sum(data) & 0xFF
 
 
 def config_table(cpus: int, pci_interrupts: Iterable[tuple[int, int, int]]) -> bytes:
@@ -62,7 +59,7 @@ def config_table(cpus: int, pci_interrupts: Iterable[tuple[int, int, int]]) -> b
     body = b"".join(entries)
     header = bytearray(HEADER.pack(b"PCMP", HEADER.size + len(body), SPEC_REVISION, 0, OEM_ID,
                                    PRODUCT_ID, 0, 0, len(entries), layout.LAPIC_START, 0, 0, 0))
-    header[7] = checksum(bytes(header) + body)
+    header[7] = checksum_byte(bytes(header) + body)
     return bytes(header) + body
 
 
@@ -70,7 +67,7 @@ def floating_pointer(table_address: int) -> bytes:
     """The floating pointer to a configuration table at `table_address` (no default config,
     virtual-wire mode: no IMCR)."""
     pointer = bytearray(POINTER.pack(b"_MP_", table_address, 1, SPEC_REVISION, 0, 0, 0, 0, 0, 0))
-    pointer[10] = checksum(bytes(pointer))
+    pointer[10] = checksum_byte(pointer)
     return bytes(pointer)
 
 

@@ -13,6 +13,7 @@ offset 2, the init entry at offset 3, the offset of a PCI data structure at
 import sys
 from collections import namedtuple
 
+from .checksum import checksum_byte
 from .errors import ConfigError
 
 SIGNATURE = b"\x55\xaa"
@@ -40,10 +41,6 @@ class OptionRomError(ConfigError):
 class OptionRomInfo(namedtuple("OptionRomInfo", "size pnp_offset bev manufacturer product")):
     """size in bytes (from the size byte); bev: the bootstrap entry vector, an offset into the ROM."""
     __slots__ = ()
-
-
-def _checksum_byte(data: bytes | bytearray) -> int:
-    return -sum(data) & 0xFF
 
 
 def _pnp_range(image: bytes | bytearray) -> tuple[int, int] | None:
@@ -78,9 +75,9 @@ def sign(raw: bytes) -> bytes:
     if pnp is not None:
         offset, length = pnp
         image[offset + PNP_CHECKSUM] = 0
-        image[offset + PNP_CHECKSUM] = _checksum_byte(image[offset:offset + length])
+        image[offset + PNP_CHECKSUM] = checksum_byte(image[offset:offset + length])
     image[-1] = 0
-    image[-1] = _checksum_byte(image)
+    image[-1] = checksum_byte(image)
     return bytes(image)
 
 

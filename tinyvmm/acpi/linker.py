@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from .tables import checksum
+from ..checksum import checksum_byte
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Linker:
                 _, name, offset, start, length = link
                 blob = files[name]
                 blob[offset] = 0
-                blob[offset] = checksum(blob[start:start + length])
+                blob[offset] = checksum_byte(blob[start:start + length])
         return files
 
     def install(self, write: Callable[[int, bytes], object], addresses: dict[str, int]) -> None:

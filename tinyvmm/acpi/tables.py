@@ -65,11 +65,6 @@ PCI_ISA_IRQS = (5, 9, 10, 11)
 INTI_LEVEL_ACTIVE_HIGH = 0x000D
 
 
-def checksum(data: bytes | bytearray | memoryview) -> int:
-    """The byte that makes `data` (with it at 0) sum to zero modulo 256."""
-    return -sum(data) & 0xFF
-
-
 def header(signature: bytes, length: int, revision: int) -> bytes:
     """A table header with a zero checksum (filled when the table is linked)."""
     return HEADER.pack(signature, length, revision, 0, OEM_ID, OEM_TABLE_ID, OEM_REVISION,

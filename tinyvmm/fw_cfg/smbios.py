@@ -15,6 +15,7 @@ processor per vCPU (4), the memory array (16), one memory device per 16 GiB
 import struct
 
 from .. import layout
+from ..checksum import checksum_byte
 
 ANCHOR_FILE = "etc/smbios/smbios-anchor"
 TABLES_FILE = "etc/smbios/smbios-tables"
@@ -87,10 +88,6 @@ def structures(ram_size: int, cpus: int = 1) -> list[bytes]:
     return tables
 
 
-def _checksum(data: bytes | bytearray) -> int:
-    return -sum(data) & 0xFF
-
-
 def smbios_files(ram_size: int, cpus: int = 1) -> tuple[bytes, bytes]:
     """(anchor, tables): the entry point, its table address left 0 for the firmware, and the table."""
     parts = structures(ram_size, cpus)
@@ -99,6 +96,6 @@ def smbios_files(ram_size: int, cpus: int = 1) -> tuple[bytes, bytes]:
     fields = [b"_SM_", 0, ENTRY_POINT.size, major, minor, max(len(p) for p in parts), 0, bytes(5),
               b"_DMI_", 0, len(table), 0, len(parts), major << 4 | minor]
     anchor = bytearray(ENTRY_POINT.pack(*fields))
-    anchor[0x15] = _checksum(anchor[0x10:])
-    anchor[0x04] = _checksum(anchor)
+    anchor[0x15] = checksum_byte(anchor[0x10:])
+    anchor[0x04] = checksum_byte(anchor)
     return bytes(anchor), table
