@@ -112,7 +112,8 @@ class Linker:
 
     def install(self, write: Callable[[int, bytes], object], addresses: dict[str, int]) -> None:
         """Link for `addresses` and write each file there with `write(address, data)`."""
-        for name, blob in self.link(addresses).items():
-            if addresses[name] % dict((n, a) for n, a, _ in self.allocations)[name]:
+        for name, alignment, _ in self.allocations:
+            if addresses[name] % alignment:
                 raise ValueError(f"{name} at {addresses[name]:#x} is not aligned as allocated")
+        for name, blob in self.link(addresses).items():
             write(addresses[name], bytes(blob))

@@ -45,7 +45,9 @@ def rebuild_on_first_read(items: FwCfgItems, current: Callable[[], AcpiMachine])
     def rebuild(_entry: FwCfgEntry) -> None:
         for entry in entries:
             entry.on_select = None
-        for entry, data in zip(entries, fw_cfg_files(current()).values()):
+        files = fw_cfg_files(current())
+        for entry in entries:
+            data = files[entry.name]
             if len(data) != entry.size:
                 raise AssertionError(f"{entry.name} changed size on rebuild")
             entry.data = memoryview(data)
