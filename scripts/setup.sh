@@ -13,6 +13,7 @@ APT_PACKAGES=(
     qemu-system-x86                         # side-by-side benchmarks
     seabios qemu-system-data                # real firmware: SeaBIOS, qboot, QEMU's option ROMs
     acpica-tools                            # iasl: the ACPI tables are checked by disassembly
+    linux-image-amd64                       # bench --payload distro: Debian's kernel and initramfs
     linux-source-6.1 bc flex bison libelf-dev lz4 cpio xz-utils   # the test kernel
 )
 

@@ -12,19 +12,24 @@ import pytest
 from command_line import start_tinyvmm, tinyvmm
 
 from tinyvmm import bench, cli
-from tinyvmm.bench import firmware, plot
+from tinyvmm.bench import firmware, payloads, plot
 from tinyvmm.bench import qemu as bench_qemu
 from tinyvmm.boot import payload as bench_payload
 
 PHASE_KEYS = {"vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s"}
 
 
-def run_bench(tmp_path, *extra):
+def run_bench(tmp_path, *extra, payload="test"):
+    """The table and the JSON of one `tinyvmm bench` of `payload`, with that payload's "runs" and
+    "summary" (and "files", "memcpy_s") at the top of the JSON."""
     out = tmp_path / "bench.json"
-    result = tinyvmm("bench", "--runs", "1", "--no-banner", "--json", str(out),
+    result = tinyvmm("bench", "--runs", "1", "--no-banner", "--payload", payload, "--json", str(out),
                      "--plot", str(tmp_path / "bench.svg"), *extra, timeout=900)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
-    return result.stdout.decode(), json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    assert list(data["payloads"]) == [payload]
+    assert {run["payload"] for run in data["runs"]} == {payload}
+    return result.stdout.decode(), {**data, **data["payloads"][payload]}
 
 
 @pytest.mark.kvm
@@ -345,7 +350,7 @@ def test_bench_interleaves_the_firmware_systems(fake_runs, capsys):
     assert [system for system, _ in order] == systems * 2
     assert dict(order)["tinyvmm-seabios-legacy"] == bench.FIRMWARE["seabios"]["tinyvmm-seabios-legacy"]
     out, err = capsys.readouterr()
-    assert [cell.strip() for cell in out.splitlines()[0].split("|")[2:-1]] == systems
+    assert [cell.strip() for cell in out.splitlines()[2].split("|")[2:-1]] == systems
     assert "[18/18] qemu-qboot run 2 ... total 2.000 s" in err
     assert "tinyvmm+qboot total / QEMU+qboot total: 0.50" in out
 
@@ -423,8 +428,8 @@ def test_sigterm_stops_the_bench_its_child_and_its_files():
     import signal
     import tempfile
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tinyvmm-bench-*")))
-    proc = start_tinyvmm("bench", "--runs", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    proc = start_tinyvmm("bench", "--runs", "1", "--payload", "test", stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     progress = ""
     while "] tinyvmm-dma run 1" not in progress:
         char = proc.stderr.read(1)
@@ -469,8 +474,103 @@ def test_an_invalid_boot_is_shown_and_left_out_of_every_figure(fake_runs, monkey
     row = next(line for line in out.splitlines() if line.startswith("| invalid runs"))
     assert [cell.strip() for cell in row.split("|")[2:-1]] == ["0", "1", "0"]
     data = json.loads(out_json.read_text())
-    assert data["summary"]["tinyvmm-legacy"]["invalid"] == 1
-    assert data["summary"]["tinyvmm-legacy"]["total_s"] == 2.0     # the valid run alone
+    summary = data["payloads"]["test"]["summary"]
+    assert summary["tinyvmm-legacy"]["invalid"] == 1
+    assert summary["tinyvmm-legacy"]["total_s"] == 2.0     # the valid run alone
     assert [run for run in data["runs"] if "invalid" in run] == [
-        {"system": "tinyvmm-legacy", "run": 0,
+        {"payload": "test", "system": "tinyvmm-legacy", "run": 0,
          "invalid": "not a valid boot: the firmware moved 10 bytes of the payload's 99"}]
+
+
+DISTRO = None
+try:
+    DISTRO = payloads.find_distro()
+except LookupError as exc:
+    DISTRO_MISSING = str(exc)
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.skipif(DISTRO is None, reason=f"--payload distro: {DISTRO is None and DISTRO_MISSING}")
+def test_bench_distro_payload_from_real_boots(tmp_path):
+    table, data = run_bench(tmp_path, payload="distro")
+    kernel, initrd = DISTRO
+    size = os.path.getsize(kernel) + os.path.getsize(initrd)
+    assert data["files"]["kernel"] == {"path": kernel, "bytes": os.path.getsize(kernel)}
+    assert data["files"]["initrd"]["bytes"] == os.path.getsize(initrd)
+    assert list(data["summary"]) == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
+    dma, legacy = data["summary"]["tinyvmm-dma"], data["summary"]["tinyvmm-legacy"]
+    # every byte of the distribution's payload moved: by DMA with the DMA ROM, by ports without
+    assert dma["setup"]["dma_bytes"] >= size and dma["setup"]["pio_bytes"] < 4096
+    assert legacy["setup"]["pio_bytes"] >= size
+    assert 0 < data["memcpy_s"] < dma["kernel_setup_s"] < legacy["kernel_setup_s"]
+    assert table.startswith(f"payload distro: {os.path.basename(kernel)} (")
+    assert "each boot to the kernel's entry" in table.splitlines()[0]
+    assert "one memcpy of the payload's" in table
+
+
+def test_payload_option_is_checked():
+    assert payloads.parse_payloads("test, distro") == ["test", "distro"]
+    with pytest.raises(ValueError, match="test or distro"):
+        payloads.parse_payloads("debian")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--payload", "test", "--kernel", "bzImage"], "either --payload or --kernel"),
+    (["--payload", "fedora"], "the payload must be test or distro")])
+def test_bad_payload_is_a_usage_error(argv, message, tmp_path):
+    (tmp_path / "bzImage").write_bytes(b"x")
+    result = tinyvmm("bench", *argv, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+
+
+def test_the_newest_generic_debian_kernel_is_found(tmp_path):
+    for name in ("vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-12-amd64", "vmlinuz-6.1.0-57-cloud-amd64",
+                 "initrd.img-6.1.0-9-amd64", "initrd.img-6.1.0-12-amd64"):
+        (tmp_path / name).write_bytes(b"x")
+    pattern = str(tmp_path / "vmlinuz-*-amd64")
+    assert payloads.find_distro(pattern) == (str(tmp_path / "vmlinuz-6.1.0-12-amd64"),
+                                             str(tmp_path / "initrd.img-6.1.0-12-amd64"))
+    (tmp_path / "initrd.img-6.1.0-12-amd64").unlink()
+    with pytest.raises(LookupError, match="has no initramfs"):
+        payloads.find_distro(pattern)
+    with pytest.raises(LookupError, match="linux-image-amd64"):
+        payloads.find_distro(str(tmp_path / "none-*"))
+
+
+def test_missing_distro_payload_asked_for_is_an_error_and_left_out_by_default(monkeypatch, capsys):
+    def missing():
+        raise LookupError("no Debian kernel here")
+    monkeypatch.setattr(payloads, "find_distro", missing)
+    from tinyvmm.cli import commands
+    from tinyvmm.errors import ConfigError
+    args = cli.build_parser("bench").parse_args(["bench", "--payload", "distro"])
+    with pytest.raises(ConfigError, match="--payload distro: no Debian kernel here"):
+        commands.bench_payloads(args, commands.bench_options(args))
+    args = cli.build_parser("bench").parse_args(["bench"])
+    if os.path.isfile(bench_payload.DEFAULT_KERNEL):
+        chosen = commands.bench_payloads(args, commands.bench_options(args))
+        assert [p.name for p in chosen] == ["test"]
+        assert "no distro rows: no Debian kernel here" in capsys.readouterr().err
+
+
+def test_each_payload_has_its_table_and_every_boot_is_interleaved(fake_runs, capsys, tmp_path):
+    order, _ = fake_runs
+    test = bench.BenchPayload("test", vmlinux=None, direct64=False)
+    distro = bench.BenchPayload("distro", str(tmp_path / "k"), str(tmp_path / "rd"), to_entry=True)
+    (tmp_path / "k").write_bytes(bytes(3000))
+    (tmp_path / "rd").write_bytes(bytes(5000))
+    from tinyvmm.spec import replace
+    assert bench.cmd_bench(replace(bench_args("--runs", "2"), payloads=(test, distro))) == 0
+    assert [system for system, _ in order] == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-dma",
+                                               "tinyvmm-legacy", "tinyvmm-direct64"] * 2
+    out, err = capsys.readouterr()
+    assert "[5/10] tinyvmm-direct64 (distro) run 1" in err
+    assert "the distro rows end at the kernel's entry" in err
+    headings = [line for line in out.splitlines() if line.startswith("payload ")]
+    assert headings[0].startswith("payload test: bzImage") and headings[0].endswith("to the banner")
+    assert headings[1] == (f"payload distro: k (2.9 KiB) + rd (4.9 KiB) in {tmp_path}, "
+                           "each boot to the kernel's entry")
+    assert "one memcpy of the payload's 7.8 KiB here" in out

@@ -6,7 +6,7 @@ import pytest
 from guest_memory import guest_memory
 
 from tinyvmm import layout
-from tinyvmm.memory import SPLIT_COPY_MIN, GuestMemory, GuestMemoryError, buffer_address, copy_into
+from tinyvmm.memory import MEMMOVE_MIN, GuestMemory, GuestMemoryError, buffer_address, copy_into
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_prefault_makes_ram_resident_and_keeps_its_contents():
     memory.write(0x1000000, b"kept")
     # Ranges outside RAM (the VGA window, past the end, ROM) are skipped, not errors.
     memory.prefault([(0x1000000, 16 * layout.MiB), (0xA0000, 4096), (64 * layout.MiB, 4096),
-                     (0xFFFFF000, 4096)]).join()
+                     (0xFFFFF000, 4096)])
     assert memory.read(0x1000000, 4) == b"kept"
     assert memory.read(0x1800000, 4) == bytes(4)
     assert _resident_kib() - before >= 15 * 1024
@@ -134,7 +134,7 @@ def test_buffer_address_of_read_only_and_writable_buffers():
     assert buffer_address(array) == ctypes.addressof(ctypes.c_char.from_buffer(array))
 
 
-@pytest.mark.parametrize("size", [4096, SPLIT_COPY_MIN + 12345])
+@pytest.mark.parametrize("size", [4096, MEMMOVE_MIN + 12345])
 def test_copy_into_copies_exactly_the_source(size):
     source = memoryview(bytes(range(251)) * (size // 251 + 2))[7:7 + size]    # read-only, odd offset
     memory = GuestMemory.for_layout(32 * layout.MiB, bytes(4096))

@@ -66,6 +66,21 @@ TINYVMM = [sys.executable, "-S", "-c", "import sys; from tinyvmm.cli import main
 
 
 @dataclass(frozen=True)
+class BenchPayload:
+    """One payload's rows: `name` ("test", "distro", or the given kernel's file name), its
+    bzImage `kernel` (None: the test kernel) and `initrd` (None: the test initramfs with the
+    test kernel), the `vmlinux` of its PVH rows (None: no PVH rows), whether it has the direct
+    64-bit row, and `to_entry`: its boots end at the kernel's entry whatever the options say
+    (a distribution kernel decompresses for minutes under an emulating KVM)."""
+    name: str
+    kernel: str | None = None
+    initrd: str | None = None
+    vmlinux: str | None = None
+    direct64: bool = True
+    to_entry: bool = False
+
+
+@dataclass(frozen=True)
 class BenchOptions:
     """What `tinyvmm bench` measures: the bzImage rows boot `kernel` (None: the test kernel) with
     `initrd`, `append` (`append_as_is`), `mem` bytes of RAM, `runs` times each, interleaved,
@@ -73,7 +88,8 @@ class BenchOptions:
     direct 64-bit row only with `direct64`. Each run stops at the kernel's entry (`no_banner`),
     the test init's first line (`to_init`) or else the banner. `vs_qemu` adds QEMU's rows,
     `firmware` ("seabios", "qboot") tinyvmm's with unmodified firmware; `json` and `plot` are
-    output paths or None."""
+    output paths or None. `payloads`, when given, replace kernel, initrd, vmlinux and
+    direct64: each has its own rows and table, all boots interleaved."""
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
@@ -89,20 +105,26 @@ class BenchOptions:
     direct64: bool = True
     json: str | None = None
     plot: str | None = None
+    payloads: tuple[BenchPayload, ...] = ()
 
 
 class BenchError(RuntimeError):
     """A run that did not produce a complete timeline."""
 
 
-def parse_firmware(text: str) -> list[str]:
-    """`--firmware seabios,qboot`: the names, each one known."""
+def parse_names(text: str, known, what: str) -> list[str]:
+    """A comma-separated list of names, each one of `known`; ValueError naming `what` otherwise."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in FIRMWARE]
+    unknown = [name for name in names if name not in known]
     if not names or unknown:
-        raise ValueError(f"{text!r}: the firmware must be {' or '.join(FIRMWARE)} "
+        raise ValueError(f"{text!r}: the {what} must be {' or '.join(known)} "
                          "(comma-separated or repeated)")
     return names
+
+
+def parse_firmware(text: str) -> list[str]:
+    """`--firmware seabios,qboot`: the names, each one known."""
+    return parse_names(text, FIRMWARE, "firmware")
 
 
 def firmware_systems(names) -> dict:
@@ -307,7 +329,9 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def format_table(summary: dict, runs: int) -> str:
+def format_table(summary: dict, runs: int, memcpy: tuple[int, float | None] = (0, None)) -> str:
+    """The table of one payload's systems and its notes; `memcpy` is (payload bytes, seconds of
+    one memmove of them on this host), the floor a DMA kernel setup is set against."""
     systems = list(summary)
     header = ["phase (median, min-max)"] + systems
     shown = [p for p in PHASES if p != "init_s" or any(p in summary[s] for s in systems)]
@@ -337,6 +361,12 @@ def format_table(summary: dict, runs: int) -> str:
     if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
         notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
                      f"faster than legacy; total: {legacy['total_s'] / dma['total_s']:.1f}x.")
+    size, seconds = memcpy
+    if seconds and dma.get("kernel_setup_s"):
+        spread = dma[range_key("kernel_setup_s", "max")] / dma[range_key("kernel_setup_s", "min")]
+        notes.append(f"one memcpy of the payload's {_size(size)} here: {seconds * 1e3:.2f} ms; "
+                     f"tinyvmm DMA kernel setup / memcpy: {dma['kernel_setup_s'] / seconds:.1f} "
+                     f"(max / min {spread:.2f}).")
     notes += comparisons(summary) + firmware_notes(summary)
     return "\n".join(lines + [""] + notes) + "\n"
 
@@ -427,20 +457,26 @@ def check_outputs(options: BenchOptions) -> None:
         check_plot_path(options.plot)
 
 
+def described(path: str | None) -> dict | None:
+    """{"path": absolute path, "bytes": size, or None if it cannot be read now}, None for None."""
+    if path is None:
+        return None
+    try:
+        size: int | None = os.path.getsize(path)
+    except OSError:
+        size = None
+    return {"path": os.path.abspath(path), "bytes": size}
+
+
 def metadata(options: BenchOptions) -> dict:
-    """What a reader of the JSON needs to know where the figures come from."""
+    """What a reader of the JSON needs to know where the figures come from (each payload's
+    files are beside its own runs)."""
     import datetime
     import platform
     from importlib import metadata as package_metadata
 
-    from ..boot.payload import DEFAULT_KERNEL, kernel_cmdline
+    from ..boot.payload import kernel_cmdline
     from ..kvm.system import is_emulating_host
-
-    def described(path):
-        return None if path is None else {"path": os.path.abspath(path),
-                                          "bytes": os.path.getsize(path)}
-    kernel = options.kernel or DEFAULT_KERNEL
-    initrd = bench_initrd(options)
     try:
         version = package_metadata.version("tinyvmm")
     except package_metadata.PackageNotFoundError:
@@ -453,14 +489,63 @@ def metadata(options: BenchOptions) -> dict:
         except (OSError, IndexError, subprocess.SubprocessError):
             qemu = None
     return {"tinyvmm": version, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "runs": options.runs, "kernel": described(kernel), "initrd": described(initrd),
-            "vmlinux": described(options.vmlinux),
+            "runs": options.runs,
             "cmdline_dma": kernel_cmdline(options.append, True, options.append_as_is),
             "cmdline_legacy": kernel_cmdline(options.append, False, options.append_as_is),
             "mem_bytes": options.mem, "no_banner": options.no_banner,
             "host_kernel": platform.release(),
             "kvm": "kvm_pvm (emulates guest code)" if is_emulating_host() else "kvm",
             "qemu": qemu, "firmware": list(options.firmware)}
+
+
+def payload_files(options: BenchOptions) -> dict:
+    """The files one payload's rows boot (options as payload_options made them)."""
+    from ..boot.payload import DEFAULT_KERNEL
+    return {"kernel": described(options.kernel or DEFAULT_KERNEL),
+            "initrd": described(bench_initrd(options)), "vmlinux": described(options.vmlinux)}
+
+
+def payload_heading(name: str, options: BenchOptions) -> str:
+    """"payload distro: vmlinuz-... (7.9 MiB) + initrd.img-... (29.2 MiB), to the kernel's entry"."""
+    files = payload_files(options)
+    parts = [f"{os.path.basename(files[key]['path'])} ({_size(files[key]['bytes'] or 0)})"
+             for key in ("kernel", "initrd") if files[key]]
+    goal = ("to the test init" if options.to_init else
+            "to the kernel's entry" if options.no_banner else "to the banner")
+    where = os.path.dirname(files["kernel"]["path"]) if files["kernel"] else ""
+    return f"payload {name}: {' + '.join(parts)} in {where}, each boot {goal}"
+
+
+def payload_options(options: BenchOptions, payload: BenchPayload) -> BenchOptions:
+    """The options of one payload's rows."""
+    from ..spec import replace
+    return replace(options, kernel=payload.kernel, initrd=payload.initrd, vmlinux=payload.vmlinux,
+                   direct64=payload.direct64, payloads=(),
+                   no_banner=options.no_banner or payload.to_entry,
+                   to_init=options.to_init and not payload.to_entry)
+
+
+def memcpy_reference(size: int, repeat: int = 7) -> float:
+    """Seconds one memmove of `size` bytes takes on this host, source and destination resident
+    (median of `repeat`): the floor of a DMA kernel setup moving that payload."""
+    import ctypes
+    import mmap
+
+    from ..memory import buffer_address
+    source, dest = mmap.mmap(-1, size), mmap.mmap(-1, size)
+    try:
+        source[:] = os.urandom(4096) * (size // 4096) + bytes(size % 4096)
+        dest[:] = bytes(size)           # both resident before the first copy
+        src, dst = buffer_address(memoryview(source)), buffer_address(memoryview(dest))
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            ctypes.memmove(dst, src, size)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        source.close()
+        dest.close()
 
 
 def cmd_bench(options: BenchOptions) -> int:
@@ -491,34 +576,49 @@ def _tinyvmm_system(options: BenchOptions, system: str, boot_args: list[str], wo
     return tinyvmm_run(options, system, boot_args, workdir, index)     # looked up at each call
 
 
-def _bench(options: BenchOptions, workdir: Path) -> int:
-    vmlinux = options.vmlinux
+def payload_systems(options: BenchOptions) -> dict:
+    """One payload's systems in table order: name -> run(workdir, index), the phases of one boot."""
     boots = {name: argv for name, argv in SYSTEMS.items()
              if name != "tinyvmm-direct64" or options.direct64}
-    boots.update(pvh_systems(vmlinux, bench_initrd(options)))
+    boots.update(pvh_systems(options.vmlinux, bench_initrd(options)))
     boots.update(firmware_systems(options.firmware))
-    # system name -> run(workdir, index), the phases of one boot
     systems: dict[str, Callable[[Path, int], dict]] = {
         name: functools.partial(_tinyvmm_system, options, name, argv) for name, argv in boots.items()}
     if options.vs_qemu:
         from .qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
         from .qemu import SYSTEMS as QEMU_SYSTEMS
-        run_qemu = qemu_runner(options, vmlinux)
+        run_qemu = qemu_runner(options, options.vmlinux)
         if run_qemu:
-            systems.update({name: functools.partial(run_qemu, name)
-                            for name in QEMU_SYSTEMS if vmlinux or name not in QEMU_PVH_SYSTEMS})
+            systems.update({name: functools.partial(run_qemu, name) for name in QEMU_SYSTEMS
+                            if options.vmlinux or name not in QEMU_PVH_SYSTEMS})
+    return systems
+
+
+def _bench(options: BenchOptions, workdir: Path) -> int:
+    payloads = options.payloads or (BenchPayload(
+        "test" if options.kernel is None else os.path.basename(options.kernel), options.kernel,
+        options.initrd, options.vmlinux, options.direct64),)
+    per_payload = {payload.name: payload_options(options, payload) for payload in payloads}
+    # (payload, system) -> run(workdir, index); every boot of every payload interleaved
+    systems = {(name, system): run for name, payload in per_payload.items()
+               for system, run in payload_systems(payload).items()}
+    several = len(per_payload) > 1
     runs: list[dict] = []
     total = options.runs * len(systems)
     goal = ("the test init's first line" if options.to_init else
             "the jump into the kernel" if options.no_banner else "the \"Linux version\" banner")
-    print(f"tinyvmm: {total} boots, each run until {goal}; a boot that ends otherwise, did not "
-          "load its whole payload or had a fw_cfg DMA error is invalid and not timed",
+    ends = ("" if not any(payload.to_entry for payload in payloads) else
+            "; the " + ", ".join(p.name for p in payloads if p.to_entry) + " rows end at the "
+            "kernel's entry")
+    print(f"tinyvmm: {total} boots, each run until {goal}{ends}; a boot that ends otherwise, did "
+          "not load its whole payload or had a fw_cfg DMA error is invalid and not timed",
           file=sys.stderr)
     done = 0
     for index in range(options.runs):
-        for system, run_one in systems.items():
+        for (name, system), run_one in systems.items():
             done += 1
-            print(f"[{done}/{total}] {system} run {index + 1} ...", file=sys.stderr, end="", flush=True)
+            label = f"{system} ({name})" if several else system
+            print(f"[{done}/{total}] {label} run {index + 1} ...", file=sys.stderr, end="", flush=True)
             if done > 1:
                 time.sleep(SETTLE_S)
             started = time.monotonic()
@@ -527,23 +627,35 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             except BenchError as exc:
                 why = str(exc).splitlines()[0]      # the whole of it (a crash report) in the JSON
                 print(f" invalid, not timed: {why}", file=sys.stderr, flush=True)
-                runs.append({"system": system, "run": index, "invalid": str(exc)})
+                runs.append({"payload": name, "system": system, "run": index, "invalid": str(exc)})
                 continue
-            run.update(system=system, run=index)
+            run.update(payload=name, system=system, run=index)
             runs.append(run)
             reached = f", to init {run['init_s']:.1f} s" if run.get("init_s") is not None else ""
             print(f" total {run['total_s']:.3f} s{reached} (the boot took "
                   f"{time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
-    summary = summarize(runs)
-    sys.stdout.write(format_table(summary, options.runs))
+    results: dict[str, dict] = {}
+    summaries: dict[str, dict] = {}
+    for name, payload_opts in per_payload.items():
+        mine = [run for run in runs if run["payload"] == name]
+        summaries[name] = summary = summarize(mine)
+        files = payload_files(payload_opts)
+        moved = sum(f["bytes"] or 0 for key, f in files.items() if f and key != "vmlinux")
+        reference = memcpy_reference(moved) if moved else None
+        results[name] = {"files": files, "memcpy_s": reference, "summary": summary}
+        sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")
+                         + payload_heading(name, payload_opts) + "\n\n")
+        sys.stdout.write(format_table(summary, options.runs, (moved, reference)))
     try:
         if options.json:
             with open(options.json, "w") as f:
-                json.dump({"metadata": metadata(options), "runs": runs, "summary": summary}, f,
+                json.dump({"metadata": metadata(options), "payloads": results, "runs": runs}, f,
                           indent=1)
         if options.plot:
             from .plot import plot_phases
-            plot_phases(summary, options.plot)
+            plot_phases({(f"{system} ({name})" if several else system): entry
+                         for name, summary in summaries.items()
+                         for system, entry in summary.items()}, options.plot)
             print(f"plot written to {options.plot}", file=sys.stderr)
     except OSError as exc:
         print(f"tinyvmm: cannot write {exc.filename or 'the results'}: {exc.strerror}",

@@ -76,6 +76,13 @@ def _add_bench(commands) -> None:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
+    def payload(text):
+        from ..bench.payloads import parse_payloads
+        try:
+            return parse_payloads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     bench = _command(commands, "bench", "the boot-time table: legacy against DMA fw_cfg (and QEMU)",
                      "Boot the kernel N times with the DMA ROM and N times with the legacy ROM, "
                      "interleaved, each in a fresh process, and print the phases of the 2015 "
@@ -106,6 +113,12 @@ def _add_bench(commands) -> None:
                        help="also boot tinyvmm with unmodified firmware: seabios (SeaBIOS with "
                             "QEMU's linuxboot_dma.bin, and with linuxboot.bin and no fw_cfg DMA) "
                             "and/or qboot; repeatable or comma-separated")
+    bench.add_argument("--payload", type=payload, action="extend", default=[], metavar="test,distro",
+                       help="what the rows boot: test (the test kernel and initramfs, "
+                            "kernels/build) and/or distro (Debian's own kernel and initramfs from "
+                            "/boot, linux-image-amd64: the size the posting measured; its boots end "
+                            "at the kernel's entry); repeatable or comma-separated (default: test, "
+                            "and distro when installed; not with --kernel)")
     bench.add_argument("--vmlinux", metavar="FILE",
                        help="the ELF kernel of the PVH rows: direct PVH, and PVH through the BIOS "
                             "and the PVH ROM, DMA and legacy (default, without --kernel: "
@@ -241,11 +254,43 @@ def bench_options(args: argparse.Namespace):
                         json=args.json, plot=args.plot)
 
 
+def bench_payloads(args: argparse.Namespace, options) -> tuple:
+    """The bench.BenchPayload of each payload asked for (or of the default ones), each checked
+    as `tinyvmm boot` would before the first boot. ConfigError for one that cannot boot."""
+    from ..bench import BenchPayload
+    from ..bench.payloads import find_distro
+    from ..spec import replace
+    names = list(dict.fromkeys(args.payload))
+    if names and (options.kernel is not None or options.initrd is not None):
+        raise ConfigError("bench: --payload chooses the kernel and initrd itself; give either "
+                          "--payload or --kernel/--initrd")
+    if options.kernel is not None:
+        return (check_bench_payload(BenchPayload(os.path.basename(options.kernel), options.kernel,
+                                                 options.initrd, options.vmlinux), options),)
+    chosen = names or ["test", "distro"]
+    payloads = []
+    for name in chosen:
+        if name == "test":
+            payloads.append(check_bench_payload(BenchPayload("test", vmlinux=options.vmlinux), options))
+            continue
+        try:
+            kernel, initrd = find_distro()
+        except LookupError as exc:
+            if names:
+                raise ConfigError(f"--payload distro: {exc}") from None
+            print(f"tinyvmm: no distro rows: {exc}", file=sys.stderr)
+            continue
+        if options.to_init:
+            print("tinyvmm: the distro rows end at the kernel's entry (its initramfs has no "
+                  "test init)", file=sys.stderr)
+        payloads.append(check_bench_payload(BenchPayload("distro", kernel, initrd, to_entry=True),
+                                            replace(options, vmlinux=None)))
+    return tuple(payloads)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Check everything `bench` will boot before the first run; then run it."""
     from .. import bench
-    from ..boot.direct import DirectBootError, check_64bit_entry
-    from ..boot.payload import load_payload
     from ..spec import replace
     options = bench_options(args)
     missing = bench.firmware_missing(options.firmware)
@@ -255,18 +300,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.check_outputs(options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    # Fail early, with the loader's own message, on a kernel that cannot boot.
-    payload = load_payload(options.kernel, options.initrd, options.append, True, options.mem,
-                           options.append_as_is, boot="firmware")
-    if payload.is_elf:
+    return bench.cmd_bench(replace(options, payloads=bench_payloads(args, options)))
+
+
+def check_bench_payload(payload, options):
+    """`payload` checked as `tinyvmm boot` would (ConfigError with the loader's own message),
+    with its vmlinux (a PVH row's; the default one for the test payload) and whether its
+    kernel has the direct 64-bit row."""
+    from .. import bench
+    from ..boot.direct import DirectBootError, check_64bit_entry
+    from ..boot.payload import load_payload
+    from ..spec import replace
+    options = replace(options, kernel=payload.kernel, initrd=payload.initrd, vmlinux=payload.vmlinux)
+    label = f"--payload {payload.name}: " if payload.to_entry else ""
+    try:
+        loaded = load_payload(options.kernel, options.initrd, options.append, True, options.mem,
+                              options.append_as_is, boot="firmware")
+    except ConfigError as exc:
+        raise ConfigError(f"{label}{exc}") from None
+    if loaded.is_elf:
         raise ConfigError(f"bench --kernel {options.kernel} is an ELF vmlinux: give the bzImage "
-                         "with --kernel and the vmlinux with --vmlinux")
+                          "with --kernel and the vmlinux with --vmlinux")
     direct64 = True
     try:    # a kernel without a 64-bit entry only loses its direct row
-        check_64bit_entry(payload.plan.image, payload.kernel_path)
+        check_64bit_entry(loaded.plan.image, loaded.kernel_path)
     except DirectBootError as exc:
         print(f"tinyvmm: no direct 64-bit row: {exc}", file=sys.stderr)
         direct64 = False
+    if payload.to_entry:
+        return replace(payload, direct64=direct64)
     vmlinux = bench.default_vmlinux(options)
     if vmlinux is None:
         why = ("--kernel is given without --vmlinux" if options.kernel is not None else
@@ -274,10 +336,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"tinyvmm: no PVH rows: {why}", file=sys.stderr)
     else:
         try:
-            payload = load_payload(vmlinux, bench.bench_initrd(options), options.append, True,
-                                   options.mem, options.append_as_is)
+            loaded = load_payload(vmlinux, bench.bench_initrd(options), options.append, True,
+                                  options.mem, options.append_as_is)
         except ConfigError as exc:
             raise ConfigError(f"--vmlinux: {exc}") from exc
-        if not payload.is_elf:
+        if not loaded.is_elf:
             raise ConfigError(f"--vmlinux {vmlinux} is a bzImage, not an ELF vmlinux")
-    return bench.cmd_bench(replace(options, vmlinux=vmlinux, direct64=direct64))
+    return replace(payload, vmlinux=vmlinux, direct64=direct64)
+
