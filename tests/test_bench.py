@@ -574,3 +574,33 @@ def test_each_payload_has_its_table_and_every_boot_is_interleaved(fake_runs, cap
     assert headings[1] == (f"payload distro: k (2.9 KiB) + rd (4.9 KiB) in {tmp_path}, "
                            "each boot to the kernel's entry")
     assert "one memcpy of the payload's 7.8 KiB here" in out
+
+
+def test_load_runs_busy_processes_while_the_bench_runs_and_stops_them(fake_runs, monkeypatch, capsys):
+    seen = []
+
+    def tinyvmm_run(options, system, boot_args, workdir, index):
+        seen.append(sum(1 for pid in os.listdir("/proc") if pid.isdigit() and _spins(pid)))
+        return fake_phases(1.0)
+    monkeypatch.setattr(bench, "tinyvmm_run", tinyvmm_run)
+    assert bench.cmd_bench(bench_args("--runs", "1", "--load", "2")) == 0
+    assert seen == [2, 2, 2]
+    assert "interleaved, 2 busy processes beside them." in capsys.readouterr().out
+    time.sleep(0.2)
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _spins(pid)]
+
+
+def _spins(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().endswith(b"while True: pass\0")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "x"])
+def test_bad_load_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_args("--load", value)
+    assert exc.value.code == 2
+    assert "busy processes must be 0 to 64" in capsys.readouterr().err

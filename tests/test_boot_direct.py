@@ -4,6 +4,8 @@ import struct
 
 import pytest
 from command_line import tinyvmm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from elf_files import EM_AARCH64, elf32, elf64, pvh_note
 from payloads import KERNEL_INITRD, VMLINUX
 
@@ -67,6 +69,52 @@ def test_other_notes_are_not_the_pvh_entry():
 def test_bad_elf_files_are_refused(data, message):
     with pytest.raises(elf.ElfKernelError, match=message):
         elf.parse_elf_kernel(data, "vmlinux")
+
+
+def pyelftools_view(data: bytes):
+    """What pyelftools reads from the same file: (paddr, file bytes, memsz) of each PT_LOAD with
+    memory, in address order, and the last Xen PHYS32_ENTRY note's entry (or None)."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+    file = ELFFile(io.BytesIO(data))
+    loads, entry = [], None
+    for segment in file.iter_segments():
+        if segment["p_type"] == "PT_LOAD" and segment["p_memsz"]:
+            loads.append((segment["p_paddr"], segment.data(), segment["p_memsz"]))
+        elif segment["p_type"] == "PT_NOTE":
+            for found in segment.iter_notes():
+                if found["n_name"] == "Xen" and found["n_type"] == 18:
+                    entry = int.from_bytes(found["n_descdata"][:4], "little")
+    return sorted(loads), entry
+
+
+def own_view(kernel):
+    return [(s.paddr, bytes(s.data), s.memsize) for s in kernel.segments], kernel.pvh_entry
+
+
+@pytest.mark.kernel
+def test_the_test_vmlinux_reads_as_pyelftools_reads_it():
+    with open(VMLINUX, "rb") as f:
+        data = f.read()
+    kernel = elf.parse_elf_kernel(data, VMLINUX)
+    assert own_view(kernel) == pyelftools_view(data)
+    assert kernel.pvh_entry is not None and len(kernel.segments) >= 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 64 + 56 * 3 + 40), st.integers(0, 255)), max_size=6))
+def test_damaged_files_are_refused_or_read_as_pyelftools_reads_them(changes):
+    """Bytes changed in the headers and the note: the reader refuses the file with a usage
+    error, or finds what pyelftools finds."""
+    data = bytearray(good_elf())
+    for offset, value in changes:
+        data[offset] = value
+    try:
+        kernel = elf.parse_elf_kernel(bytes(data), "vmlinux")
+    except elf.ElfKernelError:
+        return
+    assert own_view(kernel) == pyelftools_view(bytes(data))
 
 
 # --- placement -----------------------------------------------------------
@@ -430,8 +478,7 @@ def test_a_large_bss_that_fits_costs_no_time_or_host_memory():
     kernel = elf.parse_elf_kernel(elf64([(0x100000, CODE, 768 * MiB + 0x123)], pvh_note(ENTRY)))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.monotonic()
-    for gpa, data in direct.load_segments(memory, kernel):
-        memory.write(gpa, data)
+    direct.load_segments(memory, kernel)
     assert time.monotonic() - start < 1
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024   # KiB
     assert memory.read(0x100000, 0x100) == CODE
@@ -451,3 +498,42 @@ def test_a_large_bss_costs_a_firmware_boot_nothing_either():
     assert time.monotonic() - start < 1
     assert bytes(items.lookup(fwc.FW_CFG_KERNEL_DATA).data) == CODE
     assert p.load_ranges()[0] == (0x100000, len(CODE))
+
+
+# --- reading a vmlinux by ranges -------------------------------------------
+
+def test_a_file_is_read_as_its_bytes_are(tmp_path):
+    data = good_elf()
+    from_file = elf.read_elf_kernel(kernel_file(tmp_path, data))
+    assert own_view(from_file) == own_view(elf.parse_elf_kernel(data))
+    assert from_file.image() == elf.parse_elf_kernel(data).image()
+
+
+def test_only_what_a_boot_needs_is_read_so_a_vmlinux_may_be_larger_than_ram(tmp_path):
+    path = tmp_path / "vmlinux"
+    path.write_bytes(good_elf())
+    with open(path, "r+b") as f:
+        f.truncate(4 * layout.GiB)          # sparse "debugging sections" past the segments
+    loaded = load_payload(str(path), None, None, True, 64 * MiB)
+    assert loaded.is_elf and loaded.plan.entry == ENTRY
+    assert bytes(loaded.plan.kernel.segments[0].data) == CODE
+
+
+def test_a_vmlinux_that_shrinks_after_its_check_is_a_usage_error(tmp_path):
+    from tinyvmm.memory import GuestMemory
+    path = kernel_file(tmp_path, good_elf())
+    kernel = elf.read_elf_kernel(path)
+    with open(path, "r+b") as f:
+        f.truncate(400)
+    with pytest.raises(elf.ElfKernelError, match="became shorter while it was read"):
+        direct.load_segments(GuestMemory.for_layout(64 * MiB, bytes(4096)), kernel)
+
+
+def test_a_huge_note_segment_is_refused_unread(tmp_path):
+    data = patch_phdr(good_elf(), 2, p_filesz=elf.NOTES_MAX + 1)
+    path = tmp_path / "vmlinux"
+    path.write_bytes(data)
+    with open(path, "r+b") as f:
+        f.truncate(2 * elf.NOTES_MAX + len(data))
+    with pytest.raises(elf.ElfKernelError, match="PT_NOTE segment of"):
+        elf.read_elf_kernel(str(path))

@@ -88,8 +88,9 @@ class BenchOptions:
     direct 64-bit row only with `direct64`. Each run stops at the kernel's entry (`no_banner`),
     the test init's first line (`to_init`) or else the banner. `vs_qemu` adds QEMU's rows,
     `firmware` ("seabios", "qboot") tinyvmm's with unmodified firmware; `json` and `plot` are
-    output paths or None. `payloads`, when given, replace kernel, initrd, vmlinux and
-    direct64: each has its own rows and table, all boots interleaved."""
+    output paths or None. `load` busy processes run beside every boot. `payloads`, when given,
+    replace kernel, initrd, vmlinux and direct64: each has its own rows and table, all boots
+    interleaved."""
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
@@ -106,6 +107,7 @@ class BenchOptions:
     json: str | None = None
     plot: str | None = None
     payloads: tuple[BenchPayload, ...] = ()
+    load: int = 0
 
 
 class BenchError(RuntimeError):
@@ -329,9 +331,11 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def format_table(summary: dict, runs: int, memcpy: tuple[int, float | None] = (0, None)) -> str:
+def format_table(summary: dict, runs: int, memcpy: tuple[int, float | None] = (0, None),
+                 load: int = 0) -> str:
     """The table of one payload's systems and its notes; `memcpy` is (payload bytes, seconds of
-    one memmove of them on this host), the floor a DMA kernel setup is set against."""
+    one memmove of them on this host), the floor a DMA kernel setup is set against; `load` the
+    busy processes that ran beside the boots."""
     systems = list(summary)
     header = ["phase (median, min-max)"] + systems
     shown = [p for p in PHASES if p != "init_s" or any(p in summary[s] for s in systems)]
@@ -356,7 +360,8 @@ def format_table(summary: dict, runs: int, memcpy: tuple[int, float | None] = (0
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    notes = [f"{runs} run(s) per system, interleaved."]
+    notes = [f"{runs} run(s) per system, interleaved" + (f", {load} busy processes beside them."
+                                                         if load else ".")]
     dma, legacy = summary.get("tinyvmm-dma", {}), summary.get("tinyvmm-legacy", {})
     if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
         notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
@@ -442,6 +447,37 @@ def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
     return run
 
 
+class busy_load:
+    """`count` processes spinning on the CPU while the block runs: the synthetic host load of
+    `bench --load` (each one a Python loop, stopped and reaped at the end)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.processes: list[subprocess.Popen] = []
+
+    SPIN = "import os; os.write(1, b'.'); os.close(1)\nwhile True: pass"
+
+    def __enter__(self):
+        try:
+            for _ in range(self.count):
+                self.processes.append(subprocess.Popen([sys.executable, "-S", "-c", self.SPIN],
+                                                       stdout=subprocess.PIPE))
+            for process in self.processes:       # each one spinning before the first boot
+                assert process.stdout is not None
+                process.stdout.read(1)
+                process.stdout.close()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_):
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.wait()
+
+
 class Interrupted(Exception):
     """SIGTERM during the bench: unwinds like Ctrl-C, so the running child is killed."""
 
@@ -492,7 +528,7 @@ def metadata(options: BenchOptions) -> dict:
             "runs": options.runs,
             "cmdline_dma": kernel_cmdline(options.append, True, options.append_as_is),
             "cmdline_legacy": kernel_cmdline(options.append, False, options.append_as_is),
-            "mem_bytes": options.mem, "no_banner": options.no_banner,
+            "mem_bytes": options.mem, "no_banner": options.no_banner, "load": options.load,
             "host_kernel": platform.release(),
             "kvm": "kvm_pvm (emulates guest code)" if is_emulating_host() else "kvm",
             "qemu": qemu, "firmware": list(options.firmware)}
@@ -561,7 +597,8 @@ def cmd_bench(options: BenchOptions) -> int:
         raise Interrupted()
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return _bench(options, workdir)
+        with busy_load(options.load):
+            return _bench(options, workdir)
     except (KeyboardInterrupt, Interrupted):
         print("\ntinyvmm: bench interrupted", file=sys.stderr)
         return 130
@@ -645,7 +682,7 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
         results[name] = {"files": files, "memcpy_s": reference, "summary": summary}
         sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")
                          + payload_heading(name, payload_opts) + "\n\n")
-        sys.stdout.write(format_table(summary, options.runs, (moved, reference)))
+        sys.stdout.write(format_table(summary, options.runs, (moved, reference), options.load))
     try:
         if options.json:
             with open(options.json, "w") as f:

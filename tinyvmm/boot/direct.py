@@ -167,8 +167,8 @@ def enter_pvh(memory, vcpu, plan: pvh.PvhPlan, memory_map: list[tuple[int, int, 
               rsdp: int = 0) -> None:
     """Load an ELF kernel, its start info, command line and initrd, and set the vCPU at its
     PVH entry."""
+    load_segments(memory, plan.kernel)
     writes = [(layout.BOOT_GDT_START, gdt(long_mode=False))] + pvh.start_info(plan, memory_map, rsdp)
-    writes += load_segments(memory, plan.kernel)
     if plan.initrd is not None:
         writes.append((plan.initrd_addr, plan.initrd))
     for gpa, data in writes:
@@ -191,10 +191,13 @@ def enter_64bit(memory, vcpu, plan: linux.BootPlan, memory_map: list[tuple[int, 
                     rsi=layout.BOOT_PARAMS_START)
 
 
-def load_segments(memory, kernel) -> list[tuple[int, bytes]]:
-    """An ELF kernel's segments as writes; their zero-filled tails (bss) are cleared now."""
+def load_segments(memory, kernel) -> None:
+    """An ELF kernel's segments into RAM, read from the file straight into guest memory; their
+    zero-filled tails (bss) cleared."""
     for segment in kernel.segments:
-        tail = segment.memsize - len(segment.data)
-        if tail:
-            memory.fill(segment.paddr + len(segment.data), tail)
-    return [(segment.paddr, segment.data) for segment in kernel.segments]
+        address = segment.paddr
+        for view in memory.views(address, segment.filesz, True):
+            segment.source.read_into(segment.offset + address - segment.paddr, view)
+            address += len(view)
+        if segment.memsize > segment.filesz:
+            memory.fill(segment.paddr + segment.filesz, segment.memsize - segment.filesz)

@@ -1,6 +1,7 @@
 """What `tinyvmm boot` boots: kernel, initrd and command line from options or defaults, checked before KVM."""
 
 import os
+import stat
 
 from .. import firmware as shipped
 from .. import layout
@@ -82,8 +83,7 @@ class LinuxPayload:
         its pvh.bin and qboot take the kernel as already loaded."""
         if self.is_elf:
             from .direct import load_segments
-            for gpa, data in load_segments(memory, self.plan.kernel):
-                memory.write(gpa, data)
+            load_segments(memory, self.plan.kernel)
 
     def enter(self, memory, vcpu, memory_map: list[tuple[int, int, int]], rsdp: int = 0) -> None:
         """A direct boot: write everything into RAM and set the vCPU at the kernel's entry;
@@ -136,6 +136,19 @@ def cmdline_warning(cmdline: str) -> str | None:
     return None
 
 
+def _peek_elf(path: str) -> bytes | None:
+    """The first bytes of a regular file that starts as an ELF file does (as many as a PVH
+    boot hands on as setup data), or None for anything else, which is then read whole."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):      # never open a FIFO: it would wait
+            return None
+        with open(path, "rb") as f:
+            head = f.read(pvh.HEADER_PEEK_SIZE)
+    except OSError:
+        return None             # _read says why, in the same words as for any file
+    return head if elf.is_elf(head) else None
+
+
 def _read(path: str, what: str, ram_size: int) -> bytes:
     """A kernel or initrd: it must fit in the guest's RAM below 4 GiB, which is checked
     before it is read (from stat; other files are read through that bound)."""
@@ -174,7 +187,10 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
             initrd = DEFAULT_INITRD
     else:
         kernel_path = kernel
-    data = _read(kernel_path, "kernel", ram_size)
+    # A regular ELF file is read by ranges (its headers now, its segments when loaded): a
+    # vmlinux is mostly symbols and debugging sections a boot does not need.
+    header = _peek_elf(kernel_path)
+    data = header if header is not None else _read(kernel_path, "kernel", ram_size)
     if not data:
         raise PayloadError(f"kernel {kernel_path} is empty")
     initrd_data = _read(initrd, "initrd", ram_size) if initrd is not None else None
@@ -182,7 +198,11 @@ def load_payload(kernel: str | None, initrd: str | None, append: str | None, dma
     try:
         if elf.is_elf(data):
             boot = boot or "direct"
-            kernel_image = elf.parse_elf_kernel(data, kernel_path)
+            try:
+                kernel_image = (elf.read_elf_kernel(kernel_path) if header is not None else
+                                elf.parse_elf_kernel(data, kernel_path))
+            except OSError as exc:
+                raise PayloadError(f"cannot read kernel {kernel_path}: {exc.strerror}") from None
             pvh_plan = pvh.plan_pvh(kernel_image, cmdline, initrd_data, ram_size, data)
             return LinuxPayload(kernel_path, "ELF", boot, pvh_plan, *_rom(boot, True, dma))
         boot = boot or "firmware"

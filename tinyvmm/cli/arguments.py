@@ -72,6 +72,12 @@ def parse_runs(text: str) -> int:
     return int(text)
 
 
+def parse_load(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of busy processes must be 0 to 64")
+    return int(text)
+
+
 def parse_sink(text: str) -> str:
     from ..spec import check_sink
     return argument_type(check_sink)(text)

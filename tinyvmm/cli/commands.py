@@ -13,6 +13,7 @@ from .arguments import (
     add_machine_options,
     add_mem_option,
     machine_spec,
+    parse_load,
     parse_runs,
     parse_timeout,
 )
@@ -93,6 +94,9 @@ def _add_bench(commands) -> None:
     bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
                        help="boots per system (default 5; medians are reported)")
     add_mem_option(bench)
+    bench.add_argument("--load", type=parse_load, default=0, metavar="N",
+                       help="run N busy processes beside the boots, a synthetic load on the host "
+                            "(default 0: measure on a quiet host)")
     bench.add_argument("--timeout", type=parse_timeout, default=300, metavar="S",
                        help="give up on a boot after S seconds (default 300)")
     bench.add_argument("--no-banner", action="store_true",
@@ -251,7 +255,7 @@ def bench_options(args: argparse.Namespace):
                         append_as_is=args.append_as_is, runs=args.runs, mem=args.mem,
                         timeout=args.timeout, no_banner=args.no_banner, to_init=args.to_init,
                         vs_qemu=args.vs_qemu, firmware=tuple(args.firmware), vmlinux=args.vmlinux,
-                        json=args.json, plot=args.plot)
+                        json=args.json, plot=args.plot, load=args.load)
 
 
 def bench_payloads(args: argparse.Namespace, options) -> tuple:
