@@ -4,9 +4,9 @@ import struct
 
 import pytest
 from command_line import tinyvmm
+from elf_files import EM_AARCH64, elf32, elf64, pvh_note
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from elf_files import EM_AARCH64, elf32, elf64, pvh_note
 from payloads import KERNEL_INITRD, VMLINUX
 
 from tinyvmm import layout
