@@ -604,3 +604,18 @@ def test_bad_load_is_a_usage_error(value, capsys):
         bench_args("--load", value)
     assert exc.value.code == 2
     assert "busy processes must be 0 to 64" in capsys.readouterr().err
+
+
+def test_systems_keeps_only_the_named_columns(fake_runs, capsys):
+    order, _ = fake_runs
+    assert bench.cmd_bench(bench_args("--runs", "2", "--systems", "tinyvmm-legacy,tinyvmm-dma")) == 0
+    assert [system for system, _ in order] == ["tinyvmm-dma", "tinyvmm-legacy"] * 2
+
+
+def test_an_unknown_system_is_a_usage_error_before_any_boot(fake_runs, capsys):
+    from tinyvmm.errors import ConfigError
+    order, _ = fake_runs
+    with pytest.raises(ConfigError, match="--systems qemu-qboot: not in this table, whose systems are "
+                                          "tinyvmm-dma, tinyvmm-legacy, tinyvmm-direct64"):
+        bench.cmd_bench(bench_args("--systems", "qemu-qboot"))
+    assert order == []

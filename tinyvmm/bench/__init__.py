@@ -88,7 +88,8 @@ class BenchOptions:
     direct 64-bit row only with `direct64`. Each run stops at the kernel's entry (`no_banner`),
     the test init's first line (`to_init`) or else the banner. `vs_qemu` adds QEMU's rows,
     `firmware` ("seabios", "qboot") tinyvmm's with unmodified firmware; `json` and `plot` are
-    output paths or None. `load` busy processes run beside every boot. `payloads`, when given,
+    output paths or None. `load` busy processes run beside every boot; `systems`, when given,
+    keeps only those rows (ConfigError naming the others if one is not in the table). `payloads`, when given,
     replace kernel, initrd, vmlinux and direct64: each has its own rows and table, all boots
     interleaved."""
     kernel: str | None = None
@@ -108,6 +109,7 @@ class BenchOptions:
     plot: str | None = None
     payloads: tuple[BenchPayload, ...] = ()
     load: int = 0
+    systems: tuple[str, ...] = ()
 
 
 class BenchError(RuntimeError):
@@ -639,6 +641,14 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
     # (payload, system) -> run(workdir, index); every boot of every payload interleaved
     systems = {(name, system): run for name, payload in per_payload.items()
                for system, run in payload_systems(payload).items()}
+    if options.systems:
+        known = list(dict.fromkeys(system for _, system in systems))
+        unknown = [system for system in options.systems if system not in known]
+        if unknown:
+            from ..errors import ConfigError
+            raise ConfigError(f"--systems {','.join(unknown)}: not in this table, whose systems "
+                              f"are {', '.join(known)}")
+        systems = {key: run for key, run in systems.items() if key[1] in options.systems}
     several = len(per_payload) > 1
     runs: list[dict] = []
     total = options.runs * len(systems)

@@ -94,6 +94,10 @@ def _add_bench(commands) -> None:
     bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
                        help="boots per system (default 5; medians are reported)")
     add_mem_option(bench)
+    bench.add_argument("--systems", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+                       action="extend", default=[], metavar="NAME,NAME",
+                       help="boot only these systems (the table's column names, e.g. "
+                            "tinyvmm-pvh,qemu-qboot-pvh); repeatable or comma-separated")
     bench.add_argument("--load", type=parse_load, default=0, metavar="N",
                        help="run N busy processes beside the boots, a synthetic load on the host "
                             "(default 0: measure on a quiet host)")
@@ -255,7 +259,8 @@ def bench_options(args: argparse.Namespace):
                         append_as_is=args.append_as_is, runs=args.runs, mem=args.mem,
                         timeout=args.timeout, no_banner=args.no_banner, to_init=args.to_init,
                         vs_qemu=args.vs_qemu, firmware=tuple(args.firmware), vmlinux=args.vmlinux,
-                        json=args.json, plot=args.plot, load=args.load)
+                        json=args.json, plot=args.plot, load=args.load,
+                        systems=tuple(dict.fromkeys(args.systems)))
 
 
 def bench_payloads(args: argparse.Namespace, options) -> tuple:
