@@ -333,11 +333,10 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def format_table(summary: dict, runs: int, memcpy: tuple[int, float | None] = (0, None),
-                 load: int = 0) -> str:
-    """The table of one payload's systems and its notes; `memcpy` is (payload bytes, seconds of
-    one memmove of them on this host), the floor a DMA kernel setup is set against; `load` the
-    busy processes that ran beside the boots."""
+def format_table(summary: dict, runs: int, memcpy: dict | None = None, load: int = 0) -> str:
+    """The table of one payload's systems and its notes; `memcpy` maps a DMA system to the
+    seconds one memmove of the bytes its kernel setup moved takes on this host, the floor it
+    is set against; `load` the busy processes that ran beside the boots."""
     systems = list(summary)
     header = ["phase (median, min-max)"] + systems
     shown = [p for p in PHASES if p != "init_s" or any(p in summary[s] for s in systems)]
@@ -368,12 +367,12 @@ def format_table(summary: dict, runs: int, memcpy: tuple[int, float | None] = (0
     if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
         notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
                      f"faster than legacy; total: {legacy['total_s'] / dma['total_s']:.1f}x.")
-    size, seconds = memcpy
-    if seconds and dma.get("kernel_setup_s"):
-        spread = dma[range_key("kernel_setup_s", "max")] / dma[range_key("kernel_setup_s", "min")]
-        notes.append(f"one memcpy of the payload's {_size(size)} here: {seconds * 1e3:.2f} ms; "
-                     f"tinyvmm DMA kernel setup / memcpy: {dma['kernel_setup_s'] / seconds:.1f} "
-                     f"(max / min {spread:.2f}).")
+    for system, seconds in (memcpy or {}).items():
+        entry = summary[system]
+        spread = entry[range_key("kernel_setup_s", "max")] / entry[range_key("kernel_setup_s", "min")]
+        notes.append(f"{system} kernel setup / one memcpy of the {_size(entry['setup']['dma_bytes'])} "
+                     f"it moved ({seconds * 1e3:.2f} ms here): {entry['kernel_setup_s'] / seconds:.1f}"
+                     f"; max / min: {spread:.2f}.")
     notes += comparisons(summary) + firmware_notes(summary)
     return "\n".join(lines + [""] + notes) + "\n"
 
@@ -398,6 +397,8 @@ def comparisons(summary: dict) -> list[str]:
             ("tinyvmm+qboot total / QEMU+qboot total", "tinyvmm-qboot", "qemu-qboot", "total_s"),
             ("tinyvmm+SeaBIOS kernel setup, legacy / DMA", "tinyvmm-seabios-legacy",
              "tinyvmm-seabios-dma", "kernel_setup_s"),
+            ("tinyvmm DMA ROM kernel setup / QEMU's linuxboot_dma.bin on tinyvmm+SeaBIOS",
+             "tinyvmm-dma", "tinyvmm-seabios-dma", "kernel_setup_s"),
             ("tinyvmm direct PVH banner / QEMU+qboot+vmlinux banner", "tinyvmm-pvh",
              "qemu-qboot-pvh", "banner_s"),
             ("tinyvmm direct PVH banner / tinyvmm bzImage (DMA) banner", "tinyvmm-pvh",
@@ -687,12 +688,13 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
         mine = [run for run in runs if run["payload"] == name]
         summaries[name] = summary = summarize(mine)
         files = payload_files(payload_opts)
-        moved = sum(f["bytes"] or 0 for key, f in files.items() if f and key != "vmlinux")
-        reference = memcpy_reference(moved) if moved else None
-        results[name] = {"files": files, "memcpy_s": reference, "summary": summary}
+        memcpy = {system: memcpy_reference(entry["setup"]["dma_bytes"])
+                  for system, entry in summary.items()
+                  if entry.get("setup", {}).get("dma_bytes") and entry.get("kernel_setup_s")}
+        results[name] = {"files": files, "memcpy_s": memcpy, "summary": summary}
         sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")
                          + payload_heading(name, payload_opts) + "\n\n")
-        sys.stdout.write(format_table(summary, options.runs, (moved, reference), options.load))
+        sys.stdout.write(format_table(summary, options.runs, memcpy, options.load))
     try:
         if options.json:
             with open(options.json, "w") as f:
