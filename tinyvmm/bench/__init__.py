@@ -684,12 +684,12 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
                   f"{time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
     results: dict[str, dict] = {}
     summaries: dict[str, dict] = {}
+    reference = functools.cache(memcpy_reference)       # one figure per size, for every row
     for name, payload_opts in per_payload.items():
         mine = [run for run in runs if run["payload"] == name]
         summaries[name] = summary = summarize(mine)
         files = payload_files(payload_opts)
-        memcpy = {system: memcpy_reference(entry["setup"]["dma_bytes"])
-                  for system, entry in summary.items()
+        memcpy = {system: reference(entry["setup"]["dma_bytes"]) for system, entry in summary.items()
                   if entry.get("setup", {}).get("dma_bytes") and entry.get("kernel_setup_s")}
         results[name] = {"files": files, "memcpy_s": memcpy, "summary": summary}
         sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")
