@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from command_line import start_tinyvmm, tinyvmm
+from elf_files import elf64, pvh_note
 
 from tinyvmm import bench, cli
 from tinyvmm.bench import firmware, payloads, plot
@@ -498,7 +499,11 @@ def test_bench_distro_payload_from_real_boots(tmp_path):
     size = os.path.getsize(kernel) + os.path.getsize(initrd)
     assert data["files"]["kernel"] == {"path": kernel, "bytes": os.path.getsize(kernel)}
     assert data["files"]["initrd"]["bytes"] == os.path.getsize(initrd)
-    assert list(data["summary"]) == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64"]
+    # the PVH rows boot the vmlinux extracted from Debian's bzImage (XZ)
+    assert list(data["summary"]) == ["tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-direct64",
+                                     "tinyvmm-pvh", "tinyvmm-pvh-dma", "tinyvmm-pvh-legacy"]
+    assert data["files"]["vmlinux"]["bytes"] > os.path.getsize(kernel) * 3
+    assert data["summary"]["tinyvmm-pvh-dma"]["setup"]["dma_bytes"] > os.path.getsize(initrd)
     dma, legacy = data["summary"]["tinyvmm-dma"], data["summary"]["tinyvmm-legacy"]
     # every byte of the distribution's payload moved: by DMA with the DMA ROM, by ports without
     assert dma["setup"]["dma_bytes"] >= size and dma["setup"]["pio_bytes"] < 4096
@@ -526,6 +531,27 @@ def test_bad_payload_is_a_usage_error(argv, message, tmp_path):
     assert b"Traceback" not in result.stderr
 
 
+def test_a_vmlinux_is_extracted_from_a_bzimage_with_a_standard_library_format(tmp_path):
+    import gzip
+    import struct
+    vmlinux = elf64([(0x1000000, b"\x90" * 4096, 8192)], pvh_note(0x1000000))
+    compressed = gzip.compress(vmlinux)
+    setup = bytearray(2 * 512)                          # boot sector and one setup sector
+    setup[0x1F1] = 1
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", setup, payloads.PAYLOAD_FIELDS, 0x40, len(compressed))
+    image = bytes(setup) + bytes(0x40) + compressed
+    (tmp_path / "bzImage").write_bytes(image)
+    out = payloads.extract_vmlinux(str(tmp_path / "bzImage"), str(tmp_path / "vmlinux"))
+    assert (tmp_path / "vmlinux").read_bytes() == vmlinux and out == str(tmp_path / "vmlinux")
+    (tmp_path / "lz4").write_bytes(bytes(setup) + bytes(0x40) + b"\x02\x21\x4c\x18" + compressed)
+    with pytest.raises(LookupError, match="format Python's standard library does not read"):
+        payloads.extract_vmlinux(str(tmp_path / "lz4"), str(tmp_path / "x"))
+    (tmp_path / "zeros").write_bytes(bytes(4096))
+    with pytest.raises(LookupError, match="not a bzImage"):
+        payloads.extract_vmlinux(str(tmp_path / "zeros"), str(tmp_path / "x"))
+
+
 def test_the_newest_generic_debian_kernel_is_found(tmp_path):
     for name in ("vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-12-amd64", "vmlinuz-6.1.0-57-cloud-amd64",
                  "initrd.img-6.1.0-9-amd64", "initrd.img-6.1.0-12-amd64"):
@@ -540,7 +566,8 @@ def test_the_newest_generic_debian_kernel_is_found(tmp_path):
         payloads.find_distro(str(tmp_path / "none-*"))
 
 
-def test_missing_distro_payload_asked_for_is_an_error_and_left_out_by_default(monkeypatch, capsys):
+def test_missing_distro_payload_asked_for_is_an_error_and_left_out_by_default(monkeypatch, capsys,
+                                                                            tmp_path):
     def missing():
         raise LookupError("no Debian kernel here")
     monkeypatch.setattr(payloads, "find_distro", missing)
@@ -548,10 +575,10 @@ def test_missing_distro_payload_asked_for_is_an_error_and_left_out_by_default(mo
     from tinyvmm.errors import ConfigError
     args = cli.build_parser("bench").parse_args(["bench", "--payload", "distro"])
     with pytest.raises(ConfigError, match="--payload distro: no Debian kernel here"):
-        commands.bench_payloads(args, commands.bench_options(args))
+        commands.bench_payloads(args, commands.bench_options(args), str(tmp_path))
     args = cli.build_parser("bench").parse_args(["bench"])
     if os.path.isfile(bench_payload.DEFAULT_KERNEL):
-        chosen = commands.bench_payloads(args, commands.bench_options(args))
+        chosen = commands.bench_payloads(args, commands.bench_options(args), str(tmp_path))
         assert [p.name for p in chosen] == ["test"]
         assert "no distro rows: no Debian kernel here" in capsys.readouterr().err
 

@@ -37,3 +37,45 @@ def find_distro(pattern: str = DISTRO_KERNELS) -> tuple[str, str]:
         raise LookupError(f"{kernel} has no initramfs {initrd} (`update-initramfs -c -k "
                           f"{os.path.basename(kernel).removeprefix('vmlinuz-')}` makes it)")
     return kernel, initrd
+
+
+# The compressed kernel's magic (boot protocol 2.08+: payload_offset/payload_length in the
+# header, relative to the protected-mode code) and how the standard library opens it.
+COMPRESSIONS = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"),
+                (b"\x5d\x00\x00", "lzma"))
+PAYLOAD_FIELDS = 0x248          # u32 payload_offset, u32 payload_length
+
+
+def extract_vmlinux(bzimage: str, dest: str) -> str:
+    """Write the ELF vmlinux a bzImage carries (its compressed payload, decompressed) to `dest`
+    and return `dest`: a distribution ships no vmlinux, and its PVH rows need one. LookupError
+    when the payload is compressed with what Python's standard library cannot read (LZ4, LZO,
+    zstd) or is not an ELF file."""
+    import bz2
+    import lzma
+    import struct
+    import zlib
+    with open(bzimage, "rb") as f:
+        data = f.read()
+    if len(data) < PAYLOAD_FIELDS + 8 or data[0x202:0x206] != b"HdrS":
+        raise LookupError(f"{bzimage} is not a bzImage")
+    setup_sects = data[0x1F1] or 4
+    offset, length = struct.unpack_from("<II", data, PAYLOAD_FIELDS)
+    start = (setup_sects + 1) * 512 + offset
+    payload = data[start:start + length]
+    kind = next((name for magic, name in COMPRESSIONS if payload.startswith(magic)), None)
+    if kind is None:
+        raise LookupError(f"{bzimage}: its kernel is compressed in a format Python's standard "
+                          f"library does not read (magic {payload[:4].hex()})")
+    if kind == "gzip":
+        vmlinux = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+    elif kind == "bzip2":
+        vmlinux = bz2.BZ2Decompressor().decompress(payload)
+    else:
+        fmt = lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE
+        vmlinux = lzma.LZMADecompressor(format=fmt).decompress(payload)
+    if not vmlinux.startswith(b"\x7fELF"):
+        raise LookupError(f"{bzimage}: its decompressed kernel is not an ELF file")
+    with open(dest, "wb") as out:
+        out.write(vmlinux)
+    return dest

@@ -263,12 +263,13 @@ def bench_options(args: argparse.Namespace):
                         systems=tuple(dict.fromkeys(args.systems)))
 
 
-def bench_payloads(args: argparse.Namespace, options) -> tuple:
+def bench_payloads(args: argparse.Namespace, options, scratch: str) -> tuple:
     """The bench.BenchPayload of each payload asked for (or of the default ones), each checked
-    as `tinyvmm boot` would before the first boot. ConfigError for one that cannot boot."""
+    as `tinyvmm boot` would before the first boot; the distribution's vmlinux, for its PVH
+    rows, is extracted from its bzImage into the folder `scratch`. ConfigError for a payload
+    that cannot boot."""
     from ..bench import BenchPayload
-    from ..bench.payloads import find_distro
-    from ..spec import replace
+    from ..bench.payloads import extract_vmlinux, find_distro
     names = list(dict.fromkeys(args.payload))
     if names and (options.kernel is not None or options.initrd is not None):
         raise ConfigError("bench: --payload chooses the kernel and initrd itself; give either "
@@ -292,8 +293,13 @@ def bench_payloads(args: argparse.Namespace, options) -> tuple:
         if options.to_init:
             print("tinyvmm: the distro rows end at the kernel's entry (its initramfs has no "
                   "test init)", file=sys.stderr)
-        payloads.append(check_bench_payload(BenchPayload("distro", kernel, initrd, to_entry=True),
-                                            replace(options, vmlinux=None)))
+        try:
+            vmlinux: str | None = extract_vmlinux(kernel, os.path.join(scratch, "vmlinux-distro"))
+        except (LookupError, OSError) as exc:
+            print(f"tinyvmm: no distro PVH rows: {exc}", file=sys.stderr)
+            vmlinux = None
+        payloads.append(check_bench_payload(BenchPayload("distro", kernel, initrd, vmlinux,
+                                                         to_entry=True), options))
     return tuple(payloads)
 
 
@@ -309,7 +315,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.check_outputs(options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return bench.cmd_bench(replace(options, payloads=bench_payloads(args, options)))
+    import shutil
+    import tempfile
+    scratch = tempfile.mkdtemp(prefix="tinyvmm-bench-payloads-")
+    try:
+        return bench.cmd_bench(replace(options, payloads=bench_payloads(args, options, scratch)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def check_bench_payload(payload, options):
@@ -336,19 +348,17 @@ def check_bench_payload(payload, options):
     except DirectBootError as exc:
         print(f"tinyvmm: no direct 64-bit row: {exc}", file=sys.stderr)
         direct64 = False
-    if payload.to_entry:
-        return replace(payload, direct64=direct64)
     vmlinux = bench.default_vmlinux(options)
-    if vmlinux is None:
+    if vmlinux is None and not payload.to_entry:     # the distribution's: said when extracted
         why = ("--kernel is given without --vmlinux" if options.kernel is not None else
                "no kernels/build/vmlinux (build it with `make -C kernels`, or give --vmlinux)")
         print(f"tinyvmm: no PVH rows: {why}", file=sys.stderr)
-    else:
+    elif vmlinux is not None:
         try:
             loaded = load_payload(vmlinux, bench.bench_initrd(options), options.append, True,
                                   options.mem, options.append_as_is)
         except ConfigError as exc:
-            raise ConfigError(f"--vmlinux: {exc}") from exc
+            raise ConfigError(f"{label or '--vmlinux: '}{exc}") from exc
         if not loaded.is_elf:
             raise ConfigError(f"--vmlinux {vmlinux} is a bzImage, not an ELF vmlinux")
     return replace(payload, vmlinux=vmlinux, direct64=direct64)
