@@ -51,6 +51,7 @@ USER_FILES = {"opt/tinyvmm/small": 37, "opt/tinyvmm/page": 4096,
               "opt/tinyvmm/big": 5 * 4096 + 777}
 NAMES = ("etc/e820", "etc/boot-fail-wait", *USER_FILES, "opt/tinyvmm/absent")
 NUMERIC_KEYS = tuple(range(0x19))
+POPULATED_KEYS = (0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x0d, 0x0e, 0x0f)
 UNKNOWN_KEYS = (0x1a, 0x1f, 0x40, 0x41, 0x100, 0x3fff, 0x7fff, 0xbfff, 0xffff)
 
 # Record kinds and fields (tests/guests/fwcfg_ops.S)
@@ -88,16 +89,16 @@ class Generator:
         self.rng = random.Random(seed)
 
     def key(self) -> tuple[int, int, str]:
-        """(file index + 1 or 0, numeric key, its description)."""
+        """(file index + 1 or 0, numeric key, its description): mostly items with contents."""
         rng = self.rng
         choice = rng.random()
-        if choice < 0.45:
-            index = rng.randrange(len(NAMES))
+        if choice < 0.55:
+            index = rng.randrange(len(NAMES) - 1) if rng.random() < 0.95 else len(NAMES) - 1
             return index + 1, 0, NAMES[index]
-        if choice < 0.8:
-            key = rng.choice(NUMERIC_KEYS)
-        elif choice < 0.9:
-            key = rng.choice(UNKNOWN_KEYS)
+        if choice < 0.75:
+            key = rng.choice(POPULATED_KEYS)
+        elif choice < 0.85:
+            key = rng.choice(NUMERIC_KEYS + UNKNOWN_KEYS)
         else:                                            # bit 0x4000 (once the write channel)
             key = rng.choice(NUMERIC_KEYS) | 0x4000
         return 0, key, f"key {key:#06x}"
@@ -183,9 +184,9 @@ class Generator:
             control |= rng.getrandbits(16) << 16         # no select: the key is ignored
         if rng.random() < 0.1:
             control |= 1 << rng.randrange(5, 16)         # a bit with no meaning
-        length = rng.choice((0, rng.randrange(1, 9), rng.randrange(9, 600),
-                             rng.randrange(600, 30000), rng.randrange(0x10000, 0x80000),
-                             RAM_END - BUFFER + rng.randrange(0x1000)))
+        length = rng.choices((0, rng.randrange(1, 9), rng.randrange(9, 600),
+                              rng.randrange(600, 30000), rng.randrange(0x10000, 0x80000),
+                              RAM_END - BUFFER + rng.randrange(0x1000)), (8, 25, 30, 22, 10, 5))[0]
         where = rng.random()
         compared: dict[int, slice | None] = {CONTROL: slice(4, None)} if file else {}
         if where < 0.75:
