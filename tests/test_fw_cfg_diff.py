@@ -10,7 +10,8 @@ etc/boot-fail-wait), and keys neither serves. Left out, and why:
   (test_fw_cfg_qemu.QEMU_ONLY), so the directory and the file selectors differ;
 - the SMBIOS and ACPI files: each machine describes itself (test_fw_cfg_qemu.OWN_CONTENTS);
 - the legacy x86 keys 0x8000-0x8004 (ACPI tables, SMBIOS entries, IRQ0 override, e820
-  reservations, HPET): QEMU keeps them for old firmware; tinyvmm serves none of them;
+  reservations, HPET): QEMU serves them for old firmware (the IRQ0 override and the HPET
+  description read 1 first); tinyvmm serves none of them;
 - the MMIO window: QEMU's pc machine has none;
 - 32-bit reads at 0x510 (in and rep ins), which run past the two ports into 0x512-0x513: QEMU
   reads 0 and moves no data offset; tinyvmm's port bus splits an access across a device's end
