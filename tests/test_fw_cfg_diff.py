@@ -15,9 +15,12 @@ etc/boot-fail-wait), and keys neither serves. Left out, and why:
 - the MMIO window: QEMU's pc machine has none;
 - 32-bit reads at 0x510 (in and rep ins), which run past the two ports into 0x512-0x513: QEMU
   reads 0 and moves no data offset; tinyvmm's port bus splits an access across a device's end
-  into bytes (two data bytes, then 0xff for the ports nobody has). A 32-bit read at 0x511 reads the same on
-  both (a data byte, 0xff, 0xff, then "Q" from 0x514), and writes across 0x510 do nothing on
-  either.
+  into bytes (two data bytes, then 0xff for the ports nobody has). A 32-bit read at 0x511
+  reads the same on both (a data byte, 0xff, 0xff, then "Q" from 0x514), and writes across
+  0x510 do nothing on either.
+DMA writes have no writable item to go to (QEMU's pc machine has none without devices such as
+vmgenid): both refuse every one with a length with the error bit, and what is compared is
+that, and the data offset the refusal leaves.
 Compared in part:
 - what a DMA transfer whose buffer runs past the end of RAM left in RAM (its hash): QEMU
   copies up to the end of RAM before it sets the error bit; tinyvmm checks the whole buffer
@@ -52,6 +55,7 @@ USER_FILES = {"opt/tinyvmm/small": 37, "opt/tinyvmm/page": 4096,
               "opt/tinyvmm/big": 5 * 4096 + 777}
 NAMES = ("etc/e820", "etc/boot-fail-wait", *USER_FILES, "opt/tinyvmm/absent")
 NUMERIC_KEYS = tuple(range(0x19))
+# The numeric keys with contents (0x0d: QEMU's NUMA table, zeros, as tinyvmm's absent key reads).
 POPULATED_KEYS = (0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x0d, 0x0e, 0x0f)
 UNKNOWN_KEYS = (0x1a, 0x1f, 0x40, 0x41, 0x100, 0x3fff, 0x7fff, 0xbfff, 0xffff)
 

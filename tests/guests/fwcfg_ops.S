@@ -14,10 +14,11 @@
                   a pattern before it, and hashed (FNV-1a) after it, every byte or (DMA and
                   rep ins, whose +4 is free) one in u16 +4
 
-   The output: "name NN SIZE" for each name, then "IIII RESULTS" for each operation, then "end",
-   then a keyboard-controller reset. Long mode, the first GiB identity-mapped: the addresses are
-   the guest's physical ones, and the code runs at the guest's own speed even on a KVM that
-   emulates every instruction of a guest without paging. */
+   The output: "name NNNN SIZE" for each name, then "IIII RESULTS" for each operation (hex),
+   then "end", then a keyboard-controller reset. Long mode, the first GiB identity-mapped: the
+   addresses are the guest's physical ones. The guest does little besides its port I/O (a
+   line goes out in one `rep outsb`; long ranges are filled and hashed one byte in many): on a
+   host whose KVM emulates guest code, every instruction counts. */
 #include "common.inc"
 
 #define PORT_SELECTOR   0x510
@@ -31,7 +32,7 @@
 #define INDEX      0x504          /* the operation being run */
 #define RECORD     0x508          /* its record's linear address */
 #define DESC_AT    0x50c          /* where its DMA descriptor lies */
-#define DIR_COUNT  0x510
+#define DIR_COUNT  0x510          /* entries in the directory */
 #define NAMES      0x514
 #define LINE_END   0x518          /* the end of the line being written */
 #define LINE       0x9000         /* the line */
