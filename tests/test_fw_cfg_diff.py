@@ -13,6 +13,8 @@ etc/boot-fail-wait), and keys neither serves. Left out, and why:
   reservations, HPET): QEMU serves them for old firmware (the IRQ0 override and the HPET
   description read 1 first); tinyvmm serves none of them;
 - the MMIO window: QEMU's pc machine has none;
+- DMA buffers that run past 2^64: QEMU wraps to address 0 and writes low RAM (the guest's own
+  page tables and stack); tinyvmm refuses the transfer with the error bit;
 - 32-bit reads at 0x510 (in and rep ins), which run past the two ports into 0x512-0x513: QEMU
   reads 0 and moves no data offset; tinyvmm's port bus splits an access across a device's end
   into bytes (two data bytes, then 0xff for the ports nobody has). A 32-bit read at 0x511
@@ -204,7 +206,7 @@ class Generator:
             length = rng.randrange(RAM_END - address, 0x800)
             hash_start, hash_length = RAM_END - 0x400, 0x400
             compared[HASH] = None
-        else:                            # not RAM (QEMU's addresses wrap at 2^64: not there)
+        else:                            # not RAM, and (see above) not wrapping past 2^64
             address = rng.choice((RAM_END + rng.randrange(0x1000000), ROM + rng.randrange(0x10000),
                                   (1 << 32) + BUFFER, 0xFFFFFFFFFFFFF000))
             length = min(length, (1 << 64) - address)
