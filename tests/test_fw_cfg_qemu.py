@@ -3,19 +3,11 @@
 each, and the dumps are compared item by item. What tinyvmm serves on purpose otherwise is listed
 below with the reason; anything else that differs is a bug."""
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
-from command_line import tinyvmm
+from debugcon_runs import QEMU_MARKS, run_qemu, run_tinyvmm
 from guest_build import build_guest
 
-from tinyvmm.cpu import _host_cpu
-
-pytestmark = [pytest.mark.kvm, pytest.mark.qemu,
-              pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
-                                 reason="needs qemu-system-x86_64 (make setup installs it)")]
+pytestmark = QEMU_MARKS
 
 # Files of QEMU's that tinyvmm does not serve, and why.
 QEMU_ONLY = {
@@ -46,27 +38,6 @@ def parse_dump(text: str) -> dict[str, tuple[int | None, str]]:
             name, size, _select, *data = rest.split(" ")
             items[name] = (int(size, 16), data[0] if data else "")
     return items
-
-
-def run_qemu(image: Path, mem_mib: int, tmp_path: Path) -> str:
-    out = tmp_path / "qemu.txt"
-    vendor = _host_cpu()[0] or "AuthenticAMD"
-    # QEMU's qemu64 vCPU, with the host's vendor: KVM gives tinyvmm's guest the host's.
-    subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-machine", "pc", "-m", str(mem_mib),
-                    "-cpu", f"qemu64,vendor={vendor}", "-bios", str(image), "-nographic",
-                    "-nodefaults", "-serial", "none", "-monitor", "none", "-no-reboot",
-                    "-chardev", f"file,id=dump,path={out}",
-                    "-device", "isa-debugcon,iobase=0x402,chardev=dump"],
-                   check=True, capture_output=True, timeout=120)
-    return out.read_text()
-
-
-def run_tinyvmm(image: Path, mem_mib: int, tmp_path: Path) -> str:
-    out = tmp_path / "tinyvmm.txt"
-    result = tinyvmm("run", "--bios", str(image), "--mem", f"{mem_mib}M", "--serial", "none",
-                     "--debugcon", f"file:{out}", "--timeout", "60")
-    assert result.returncode == 0, result.stderr
-    return out.read_text()
 
 
 @pytest.mark.parametrize("mem_mib", [128, 3328, 5120], ids=["128M", "3.25G", "5G"])

@@ -116,12 +116,8 @@ dump_data:
 
 /* The NUL-terminated string at DS:SI. */
 puts_ds:
-1:  lodsb
-    test %al, %al
-    jz 2f
-    call putc
-    jmp 1b
-2:  ret
+    PUTS_LODS
+    ret
 
 /* AX as 4 hex digits and a space. */
 print_hex16:

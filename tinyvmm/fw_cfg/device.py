@@ -41,7 +41,6 @@ FW_CFG_DMA_CTL_WRITE = 0x10
 
 DMA_SIGNATURE = b"QEMU CFG"          # what the DMA address register reads as, byte by byte
 DMA_DESCRIPTOR = struct.Struct(">IIQ")  # FWCfgDmaAccess: control, length, address (big-endian)
-DMA_REGISTER_SIZE = 8
 
 # MMIO register offsets (QEMU's Arm `virt` layout)
 MMIO_DATA = 0
@@ -155,10 +154,10 @@ class FwCfg:
 
     # --- DMA address register -------------------------------------------------------
     def read_dma_register(self, offset: int, size: int) -> bytes:
-        """Reads give the "QEMU CFG" signature; misaligned or oversized ones read 0 (invalid in QEMU)."""
-        if size <= 0 or offset % size or offset + size > DMA_REGISTER_SIZE:
-            return bytes(max(size, 0))
-        return DMA_SIGNATURE[offset:offset + size]
+        """Reads give the "QEMU CFG" signature, the bytes at `offset`, whatever the alignment: QEMU
+        splits a misaligned access into aligned ones, and every read of the register is valid.
+        Bytes past the register read as 0."""
+        return DMA_SIGNATURE[offset:offset + size].ljust(max(size, 0), b"\0")
 
     def write_dma_register(self, offset: int, data: bytes) -> None:
         """A big-endian write: the high half stores, the low half (or all 8 bytes) starts a transfer."""
