@@ -251,7 +251,7 @@ def boot_command(system):
     command = bench.boot_command(args, argv, Path("t.json"), Path("s.txt"))
     assert command[:len(bench.TINYVMM) + 1] == bench.TINYVMM + ["boot"]
     assert command[-4:] == ["--kernel", "bz", "--append", "console=ttyS0"]
-    assert "--stop-at-kernel" in command and "--expect" not in command
+    assert command[command.index("--stop-at") + 1] == "kernel" and "--expect" not in command
     assert command[command.index("--mem") + 1] == "128"
     return command[len(bench.TINYVMM) + 1:-4]
 
@@ -274,6 +274,10 @@ def test_boot_command_of_each_system():
     qboot = boot_command("tinyvmm-qboot")
     assert option(qboot, "--bios") == "/usr/share/qemu/qboot.rom"
     assert "--option-rom" not in qboot and "--no-fw-cfg-dma" not in qboot
+    # to the banner too, a run ends by --stop-at, never by --expect, which would give the
+    # firmware a debug console
+    banner = bench.boot_command(bench_args(), [], Path("t.json"), Path("s.txt"))
+    assert option(banner, "--stop-at") == "banner" and "--expect" not in banner
     # every command parses as `tinyvmm boot`
     for system in ("tinyvmm-dma", "tinyvmm-legacy", "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy",
                    "tinyvmm-qboot"):
@@ -511,7 +515,12 @@ def test_bench_distro_payload_from_real_boots(tmp_path):
     assert 0 < data["memcpy_s"]["tinyvmm-dma"] < dma["kernel_setup_s"] < legacy["kernel_setup_s"]
     assert table.startswith(f"payload distro: {os.path.basename(kernel)} (")
     assert "each boot to the kernel's entry" in table.splitlines()[0]
-    assert f"tinyvmm-dma kernel setup / one memcpy of the {bench._size(dma['setup']['dma_bytes'])}" in table
+    assert f"one memcpy here of the {bench._size(dma['setup']['dma_bytes'])} it moved" in table
+    assert "PVH rows: its vmlinux (" in table.splitlines()[0]
+    assert "extracted from vmlinuz-" in table.splitlines()[0]
+    assert data["files"]["vmlinux"]["extracted_from"] == kernel
+    assert data["ends_at"] == "the kernel's entry"
+    assert "| banner " not in table            # no row reached it
 
 
 def test_payload_option_is_checked():
@@ -559,11 +568,19 @@ def test_the_newest_generic_debian_kernel_is_found(tmp_path):
     pattern = str(tmp_path / "vmlinuz-*-amd64")
     assert payloads.find_distro(pattern) == (str(tmp_path / "vmlinuz-6.1.0-12-amd64"),
                                              str(tmp_path / "initrd.img-6.1.0-12-amd64"))
+    for name in ("vmlinuz-6.12.38+deb13-amd64", "initrd.img-6.12.38+deb13-amd64",   # Debian 13
+                 "vmlinuz-6.12.38+deb13-rt-amd64", "initrd.img-6.12.38+deb13-rt-amd64"):
+        (tmp_path / name).write_bytes(b"x")
+    assert payloads.find_distro(pattern)[0] == str(tmp_path / "vmlinuz-6.12.38+deb13-amd64")
+    for name in ("vmlinuz-6.12.38+deb13-amd64", "vmlinuz-6.12.38+deb13-rt-amd64"):
+        (tmp_path / name).unlink()
     (tmp_path / "initrd.img-6.1.0-12-amd64").unlink()
     with pytest.raises(LookupError, match="has no initramfs"):
         payloads.find_distro(pattern)
     with pytest.raises(LookupError, match="linux-image-amd64"):
         payloads.find_distro(str(tmp_path / "none-*"))
+    with pytest.raises(LookupError, match="not -cloud or -rt"):
+        payloads.find_distro(str(tmp_path / "vmlinuz-*-cloud-amd64"))
 
 
 def test_missing_distro_payload_asked_for_is_an_error_and_left_out_by_default(monkeypatch, capsys,
@@ -595,10 +612,12 @@ def test_each_payload_has_its_table_and_every_boot_is_interleaved(fake_runs, cap
                                                "tinyvmm-legacy", "tinyvmm-direct64"] * 2
     out, err = capsys.readouterr()
     assert "[5/10] tinyvmm-direct64 (distro) run 1" in err
-    assert "the distro rows end at the kernel's entry" in err
+    assert ("the test rows run until the \"Linux version\" banner; the distro rows run until the "
+            "kernel's entry") in err
     headings = [line for line in out.splitlines() if line.startswith("payload ")]
-    assert headings[0].startswith("payload test: bzImage") and headings[0].endswith("to the banner")
-    assert headings[1] == (f"payload distro: k (2.9 KiB) + rd (4.9 KiB) in {tmp_path}, "
+    assert headings[0].startswith("payload test: bzImage")
+    assert headings[0].endswith('each boot to the "Linux version" banner')
+    assert headings[1] == (f"payload distro: k (2.9 KiB) + rd (4.9 KiB) in {tmp_path}; "
                            "each boot to the kernel's entry")
     assert "one memcpy" not in out              # the fake boots moved nothing
 
@@ -646,3 +665,21 @@ def test_an_unknown_system_is_a_usage_error_before_any_boot(fake_runs, capsys):
                                           "tinyvmm-dma, tinyvmm-legacy, tinyvmm-direct64"):
         bench.cmd_bench(bench_args("--systems", "qemu-qboot"))
     assert order == []
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+def test_stop_at_banner_ends_the_boot_without_a_debug_console(tmp_path):
+    """The same boot to the banner: with --stop-at banner the BIOS finds no debug console and
+    writes no log (as with --stop-at kernel); --expect connects one, and the BIOS writes to it."""
+    counts = {}
+    for how in (["--stop-at", "banner"], ["--expect", "Linux version"], ["--stop-at-kernel"]):
+        timing = tmp_path / "t.json"
+        result = tinyvmm("boot", "--serial", "none", "--timing-json", str(timing), "--timeout", "120",
+                         *how, timeout=200)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        marks = {m["event"]: m for m in json.loads(timing.read_text())["marks"]}
+        counts[how[-1]] = marks[bench.DO_BOOT]["exits"]
+        if how[-1] != "--stop-at-kernel":
+            assert "banner" in marks
+    assert counts["banner"] == counts["--stop-at-kernel"] < counts["Linux version"]

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 from .. import layout
-from ..timeline import INIT
 from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
 
 TYPE_CHECKING = False
@@ -71,13 +70,15 @@ class BenchPayload:
     bzImage `kernel` (None: the test kernel) and `initrd` (None: the test initramfs with the
     test kernel), the `vmlinux` of its PVH rows (None: no PVH rows), whether it has the direct
     64-bit row, and `to_entry`: its boots end at the kernel's entry whatever the options say
-    (a distribution kernel decompresses for minutes under an emulating KVM)."""
+    (a distribution kernel decompresses for minutes under an emulating KVM); `vmlinux_source`:
+    the bzImage its vmlinux was extracted from (None: a file of its own)."""
     name: str
     kernel: str | None = None
     initrd: str | None = None
     vmlinux: str | None = None
     direct64: bool = True
     to_entry: bool = False
+    vmlinux_source: str | None = None       # the bzImage the vmlinux was extracted from
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,8 @@ def boot_command(options: BenchOptions, boot_args: list[str], timing: Path, seri
     """The `tinyvmm boot` command line of one run; a system's own --kernel wins over the options'."""
     command = TINYVMM + ["boot", "--serial", f"file:{serial}", "--timing-json", str(timing),
                          "--mem", str(options.mem // layout.MiB), "--timeout", str(options.timeout)]
-    if options.to_init:
-        command += ["--expect", INIT.decode()]
-    else:
-        command += ["--stop-at-kernel"] if options.no_banner else ["--expect", "Linux version"]
+    # --stop-at, not --expect: the firmware then sees no debug console, in every row alike
+    command += ["--stop-at", "init" if options.to_init else "kernel" if options.no_banner else "banner"]
     command += boot_args
     if options.append_as_is:
         command.append("--append-as-is")
@@ -325,6 +324,10 @@ def _cell(entry: dict, phase: str) -> str:
     return f"{median:.3f} s ({low:.3f}-{high:.3f})"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -339,7 +342,7 @@ def format_table(summary: dict, runs: int, memcpy: dict | None = None, load: int
     is set against; `load` the busy processes that ran beside the boots."""
     systems = list(summary)
     header = ["phase (median, min-max)"] + systems
-    shown = [p for p in PHASES if p != "init_s" or any(p in summary[s] for s in systems)]
+    shown = [p for p in PHASES if p not in ("banner_s", "init_s") or any(p in summary[s] for s in systems)]
     rows = [[PHASE_LABELS[p]] + [_cell(summary[s], p) for s in systems] for p in shown]
     for part, label in (("bios", "BIOS startup"), ("setup", "kernel setup")):
         for key, what in (("exits", "exits"), ("pio_bytes", "port I/O bytes"), ("dma_bytes", "DMA bytes")):
@@ -361,8 +364,8 @@ def format_table(summary: dict, runs: int, memcpy: dict | None = None, load: int
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    notes = [f"{runs} run(s) per system, interleaved" + (f", {load} busy processes beside them."
-                                                         if load else ".")]
+    busy = f"{load} busy process{'es' if load > 1 else ''}"
+    notes = [f"{runs} run(s) per system, interleaved" + (f", {busy} beside them." if load else ".")]
     dma, legacy = summary.get("tinyvmm-dma", {}), summary.get("tinyvmm-legacy", {})
     if dma.get("kernel_setup_s") and legacy.get("kernel_setup_s"):
         notes.append(f"kernel setup: DMA is {legacy['kernel_setup_s'] / dma['kernel_setup_s']:.0f}x "
@@ -370,9 +373,10 @@ def format_table(summary: dict, runs: int, memcpy: dict | None = None, load: int
     for system, seconds in (memcpy or {}).items():
         entry = summary[system]
         spread = entry[range_key("kernel_setup_s", "max")] / entry[range_key("kernel_setup_s", "min")]
-        notes.append(f"{system} kernel setup / one memcpy of the {_size(entry['setup']['dma_bytes'])} "
-                     f"it moved ({seconds * 1e3:.2f} ms here): {entry['kernel_setup_s'] / seconds:.1f}"
-                     f"; max / min: {spread:.2f}.")
+        notes.append(f"{system}: kernel setup {_duration(entry['kernel_setup_s'])} (max / min over "
+                     f"the runs {spread:.2f}) against {_duration(seconds)} for one memcpy here of "
+                     f"the {_size(entry['setup']['dma_bytes'])} it moved: "
+                     f"{entry['kernel_setup_s'] / seconds:.1f}x.")
     notes += comparisons(summary) + firmware_notes(summary)
     return "\n".join(lines + [""] + notes) + "\n"
 
@@ -407,7 +411,7 @@ def comparisons(summary: dict) -> list[str]:
              "tinyvmm-dma", "banner_s"),
             ("tinyvmm PVH ROM kernel setup, legacy / DMA", "tinyvmm-pvh-legacy", "tinyvmm-pvh-dma",
              "kernel_setup_s"),
-            ("tinyvmm direct PVH VMM startup / bzImage through firmware (DMA)", "tinyvmm-pvh",
+            ("tinyvmm direct PVH VMM startup / bzImage through firmware (DMA) VMM startup", "tinyvmm-pvh",
              "tinyvmm-dma", "vmm_startup_s")):
         value = ratio(a, b, phase)
         if value is not None:
@@ -537,22 +541,37 @@ def metadata(options: BenchOptions) -> dict:
             "qemu": qemu, "firmware": list(options.firmware)}
 
 
-def payload_files(options: BenchOptions) -> dict:
+def payload_files(options: BenchOptions, payload: BenchPayload | None = None) -> dict:
     """The files one payload's rows boot (options as payload_options made them)."""
     from ..boot.payload import DEFAULT_KERNEL
-    return {"kernel": described(options.kernel or DEFAULT_KERNEL),
-            "initrd": described(bench_initrd(options)), "vmlinux": described(options.vmlinux)}
+    files = {"kernel": described(options.kernel or DEFAULT_KERNEL),
+             "initrd": described(bench_initrd(options)), "vmlinux": described(options.vmlinux)}
+    if payload is not None and payload.vmlinux_source and files["vmlinux"]:
+        files["vmlinux"]["extracted_from"] = payload.vmlinux_source
+    return files
 
 
-def payload_heading(name: str, options: BenchOptions) -> str:
-    """"payload distro: vmlinuz-... (7.9 MiB) + initrd.img-... (29.2 MiB), to the kernel's entry"."""
-    files = payload_files(options)
-    parts = [f"{os.path.basename(files[key]['path'])} ({_size(files[key]['bytes'] or 0)})"
-             for key in ("kernel", "initrd") if files[key]]
-    goal = ("to the test init" if options.to_init else
-            "to the kernel's entry" if options.no_banner else "to the banner")
+def goal(options: BenchOptions) -> str:
+    """Where one payload's boots end, as its options say."""
+    return ("the test init's first line" if options.to_init else
+            "the kernel's entry" if options.no_banner else "the \"Linux version\" banner")
+
+
+def payload_heading(name: str, options: BenchOptions, payload: BenchPayload | None = None) -> str:
+    """"payload distro: vmlinuz-... (7.9 MiB) + initrd.img-... (29.2 MiB) in /boot; PVH rows:
+    ...; each boot to the kernel's entry"."""
+    files = payload_files(options, payload)
+
+    def named(key):
+        return f"{os.path.basename(files[key]['path'])} ({_size(files[key]['bytes'] or 0)})"
+    parts = [named(key) for key in ("kernel", "initrd") if files[key]]
     where = os.path.dirname(files["kernel"]["path"]) if files["kernel"] else ""
-    return f"payload {name}: {' + '.join(parts)} in {where}, each boot {goal}"
+    pvh = ""
+    if files["vmlinux"]:
+        source = files["vmlinux"].get("extracted_from")
+        pvh = (f"; PVH rows: its vmlinux ({_size(files['vmlinux']['bytes'] or 0)}, extracted from "
+               f"{os.path.basename(source)})" if source else f"; PVH rows: {named('vmlinux')}")
+    return f"payload {name}: {' + '.join(parts)} in {where}{pvh}; each boot to {goal(options)}"
 
 
 def payload_options(options: BenchOptions, payload: BenchPayload) -> BenchOptions:
@@ -600,8 +619,9 @@ def cmd_bench(options: BenchOptions) -> int:
         raise Interrupted()
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        plan = bench_plan(options)
         with busy_load(options.load):
-            return _bench(options, workdir)
+            return _bench(options, plan, workdir)
     except (KeyboardInterrupt, Interrupted):
         print("\ntinyvmm: bench interrupted", file=sys.stderr)
         return 130
@@ -634,11 +654,14 @@ def payload_systems(options: BenchOptions) -> dict:
     return systems
 
 
-def _bench(options: BenchOptions, workdir: Path) -> int:
-    payloads = options.payloads or (BenchPayload(
+def bench_plan(options: BenchOptions) -> tuple[dict, dict, dict]:
+    """What the bench boots: ({payload name: BenchPayload}, {payload name: its options},
+    {(payload name, system): run(workdir, index)}) in table order. ConfigError for a --systems
+    name that is in no table, before anything runs."""
+    payloads = {payload.name: payload for payload in options.payloads or (BenchPayload(
         "test" if options.kernel is None else os.path.basename(options.kernel), options.kernel,
-        options.initrd, options.vmlinux, options.direct64),)
-    per_payload = {payload.name: payload_options(options, payload) for payload in payloads}
+        options.initrd, options.vmlinux, options.direct64),)}
+    per_payload = {name: payload_options(options, payload) for name, payload in payloads.items()}
     # (payload, system) -> run(workdir, index); every boot of every payload interleaved
     systems = {(name, system): run for name, payload in per_payload.items()
                for system, run in payload_systems(payload).items()}
@@ -650,17 +673,19 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             raise ConfigError(f"--systems {','.join(unknown)}: not in this table, whose systems "
                               f"are {', '.join(known)}")
         systems = {key: run for key, run in systems.items() if key[1] in options.systems}
+    return payloads, per_payload, systems
+
+
+def _bench(options: BenchOptions, plan: tuple[dict, dict, dict], workdir: Path) -> int:
+    payloads, per_payload, systems = plan
     several = len(per_payload) > 1
     runs: list[dict] = []
     total = options.runs * len(systems)
-    goal = ("the test init's first line" if options.to_init else
-            "the jump into the kernel" if options.no_banner else "the \"Linux version\" banner")
-    ends = ("" if not any(payload.to_entry for payload in payloads) else
-            "; the " + ", ".join(p.name for p in payloads if p.to_entry) + " rows end at the "
-            "kernel's entry")
-    print(f"tinyvmm: {total} boots, each run until {goal}{ends}; a boot that ends otherwise, did "
-          "not load its whole payload or had a fw_cfg DMA error is invalid and not timed",
-          file=sys.stderr)
+    goals = {name: goal(payload_options) for name, payload_options in per_payload.items()}
+    until = (f"each run until {next(iter(goals.values()))}" if len(set(goals.values())) == 1 else
+             "; ".join(f"the {name} rows run until {where}" for name, where in goals.items()))
+    print(f"tinyvmm: {total} boots, {until}; a boot that ends otherwise, did not load its whole "
+          "payload or had a fw_cfg DMA error is invalid and not timed", file=sys.stderr)
     done = 0
     for index in range(options.runs):
         for (name, system), run_one in systems.items():
@@ -688,12 +713,13 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
     for name, payload_opts in per_payload.items():
         mine = [run for run in runs if run["payload"] == name]
         summaries[name] = summary = summarize(mine)
-        files = payload_files(payload_opts)
+        files = payload_files(payload_opts, payloads[name])
         memcpy = {system: reference(entry["setup"]["dma_bytes"]) for system, entry in summary.items()
                   if entry.get("setup", {}).get("dma_bytes") and entry.get("kernel_setup_s")}
-        results[name] = {"files": files, "memcpy_s": memcpy, "summary": summary}
+        results[name] = {"files": files, "ends_at": goals[name], "memcpy_s": memcpy,
+                         "summary": summary}
         sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")
-                         + payload_heading(name, payload_opts) + "\n\n")
+                         + payload_heading(name, payload_opts, payloads[name]) + "\n\n")
         sys.stdout.write(format_table(summary, options.runs, memcpy, options.load))
     try:
         if options.json:
@@ -704,7 +730,8 @@ def _bench(options: BenchOptions, workdir: Path) -> int:
             from .plot import plot_phases
             plot_phases({(f"{system} ({name})" if several else system): entry
                          for name, summary in summaries.items()
-                         for system, entry in summary.items()}, options.plot)
+                         for system, entry in summary.items()}, options.plot,
+                        f"Boot phases, payload {' and '.join(summaries)} (median of the runs)")
             print(f"plot written to {options.plot}", file=sys.stderr)
     except OSError as exc:
         print(f"tinyvmm: cannot write {exc.filename or 'the results'}: {exc.strerror}",

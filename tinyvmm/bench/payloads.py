@@ -7,10 +7,11 @@ import re
 
 PAYLOAD_NAMES = ("test", "distro")
 DISTRO_PACKAGE = "linux-image-amd64"
-# Where Debian installs a kernel package's image and the initramfs generated for it; the
-# generic flavour ("-amd64"), not the cloud one ("-cloud-amd64"), whose initramfs is half as big.
+# Where Debian installs a kernel package's image and the initramfs generated for it
+# (vmlinuz-6.1.0-57-amd64, vmlinuz-6.12.38+deb13-amd64); the generic flavour, not the cloud
+# or realtime ones, whose initramfs differ.
 DISTRO_KERNELS = "/boot/vmlinuz-*-amd64"
-DISTRO_FLAVOUR = re.compile(r"vmlinuz-(\d+)\.(\d+)\.(\d+)-(\d+)-amd64$")
+OTHER_FLAVOURS = ("-cloud", "-rt")
 
 
 def parse_payloads(text: str) -> list[str]:
@@ -24,11 +25,15 @@ def find_distro(pattern: str = DISTRO_KERNELS) -> tuple[str, str]:
     LookupError, saying what is missing and which package installs it, otherwise."""
     versions = []
     for path in glob.glob(pattern):
-        match = DISTRO_FLAVOUR.search(os.path.basename(path))
-        if match:
-            versions.append((tuple(int(part) for part in match.groups()), path))
+        version = os.path.basename(path).removeprefix("vmlinuz-").removesuffix("-amd64")
+        if not version.endswith(OTHER_FLAVOURS):
+            # 6.1.0-57 < 6.1.0-100 < 6.12.38+deb13: numbers compare as numbers
+            key = [(0, int(part)) if part.isdigit() else (1, part)
+                   for part in re.split(r"(\d+)", version) if part]
+            versions.append((key, path))
     if not versions:
-        raise LookupError(f"no Debian kernel matches {pattern} ({DISTRO_PACKAGE} installs one; "
+        raise LookupError(f"no generic Debian kernel in {os.path.dirname(pattern)} "
+                          f"({pattern}, not -cloud or -rt; {DISTRO_PACKAGE} installs one, "
                           "`make setup` does)")
     kernel = max(versions)[1]
     initrd = os.path.join(os.path.dirname(kernel),

@@ -18,13 +18,16 @@ def check_plot_path(path: str) -> None:
         raise ValueError(f"--plot {path}: the plot must end in .svg or .png")
 
 
-def plot_phases(summary: dict, path: str) -> None:
+TITLE = "Boot phases (median of the runs)"
+
+
+def plot_phases(summary: dict, path: str, title: str = TITLE) -> None:
     check_plot_path(path)
     if path.lower().endswith(".png"):
-        _png(summary, path)
+        _png(summary, path, title)
     else:
         with open(path, "w") as f:
-            f.write(svg(summary))
+            f.write(svg(summary, title))
 
 
 def _tick_step(longest: float) -> float:
@@ -41,7 +44,7 @@ def _seconds(value: float) -> str:
     return f"{value * 1e3:.1f} ms" if value < 0.1 else f"{value:.3f} s"
 
 
-def svg(summary: dict) -> str:
+def svg(summary: dict, title: str = TITLE) -> str:
     """Stacked horizontal bars with an x axis in seconds, each phase's value on its bar
     (where it fits) and in its tooltip, and each total at the bar's end."""
     systems = list(summary)
@@ -52,7 +55,7 @@ def svg(summary: dict) -> str:
     scale = (width - left - 100) / longest
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="13">',
-           f'<text x="{left}" y="22" font-size="15">Boot phases (median of the runs)</text>']
+           f'<text x="{left}" y="22" font-size="15">{escape(title)}</text>']
     step = _tick_step(longest)
     tick = 0.0
     while tick <= longest * 1.0001:
@@ -86,7 +89,7 @@ def svg(summary: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _png(summary: dict, path: str) -> None:
+def _png(summary: dict, path: str, title: str = TITLE) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -104,5 +107,6 @@ def _png(summary: dict, path: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("seconds (median)")
     ax.legend(loc="lower right")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)

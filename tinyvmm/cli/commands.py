@@ -62,8 +62,13 @@ def _add_boot(commands) -> None:
     boot.add_argument("--timing-json", metavar="PATH",
                       help="write the boot timeline (milestones, banner; exits and bytes moved "
                            "at each) as JSON, for tinyvmm bench")
-    boot.add_argument("--stop-at-kernel", action="store_true",
-                      help="end the run (status 0) when the ROM jumps into the kernel")
+    boot.add_argument("--stop-at", choices=("kernel", "banner", "init"),
+                      help="end the run (status 0) when the ROM jumps into the kernel, when "
+                           "the kernel prints its \"Linux version\" banner on COM1, or at the test "
+                           "init's first line (TINYVMM-INIT-OK); unlike --expect, it adds no "
+                           "debug console the firmware would write to")
+    boot.add_argument("--stop-at-kernel", dest="stop_at", action="store_const", const="kernel",
+                      help="the same as --stop-at kernel")
     add_machine_options(boot)
     add_fw_cfg_options(boot)
     boot.set_defaults(func=cmd_boot)
@@ -94,8 +99,13 @@ def _add_bench(commands) -> None:
     bench.add_argument("--runs", type=parse_runs, default=5, metavar="N",
                        help="boots per system (default 5; medians are reported)")
     add_mem_option(bench)
-    bench.add_argument("--systems", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
-                       action="extend", default=[], metavar="NAME,NAME",
+    def systems(text):
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: name at least one system")
+        return names
+
+    bench.add_argument("--systems", type=systems, action="extend", default=[], metavar="NAME,NAME",
                        help="boot only these systems (the table's column names, e.g. "
                             "tinyvmm-pvh,qemu-qboot-pvh); repeatable or comma-separated")
     bench.add_argument("--load", type=parse_load, default=0, metavar="N",
@@ -130,7 +140,9 @@ def _add_bench(commands) -> None:
     bench.add_argument("--vmlinux", metavar="FILE",
                        help="the ELF kernel of the PVH rows: direct PVH, and PVH through the BIOS "
                             "and the PVH ROM, DMA and legacy (default, without --kernel: "
-                            "kernels/build/vmlinux when it exists; none, no PVH rows)")
+                            "kernels/build/vmlinux when it exists; none, no PVH rows); the test "
+                            "payload's, as the distro payload's PVH rows boot the vmlinux "
+                            "extracted from Debian's bzImage")
     bench.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     bench.add_argument("--plot", metavar="PATH",
                        help="draw the phases as stacked bars, one per system (.svg or .png)")
@@ -175,7 +187,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
     return RunOptions(args.timeout, getattr(args, "timing_json", None),
-                      getattr(args, "stop_at_kernel", False), args.report)
+                      getattr(args, "stop_at", None), args.report)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -278,6 +290,9 @@ def bench_payloads(args: argparse.Namespace, options, scratch: str) -> tuple:
         return (check_bench_payload(BenchPayload(os.path.basename(options.kernel), options.kernel,
                                                  options.initrd, options.vmlinux), options),)
     chosen = names or ["test", "distro"]
+    if options.vmlinux is not None and "test" not in chosen:
+        raise ConfigError("bench: --vmlinux gives the test payload's PVH rows; the distro rows "
+                          "boot the vmlinux inside Debian's bzImage")
     payloads = []
     for name in chosen:
         if name == "test":
@@ -294,12 +309,13 @@ def bench_payloads(args: argparse.Namespace, options, scratch: str) -> tuple:
             print("tinyvmm: the distro rows end at the kernel's entry (its initramfs has no "
                   "test init)", file=sys.stderr)
         try:
-            vmlinux: str | None = extract_vmlinux(kernel, os.path.join(scratch, "vmlinux-distro"))
+            vmlinux: str | None = extract_vmlinux(kernel, os.path.join(scratch, "vmlinux"))
         except (LookupError, OSError) as exc:
             print(f"tinyvmm: no distro PVH rows: {exc}", file=sys.stderr)
             vmlinux = None
-        payloads.append(check_bench_payload(BenchPayload("distro", kernel, initrd, vmlinux,
-                                                         to_entry=True), options))
+        payloads.append(check_bench_payload(BenchPayload(
+            "distro", kernel, initrd, vmlinux, to_entry=True,
+            vmlinux_source=kernel if vmlinux else None), options))
     return tuple(payloads)
 
 
@@ -322,6 +338,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench.cmd_bench(replace(options, payloads=bench_payloads(args, options, scratch)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def is_elf_file(path: str) -> bool:
+    """Whether `path` is a regular file that starts as an ELF file does (False if unreadable:
+    the loader then says why)."""
+    import stat
+
+    from ..boot.elf import is_elf
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True             # a FIFO, a directory: the loader's own message
+        with open(path, "rb") as f:
+            return is_elf(f.read(4))
+    except OSError:
+        return True
 
 
 def check_bench_payload(payload, options):
@@ -354,6 +385,8 @@ def check_bench_payload(payload, options):
                "no kernels/build/vmlinux (build it with `make -C kernels`, or give --vmlinux)")
         print(f"tinyvmm: no PVH rows: {why}", file=sys.stderr)
     elif vmlinux is not None:
+        if not is_elf_file(vmlinux):
+            raise ConfigError(f"{label or '--vmlinux '}{vmlinux} is not an ELF vmlinux")
         try:
             loaded = load_payload(vmlinux, bench.bench_initrd(options), options.append, True,
                                   options.mem, options.append_as_is)

@@ -23,12 +23,13 @@ else:
 @dataclass(frozen=True)
 class RunOptions:
     """How the command line runs a machine: `timeout` seconds at most (None: no limit),
-    --timing-json PATH, --stop-at-kernel (end when the boot ROM jumps into the kernel),
-    --report PATH (the crash report's file: replaced by each run's, removed after a run
-    that has none)."""
+    --timing-json PATH, --stop-at (end a Linux boot when the boot ROM jumps into the kernel,
+    "kernel"; at the kernel's banner on COM1, "banner"; at the test init's first line, "init";
+    None: run on), --report PATH (the crash report's file: replaced by each run's, removed
+    after a run that has none)."""
     timeout: float | None = None
     timing_json: str | None = None
-    stop_at_kernel: bool = False
+    stop_at: str | None = None
     report: str | None = None
 
 
@@ -59,12 +60,19 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         if options.timing_json:
             from ..timeline import BootTimeline
             timeline = BootTimeline(board, runner, machine.fw_cfg)
-        if options.stop_at_kernel and payload is not None:
+        if options.stop_at == "kernel" and payload is not None:
             if not firmware_boot:   # the vCPU starts in the kernel: the run ends before it enters
                 board.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
             else:
                 board.stop_at_milestone("milestone_linux", payload.kernel_entry()[1],
                                         "the boot ROM jumped into the kernel")
+        elif options.stop_at in ("banner", "init"):
+            # Watched on COM1 alone: unlike --expect, this connects no debug console, so the
+            # firmware sees the same machine whichever moment a run ends at.
+            from ..timeline import BANNER, INIT
+            board.config.serial.watch(BANNER if options.stop_at == "banner" else INIT,
+                                      lambda: board.request_stop(Outcome.EXPECTED,
+                                                                 f"the kernel reached its {options.stop_at}"))
         console_input = start_console_input(spec, board, runner)
         try:
             result = machine.run(timeout=options.timeout)
