@@ -31,6 +31,16 @@ def test_serial_to_file_and_none(tmp_path):
     assert result.returncode == 0 and result.stdout == b""
 
 
+def test_a_reset_before_the_expected_text_is_status_6_and_after_it_status_0():
+    image = build_guest("hello")
+    missed = tinyvmm("run", "--bios", str(image.bin_path), "--expect", "never printed")
+    assert missed.returncode == 6
+    assert missed.stderr.decode().strip().endswith("tinyvmm: guest reset before 'never printed' appeared")
+    seen = tinyvmm("run", "--bios", str(image.bin_path), "--expect", "from COM1")
+    assert seen.returncode == 0 and seen.stderr == b""
+    assert tinyvmm("run", "--bios", str(image.bin_path)).returncode == 0    # a reset, unwatched
+
+
 def test_io_string_unclaimed_mmio_cmos():
     image = build_guest("io_checks")
     result = tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "stdio",

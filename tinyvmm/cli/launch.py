@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .status import EXIT_HOST_ERROR, OutputError, quiet_stdout
+from .status import EXIT_EXPECT_MISSED, EXIT_HOST_ERROR, OutputError, quiet_stdout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,6 +110,11 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         print(f"tinyvmm: {result.outcome.description}: {result.message}", file=sys.stderr)
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
+    elif spec.expect and result.outcome in (Outcome.RESET, Outcome.POWEROFF):
+        # The end a user waited for never came: a reset is how Linux ends after a panic.
+        print(f"tinyvmm: {result.outcome.description} before {spec.expect.decode(errors='replace')!r} "
+              "appeared", file=sys.stderr)
+        return EXIT_EXPECT_MISSED
     return result.status
 
 
