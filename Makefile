@@ -1,5 +1,5 @@
 # Entry points for a fresh machine: `make setup`, `make test`, `make lint`, `make bench`,
-# `make fuzz-smoke` (every fuzz target for 3 seconds, fuzz/README.md).
+# `make fuzz-smoke` (every fuzz target for 2 seconds, fuzz/README.md).
 .PHONY: setup test lint bench firmware kernels fuzz-smoke
 
 setup:
@@ -13,7 +13,7 @@ lint:
 	.venv/bin/mypy
 
 fuzz-smoke:
-	.venv/bin/python fuzz/run.py --seconds 3 --fresh
+	.venv/bin/python fuzz/run.py --seconds 2 --fresh
 
 bench:
 	.venv/bin/python -m tinyvmm bench

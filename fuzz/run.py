@@ -1,5 +1,5 @@
 """Runs every fuzz target (or those named) for a while, one after the other, and says what each
-did: `python fuzz/run.py --seconds 3` is the CI's smoke run, `--seconds 600` the long one.
+did: `python fuzz/run.py --seconds 2 --fresh` is the CI's smoke run, `--seconds 600` the long one.
 
 Each target starts from its seeds (fuzz/corpus/<target>) plus what earlier runs found
 (fuzz/work/<target>, unless --fresh). A target that fails leaves its input in fuzz/artifacts/
@@ -15,7 +15,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = ("fw_cfg", "pci", "virtio", "legacy", "elf", "bzimage", "optionrom", "gdb_rsp", "options")
+TARGETS = ("fw_cfg", "pci", "virtio", "legacy", "chipset", "elf", "bzimage", "optionrom", "gdb_rsp",
+           "options")
 DONE = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) .*exec/s: (\d+)")
 
 
@@ -45,7 +46,7 @@ def run(target: str, seconds: int, fresh: bool, timeout: int) -> tuple[bool, str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", choices=(*TARGETS, []), help="default: all")
-    parser.add_argument("--seconds", type=int, default=3, help="per target (default 3)")
+    parser.add_argument("--seconds", type=int, default=2, help="per target (default 2)")
     parser.add_argument("--fresh", action="store_true",
                         help="from the seeds alone, keeping nothing found (what the CI does)")
     parser.add_argument("--timeout", type=int, default=10,

@@ -112,6 +112,7 @@ SEEDS = {
     "fw_cfg": {"zeros": bytes(32), "ones": b"\x01" * 32, "ramp": bytes(range(64))},
     "pci": {"zeros": bytes(32), "ones": b"\xff" * 32, "ramp": bytes(range(64))},
     "virtio": {"zeros": bytes(64), "ramp": bytes(range(128)), "ones": b"\x01" * 64},
+    "chipset": {"zeros": bytes(64), "ramp": bytes(range(128)), "ones": b"\x01" * 64},
     "legacy": {"zeros": bytes(32), "ones": b"\xff" * 32, "ramp": bytes(range(64))},
 }
 

@@ -95,13 +95,17 @@ def bar(platform, fdp):
 OPS = [common, handshake, request, request, bar, config, poke]
 
 
-def test_one_input(data: bytes) -> None:
-    platform = Platform(virtio=True)
-    # The firmware's part: BAR4 at BAR, memory decoding and bus mastering on.
+def firmware_setup(platform) -> None:
+    """The firmware's part: BAR4 at BAR, memory decoding and bus mastering on."""
     config_write(platform, 0x20, 4, BAR)
     config_write(platform, 0x24, 4, 0)
     config_write(platform, 0x04, 2, 0x6)
     assert platform.mmio.find(BAR) is not None and RAM_SIZE > BUFFERS + 0x4000
+
+
+def test_one_input(data: bytes) -> None:
+    platform = Platform(virtio=True)
+    firmware_setup(platform)
     run_ops(platform, atheris.FuzzedDataProvider(data), OPS)
 
 
