@@ -6,7 +6,19 @@ memory (tinyvmm.virtio)."""
 import struct
 
 import atheris
-from common import RAM_SIZE, Platform, access, config, guest_address, main, poke, run_ops, store
+from common import (
+    GUARD,
+    RAM_SIZE,
+    GuestMemoryError,
+    Platform,
+    access,
+    config,
+    guest_address,
+    main,
+    poke,
+    run_ops,
+    store,
+)
 
 with atheris.instrument_imports():
     from tinyvmm import layout
@@ -85,7 +97,40 @@ def request(platform, fdp):
     advance = 1 if fdp.ConsumeIntInRange(0, 7) else fdp.ConsumeInt(2)
     store(platform, AVAIL + 2, ((idx + advance) & 0xFFFF).to_bytes(2, "little"))
     queue = 0 if fdp.ConsumeIntInRange(0, 7) else fdp.ConsumeIntInRange(0, 4)
+    allowed, ram = device_writable(platform), bytes(platform.ram_backing)
     bar_write(platform, vp.NOTIFY.offset + vp.NOTIFY_OFF_MULTIPLIER * queue, 2, 0)
+    # Serving the queue wrote RAM only where the driver let the device write.
+    after = bytearray(platform.ram_backing)
+    for gpa, size in allowed:
+        if gpa < RAM_SIZE:
+            end = GUARD + min(gpa + size, RAM_SIZE)
+            after[GUARD + gpa:end] = ram[GUARD + gpa:end]
+    assert after == ram, "the device wrote outside the used ring and the device-writable buffers"
+
+
+def device_writable(platform) -> list[tuple[int, int]]:
+    """Where the device may write now: the used rings of the enabled queues, and every buffer
+    marked device-writable in their descriptor tables and the indirect tables these name."""
+    ranges = []
+    for state in platform.virtio.queues:
+        ring = state.ring
+        if ring is None:
+            continue
+        ranges.append((ring.device_addr, 6 + 8 * ring.size))
+        tables = [(ring.desc_addr, ring.size)]
+        while tables:
+            address, count = tables.pop()
+            try:
+                table = b"".join(platform.memory.views(address, 16 * count))
+            except GuestMemoryError:
+                continue
+            for entry in range(count):
+                buffer, length, flags, _ = struct.unpack_from("<QIHH", table, 16 * entry)
+                if flags & 4 and address == ring.desc_addr and length % 16 == 0:    # INDIRECT
+                    tables.append((buffer, min(length // 16, 1 << 15)))
+                elif flags & 2:                                                     # WRITE
+                    ranges.append((buffer, length))
+    return ranges
 
 
 def bar(platform, fdp):
