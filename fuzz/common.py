@@ -160,6 +160,17 @@ class FakeVcpu:
         return linear if linear < layout.FOUR_GIB else None
 
 
+def check_ram_written(platform: Platform, before: bytes, ranges, what: str) -> None:
+    """RAM differs from `before` (a copy of platform.ram_backing) only inside `ranges`,
+    (gpa, size) pairs: where `what` was allowed to write."""
+    after = bytearray(platform.ram_backing)
+    for gpa, size in ranges:
+        if gpa < RAM_SIZE:
+            end = GUARD + min(gpa + size, RAM_SIZE)
+            after[GUARD + gpa:end] = before[GUARD + gpa:end]
+    assert after == before, f"{what} wrote RAM outside the ranges it may write"
+
+
 def bad_input(call, *args):
     """call(*args), where the project's documented refusal of bad input (ConfigError) is an
     answer, not a finding; None then."""

@@ -6,11 +6,10 @@ import struct
 import atheris
 from common import (
     FW_CFG_MMIO_BASE,
-    GUARD,
-    RAM_SIZE,
     GuestMemoryError,
     Platform,
     access,
+    check_ram_written,
     guest_address,
     main,
     poke,
@@ -56,12 +55,7 @@ def dma(platform, fdp):
     written = [(descriptor, 4)]
     if control & FW_CFG_DMA_CTL_READ and fw_cfg.dma_errors == errors:
         written.append((address, length))
-    after = bytearray(platform.ram_backing)
-    for gpa, size in written:
-        if gpa < RAM_SIZE:
-            after[GUARD + gpa:GUARD + min(gpa + size, RAM_SIZE)] = \
-                ram[GUARD + gpa:GUARD + min(gpa + size, RAM_SIZE)]
-    assert after == ram, "a DMA transfer wrote outside its buffer"
+    check_ram_written(platform, ram, written, "a DMA transfer")
 
 
 OPS = [ports, mmio, dma, poke]

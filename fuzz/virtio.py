@@ -7,11 +7,11 @@ import struct
 
 import atheris
 from common import (
-    GUARD,
     RAM_SIZE,
     GuestMemoryError,
     Platform,
     access,
+    check_ram_written,
     config,
     guest_address,
     main,
@@ -100,12 +100,7 @@ def request(platform, fdp):
     allowed, ram = device_writable(platform), bytes(platform.ram_backing)
     bar_write(platform, vp.NOTIFY.offset + vp.NOTIFY_OFF_MULTIPLIER * queue, 2, 0)
     # Serving the queue wrote RAM only where the driver let the device write.
-    after = bytearray(platform.ram_backing)
-    for gpa, size in allowed:
-        if gpa < RAM_SIZE:
-            end = GUARD + min(gpa + size, RAM_SIZE)
-            after[GUARD + gpa:end] = ram[GUARD + gpa:end]
-    assert after == ram, "the device wrote outside the used ring and the device-writable buffers"
+    check_ram_written(platform, ram, allowed, "serving the queue")
 
 
 def device_writable(platform) -> list[tuple[int, int]]:
