@@ -1,5 +1,5 @@
 """What the fuzz targets share: a KVM-less pc platform over bytearray-backed guest memory, an
-interpreter of bus accesses decoded from the fuzzer's bytes, the invariants, and the runner.
+interpreter of bus accesses decoded from the fuzzer's bytes, the invariants, and main().
 
 Guest memory is tinyvmm.memory.GuestMemory, as in a real machine, over bytearrays with guard
 bytes on both sides of RAM and firmware: an access outside guest memory is either refused
@@ -19,7 +19,7 @@ with atheris.instrument_imports():
     import elftools.elf.elffile  # noqa: F401
 
     from tinyvmm import layout
-    from tinyvmm.boot import bzimage, direct, elf, linux, payload, pvh  # noqa: F401
+    from tinyvmm.boot import bzimage, direct, elf, linux, payload, pvh  # noqa: F401 (instrumented)
     from tinyvmm.bus import Bus, PioBus
     from tinyvmm.devices.cmos import Cmos
     from tinyvmm.devices.i8042 import I8042
@@ -187,23 +187,22 @@ def boot_kernel(data: bytes) -> None:
     chooses the options: --boot (bits 0-1), an initrd (bits 2-4: its size in 64 KiB), --append
     (bit 5), fw_cfg DMA (bit 6). Only a ConfigError may refuse the file; anything that passes
     must load inside RAM."""
-    from tinyvmm.boot.payload import load_payload
     options, kernel = (data[0], data[1:]) if data else (0, b"")
     boot = (None, "direct", "firmware", None)[options & 3]
     initrd_size = (options >> 2 & 7) * 64 * layout.KiB
     with memfd_path(kernel) as kernel_path, memfd_path(bytes(initrd_size)) as initrd_path:
-        payload = bad_input(load_payload, kernel_path, initrd_path if initrd_size else None,
-                            "quiet" if options & 0x20 else None, bool(options & 0x40), RAM_SIZE,
-                            False, boot)
-    if payload is None:
+        loaded = bad_input(payload.load_payload, kernel_path, initrd_path if initrd_size else None,
+                           "quiet" if options & 0x20 else None, bool(options & 0x40), RAM_SIZE,
+                           False, boot)
+    if loaded is None:
         return
     platform = Platform()
-    if payload.boot == "direct":
-        payload.enter(platform.memory, FakeVcpu(), layout.e820_map(RAM_SIZE, FIRMWARE_SIZE))
+    if loaded.boot == "direct":
+        loaded.enter(platform.memory, FakeVcpu(), layout.e820_map(RAM_SIZE, FIRMWARE_SIZE))
     else:
-        payload.publish(fwi.FwCfgItems())
-        payload.preload(platform.memory)
-    for gpa, size in payload.load_ranges():
+        loaded.publish(fwi.FwCfgItems())
+        loaded.preload(platform.memory)
+    for gpa, size in loaded.load_ranges():
         assert platform.memory.contains(gpa, size, True), (gpa, size)
     platform.check()
 
