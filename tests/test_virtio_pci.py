@@ -245,6 +245,23 @@ def test_pci_cfg_window_reaches_the_bar_through_config_space():
     assert function.status == vp.ACKNOWLEDGE
 
 
+def test_a_read_narrower_than_its_field_gets_the_low_bytes():
+    # Found by fuzz/virtio.py: a 1-byte read of device_feature (0x39000ee6 for a blk) was
+    # not cut to one byte and raised OverflowError out of the bus, from the BAR and the window.
+    host, function, mmio, _, base = mapped()
+    common = base + vp.COMMON.offset
+    function.model.features = 0x39000EE6
+    assert bar_read(mmio, common + vp.DEVICE_FEATURE, 1) == 0xE6
+    assert bar_read(mmio, common + vp.DEVICE_FEATURE, 2) == 0x0EE6
+    bar_write(mmio, common + vp.QUEUE_DESC, 4, 0x12345678)
+    assert bar_read(mmio, common + vp.QUEUE_DESC, 2) == 0x5678
+    window = [offset for offset, raw in capabilities(host) if raw[3] == 5][0]
+    cfg_write(host, window + 4, vp.VIRTIO_BAR, size=1)
+    cfg_write(host, window + 8, vp.COMMON.offset + vp.DEVICE_FEATURE)
+    cfg_write(host, window + 12, 1)
+    assert cfg_read(host, window + 16, size=1) == 0xE6
+
+
 # --- bus mastering and queue_size (issue 24) ---------------------------------
 
 def test_no_ring_is_served_while_bus_mastering_is_off():

@@ -330,8 +330,9 @@ class VirtioPciDevice(PciFunction):
 
     # --- the BAR ----------------------------------------------------------------
     def read_bar(self, offset: int, size: int) -> int:
+        """A `size`-byte read: a narrower access than the field's gets the field's low bytes."""
         with self.lock:
-            return self._read_bar(offset, size)
+            return self._read_bar(offset, size) & ((1 << (8 * size)) - 1)
 
     def _read_bar(self, offset: int, size: int) -> int:
         if COMMON.offset <= offset < COMMON.end:
