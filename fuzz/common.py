@@ -190,18 +190,19 @@ def boot_kernel(data: bytes) -> None:
     options, kernel = (data[0], data[1:]) if data else (0, b"")
     boot = (None, "direct", "firmware", None)[options & 3]
     initrd_size = (options >> 2 & 7) * 64 * layout.KiB
+    # The files stay open to the end: an ELF kernel's segments are read when they are loaded.
     with memfd_path(kernel) as kernel_path, memfd_path(bytes(initrd_size)) as initrd_path:
         loaded = bad_input(payload.load_payload, kernel_path, initrd_path if initrd_size else None,
                            "quiet" if options & 0x20 else None, bool(options & 0x40), RAM_SIZE,
                            False, boot)
-    if loaded is None:
-        return
-    platform = Platform()
-    if loaded.boot == "direct":
-        loaded.enter(platform.memory, FakeVcpu(), layout.e820_map(RAM_SIZE, FIRMWARE_SIZE))
-    else:
-        loaded.publish(fwi.FwCfgItems())
-        loaded.preload(platform.memory)
+        if loaded is None:
+            return
+        platform = Platform()
+        if loaded.boot == "direct":
+            loaded.enter(platform.memory, FakeVcpu(), layout.e820_map(RAM_SIZE, FIRMWARE_SIZE))
+        else:
+            loaded.publish(fwi.FwCfgItems())
+            loaded.preload(platform.memory)
     for gpa, size in loaded.load_ranges():
         assert platform.memory.contains(gpa, size, True), (gpa, size)
     platform.check()
