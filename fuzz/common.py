@@ -182,7 +182,7 @@ def bad_input(call, *args):
 
 def boot_kernel(data: bytes) -> None:
     """A kernel file through what `tinyvmm --kernel FILE` does with it: read and checked
-    (tinyvmm.boot.payload.load_payload), then published in fw_cfg and preloaded for a firmware
+    (tinyvmm.boot.payload.load_payload), then published in fw_cfg and filled in for a firmware
     boot, or written into RAM with the vCPU at its entry for a direct one. The first byte
     chooses the options: --boot (bits 0-1), an initrd (bits 2-4: its size in 64 KiB), --append
     (bit 5), fw_cfg DMA (bit 6). Only a ConfigError may refuse the file; anything that passes
@@ -199,10 +199,11 @@ def boot_kernel(data: bytes) -> None:
             return
         platform = Platform()
         if loaded.boot == "direct":
+            loaded.fill(platform.memory)
             loaded.enter(platform.memory, FakeVcpu(), layout.e820_map(RAM_SIZE, FIRMWARE_SIZE))
         else:
             loaded.publish(fwi.FwCfgItems())
-            loaded.preload(platform.memory)
+            loaded.fill(platform.memory, foreign_firmware=True)
     for gpa, size in loaded.load_ranges():
         assert platform.memory.contains(gpa, size, True), (gpa, size)
     platform.check()

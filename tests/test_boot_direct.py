@@ -537,3 +537,24 @@ def test_a_huge_note_segment_is_refused_unread(tmp_path):
         f.truncate(2 * elf.NOTES_MAX + len(data))
     with pytest.raises(elf.ElfKernelError, match="PT_NOTE segment of"):
         elf.read_elf_kernel(str(path))
+
+
+@pytest.mark.kvm
+def test_a_vmlinux_that_shrinks_before_the_machine_loads_it_is_a_usage_error(tmp_path):
+    """The segments are read when the machine is built, after the file's check: a file that
+    has changed since is a usage error there, and the machine is not built."""
+    import unittest.mock
+
+    from tinyvmm import Machine
+    from tinyvmm.boot.payload import LinuxPayload
+    from tinyvmm.errors import ConfigError
+    path = kernel_file(tmp_path, good_elf())
+    real_fill = LinuxPayload.fill
+
+    def shrink_then_fill(self, memory, foreign_firmware=False):
+        with open(path, "r+b") as f:
+            f.truncate(400)
+        real_fill(self, memory, foreign_firmware)
+    with unittest.mock.patch.object(LinuxPayload, "fill", shrink_then_fill):
+        with pytest.raises(ConfigError, match="became shorter while it was read"):
+            Machine(kernel=path, mem=64 * MiB)

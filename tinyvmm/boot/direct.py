@@ -165,9 +165,8 @@ def set_entry_state(vcpu, long_mode: bool, rip: int, rbx: int = 0, rsi: int = 0)
 
 def enter_pvh(memory, vcpu, plan: pvh.PvhPlan, memory_map: list[tuple[int, int, int]],
               rsdp: int = 0) -> None:
-    """Load an ELF kernel, its start info, command line and initrd, and set the vCPU at its
-    PVH entry."""
-    load_segments(memory, plan.kernel)
+    """Write an ELF kernel's start info, command line and initrd (its segments are loaded
+    already: load_segments), and set the vCPU at its PVH entry."""
     writes = [(layout.BOOT_GDT_START, gdt(long_mode=False))] + pvh.start_info(plan, memory_map, rsdp)
     if plan.initrd is not None:
         writes.append((plan.initrd_addr, plan.initrd))

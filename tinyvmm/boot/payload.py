@@ -78,16 +78,20 @@ class LinuxPayload:
             assert self.rom_name is not None    # only a firmware boot publishes, and it has a ROM
             publish(self.plan, items, self.rom_name, self.rom)
 
-    def preload(self, memory) -> None:
-        """Write an ELF kernel's segments into RAM before the firmware starts, as QEMU does:
-        its pvh.bin and qboot take the kernel as already loaded."""
-        if self.is_elf:
-            from .direct import load_segments
+    def fill(self, memory, foreign_firmware: bool = False) -> None:
+        """What goes into RAM before the vCPU starts: a direct ELF boot's segments, loaded from
+        the file; for a firmware boot, the pages the ROM will copy into faulted in (its copy
+        then runs at memory speed), and for
+        `foreign_firmware` (QEMU's pvh.bin, qboot) an ELF's segments loaded as QEMU loads them."""
+        from .direct import load_segments
+        if self.boot == "firmware":
+            memory.prefault(self.load_ranges())
+        if self.is_elf and (self.boot == "direct" or foreign_firmware):
             load_segments(memory, self.plan.kernel)
 
     def enter(self, memory, vcpu, memory_map: list[tuple[int, int, int]], rsdp: int = 0) -> None:
-        """A direct boot: write everything into RAM and set the vCPU at the kernel's entry;
-        `rsdp`: where the ACPI tables start (0: none)."""
+        """A direct boot, once fill() has run: write the rest into RAM and set the vCPU at the
+        kernel's entry; `rsdp`: where the ACPI tables start (0: none)."""
         from . import direct
         if self.is_elf:
             direct.enter_pvh(memory, vcpu, self.plan, memory_map, rsdp)

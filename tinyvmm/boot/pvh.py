@@ -141,7 +141,7 @@ def publish(plan: PvhPlan, items: fwc.FwCfgItems, rom_name: str, rom: bytes | No
     tinyvmm's own PVH ROMs load from. With rom None, genroms/<rom_name> is already there."""
     items.add_u32(fwc.FW_CFG_KERNEL_ENTRY, plan.entry)
     # The image ends with the last file byte: the bss after it is already zero in RAM (fresh
-    # anonymous memory, or zeroed by Payload.preload before foreign firmware runs), so a
+    # anonymous memory, or zeroed by Payload.fill before foreign firmware runs), so a
     # kernel with a bss of gigabytes costs neither an image that large nor its copy.
     publish_loaded(items, plan.kernel.low, plan.kernel.image(plan.kernel.loaded_high),
                    plan.cmdline, plan.initrd, plan.initrd_addr)
