@@ -22,12 +22,13 @@ def run_qemu(image: Path, mem_mib: int, tmp_path: Path, fw_cfg: tuple[str, ...] 
     vendor = _host_cpu()[0] or "AuthenticAMD"
     # QEMU's qemu64 vCPU, with the host's vendor: KVM gives tinyvmm's guest the host's.
     items = [arg for item in fw_cfg for arg in ("-fw_cfg", item)]
-    subprocess.run([QEMU, "-accel", "kvm", "-machine", "pc", "-m", str(mem_mib),
-                    "-cpu", f"qemu64,vendor={vendor}", "-bios", str(image), "-nographic",
-                    "-nodefaults", "-serial", "none", "-monitor", "none", "-no-reboot",
-                    "-chardev", f"file,id=dump,path={out}",
-                    "-device", "isa-debugcon,iobase=0x402,chardev=dump", *items],
-                   check=True, capture_output=True, timeout=120)
+    result = subprocess.run([QEMU, "-accel", "kvm", "-machine", "pc", "-m", str(mem_mib),
+                             "-cpu", f"qemu64,vendor={vendor}", "-bios", str(image), "-nographic",
+                             "-nodefaults", "-serial", "none", "-monitor", "none", "-no-reboot",
+                             "-chardev", f"file,id=dump,path={out}",
+                             "-device", "isa-debugcon,iobase=0x402,chardev=dump", *items],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, f"QEMU ended with status {result.returncode}: {result.stderr!r}"
     return out.read_text()
 
 

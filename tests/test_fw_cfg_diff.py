@@ -27,9 +27,15 @@ Compared in part:
 - what a DMA transfer whose buffer runs past the end of RAM left in RAM (its hash): QEMU
   copies up to the end of RAM before it sets the error bit; tinyvmm checks the whole buffer
   first and leaves RAM untouched. The control word is compared.
-- the control word of a DMA descriptor that selects a file, when the transfer never started (its
-  descriptor was not in RAM): its top half is the file's key, which differs between the two.
-  Its low half is compared.
+- the control word of a DMA descriptor that selects a file, when the device never wrote it back
+  (the transfer did not start: its descriptor was not in RAM, or the address register's high
+  half, left by an earlier write, pointed elsewhere): its top half is still the guest's key for
+  the file, which differs between the two. Its low half is compared; a word written back, and
+  every other control word, is compared whole.
+Not compared against QEMU: a DMA WRITE that succeeds (QEMU's pc machine has no writable item;
+tests/test_fw_cfg.py covers it), and in a long buffer the guest hashes one byte in
+len // 512 (short ones whole), so a single wrong byte deep in a long transfer can pass here
+(tests/test_fw_cfg.py checks whole transfers).
 """
 
 import random
@@ -80,10 +86,17 @@ class Operation:
     record: bytes
     text: str
     compared: dict[int, slice | None] = field(default_factory=dict)
+    # A DMA that selects a file: the low half of the control word the guest wrote. While the
+    # word still holds it, the device never wrote the word back, and its top half is the guest's
+    # key for the file, which each machine numbers its own way: only the low half is compared.
+    unwritten_control: str | None = None
 
     def fields(self, line: str) -> list[str]:
         """The fields of its line, cut to what is compared."""
         parts = line.split()
+        if self.unwritten_control is not None and len(parts) > CONTROL and \
+                parts[CONTROL][4:] == self.unwritten_control:
+            parts[CONTROL] = parts[CONTROL][4:]
         return [part if i not in self.compared else
                 part[self.compared[i]] if self.compared[i] is not None else ""
                 for i, part in enumerate(parts)]
@@ -195,7 +208,7 @@ class Generator:
                               rng.randrange(600, 30000), rng.randrange(0x10000, 0x80000),
                               RAM_END - BUFFER + rng.randrange(0x1000)), (8, 25, 30, 22, 10, 5))[0]
         where = rng.random()
-        compared: dict[int, slice | None] = {CONTROL: slice(4, None)} if file else {}
+        compared: dict[int, slice | None] = {}
         if where < 0.75:
             address = BUFFER + rng.randrange(16)
             hash_start, hash_length = BUFFER, address - BUFFER + min(length, HASH_MAX) + 16
@@ -221,7 +234,8 @@ class Generator:
                                      stride(hash_length), high,
                                      descriptor, hash_start, hash_length),
                          f"DMA control {control:#010x}{text} length {length:#x} address "
-                         f"{address:#x}{at_text}{start_text}", compared)
+                         f"{address:#x}{at_text}{start_text}", compared,
+                         f"{control & 0xFFFF:04x}" if file else None)
 
 
 def stride(length: int) -> int:
@@ -277,6 +291,8 @@ def test_fw_cfg_operations_are_qemus(tmp_path, seed):
     ours = run_tinyvmm(image, MEM_MIB, tmp_path, fw_cfg)
     qemu = run_qemu(image, MEM_MIB, tmp_path, fw_cfg)
     difference = first_difference(ops, ours, qemu)
-    assert difference is None, f"seed {seed}, {difference}"
+    assert difference is None, (f"seed {seed}, {difference}\n  (the logs: {tmp_path / 'tinyvmm.txt'}, "
+                                f"{tmp_path / 'qemu.txt'}; fields: index, values read, DMA control "
+                                "word, hash of the buffer)")
     lines = ours.splitlines()
     assert lines[-1] == "end" and len(lines) == len(NAMES) + len(ops) + 1, lines[-3:]
