@@ -681,7 +681,7 @@ def _bench(options: BenchOptions, plan: tuple[dict, dict, dict], workdir: Path) 
     several = len(per_payload) > 1
     runs: list[dict] = []
     total = options.runs * len(systems)
-    goals = {name: goal(payload_options) for name, payload_options in per_payload.items()}
+    goals = {name: goal(opts) for name, opts in per_payload.items()}
     until = (f"each run until {next(iter(goals.values()))}" if len(set(goals.values())) == 1 else
              "; ".join(f"the {name} rows run until {where}" for name, where in goals.items()))
     print(f"tinyvmm: {total} boots, {until}; a boot that ends otherwise, did not load its whole "
