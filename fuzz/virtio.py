@@ -113,6 +113,9 @@ def device_writable(platform) -> list[tuple[int, int]]:
             continue
         ranges.append((ring.device_addr, 6 + 8 * ring.size))
         tables = [(ring.desc_addr, ring.size)]
+        # Each indirect table once: a ring of 32,768 entries all naming one table of 2,048 must
+        # not cost this check 67 million steps (the device walks only the chains it is given).
+        seen = set(tables)
         while tables:
             address, count = tables.pop()
             try:
@@ -122,7 +125,10 @@ def device_writable(platform) -> list[tuple[int, int]]:
             for entry in range(count):
                 buffer, length, flags, _ = struct.unpack_from("<QIHH", table, 16 * entry)
                 if flags & 4 and address == ring.desc_addr and length % 16 == 0:    # INDIRECT
-                    tables.append((buffer, min(length // 16, 1 << 15)))
+                    table_at = (buffer, min(length // 16, 1 << 15))
+                    if table_at not in seen:
+                        seen.add(table_at)
+                        tables.append(table_at)
                 elif flags & 2:                                                     # WRITE
                     ranges.append((buffer, length))
     return ranges

@@ -579,6 +579,26 @@ def test_descriptor_straddling_the_end_of_ram_gets_error_in_its_control(descript
     assert after == before
 
 
+@pytest.mark.parametrize("reads", ["nothing", "other bytes"])
+def test_a_descriptor_in_a_segment_read_elsewhere_is_read_where_the_guest_reads_it(reads):
+    """A PAM shadow segment written to RAM and read from the other side (write-only here, or
+    another backing): the device reads the descriptor as a read would, not from the RAM behind
+    it (the fuzzed instance: a READ the guest could not see made the device write 4 KiB)."""
+    rig = Rig()
+    segment, size = 0xC0000, 0x4000
+    behind, other = bytearray(size), bytearray(size)
+    rig.memory.replace(segment, segment + size, [
+        (segment, size, None if reads == "nothing" else memoryview(other), memoryview(behind))])
+    descriptor = segment + 0x762
+    rig.memory.write(descriptor, DMA_DESCRIPTOR.pack(SELECT | READ | rig.key("opt/blob") << 16,
+                                                     4, 0x4000))
+    before = rig.memory.read(0x4000, 4)
+    rig.port.start_dma(descriptor)
+    assert rig.memory.read(0x4000, 4) == before         # what a read gives is no READ
+    status = b"\0\0\0\1" if reads == "nothing" else b"\0\0\0\0"
+    assert bytes(behind[0x762:0x766]) == status           # written back where writes go
+
+
 def test_high_half_is_used_once_then_cleared(rig):
     key = rig.key("opt/blob")
     high_descriptor = TOP[0]

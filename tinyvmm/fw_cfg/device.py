@@ -16,7 +16,7 @@ import struct
 import time
 
 from ..bus import Device
-from ..memory import GuestMemoryError, copy_into
+from ..memory import GuestMemoryError, buffer_address, copy_into
 from .items import (
     FW_CFG_ENTRY_MASK,
     FW_CFG_ID,
@@ -54,13 +54,18 @@ _ZEROS = memoryview(bytes(1 << 20))
 
 
 def _descriptor_bytes(memory, descriptor: int) -> tuple[memoryview | bytes, memoryview | None]:
-    """The 16 descriptor bytes, and a writable view of its control word when the
-    whole descriptor lies in one RAM region (the common case)."""
+    """The 16 descriptor bytes as a read gets them, and a writable view of its control word
+    when the whole descriptor lies in one region whose reads and writes reach the same bytes
+    (RAM: the common case). A shadow segment that PAM reads from one side and writes to the
+    other (the PCI side, or nothing) is read where the guest would read it; GuestMemoryError
+    where nothing can be read."""
     try:
         view = memory.view(descriptor, DMA_DESCRIPTOR.size, True)
-        return view, view[:4]
+        if buffer_address(view) == buffer_address(memory.view(descriptor, DMA_DESCRIPTOR.size)):
+            return view, view[:4]
     except GuestMemoryError:
-        return b"".join(memory.views(descriptor, DMA_DESCRIPTOR.size)), None
+        pass
+    return b"".join(memory.views(descriptor, DMA_DESCRIPTOR.size)), None
 
 
 def _zero_fill(view: memoryview) -> None:
