@@ -113,8 +113,9 @@ def device_writable(platform) -> list[tuple[int, int]]:
             continue
         ranges.append((ring.device_addr, 6 + 8 * ring.size))
         tables = [(ring.desc_addr, ring.size)]
-        # Each indirect table once: a ring of 32,768 entries all naming one table of 2,048 must
-        # not cost this check 67 million steps (the device walks only the chains it is given).
+        # Each indirect table once: ring entries naming the same tables again and again (up to
+        # 32,768 of them, of up to 32,768 entries each) hung this check, not the device, which
+        # walks only the chains it is given.
         seen = set(tables)
         while tables:
             address, count = tables.pop()
