@@ -557,10 +557,9 @@ def goal(options: BenchOptions) -> str:
             "the kernel's entry" if options.no_banner else "the \"Linux version\" banner")
 
 
-def payload_heading(name: str, options: BenchOptions, payload: BenchPayload | None = None) -> str:
+def payload_heading(name: str, files: dict, ends_at: str) -> str:
     """"payload distro: vmlinuz-... (7.9 MiB) + initrd.img-... (29.2 MiB) in /boot; PVH rows:
-    ...; each boot to the kernel's entry"."""
-    files = payload_files(options, payload)
+    ...; each boot to the kernel's entry", from payload_files() and goal()."""
 
     def named(key):
         return f"{os.path.basename(files[key]['path'])} ({_size(files[key]['bytes'] or 0)})"
@@ -571,7 +570,7 @@ def payload_heading(name: str, options: BenchOptions, payload: BenchPayload | No
         source = files["vmlinux"].get("extracted_from")
         pvh = (f"; PVH rows: its vmlinux ({_size(files['vmlinux']['bytes'] or 0)}, extracted from "
                f"{os.path.basename(source)})" if source else f"; PVH rows: {named('vmlinux')}")
-    return f"payload {name}: {' + '.join(parts)} in {where}{pvh}; each boot to {goal(options)}"
+    return f"payload {name}: {' + '.join(parts)} in {where}{pvh}; each boot to {ends_at}"
 
 
 def payload_options(options: BenchOptions, payload: BenchPayload) -> BenchOptions:
@@ -719,7 +718,7 @@ def _bench(options: BenchOptions, plan: tuple[dict, dict, dict], workdir: Path) 
         results[name] = {"files": files, "ends_at": goals[name], "memcpy_s": memcpy,
                          "summary": summary}
         sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")
-                         + payload_heading(name, payload_opts, payloads[name]) + "\n\n")
+                         + payload_heading(name, files, goals[name]) + "\n\n")
         sys.stdout.write(format_table(summary, options.runs, memcpy, options.load))
     try:
         if options.json:
