@@ -194,9 +194,9 @@ def load_segments(memory, kernel) -> None:
     """An ELF kernel's segments into RAM, read from the file straight into guest memory; their
     zero-filled tails (bss) cleared."""
     for segment in kernel.segments:
-        address = segment.paddr
-        for view in memory.views(address, segment.filesz, True):
-            segment.source.read_into(segment.offset + address - segment.paddr, view)
-            address += len(view)
+        done = 0
+        for view in memory.views(segment.paddr, segment.filesz, True):
+            segment.read_into(view, done)
+            done += len(view)
         if segment.memsize > segment.filesz:
             memory.fill(segment.paddr + segment.filesz, segment.memsize - segment.filesz)

@@ -121,9 +121,9 @@ class Segment:
         """The segment's file bytes (read now, for a file)."""
         return self.source.read(self.offset, self.filesz)
 
-    def read_into(self, view: memoryview) -> None:
-        """The first len(view) of its file bytes, into `view`."""
-        self.source.read_into(self.offset, view)
+    def read_into(self, view: memoryview, at: int = 0) -> None:
+        """len(view) of its file bytes from `at` on, into `view`."""
+        self.source.read_into(self.offset + at, view)
 
 
 class ElfKernel:
