@@ -85,6 +85,7 @@ def build(spec: MachineSpec, guard: Callable = lambda callback, what: callback) 
                                     tracer=built.tracer)
         built.fw_cfg = attach_fw_cfg(board, spec.fw_cfg, items)
         built.runner = Runner(board, tracer=built.tracer)
+        built.runner.software_cpu = spec.software_cpu
         if payload is not None:
             place_kernel(spec, payload, board)
     except BaseException:

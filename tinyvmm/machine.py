@@ -60,6 +60,7 @@ class Machine:
                   everything in memory (serial_output, debugcon_output), or "stdio", "none",
                   "file:PATH", or a callable taking bytes
     trace, trace_file   the command line's --trace categories ("io,fw_cfg") and --trace-file
+    software_cpu  "auto", "on" or "off": the command line's --software-cpu (MachineSpec says more)
 
     Raises TypeError for an argument of the wrong type, ConfigError (bad input, with the
     command line's status-2 message), tinyvmm.errors.HostError: KvmUnavailable or KvmError

@@ -14,6 +14,10 @@ import mmap
 from . import layout
 from .errors import HostError, TinyvmmError
 
+TYPE_CHECKING = False           # True for type checkers only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 class GuestMemoryError(TinyvmmError, ValueError):
     """A guest-physical access outside RAM, into ROM for writing, or wrapping around."""
@@ -63,6 +67,9 @@ class GuestMemory:
             self._regions.append((gpa, gpa + size, view, view if writable else None))
         self.ram: mmap.mmap | None = None
         self.rom: mmap.mmap | None = None
+        # Called with (gpa, size) for each writable view handed out: what a device may write
+        # (a software CPU drops the code it translated from there).
+        self.write_observer: Callable[[int, int], object] | None = None
 
     @classmethod
     def for_layout(cls, ram_size: int, firmware: bytes) -> "GuestMemory":
@@ -175,6 +182,8 @@ class GuestMemory:
     def view(self, gpa: int, size: int, writable: bool = False) -> memoryview:
         """A zero-copy view of [gpa, gpa + size), which must lie in one region."""
         start, _, read, write = self._regions[self._region_index(gpa, size, writable)]
+        if writable and self.write_observer is not None:
+            self.write_observer(gpa, size)
         view = write if writable else read
         assert view is not None             # _region_index refuses a region without it
         offset = gpa - start

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 
+from . import layout
 from .completion import Completer
 from .kvm import abi
 from .kvm.ioctl import KvmError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .board import Board
+    from .completion.stretches import Stretches
     from .debug.gdb.stub import GdbStub
     from .debug.session import LazySymbols
     from .debug.steps import StepTracer
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .kvm.vcpu import Vcpu
 
 KVM_RUN = abi.KVM_RUN
+SINGLE_STEP = abi.KVM_GUESTDBG_ENABLE | abi.KVM_GUESTDBG_SINGLESTEP
 _kvm_run = fcntl.ioctl      # faster than the ctypes path; KVM_RUN takes no argument
 
 HISTORY_SIZE = 32
@@ -102,6 +105,9 @@ class Runner:
         self.stepper: StepTracer | None = None  # --trace steps: after_access, on_interrupt
         self.symbols: SymbolTable | LazySymbols | None = None  # names code in crash reports
         self.guest_debug = GuestDebug(self.vcpu)    # who holds the debug registers
+        # MachineSpec.software_cpu; the Stretches that run privileged code in the software CPU
+        self.software_cpu = "off"
+        self.stretches: Stretches | None = None
         self.lock: threading.Lock | None = None
         # Held while kicking and while a run's thread lets go of its vCPU, so no kick lands
         # on a thread that no longer expects it (SIGUSR1's default action ends the process).
@@ -337,8 +343,33 @@ class Runner:
         return total
 
     def _pick_loop(self) -> Callable[[], tuple[Outcome, str]]:
+        if self._software_cpu_wanted():
+            if self.stretches is None:
+                from .completion.stretches import Stretches
+                board = self.board
+                self.stretches = Stretches(self.vcpu, board.memory, board.slots, board.pio,
+                                           layout.IN_KERNEL_PORTS)
+            return self._stretch_loop
         observed = self.debugger is not None or self.stats is not None or self.stepper is not None
         return self._observed_loop if observed else self._loop
+
+    def _software_cpu_wanted(self) -> bool:
+        """Whether this run goes through the software CPU (MachineSpec.software_cpu): "auto"
+        on an emulating host, for one vCPU that nothing observes step by step."""
+        mode = self.software_cpu
+        if mode == "off":
+            return False
+        alone = (self.lock is None and self.guest_debug.holder is None and self.debugger is None
+                 and self.stepper is None)
+        if mode == "on":
+            if not alone:
+                from .errors import ConfigError
+                raise ConfigError("--software-cpu on runs one vCPU that no debugger, step trace "
+                                  "or kernel-entry mark observes (--smp 1, no --gdb, no "
+                                  "--trace steps, a kernel boot without --boot-marks)")
+            return True
+        from .kvm.system import is_emulating_host
+        return alone and is_emulating_host() and _software_cpu_installed()
 
     def _vcpu_ended(self, cpu: Runner, ended: tuple[Outcome, str]) -> None:
         """`cpu`'s loop returned `ended`: the first vCPU to end ends the run (the others see
@@ -431,6 +462,86 @@ class Runner:
                     return ended
             if board.stop_request is not None:
                 return board.stop_request
+
+    def _stretch_loop(self) -> tuple[Outcome, str]:
+        """_loop with privileged code run in the software CPU (tinyvmm.completion.stretches):
+        KVM executes one instruction at a time between its stretches, and runs freely
+        where the vCPU is in a mode left to it."""
+        from .completion.stretches import STEP
+        stretches = self.stretches
+        assert stretches is not None            # _pick_loop made it
+        board = self.board
+        vcpu = self.vcpu
+        fd = vcpu.fd
+        mm = vcpu.run_mmap
+        run_page = vcpu.run_page
+        kvm_run = self._kvm_run()
+        pio = board.pio
+        counts = self.exit_counts
+        leader = self.leader
+        EXIT_IO, EXIT_MMIO, EXIT_DEBUG = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_DEBUG
+        stepping = False
+
+        def stop_wanted() -> bool:
+            return leader._signal is not None or board.stop_request is not None
+
+        if board.first_run_ns is None:
+            board.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if board.stop_request is not None:
+            return board.stop_request
+        boundary = True
+        try:
+            while True:
+                if boundary:
+                    step = stretches.run(stop_wanted) == STEP
+                    if board.stop_request is not None:
+                        return board.stop_request
+                    if step != stepping:
+                        vcpu.set_guest_debug(SINGLE_STEP if step else 0)
+                        stepping = step
+                    boundary = False
+                try:
+                    kvm_run(fd, KVM_RUN, 0)
+                except InterruptedError:
+                    ended, _ = self._on_interrupt()
+                    if ended:
+                        return ended
+                    boundary = True
+                    continue
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
+                reason, is_out, size, port, count, offset = _EXIT_IO.unpack_from(mm, _EXIT_REASON)
+                counts[reason] += 1
+                if reason == EXIT_IO:
+                    length = size * count
+                    self.pio_bytes += length
+                    if is_out:
+                        data = mm[offset:offset + length]
+                        pio.write(port, size, data)
+                    else:
+                        data = pio.read(port, size, count)
+                        mm[offset:offset + length] = data
+                    self.history.append((reason, port, is_out, size, count, data))
+                    # The next entry completes the access and returns at once: a boundary
+                    # (an emulating KVM loses the step trap of an `out`).
+                    run_page.immediate_exit = 1
+                elif reason == EXIT_MMIO:
+                    self._mmio(mm, self.tracer)
+                    run_page.immediate_exit = 1
+                elif reason == EXIT_DEBUG and stepping:
+                    boundary = True
+                else:
+                    ended = self._other_exit(reason)
+                    if ended:
+                        return ended
+                    boundary = True
+                if board.stop_request is not None:
+                    return board.stop_request
+        finally:
+            if stepping:
+                vcpu.set_guest_debug(0)
 
     def _kvm_run(self) -> Callable:
         """KVM_RUN as the loop calls it: bare with one vCPU; with several, the device lock is
@@ -643,6 +754,11 @@ class GuestDebug:
         if self.holder is not None:
             self.holder = self.on_exit = None
             self.vcpu.set_guest_debug(0)
+
+
+def _software_cpu_installed() -> bool:
+    from importlib.util import find_spec
+    return find_spec("unicorn") is not None and find_spec("capstone") is not None
 
 
 def _take_kicks() -> None:

@@ -34,6 +34,7 @@ __all__ = ["MachineSpec", "KernelSpec", "FwCfgSpec", "DriveSpec", "PflashSpec", 
            "replace"]
 
 BOOT_METHODS = ("firmware", "direct")
+SOFTWARE_CPU_MODES = ("auto", "on", "off")
 SERIAL_MAX = 20                         # virtio-blk GET_ID: 20 bytes
 BOOTINDEX_MAX = 0x7FFFFFFF              # QEMU's bootindex is an int32
 TIMEOUT_MAX = 30 * 24 * 3600            # seconds: 30 days
@@ -123,6 +124,13 @@ def check_mem(size: int, label: str) -> int:
     if size % layout.PAGE_SIZE:
         raise ConfigError(f"{label}: RAM must be a multiple of 4 KiB")
     return size
+
+
+def check_software_cpu(mode: object) -> str:
+    """--software-cpu: one of SOFTWARE_CPU_MODES."""
+    if mode not in SOFTWARE_CPU_MODES:
+        raise ConfigError(f"software CPU {mode!r}: expected one of {', '.join(SOFTWARE_CPU_MODES)}")
+    return str(mode)
 
 
 def check_smp(count: int, label: str) -> int:
@@ -359,6 +367,11 @@ class MachineSpec:
                it in memory, "stdio", "none", "file:PATH", or a callable taking bytes
     expect     bytes whose appearance on either console ends a run (Outcome.EXPECTED)
     debug      a DebugSpec
+    software_cpu   "on": privileged guest code runs in the software CPU between the instructions
+               only KVM executes (tinyvmm.completion.stretches), for a run with one vCPU that
+               no debugger, step trace or kernel-entry mark observes; "off" (the default): KVM
+               runs all of it; "auto": "on" where KVM emulates guest code (kvm_pvm) and the run
+               allows it
     """
     firmware: str | bytes | None = None
     mem: int = 256 * layout.MiB
@@ -372,6 +385,7 @@ class MachineSpec:
     debugcon: ConsoleSink = None
     expect: bytes | None = None
     debug: DebugSpec = DebugSpec()
+    software_cpu: str = "off"
 
     def __post_init__(self) -> None:
         if isinstance(self.firmware, bytes):
@@ -406,6 +420,7 @@ class MachineSpec:
         if self.expect is not None:
             check_console_text(self.expect)
         check_type("debug", self.debug, DebugSpec)
+        check_software_cpu(self.software_cpu)
         if self.kernel is not None and self.kernel.boot == "direct" and self.runs_firmware:
             given = ("--option-rom" if self.fw_cfg.option_roms else
                      "--bios" if self.firmware is not None else "--drive if=pflash")
@@ -427,7 +442,7 @@ class MachineSpec:
                  fw_cfg_ports: bool = True, fw_cfg_mmio: int | None = None,
                  drives: Iterable[str] = (), serial: ConsoleSink = None,
                  debugcon: ConsoleSink = None, trace: str | None = None,
-                 trace_file: Path | None = None) -> MachineSpec:
+                 trace_file: Path | None = None, software_cpu: str = "off") -> MachineSpec:
         """The spec of tinyvmm.Machine's keyword arguments (see there), type-checked (TypeError)
         and checked by the rules the command line applies (ConfigError)."""
         if isinstance(firmware, (bytearray, memoryview)):
@@ -453,7 +468,8 @@ class MachineSpec:
             fw_cfg=FwCfgSpec(files=_fw_cfg_files(fw_cfg), option_roms=tuple(_rom_paths(option_roms)),
                              dma=fw_cfg_dma, ports=fw_cfg_ports, mmio=fw_cfg_mmio),
             drives=disks, pflash=flash, serial=serial, debugcon=debugcon,
-            debug=DebugSpec(trace=trace_spec, trace_file=check_path("trace_file", trace_file)))
+            debug=DebugSpec(trace=trace_spec, trace_file=check_path("trace_file", trace_file)),
+            software_cpu=software_cpu)
 
 
 def _fw_cfg_files(files: object) -> tuple[UserItemSpec, ...]:

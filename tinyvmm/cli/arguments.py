@@ -153,6 +153,12 @@ def add_hardware_options(parser: argparse.ArgumentParser) -> None:
                              "with INIT and SIPI")
     parser.add_argument("--no-acpi", dest="acpi", action="store_false",
                         help="publish no ACPI tables (QEMU's -machine acpi=off)")
+    parser.add_argument("--software-cpu", choices=("auto", "on", "off"), default="off",
+                        help="run privileged guest code in a software CPU (unicorn) between "
+                             "the instructions only KVM executes: many times faster where KVM "
+                             "emulates guest code (OVMF); for one vCPU and no debugger, step "
+                             "trace or kernel boot; auto = on where KVM emulates guest code "
+                             "(default off)")
 
 
 def add_machine_options(parser: argparse.ArgumentParser) -> None:
@@ -290,7 +296,7 @@ def machine_spec(args: argparse.Namespace, boot_linux: bool) -> MachineSpec:
     disks, flash = split_drives(given("drives", ()))
     return MachineSpec(
         firmware=given("bios"), mem=given("mem", 256 * layout.MiB), smp=given("smp", 1),
-        acpi=given("acpi", True), kernel=kernel,
+        acpi=given("acpi", True), kernel=kernel, software_cpu=given("software_cpu", "off"),
         fw_cfg=FwCfgSpec(files=tuple(given("fw_cfg", ())),
                          option_roms=tuple(given("option_roms", ())),
                          dma=given("fw_cfg_dma", True), ports=given("fw_cfg_ports", True),

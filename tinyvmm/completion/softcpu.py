@@ -74,13 +74,7 @@ class SoftCpu:
             entry = self._engines[bits] = [uc, None]
         uc = entry[0]
         if entry[1] != self.slots.updates:
-            for begin, end, _ in list(uc.mem_regions()):
-                uc.mem_unmap(begin, end - begin + 1)
-            for gpa, (size, host, readonly, _) in sorted(self.slots.mapped.items()):
-                perms = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
-                if not readonly:
-                    perms |= unicorn.UC_PROT_WRITE
-                uc.mem_map_ptr(gpa, size, perms, host)
+            map_slots(uc, self.slots)
             entry[1] = self.slots.updates
         return uc
 
@@ -106,7 +100,7 @@ class SoftCpu:
         uc = self._engine(bits)
         fpu = cpu.vcpu.get_fpu() if vector is not None else None
         try:
-            self._load(uc, cpu, fpu, vector, bits)
+            load_state(uc, cpu, fpu, vector, bits)
         except unicorn.UcError as exc:
             raise Refused(f"the software CPU cannot take the vCPU's state ({exc})") from None
         self._raised = None
@@ -146,42 +140,6 @@ class SoftCpu:
         cpu.inject_exception(vector)
         return name if vector not in TRAPS else f"{name} ({label})"
 
-    # --- state in and out -------------------------------------------------
-    def _load(self, uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
-        regs, sregs = cpu.regs, cpu.sregs
-        uc.reg_write(X.UC_X86_REG_MSR, (EFER, sregs.efer))
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
-        uc.reg_write(X.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
-        for index, name in ((4, "cr4"), (3, "cr3"), (0, "cr0")):   # CR3 flushes the TLB
-            uc.reg_write(getattr(X, f"UC_X86_REG_CR{index}"), getattr(sregs, name))
-        for name, reg in GPRS if bits == 64 else GPRS_32:
-            uc.reg_write(reg, getattr(regs, name) if bits == 64 else getattr(regs, name) & 0xFFFF_FFFF)
-        uc.reg_write(X.UC_X86_REG_RFLAGS if bits == 64 else X.UC_X86_REG_EFLAGS, regs.rflags)
-        uc.reg_write(X.UC_X86_REG_CS, sregs.cs.selector)
-        for name, reg in DATA_SEGMENTS:
-            uc.reg_write(reg, getattr(sregs, name).selector)
-        if bits == 64:
-            uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
-            uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
-        if fpu is None:
-            return
-        if vector is not ALL:
-            for i in vector:
-                uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))
-            uc.reg_write(X.UC_X86_REG_MXCSR, fpu.mxcsr)
-            return
-        top = (fpu.fsw >> 11) & 7
-        uc.reg_write(X.UC_X86_REG_FPCW, fpu.fcw)
-        uc.reg_write(X.UC_X86_REG_FPSW, fpu.fsw)
-        uc.reg_write(X.UC_X86_REG_FPTAG, _full_tags(fpu.ftwx))
-        for i in range(8):           # fpr[i] is ST(i); FP0-7 are the physical registers
-            raw = bytes(fpu.fpr[i])
-            uc.reg_write(X.UC_X86_REG_FP0 + ((top + i) & 7),
-                         (int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:10], "little")))
-        for i in range(16 if bits == 64 else 8):
-            uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))
-        uc.reg_write(X.UC_X86_REG_MXCSR, fpu.mxcsr)
-
     def _store(self, uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
         regs, sregs = cpu.regs, cpu.sregs
         for name, reg in DATA_SEGMENTS + (("cs", X.UC_X86_REG_CS),):
@@ -208,34 +166,96 @@ class SoftCpu:
                     changed = True
         cpu.sregs_dirty = changed
         if fpu is not None:
-            self._store_fpu(uc, cpu, fpu, vector, bits)
+            store_fpu(uc, cpu.vcpu, fpu, vector, bits)
         cpu.commit()
-
-    def _store_fpu(self, uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
-        before = bytes(fpu)
-        if vector is not ALL:
-            for i in vector:
-                ctypes.memmove(fpu.xmm[i], uc.reg_read(X.UC_X86_REG_XMM0 + i).to_bytes(16, "little"), 16)
-            fpu.mxcsr = uc.reg_read(X.UC_X86_REG_MXCSR)
-            if bytes(fpu) != before:
-                cpu.vcpu.set_fpu(fpu)
-            return
-        fpu.fcw = uc.reg_read(X.UC_X86_REG_FPCW)
-        fpu.fsw = uc.reg_read(X.UC_X86_REG_FPSW)
-        fpu.ftwx = _abridged_tags(uc.reg_read(X.UC_X86_REG_FPTAG))
-        top = (fpu.fsw >> 11) & 7
-        for i in range(8):
-            mantissa, exponent = uc.reg_read(X.UC_X86_REG_FP0 + ((top + i) & 7))
-            raw = mantissa.to_bytes(8, "little") + exponent.to_bytes(2, "little") + bytes(6)
-            ctypes.memmove(fpu.fpr[i], raw, 16)
-        for i in range(16 if bits == 64 else 8):
-            ctypes.memmove(fpu.xmm[i], uc.reg_read(X.UC_X86_REG_XMM0 + i).to_bytes(16, "little"), 16)
-        fpu.mxcsr = uc.reg_read(X.UC_X86_REG_MXCSR)
-        if bytes(fpu) != before:
-            cpu.vcpu.set_fpu(fpu)
 
 
 ALL = "all"
+
+
+def map_slots(uc, slots) -> None:
+    """Map guest memory into the software CPU as KVM's memory slots map it, without a copy."""
+    for begin, end, _ in list(uc.mem_regions()):
+        uc.mem_unmap(begin, end - begin + 1)
+    for gpa, (size, host, readonly, _) in sorted(slots.mapped.items()):
+        perms = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
+        if not readonly:
+            perms |= unicorn.UC_PROT_WRITE
+        uc.mem_map_ptr(gpa, size, perms, host)
+
+
+def load_state(uc, cpu: GuestCpu | None, fpu, vector, bits: int, fpu_only: bool = False) -> None:
+    """Copy the vCPU's state into the software CPU: registers, control registers, EFER,
+    descriptor tables and segment selectors (the software CPU loads their descriptors),
+    and of `fpu` (a kvm_fpu, or None) what `vector` names; only the latter with `fpu_only`."""
+    if not fpu_only:
+        assert cpu is not None
+        _load_registers(uc, cpu, bits)
+    if fpu is None:
+        return
+    _load_fpu(uc, fpu, vector, bits)
+
+
+def _load_registers(uc, cpu: GuestCpu, bits: int) -> None:
+    regs, sregs = cpu.regs, cpu.sregs
+    uc.reg_write(X.UC_X86_REG_MSR, (EFER, sregs.efer))
+    uc.reg_write(X.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
+    uc.reg_write(X.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
+    for index, name in ((4, "cr4"), (3, "cr3"), (0, "cr0")):   # CR3 flushes the TLB
+        uc.reg_write(getattr(X, f"UC_X86_REG_CR{index}"), getattr(sregs, name))
+    for name, reg in GPRS if bits == 64 else GPRS_32:
+        uc.reg_write(reg, getattr(regs, name) if bits == 64 else getattr(regs, name) & 0xFFFF_FFFF)
+    uc.reg_write(X.UC_X86_REG_RFLAGS if bits == 64 else X.UC_X86_REG_EFLAGS, regs.rflags)
+    uc.reg_write(X.UC_X86_REG_CS, sregs.cs.selector)
+    for name, reg in DATA_SEGMENTS:
+        uc.reg_write(reg, getattr(sregs, name).selector)
+    if bits == 64:
+        uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
+        uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
+
+
+def _load_fpu(uc, fpu, vector, bits: int) -> None:
+    if vector is not ALL:
+        for i in vector:
+            uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))
+        uc.reg_write(X.UC_X86_REG_MXCSR, fpu.mxcsr)
+        return
+    top = (fpu.fsw >> 11) & 7
+    uc.reg_write(X.UC_X86_REG_FPCW, fpu.fcw)
+    uc.reg_write(X.UC_X86_REG_FPSW, fpu.fsw)
+    uc.reg_write(X.UC_X86_REG_FPTAG, _full_tags(fpu.ftwx))
+    for i in range(8):           # fpr[i] is ST(i); FP0-7 are the physical registers
+        raw = bytes(fpu.fpr[i])
+        uc.reg_write(X.UC_X86_REG_FP0 + ((top + i) & 7),
+                     (int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:10], "little")))
+    for i in range(16 if bits == 64 else 8):
+        uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))
+    uc.reg_write(X.UC_X86_REG_MXCSR, fpu.mxcsr)
+
+
+def store_fpu(uc, vcpu, fpu, vector, bits: int) -> None:
+    """Copy back into `fpu` what `vector` names and hand it to `vcpu` if it changed."""
+    before = bytes(fpu)
+    if vector is not ALL:
+        for i in vector:
+            ctypes.memmove(fpu.xmm[i], uc.reg_read(X.UC_X86_REG_XMM0 + i).to_bytes(16, "little"), 16)
+        fpu.mxcsr = uc.reg_read(X.UC_X86_REG_MXCSR)
+        if bytes(fpu) != before:
+            vcpu.set_fpu(fpu)
+        return
+    fpu.fcw = uc.reg_read(X.UC_X86_REG_FPCW)
+    fpu.fsw = uc.reg_read(X.UC_X86_REG_FPSW)
+    fpu.ftwx = _abridged_tags(uc.reg_read(X.UC_X86_REG_FPTAG))
+    top = (fpu.fsw >> 11) & 7
+    for i in range(8):
+        mantissa, exponent = uc.reg_read(X.UC_X86_REG_FP0 + ((top + i) & 7))
+        raw = mantissa.to_bytes(8, "little") + exponent.to_bytes(2, "little") + bytes(6)
+        ctypes.memmove(fpu.fpr[i], raw, 16)
+    for i in range(16 if bits == 64 else 8):
+        ctypes.memmove(fpu.xmm[i], uc.reg_read(X.UC_X86_REG_XMM0 + i).to_bytes(16, "little"), 16)
+    fpu.mxcsr = uc.reg_read(X.UC_X86_REG_MXCSR)
+    if bytes(fpu) != before:
+        vcpu.set_fpu(fpu)
 
 
 def _vector_registers(insn, bits: int):

@@ -216,6 +216,8 @@ class DebugSession:
                 completions = cpu.completer.stats
                 if completions.total:
                     print("\n" + completions.table(), file=self.err)
+                if cpu.stretches is not None and cpu.stretches.stretches:
+                    print("\n" + cpu.stretches.table(), file=self.err)
         return result
 
     def close(self) -> None:

@@ -1,0 +1,543 @@
+"""Privileged guest code run in the software CPU, on hosts whose KVM emulates it.
+
+On an emulating host (kvm_pvm) KVM runs every instruction of privileged code through its
+instruction emulator, 0.5-2 us each. The software CPU (unicorn, which is QEMU's TCG) runs
+the same code from guest RAM, mapped without a copy, far faster. It runs the vCPU in
+stretches: from the state KVM holds to the first instruction only KVM may execute, where
+the registers go back and KVM executes that one instruction (KVM_GUESTDBG_SINGLESTEP).
+
+Only KVM executes: port I/O to its in-kernel PIC and PIT, string port I/O, MSRs, CPUID,
+RDTSC, HLT, software interrupts, IRET, XSAVE and its kin, and every instruction that changes
+what kvm_sregs holds (segment loads, far transfers, descriptor-table and control registers).
+So the software CPU never changes the vCPU's system state: only its general registers,
+RIP, RFLAGS and its x87/SSE state, which it keeps until KVM needs it. Anything the software
+CPU faults on, and every access outside guest RAM (MMIO, writes to ROM), is left to KVM as
+well. Served inside a stretch instead: port I/O to tinyvmm's own devices, and CPUID and
+RDMSR of a few MSRs once KVM has answered them for the same inputs. A run lasts at most a
+few milliseconds; with interrupts enabled the stretch then ends, so KVM's in-kernel irqchip
+delivers what is pending (STI runs in the software CPU: an interrupt waits for that end).
+
+Each block of code is decoded once, when the software CPU translates it and before it
+runs (UC_HOOK_EDGE_GENERATED, and the block a run starts with): the instructions above
+become the software CPU's exits, so translated code stops exactly before them.
+"""
+
+import ctypes
+import re
+import threading
+import time
+
+import unicorn
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib
+
+from ..x86 import CR0_PE
+from .paging import translate
+from .softcpu import ALL, load_state, map_slots, store_fpu
+
+TYPE_CHECKING = False           # True for type checkers only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+STEP, FREE = "step", "free"
+TICK_S = 0.002                      # the watchdog's period
+SLICE_TICKS = 2                     # a run lasts at most ~4 ms: then KVM delivers interrupts
+RFLAGS_IF = 1 << 9
+RFLAGS_VM = 1 << 17
+EFER_LMA = 1 << 10
+MSR_EFER = 0xC000_0080
+PAGE = 4096
+ANALYSIS_MAX = 65536
+
+# What only KVM executes (capstone mnemonics, prefixes dropped).
+KVM_ONLY = frozenset((
+    "insb", "insw", "insd", "outsb", "outsw", "outsd",
+    "rdmsr", "wrmsr", "rdtsc", "rdtscp", "rdpmc", "cpuid", "hlt",
+    "int", "int1", "int3", "into", "iret", "iretd", "iretq",
+    "syscall", "sysret", "sysretq", "sysenter", "sysexit", "swapgs",
+    "monitor", "mwait", "xsetbv", "xgetbv", "invd", "wbinvd", "vmcall", "vmmcall", "rsm",
+    "xsave", "xsave64", "xsaveopt", "xsaveopt64", "xsavec", "xsavec64", "xsaves", "xsaves64",
+    "xrstor", "xrstor64", "xrstors", "xrstors64", "getsec", "rdpid", "rdpkru", "wrpkru",
+    # what changes kvm_sregs
+    "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "lds", "les", "lfs", "lgs", "lss",
+    "ljmp", "lcall", "retf", "retfq", "retfw", "lret", "lretq", "wrfsbase", "wrgsbase",
+))
+SEGMENTS = ("cs", "ds", "es", "ss", "fs", "gs")
+SYSTEM_REGISTER = re.compile(r"[cd]r\d+")
+PORT_IO = frozenset(("in", "out"))
+# legacy prefixes and REX, which come before an opcode
+PREFIXES = bytes((0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, *range(0x40, 0x50)))
+VECTOR_GROUPS = ("fpu", "mmx", "sse", "avx", "3dnow", "fma", "f16c", "aes", "sha", "pclmul")
+VECTOR_MNEMONICS = ("fx", "f", "ldmxcsr", "stmxcsr", "emms", "xsave", "xrstor")
+
+# kvm_regs is 18 u64 in this order: the software CPU's registers, copied in one call each way.
+GPR_IDS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RBX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX,
+           X.UC_X86_REG_RSI, X.UC_X86_REG_RDI, X.UC_X86_REG_RSP, X.UC_X86_REG_RBP,
+           X.UC_X86_REG_R8, X.UC_X86_REG_R9, X.UC_X86_REG_R10, X.UC_X86_REG_R11,
+           X.UC_X86_REG_R12, X.UC_X86_REG_R13, X.UC_X86_REG_R14, X.UC_X86_REG_R15,
+           X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS)
+REGS_SIZE = 8 * len(GPR_IDS)
+# 32-bit code: the eight legacy registers, EIP and EFLAGS
+GPR_IDS_32 = (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX,
+              X.UC_X86_REG_ESI, X.UC_X86_REG_EDI, X.UC_X86_REG_ESP, X.UC_X86_REG_EBP,
+              X.UC_X86_REG_EIP, X.UC_X86_REG_EFLAGS)
+REGISTERS_32 = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "rip", "rflags")
+string_at = ctypes.string_at
+CPUID, RDMSR = b"\x0f\xa2", b"\x0f\x32"
+MASK32 = 0xFFFF_FFFF
+# MSRs only WRMSR changes, whose RDMSR is answered again as KVM answered it: the APIC base,
+# MTRRcap, the MTRR default type.
+STABLE_MSRS = frozenset((0x1B, 0xFE, 0x2FF))
+ANSWER_REGISTERS = {0xA2: ("ax", "bx", "cx", "dx"), 0x32: ("ax", "dx")}
+# The registers a stretch reads and writes by name, in each code size.
+NAMED = {64: {"ax": X.UC_X86_REG_RAX, "bx": X.UC_X86_REG_RBX, "cx": X.UC_X86_REG_RCX,
+              "dx": X.UC_X86_REG_RDX, "ip": X.UC_X86_REG_RIP, "flags": X.UC_X86_REG_RFLAGS},
+         32: {"ax": X.UC_X86_REG_EAX, "bx": X.UC_X86_REG_EBX, "cx": X.UC_X86_REG_ECX,
+              "dx": X.UC_X86_REG_EDX, "ip": X.UC_X86_REG_EIP, "flags": X.UC_X86_REG_EFLAGS}}
+
+
+def sensitive(insn) -> bool:
+    """Whether only KVM may execute `insn` (a capstone instruction)."""
+    name = insn.mnemonic.split()[-1]
+    if name in KVM_ONLY or name in PORT_IO:
+        return True
+    if name in ("jmp", "call"):             # far: EA, 9A, FF /3, FF /5
+        opcode = bytes(insn.bytes).lstrip(PREFIXES)
+        return opcode[:1] in (b"\xea", b"\x9a") or \
+            (opcode[:1] == b"\xff" and len(opcode) > 1 and (opcode[1] >> 3) & 7 in (3, 5))
+    if name == "mov":       # to or from control and debug registers, to segment registers
+        operands = [operand.strip() for operand in insn.op_str.split(",")]
+        return operands[0] in SEGMENTS or any(SYSTEM_REGISTER.fullmatch(o) for o in operands)
+    return name == "pop" and insn.op_str in SEGMENTS
+
+
+def uses_vector_state(insn) -> bool:
+    if insn.mnemonic.startswith(VECTOR_MNEMONICS):
+        return True
+    return any((insn.group_name(g) or "").startswith(VECTOR_GROUPS) for g in insn.groups)
+
+
+class Watchdog:
+    """Stops the software CPU when a run has lasted `ticks` periods: one thread for the
+    machine's life (unicorn's own timeout starts and joins a thread per run, ~150 us)."""
+
+    def __init__(self, uc):
+        self._uc = uc
+        self.generation = 0          # moves at each run
+        self.running = False
+        self.sliced = True           # stop the run at its slice's end; else only when urgent
+        self.urgent: Callable[[], bool] = lambda: False
+        self.ticks = SLICE_TICKS
+        threading.Thread(target=self._watch, name="software CPU watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        seen, count = -1, 0
+        while True:
+            time.sleep(TICK_S)
+            generation = self.generation
+            if not self.running or generation != seen:
+                seen, count = generation, 0
+                continue
+            count += 1
+            if count >= self.ticks and (self.sliced or self.urgent()):
+                # A stop that lands after the run ended is absorbed by the next run's start.
+                self._uc.emu_stop()
+                count = 0
+
+
+class _Engine:
+    """A software CPU for one code size (unicorn takes a 32-bit or a 64-bit mode when made),
+    with its exits and its watchdog."""
+
+    def __init__(self, bits: int, on_translated, on_interrupt):
+        self.bits = bits
+        mode = unicorn.UC_MODE_64 if bits == 64 else unicorn.UC_MODE_32
+        self.uc = uc = unicorn.Uc(unicorn.UC_ARCH_X86, mode)
+        uc.ctl_set_cpu_model(X.UC_CPU_X86_EPYC_ROME)
+        uc.hook_add(unicorn.UC_HOOK_EDGE_GENERATED, on_translated)
+        uc.hook_add(unicorn.UC_HOOK_INTR, on_interrupt)
+        uc.ctl_exits_enabled(True)
+        self.exits: set[int] = set()         # where translated code stops for KVM
+        self.first_run = True
+        self.sregs_raw = b""                 # kvm_sregs as last loaded
+        self.mapped = None                   # the SlotMap's `updates` mapped
+        self.watchdog = Watchdog(uc)
+        self.reg = NAMED[bits]
+        ids = GPR_IDS if bits == 64 else GPR_IDS_32
+        self.count = len(ids)
+        self.ids = (ctypes.c_int * self.count)(*ids)
+        self.values = (ctypes.c_uint64 * self.count)()
+        base = ctypes.addressof(self.values)
+        self.pointers = (ctypes.c_void_p * self.count)(*(base + 8 * i for i in range(self.count)))
+
+
+class Stretches:
+    """Runs one vCPU's privileged code in the software CPU (see the module's docstring).
+
+    `vcpu` is a tinyvmm.kvm.Vcpu, `memory` the GuestMemory, `slots` the VM's SlotMap, `ports`
+    the board's port bus (its devices are served inside a stretch) and `in_kernel` the
+    (first port, count, ...) ranges KVM's irqchip serves.
+    """
+
+    def __init__(self, vcpu, memory, slots, ports, in_kernel):
+        import capstone
+        self.vcpu, self.memory, self.slots, self.ports = vcpu, memory, slots, ports
+        self.in_kernel = frozenset(p for first, count, *_ in in_kernel for p in range(first, first + count))
+        self._decoders = {}
+        for bits, mode in ((32, capstone.CS_MODE_32), (64, capstone.CS_MODE_64)):
+            decoder = self._decoders[bits] = capstone.Cs(capstone.CS_ARCH_X86, mode)
+            decoder.detail = True
+        self._engines: dict[int, _Engine] = {}
+        self._current: _Engine | None = None
+        self._sregs = None
+        self._bits = 64
+        # (address, size) -> (host address or None, bytes, exits in it)
+        self._blocks: dict[tuple[int, int], tuple] = {}
+        self._new_exits: list[int] = []
+        self._fault: int | None = None
+        self._fpu = None                     # kvm_fpu while the software CPU holds the state
+        # What KVM answered to CPUID (by leaf, subleaf and CR4) and to RDMSR of MSRs that only
+        # WRMSR changes, served again inside a stretch; the one KVM executes now, to learn.
+        self._answers: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._learning: tuple[int, ...] | None = None
+        # Guest-physical pages the translated code came from, and those written since by a
+        # device or the completions (memory.write_observer); after KVM ran freely, anything.
+        self._code_pages: set[int] = set()
+        self._written: list[tuple[int, int]] = []
+        self._stale = False
+        memory.write_observer = self._on_write
+        # what the run did, for --stats
+        self.stretches = 0                   # runs in the software CPU
+        self.handed: dict[str, int] = {}     # why each ended: the instruction KVM executed next
+        self.ports_served = 0                # port accesses served inside a stretch
+        self.served_instructions = 0         # CPUIDs and RDMSRs answered inside a stretch
+        self.ns = 0                          # time in stretches, copies of state included
+
+    # --- the engine -------------------------------------------------------
+    @property
+    def _exits(self) -> set[int]:
+        assert self._current is not None        # a stretch is running
+        return self._current.exits
+
+    def _engine(self, bits: int) -> _Engine:
+        engine = self._engines.get(bits)
+        if engine is None:
+            engine = self._engines[bits] = _Engine(bits, self._on_translated, self._on_interrupt)
+        if engine is not self._current:
+            self._give_back_vector_state()      # the other engine held it
+            self._blocks.clear()
+            self._current = engine
+        if engine.mapped != self.slots.updates:
+            map_slots(engine.uc, self.slots)
+            engine.mapped = self.slots.updates
+        return engine
+
+    def _on_interrupt(self, uc, vector: int, _user) -> None:
+        self._fault = vector
+        uc.emu_stop()
+
+    def _on_translated(self, uc, new_tb, _previous, _user) -> None:
+        self._check_block(uc, new_tb.pc, new_tb.size)
+
+    def _check_block(self, uc, address: int, size: int) -> None:
+        """Stop before a block runs whose KVM-only instructions are not exits yet: it is
+        translated again once they are."""
+        entry = self._blocks.get((address, size))
+        if entry is None or (entry[0] is not None and string_at(entry[0], size) != entry[1]):
+            entry = self._analyse(uc, address, size)
+        for stop in entry[2]:
+            if stop not in self._exits:
+                self._new_exits.append(stop)
+        if self._new_exits:
+            uc.emu_stop()
+
+    def _analyse(self, uc, address: int, size: int) -> tuple[int | None, bytes, tuple[int, ...]]:
+        host = self._host_address(uc, address, size)
+        entry: tuple[int | None, bytes, tuple[int, ...]]
+        if host is None:                        # not in one memory slot: KVM executes it
+            entry = (None, b"", (address,))
+        else:
+            code = string_at(host, size)
+            stops, done = [], 0
+            for insn in self._decoders[self._bits].disasm(code, address):
+                if sensitive(insn):
+                    stops.append(insn.address)
+                done += insn.size
+            if done < size:                     # bytes the decoder does not know: KVM decides
+                stops.append(address + done)
+            entry = (host, code, tuple(stops))
+        if len(self._blocks) >= ANALYSIS_MAX:
+            self._blocks.clear()
+        self._blocks[(address, size)] = entry
+        return entry
+
+    def _on_write(self, gpa: int, size: int) -> None:
+        if len(self._written) < 256:
+            self._written.append((gpa, size))
+        else:
+            self._stale = True
+
+    def _drop_rewritten_code(self, uc) -> None:
+        """Translations of code a device (or KVM, running freely) may have rewritten are
+        dropped: the software CPU only notices its own writes."""
+        stale = self._stale
+        if not stale:
+            pages = self._code_pages
+            stale = any(page in pages for gpa, size in self._written
+                        for page in range(gpa // PAGE, (gpa + size - 1) // PAGE + 1))
+        self._written.clear()
+        self._stale = False
+        if stale:
+            uc.ctl_flush_tb()
+            self._blocks.clear()
+            self._code_pages.clear()
+
+    def _host_address(self, uc, address: int, size: int) -> int | None:
+        """Where the `size` bytes at linear `address` lie in tinyvmm's memory, when they
+        are in one memory slot (its guest-physical pages are noted as code)."""
+        sregs = self._sregs
+        assert sregs is not None                # set before the software CPU runs
+        physical = translate(self.memory, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, address)
+        if physical is None:
+            return None
+        if (address + size - 1) // PAGE != address // PAGE:
+            last = translate(self.memory, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, address + size - 1)
+            if last != physical + size - 1:
+                return None
+        for gpa, (length, host, _, _) in self.slots.mapped.items():
+            if gpa <= physical and physical + size <= gpa + length:
+                self._code_pages.update(range(physical // PAGE, (physical + size - 1) // PAGE + 1))
+                return host + physical - gpa
+        return None
+
+    def _code(self, uc, address: int, size: int) -> bytes:
+        host = self._host_address(uc, address, size)
+        return b"" if host is None else string_at(host, size)
+
+    def _add_exits(self, uc) -> None:
+        for stop in self._new_exits:
+            self._exits.add(stop)
+            uc.ctl_remove_cache(stop, stop + 1)     # every block holding it is translated again
+        self._new_exits.clear()
+        uc.ctl_set_exits(sorted(self._exits))
+
+    # --- a run ------------------------------------------------------------
+    def run(self, stop_wanted=lambda: False) -> str:
+        """Run the vCPU in the software CPU from the state KVM holds, and hand it back:
+        STEP when KVM is to execute the next instruction, FREE when the vCPU is in a mode
+        left to KVM (real mode, virtual-8086 mode, user mode, a segmented CS)."""
+        vcpu = self.vcpu
+        sregs = vcpu.get_sregs()
+        regs = vcpu.get_regs()
+        if self._learning is not None:
+            self._learn(regs)
+        if not sregs.cr0 & CR0_PE or regs.rflags & RFLAGS_VM or sregs.cs.base or sregs.ss.dpl:
+            self._give_back_vector_state()
+            self._stale = True                  # KVM runs freely: it may write anything
+            return FREE
+        started = time.perf_counter_ns()
+        self.stretches += 1
+        self._sregs = sregs
+        self._bits = 64 if (sregs.efer & EFER_LMA and sregs.cs.l) else 32
+        engine = self._engine(self._bits)
+        uc = engine.uc
+        if self._written or self._stale:
+            self._drop_rewritten_code(uc)
+        raw = bytes(sregs)
+        if raw != engine.sregs_raw:
+            self._load_system(uc, sregs)
+            engine.sregs_raw = raw
+        values = engine.values
+        if engine.bits == 64:
+            ctypes.memmove(values, ctypes.addressof(regs), REGS_SIZE)
+        else:
+            for i, name in enumerate(REGISTERS_32):
+                values[i] = getattr(regs, name) & MASK32
+        uclib.uc_reg_write_batch(uc._uch, engine.ids, engine.pointers, engine.count)
+        if self._fpu is None:
+            self._fpu = vcpu.get_fpu()
+            load_state(uc, None, self._fpu, ALL, engine.bits, fpu_only=True)
+        pc = regs.rip
+        reg = engine.reg
+        watchdog = engine.watchdog
+        while True:
+            self._fault = None
+            if engine.first_run:
+                # The engine's first block is translated before the hook can see it (the hook
+                # hears of a block with the one run before it): it is checked here.
+                if self._host_address(uc, pc, 1) is None:
+                    break
+                first = uc.ctl_request_cache(pc)
+                engine.first_run = False
+                self._check_block(uc, first[0], first[2])
+                if self._new_exits:
+                    self._add_exits(uc)
+                    continue
+            # Only a run with interrupts enabled is cut at its slice's end (then KVM delivers
+            # them); one without, only for a signal: a stop from the watchdog's thread in
+            # OVMF's SEC decompressor once left it at a wrong address.
+            watchdog.sliced = bool(uc.reg_read(reg["flags"]) & RFLAGS_IF)
+            watchdog.urgent = stop_wanted
+            watchdog.generation += 1
+            watchdog.running = True
+            try:
+                uc.emu_start(pc, 0)
+                error = None
+            except unicorn.UcError as exc:
+                error = exc                     # outside guest RAM, or written read-only
+            watchdog.running = False
+            pc = uc.reg_read(reg["ip"])
+            if error is not None or self._fault is not None:
+                break
+            if self._new_exits:
+                self._add_exits(uc)
+                continue
+            if pc in self._exits:
+                if not self._still_sensitive(uc, pc):
+                    continue
+                if self._serve(uc, pc):
+                    pc = uc.reg_read(reg["ip"])
+                    continue
+                break
+            # The slice ended: KVM delivers what is pending, if interrupts are enabled.
+            if uc.reg_read(reg["flags"]) & RFLAGS_IF or stop_wanted():
+                break
+        uclib.uc_reg_read_batch(uc._uch, engine.ids, engine.pointers, engine.count)
+        if engine.bits == 64:
+            ctypes.memmove(ctypes.addressof(regs), values, REGS_SIZE)
+        else:
+            for i, name in enumerate(REGISTERS_32):
+                setattr(regs, name, values[i])
+        vcpu.set_regs(regs)
+        insn = self._instruction(uc, pc)
+        if error is not None or self._fault is not None or insn is None or uses_vector_state(insn):
+            self._give_back_vector_state()
+        reason = ("an access outside RAM" if error is not None else
+                  "a fault" if self._fault is not None else
+                  insn.mnemonic if insn is not None and pc in self._exits else "the slice's end")
+        self.handed[reason] = self.handed.get(reason, 0) + 1
+        self.ns += time.perf_counter_ns() - started
+        return STEP
+
+    def table(self) -> str:
+        """--stats: the stretches, and what ended them."""
+        lines = [f"software CPU: {self.stretches} stretches, {self.ns / 1e9:.3f} s; "
+                 f"{self.ports_served} port accesses, {self.served_instructions} CPUID and RDMSR "
+                 "served in them",
+                 f"{'handed to KVM at':<28}{'times':>10}"]
+        for reason, count in sorted(self.handed.items(), key=lambda item: -item[1])[:12]:
+            lines.append(f"{reason:<28}{count:>10}")
+        return "\n".join(lines)
+
+    def _load_system(self, uc, sregs) -> None:
+        """What kvm_sregs holds, into the software CPU (segment descriptors are loaded
+        from the descriptor tables by selector, as the CPU loads them)."""
+        self._blocks.clear()                    # other page tables may map other code
+        uc.reg_write(X.UC_X86_REG_MSR, (MSR_EFER, sregs.efer))
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
+        for index, name in ((4, "cr4"), (3, "cr3"), (0, "cr0")):
+            uc.reg_write(getattr(X, f"UC_X86_REG_CR{index}"), getattr(sregs, name))
+        uc.reg_write(X.UC_X86_REG_CS, sregs.cs.selector)
+        for name, reg in (("ds", X.UC_X86_REG_DS), ("es", X.UC_X86_REG_ES), ("ss", X.UC_X86_REG_SS),
+                          ("fs", X.UC_X86_REG_FS), ("gs", X.UC_X86_REG_GS)):
+            uc.reg_write(reg, getattr(sregs, name).selector)
+        if self._bits == 64:
+            uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
+            uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
+
+    def _still_sensitive(self, uc, pc: int) -> bool:
+        """Whether the instruction at exit `pc` is still one only KVM executes: the code
+        there may have been replaced since. A stale exit is dropped."""
+        code = self._code(uc, pc, 15)
+        for insn in self._decoders[self._bits].disasm(code, pc, count=1):
+            if sensitive(insn):
+                return True
+            self._exits.discard(pc)
+            uc.ctl_set_exits(sorted(self._exits))
+            uc.ctl_remove_cache(pc, pc + 1)
+            return False
+        return True
+
+    def _instruction(self, uc, pc: int):
+        """The instruction at `pc` (capstone), or None."""
+        code = self._code(uc, pc, 15)
+        return next(self._decoders[self._bits].disasm(code, pc, count=1), None)
+
+    def _give_back_vector_state(self) -> None:
+        """The x87/SSE state the software CPU holds, to KVM (it is taken again at the next
+        stretch)."""
+        if self._fpu is not None and self._current is not None:
+            store_fpu(self._current.uc, self.vcpu, self._fpu, ALL, self._current.bits)
+            self._fpu = None
+
+    def _serve(self, uc, pc: int) -> bool:
+        """Serve the instruction at exit `pc` here when its result is known: port I/O to
+        tinyvmm's devices, CPUID and the RDMSRs KVM answered before. False: KVM executes it."""
+        code = self._code(uc, pc, 2)
+        if code == CPUID or code == RDMSR:
+            reg = self._current.reg if self._current else NAMED[64]
+            rax, rcx = uc.reg_read(reg["ax"]) & MASK32, uc.reg_read(reg["cx"]) & MASK32
+            if code == CPUID:
+                key: tuple[int, ...] = (pc, 0xA2, rax, rcx, self._sregs.cr4 if self._sregs else 0)
+            elif rcx in STABLE_MSRS:
+                key = (pc, 0x32, rcx)
+            else:
+                return False
+            answer = self._answers.get(key[1:])
+            if answer is None:
+                self._learning = key
+                return False
+            for name, value in zip(ANSWER_REGISTERS[code[1]], answer):
+                uc.reg_write(reg[name], value & (MASK32 if self._bits == 32 else (1 << 64) - 1))
+            uc.reg_write(reg["ip"], pc + 2)
+            self.served_instructions += 1
+            return True
+        if code[:1] == b"\x0f" and code[1:2] in (b"\x30", b"\x01"):   # wrmsr, xsetbv and kin
+            self._answers.clear()
+        return self._serve_port(uc, pc)
+
+    def _learn(self, regs) -> None:
+        """KVM has executed the CPUID or RDMSR at self._learning's address: keep its answer."""
+        pc, opcode, *inputs = self._learning or (0, 0)
+        self._learning = None
+        if regs.rip != pc + 2:
+            return                              # an event came between: nothing learnt
+        if opcode == 0xA2:
+            answer: tuple[int, ...] = (regs.rax, regs.rbx, regs.rcx, regs.rdx)
+        else:
+            answer = (regs.rax, regs.rdx)
+        self._answers[(opcode,) + tuple(inputs)] = answer
+
+    def _serve_port(self, uc, pc: int) -> bool:
+        """IN or OUT to one of tinyvmm's devices at `pc`: served here; False for anything
+        else (string I/O, the in-kernel ports)."""
+        code = self._code(uc, pc, 3)
+        if not code:
+            return False
+        operand16 = code[0] == 0x66
+        op = code[1] if operand16 else code[0]
+        length = 1 + operand16
+        if op in (0xE4, 0xE5, 0xE6, 0xE7):
+            port = code[length]
+            length += 1
+        elif op in (0xEC, 0xED, 0xEE, 0xEF):
+            port = uc.reg_read(X.UC_X86_REG_DX)
+        else:
+            return False
+        size = 1 if op in (0xE4, 0xE6, 0xEC, 0xEE) else (2 if operand16 else 4)
+        if any(p in self.in_kernel for p in range(port, port + size)):
+            return False
+        reg = self._current.reg if self._current else NAMED[64]
+        rax = uc.reg_read(reg["ax"])
+        if op in (0xE6, 0xE7, 0xEE, 0xEF):
+            self.ports.write(port, size, (rax & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
+        else:
+            value = int.from_bytes(self.ports.read(port, size, 1), "little")
+            # a 32-bit result clears bits 32-63, a narrower one keeps the rest
+            rax = value if size == 4 else (rax & ~((1 << 8 * size) - 1)) | value
+            uc.reg_write(reg["ax"], rax)
+        uc.reg_write(reg["ip"], pc + length)
+        self.ports_served += 1
+        return True
+
