@@ -1,0 +1,112 @@
+"""The software CPU (tinyvmm.completion.stretches): which instructions only KVM executes, the
+option's rules, and unmodified firmware run through it giving what KVM alone gives."""
+
+from pathlib import Path
+
+import pytest
+from command_line import tinyvmm
+
+from tinyvmm.errors import ConfigError
+from tinyvmm.spec import MachineSpec, check_software_cpu
+
+capstone = pytest.importorskip("capstone", reason="the software CPU needs capstone (make setup)")
+pytest.importorskip("unicorn", reason="the software CPU needs unicorn (make setup)")
+from tinyvmm.completion.stretches import sensitive, uses_vector_state  # noqa: E402
+
+SEABIOS = Path("/usr/share/seabios/bios.bin")
+
+
+def decode(code: bytes, bits: int = 64):
+    decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64 if bits == 64 else capstone.CS_MODE_32)
+    decoder.detail = True
+    return next(decoder.disasm(code, 0x1000))
+
+
+@pytest.mark.parametrize("code, bits", [
+    (b"\xec", 64), (b"\xee", 64), (b"\xe4\x21", 64), (b"\x66\xed", 32),     # port I/O
+    (b"\xf3\x6e", 64),                                                      # rep outsb
+    (b"\x0f\x32", 64), (b"\x0f\x30", 64), (b"\x0f\x31", 64), (b"\x0f\xa2", 64),
+    (b"\xf4", 64), (b"\xcc", 64), (b"\xcd\x80", 32), (b"\x48\xcf", 64),
+    (b"\x0f\x22\xd8", 64), (b"\x0f\x20\xd0", 64), (b"\x44\x0f\x22\xc0", 64),  # cr3, cr2, cr8
+    (b"\x0f\x23\xf8", 64),                                                  # mov dr7, rax
+    (b"\x8e\xd8", 64), (b"\x1f", 32), (b"\x0f\xa1", 64),                    # mov ds / pop ds / pop fs
+    (b"\x0f\x01\x10", 64), (b"\x0f\x01\x18", 64), (b"\x0f\x00\xd8", 64),    # lgdt, lidt, ltr
+    (b"\xea\x00\x10\x00\x00\x08\x00", 32), (b"\xff\x2c\x24", 64), (b"\x48\xcb", 64),  # far jmp, ret
+    (b"\x0f\x01\xf8", 64), (b"\x0f\x05", 64), (b"\x48\x0f\x07", 64),        # swapgs, syscall, sysret
+    (b"\x0f\xae\x20", 64), (b"\x0f\x01\xd1", 64),                           # xsave, xsetbv
+])
+def test_what_only_kvm_executes(code, bits):
+    assert sensitive(decode(code, bits))
+
+
+@pytest.mark.parametrize("code", [
+    b"\xbe\x00\x00\x20\x00",            # mov esi, imm: "esi" is not the segment register es
+    b"\x48\x8b\x07", b"\x8c\xd8",       # loads, a read of a segment register
+    b"\xfa", b"\xfb", b"\x9c", b"\x9d",  # cli, sti, pushf, popf: RFLAGS goes back every time
+    b"\xff\x24\x24", b"\xff\x14\x24", b"\xff\xd0", b"\xc3",   # near jumps, calls and ret
+    b"\xf3\xa4", b"\xf3\x48\xab",       # rep movsb, rep stosq
+    b"\x0f\x01\xca", b"\x0f\x01\xcb",   # clac, stac
+    b"\x0f\x01\x38", b"\xf3\x0f\xb8\xc1",   # invlpg, popcnt
+    b"\x66\x0f\xef\xc0", b"\xdb\xe3",   # pxor, fninit: x87/SSE state stays in the software CPU
+])
+def test_what_the_software_cpu_executes(code):
+    assert not sensitive(decode(code))
+
+
+def test_x87_and_sse_instructions_are_told_apart():
+    assert uses_vector_state(decode(b"\x66\x0f\xef\xc0"))      # pxor
+    assert uses_vector_state(decode(b"\xdb\xe3"))              # fninit
+    assert uses_vector_state(decode(b"\x0f\xae\x10"))          # ldmxcsr
+    assert not uses_vector_state(decode(b"\x48\x8b\x07"))
+
+
+def test_the_option_takes_three_values():
+    assert check_software_cpu("auto") == "auto"
+    with pytest.raises(ConfigError, match="expected one of auto, on, off"):
+        MachineSpec(software_cpu="yes")
+    assert MachineSpec().software_cpu == "off"
+
+
+def test_the_command_line_refuses_an_unknown_value():
+    result = tinyvmm("run", "--software-cpu", "maybe", text=True)
+    assert result.returncode == 2 and "--software-cpu" in result.stderr
+
+
+@pytest.mark.kvm
+def test_on_refuses_a_run_it_cannot_serve_before_the_guest_starts():
+    result = tinyvmm("run", "--bios", "bios.bin", "--software-cpu", "on", "--smp", "2",
+                     "--timeout", "5", text=True)
+    assert result.returncode == 2, result.stderr
+    assert "--software-cpu on runs one vCPU" in result.stderr
+
+
+def _seabios_log(tmp_path, mode: str) -> tuple[str, str]:
+    log = tmp_path / f"seabios-{mode}.log"
+    result = tinyvmm("run", "--bios", str(SEABIOS), "--software-cpu", mode, "--stats",
+                     "--debugcon", f"file:{log}", "--serial", "none",
+                     "--expect", "No bootable device", "--timeout", "200",
+                     timeout=300, text=True, errors="replace")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return log.read_text(errors="replace"), result.stderr
+
+
+@pytest.mark.kvm
+@pytest.mark.slow
+@pytest.mark.skipif(not SEABIOS.exists(), reason="needs /usr/share/seabios/bios.bin (Debian "
+                                                  "package seabios; make setup)")
+def test_seabios_logs_the_same_machine_through_the_software_cpu(tmp_path):
+    """SeaBIOS's 32-bit POST (PCI enumeration, fw_cfg, ACPI, PS/2, the boot menu) through
+    the software CPU writes the log it writes under KVM alone, line for line, but for its
+    clock's calibration."""
+    by_kvm, _ = _seabios_log(tmp_path, "off")
+    by_software, stats = _seabios_log(tmp_path, "on")
+    assert "software CPU:" in stats and "handed to KVM at" in stats
+    stretches = int(stats.split("software CPU:")[1].split()[0])
+    assert stretches > 10
+
+    def steady(log: str) -> list[str]:
+        # Its clock lines come where its calibration ends, which depends on the host's speed.
+        return [line for line in log.splitlines()
+                if not any(word in line.lower() for word in ("mhz", "tsc", "pmtimer"))]
+    assert steady(by_software) == steady(by_kvm)
+    assert "Found 3 PCI devices" in by_software
