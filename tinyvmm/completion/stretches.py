@@ -407,7 +407,7 @@ class Stretches:
             ctypes.memmove(ctypes.addressof(regs), values, REGS_SIZE)
         else:
             for i, name in enumerate(REGISTERS_32):
-                setattr(regs, name, values[i])
+                setattr(regs, name, values[i] & MASK32)     # unicorn writes 4 bytes of each
         vcpu.set_regs(regs)
         insn = self._instruction(uc, pc)
         if error is not None or self._fault is not None or insn is None or uses_vector_state(insn):
