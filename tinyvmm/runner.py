@@ -364,9 +364,11 @@ class Runner:
         if mode == "on":
             if not alone:
                 from .errors import ConfigError
-                raise ConfigError("--software-cpu on runs one vCPU that no debugger, step trace "
-                                  "or kernel-entry mark observes (--smp 1, no --gdb, no "
-                                  "--trace steps, a kernel boot without --boot-marks)")
+                holder = self.guest_debug.holder
+                held = f" (here: {holder})" if holder else ""
+                raise ConfigError("--software-cpu on runs one vCPU whose debug registers nothing "
+                                  "else holds: not with --smp above 1, --gdb, --trace steps, a "
+                                  f"kernel boot (its kernel-entry mark) or run(until_address=){held}")
             return True
         from .kvm.system import is_emulating_host
         return alone and is_emulating_host() and _software_cpu_installed()
