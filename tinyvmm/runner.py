@@ -483,6 +483,9 @@ class Runner:
         leader = self.leader
         EXIT_IO, EXIT_MMIO, EXIT_DEBUG = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_DEBUG
         stepping = False
+        stats = self.stats
+        clock = time.perf_counter_ns
+        stretches.port_stats = stats.port_access if stats is not None else None
 
         def stop_wanted() -> bool:
             return leader._signal is not None or board.stop_request is not None
@@ -502,9 +505,13 @@ class Runner:
                         vcpu.set_guest_debug(SINGLE_STEP if step else 0)
                         stepping = step
                     boundary = False
+                if stats is not None:
+                    entered = clock()
                 try:
                     kvm_run(fd, KVM_RUN, 0)
                 except InterruptedError:
+                    if stats is not None:
+                        stats.run_ns += clock() - entered
                     ended, _ = self._on_interrupt()
                     if ended:
                         return ended
@@ -514,6 +521,9 @@ class Runner:
                     continue
                 except OSError as exc:
                     raise KvmError(exc.errno, f"KVM_RUN: {exc.strerror}") from None
+                if stats is not None:
+                    left = clock()
+                    stats.run_ns += left - entered
                 reason, is_out, size, port, count, offset = _EXIT_IO.unpack_from(mm, _EXIT_REASON)
                 counts[reason] += 1
                 if reason == EXIT_IO:
@@ -525,6 +535,8 @@ class Runner:
                     else:
                         data = pio.read(port, size, count)
                         mm[offset:offset + length] = data
+                    if stats is not None:
+                        stats.port_access(port, is_out, length, clock() - left)
                     self.history.append((reason, port, is_out, size, count, data))
                     # The next entry completes the access and returns at once: a boundary
                     # (an emulating KVM loses the step trap of an `out`).
@@ -539,6 +551,8 @@ class Runner:
                     if ended:
                         return ended
                     boundary = True
+                if stats is not None:
+                    stats.handler_ns[reason] += clock() - left
                 if board.stop_request is not None:
                     return board.stop_request
         finally:

@@ -421,6 +421,13 @@ class MachineSpec:
             check_console_text(self.expect)
         check_type("debug", self.debug, DebugSpec)
         check_software_cpu(self.software_cpu)
+        if self.software_cpu == "on":
+            held = ("--smp above 1" if self.smp > 1 else "--gdb" if self.debug.gdb is not None else
+                    "--trace steps" if self.debug.trace is not None and self.debug.trace.steps else
+                    "a kernel boot (its kernel-entry mark)" if self.kernel is not None else None)
+            if held:
+                raise ConfigError(f"--software-cpu on runs one vCPU whose debug registers nothing "
+                                  f"else holds: not with {held}")
         if self.kernel is not None and self.kernel.boot == "direct" and self.runs_firmware:
             given = ("--option-rom" if self.fw_cfg.option_roms else
                      "--bios" if self.firmware is not None else "--drive if=pflash")

@@ -210,6 +210,7 @@ class Stretches:
         self.stretches = 0                   # runs in the software CPU
         self.handed: dict[str, int] = {}     # why each ended: the instruction KVM executed next
         self.ports_served = 0                # port accesses served inside a stretch
+        self.port_stats: Callable[[int, bool, int, int], object] | None = None   # --stats' port table
         self.served_instructions = 0         # CPUIDs and RDMSRs answered inside a stretch
         self.ns = 0                          # time in stretches, copies of state included
 
@@ -530,7 +531,9 @@ class Stretches:
             return False
         reg = self._current.reg if self._current else NAMED[64]
         rax = uc.reg_read(reg["ax"])
-        if op in (0xE6, 0xE7, 0xEE, 0xEF):
+        started = time.perf_counter_ns()
+        is_out = op in (0xE6, 0xE7, 0xEE, 0xEF)
+        if is_out:
             self.ports.write(port, size, (rax & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
         else:
             value = int.from_bytes(self.ports.read(port, size, 1), "little")
@@ -539,5 +542,7 @@ class Stretches:
             uc.reg_write(reg["ax"], rax)
         uc.reg_write(reg["ip"], pc + length)
         self.ports_served += 1
+        if self.port_stats is not None:
+            self.port_stats(port, is_out, size, time.perf_counter_ns() - started)
         return True
 
