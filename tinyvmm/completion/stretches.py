@@ -26,6 +26,7 @@ import ctypes
 import re
 import threading
 import time
+import weakref
 
 import unicorn
 from unicorn import x86_const as X
@@ -119,7 +120,8 @@ def uses_vector_state(insn) -> bool:
 
 class Watchdog:
     """Stops the software CPU when a run has lasted `ticks` periods: one thread for the
-    machine's life (unicorn's own timeout starts and joins a thread per run, ~150 us)."""
+    machine's life (unicorn's own timeout starts and joins a thread per run, ~150 us). The
+    thread holds the watchdog weakly and ends once the machine is gone."""
 
     def __init__(self, uc):
         self._uc = uc
@@ -128,21 +130,31 @@ class Watchdog:
         self.sliced = True           # stop the run at its slice's end; else only when urgent
         self.urgent: Callable[[], bool] = lambda: False
         self.ticks = SLICE_TICKS
-        threading.Thread(target=self._watch, name="software CPU watchdog", daemon=True).start()
+        threading.Thread(target=_watch, args=(weakref.ref(self),), name="software CPU watchdog",
+                         daemon=True).start()
 
-    def _watch(self) -> None:
-        seen, count = -1, 0
-        while True:
-            time.sleep(TICK_S)
-            generation = self.generation
-            if not self.running or generation != seen:
-                seen, count = generation, 0
-                continue
-            count += 1
-            if count >= self.ticks and (self.sliced or self.urgent()):
-                # A stop that lands after the run ended is absorbed by the next run's start.
-                self._uc.emu_stop()
-                count = 0
+    def check(self, state: list[int]) -> None:
+        """One tick: `state` is [the run generation seen, ticks it has lasted]."""
+        generation = self.generation
+        if not self.running or generation != state[0]:
+            state[0], state[1] = generation, 0
+            return
+        state[1] += 1
+        if state[1] >= self.ticks and (self.sliced or self.urgent()):
+            # A stop that lands after the run ended is absorbed by the next run's start.
+            self._uc.emu_stop()
+            state[1] = 0
+
+
+def _watch(reference: weakref.ref) -> None:
+    state = [-1, 0]
+    while True:
+        time.sleep(TICK_S)
+        watchdog = reference()
+        if watchdog is None:
+            return
+        watchdog.check(state)
+        del watchdog
 
 
 class _Engine:
