@@ -364,11 +364,12 @@ class Runner:
         if mode == "on":
             if not alone:
                 from .errors import ConfigError
+                from .spec import SOFTWARE_CPU_ALONE
                 holder = self.guest_debug.holder
                 held = f" (here: {holder})" if holder else ""
-                raise ConfigError("--software-cpu on runs one vCPU whose debug registers nothing "
-                                  "else holds: not with --smp above 1, --gdb, --trace steps, a "
-                                  f"kernel boot (its kernel-entry mark) or run(until_address=){held}")
+                raise ConfigError(f"{SOFTWARE_CPU_ALONE}: not with --smp above 1, --gdb, --trace "
+                                  f"steps, a kernel boot (its kernel-entry mark) or "
+                                  f"run(until_address=){held}")
             return True
         from .kvm.system import is_emulating_host
         return alone and is_emulating_host() and _software_cpu_installed()
@@ -478,7 +479,6 @@ class Runner:
         mm = vcpu.run_mmap
         run_page = vcpu.run_page
         kvm_run = self._kvm_run()
-        pio = board.pio
         counts = self.exit_counts
         leader = self.leader
         EXIT_IO, EXIT_MMIO, EXIT_DEBUG = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_DEBUG
@@ -527,17 +527,7 @@ class Runner:
                 reason, is_out, size, port, count, offset = _EXIT_IO.unpack_from(mm, _EXIT_REASON)
                 counts[reason] += 1
                 if reason == EXIT_IO:
-                    length = size * count
-                    self.pio_bytes += length
-                    if is_out:
-                        data = mm[offset:offset + length]
-                        pio.write(port, size, data)
-                    else:
-                        data = pio.read(port, size, count)
-                        mm[offset:offset + length] = data
-                    if stats is not None:
-                        stats.port_access(port, is_out, length, clock() - left)
-                    self.history.append((reason, port, is_out, size, count, data))
+                    self._port_exit(mm, is_out, size, port, count, offset)
                     # The next entry completes the access and returns at once: a boundary
                     # (an emulating KVM loses the step trap of an `out`).
                     run_page.immediate_exit = 1
@@ -615,9 +605,7 @@ class Runner:
         fd = self.vcpu.fd
         mm = self.vcpu.run_mmap
         kvm_run = self._kvm_run()
-        pio = board.pio
         unpack_exit = _EXIT_IO.unpack_from
-        remember = self.history.append
         counts = self.exit_counts
         tracer, stats, debugger, stepper = self.tracer, self.stats, self.debugger, self.stepper
         clock = time.perf_counter_ns
@@ -661,22 +649,7 @@ class Runner:
             reason, is_out, size, port, count, offset = unpack_exit(mm, _EXIT_REASON)
             counts[reason] += 1
             if reason == EXIT_IO:
-                length = size * count
-                self.pio_bytes += length
-                if stats is not None:
-                    device_entered = clock()
-                if is_out:
-                    data = mm[offset:offset + length]
-                    pio.write(port, size, data)
-                else:
-                    data = pio.read(port, size, count)
-                if stats is not None:
-                    stats.port_access(port, is_out, length, clock() - device_entered)
-                if not is_out:
-                    mm[offset:offset + length] = data
-                remember((reason, port, is_out, size, count, data))
-                if tracer:
-                    tracer.io(port, bool(is_out), size, count, data)
+                self._port_exit(mm, is_out, size, port, count, offset)
                 if debugger is not None:
                     debugger.after_access()
                 if stepper is not None:
@@ -695,6 +668,29 @@ class Runner:
                 stats.handler_ns[reason] += clock() - left
             if board.stop_request is not None:
                 return board.stop_request
+
+    def _port_exit(self, mm, is_out: bool, size: int, port: int, count: int, offset: int) -> None:
+        """A KVM_EXIT_IO through the port bus, for the loops other than the lean _loop: the
+        data moved between kvm_run and the device, the device call timed for --stats, the
+        access remembered and traced."""
+        length = size * count
+        self.pio_bytes += length
+        stats = self.stats
+        if stats is not None:
+            entered = time.perf_counter_ns()
+        pio = self.board.pio
+        if is_out:
+            data = mm[offset:offset + length]
+            pio.write(port, size, data)
+        else:
+            data = pio.read(port, size, count)
+        if stats is not None:
+            stats.port_access(port, is_out, length, time.perf_counter_ns() - entered)
+        if not is_out:
+            mm[offset:offset + length] = data
+        self.history.append((abi.KVM_EXIT_IO, port, is_out, size, count, data))
+        if self.tracer:
+            self.tracer.io(port, bool(is_out), size, count, data)
 
     def _mmio(self, mm, tracer) -> None:
         address, raw, length, is_write = _MMIO.unpack_from(mm, _EXIT_UNION)

@@ -35,6 +35,7 @@ __all__ = ["MachineSpec", "KernelSpec", "FwCfgSpec", "DriveSpec", "PflashSpec", 
 
 BOOT_METHODS = ("firmware", "direct")
 SOFTWARE_CPU_MODES = ("auto", "on", "off")
+SOFTWARE_CPU_ALONE = "--software-cpu on runs one vCPU whose debug registers nothing else holds"
 SERIAL_MAX = 20                         # virtio-blk GET_ID: 20 bytes
 BOOTINDEX_MAX = 0x7FFFFFFF              # QEMU's bootindex is an int32
 TIMEOUT_MAX = 30 * 24 * 3600            # seconds: 30 days
@@ -426,8 +427,7 @@ class MachineSpec:
                     "--trace steps" if self.debug.trace is not None and self.debug.trace.steps else
                     "a kernel boot (its kernel-entry mark)" if self.kernel is not None else None)
             if held:
-                raise ConfigError(f"--software-cpu on runs one vCPU whose debug registers nothing "
-                                  f"else holds: not with {held}")
+                raise ConfigError(f"{SOFTWARE_CPU_ALONE}: not with {held}")
         if self.kernel is not None and self.kernel.boot == "direct" and self.runs_firmware:
             given = ("--option-rom" if self.fw_cfg.option_roms else
                      "--bios" if self.firmware is not None else "--drive if=pflash")

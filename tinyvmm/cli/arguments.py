@@ -153,7 +153,8 @@ def add_hardware_options(parser: argparse.ArgumentParser) -> None:
                              "with INIT and SIPI")
     parser.add_argument("--no-acpi", dest="acpi", action="store_false",
                         help="publish no ACPI tables (QEMU's -machine acpi=off)")
-    parser.add_argument("--software-cpu", choices=("auto", "on", "off"), default="off",
+    from ..spec import SOFTWARE_CPU_MODES
+    parser.add_argument("--software-cpu", choices=SOFTWARE_CPU_MODES, default="off",
                         help="run privileged guest code in a software CPU (unicorn) between "
                              "the instructions only KVM executes: many times faster where KVM "
                              "emulates guest code (OVMF); for one vCPU and no debugger, step "
