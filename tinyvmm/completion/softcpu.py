@@ -184,28 +184,37 @@ def map_slots(uc, slots) -> None:
         uc.mem_map_ptr(gpa, size, perms, host)
 
 
-def load_state(uc, cpu: GuestCpu | None, fpu, vector, bits: int, fpu_only: bool = False) -> None:
-    """Copy the vCPU's state into the software CPU: registers, control registers, EFER,
-    descriptor tables and segment selectors (the software CPU loads their descriptors),
-    and of `fpu` (a kvm_fpu, or None) what `vector` names; only the latter with `fpu_only`."""
-    if not fpu_only:
-        assert cpu is not None
-        _load_registers(uc, cpu, bits)
-    if fpu is None:
-        return
-    _load_fpu(uc, fpu, vector, bits)
-
-
-def _load_registers(uc, cpu: GuestCpu, bits: int) -> None:
+def load_state(uc, cpu: GuestCpu, fpu, vector, bits: int) -> None:
+    """Copy the vCPU's state into the software CPU: what load_system copies, the general
+    registers and RFLAGS (before the segments: how they load follows RFLAGS.VM),
+    and of `fpu` (a kvm_fpu, or None) what `vector` names."""
     regs, sregs = cpu.regs, cpu.sregs
+    _load_control(uc, sregs)
+    for name, reg in GPRS if bits == 64 else GPRS_32:
+        uc.reg_write(reg, getattr(regs, name) if bits == 64 else getattr(regs, name) & 0xFFFF_FFFF)
+    uc.reg_write(X.UC_X86_REG_RFLAGS if bits == 64 else X.UC_X86_REG_EFLAGS, regs.rflags)
+    _load_segments(uc, sregs, bits)
+    if fpu is not None:
+        load_fpu(uc, fpu, vector, bits)
+
+
+def load_system(uc, sregs, bits: int) -> None:
+    """What kvm_sregs `sregs` holds, into the software CPU: control registers, EFER,
+    descriptor tables, segment selectors (the software CPU loads their descriptors from the
+    tables, as the CPU loads them) and in 64-bit code the FS and GS bases."""
+    _load_control(uc, sregs)
+    _load_segments(uc, sregs, bits)
+
+
+def _load_control(uc, sregs) -> None:
     uc.reg_write(X.UC_X86_REG_MSR, (EFER, sregs.efer))
     uc.reg_write(X.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
     uc.reg_write(X.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
     for index, name in ((4, "cr4"), (3, "cr3"), (0, "cr0")):   # CR3 flushes the TLB
         uc.reg_write(getattr(X, f"UC_X86_REG_CR{index}"), getattr(sregs, name))
-    for name, reg in GPRS if bits == 64 else GPRS_32:
-        uc.reg_write(reg, getattr(regs, name) if bits == 64 else getattr(regs, name) & 0xFFFF_FFFF)
-    uc.reg_write(X.UC_X86_REG_RFLAGS if bits == 64 else X.UC_X86_REG_EFLAGS, regs.rflags)
+
+
+def _load_segments(uc, sregs, bits: int) -> None:
     uc.reg_write(X.UC_X86_REG_CS, sregs.cs.selector)
     for name, reg in DATA_SEGMENTS:
         uc.reg_write(reg, getattr(sregs, name).selector)
@@ -214,7 +223,8 @@ def _load_registers(uc, cpu: GuestCpu, bits: int) -> None:
         uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
 
 
-def _load_fpu(uc, fpu, vector, bits: int) -> None:
+def load_fpu(uc, fpu, vector, bits: int) -> None:
+    """What `vector` names of `fpu` (a kvm_fpu) into the software CPU."""
     if vector is not ALL:
         for i in vector:
             uc.reg_write(X.UC_X86_REG_XMM0 + i, int.from_bytes(bytes(fpu.xmm[i]), "little"))

@@ -32,9 +32,10 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from ..x86 import CR0_PE
+from ..x86 import CR0_PE, EFER_LMA, MAX_INSTRUCTION, RFLAGS_IF, RFLAGS_VM
+from .paging import PAGE_SIZE as PAGE
 from .paging import translate
-from .softcpu import ALL, load_state, map_slots, store_fpu
+from .softcpu import ALL, load_fpu, load_system, map_slots, store_fpu
 
 TYPE_CHECKING = False           # True for type checkers only
 if TYPE_CHECKING:
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
 STEP, FREE = "step", "free"
 TICK_S = 0.002                      # the watchdog's period
 SLICE_TICKS = 2                     # a run lasts at most ~4 ms: then KVM delivers interrupts
-RFLAGS_IF = 1 << 9
-RFLAGS_VM = 1 << 17
-EFER_LMA = 1 << 10
-MSR_EFER = 0xC000_0080
-PAGE = 4096
 ANALYSIS_MAX = 65536
 
 # What only KVM executes (capstone mnemonics, prefixes dropped).
@@ -358,7 +354,8 @@ class Stretches:
             self._drop_rewritten_code(uc)
         raw = bytes(sregs)
         if raw != engine.sregs_raw:
-            self._load_system(uc, sregs)
+            self._blocks.clear()                # other page tables may map other code
+            load_system(uc, sregs, engine.bits)
             engine.sregs_raw = raw
         values = engine.values
         if engine.bits == 64:
@@ -369,12 +366,13 @@ class Stretches:
         uclib.uc_reg_write_batch(uc._uch, engine.ids, engine.pointers, engine.count)
         if self._fpu is None:
             self._fpu = vcpu.get_fpu()
-            load_state(uc, None, self._fpu, ALL, engine.bits, fpu_only=True)
+            load_fpu(uc, self._fpu, ALL, engine.bits)
         pc = regs.rip
         reg = engine.reg
         watchdog = engine.watchdog
         while True:
             self._fault = None
+            insn = None                         # the KVM-only instruction the run stopped at
             if engine.first_run:
                 # The engine's first block is translated before the hook can see it (the hook
                 # hears of a block with the one run before it): it is checked here.
@@ -406,9 +404,11 @@ class Stretches:
                 self._add_exits(uc)
                 continue
             if pc in self._exits:
-                if not self._still_sensitive(uc, pc):
+                insn = self._instruction(uc, pc)
+                if insn is not None and not sensitive(insn):
+                    self._drop_exit(uc, pc)         # the code there was replaced since
                     continue
-                if self._serve(uc, pc):
+                if self._serve(uc, pc, bytes(insn.bytes) if insn is not None else b""):
                     pc = uc.reg_read(reg["ip"])
                     continue
                 break
@@ -422,7 +422,8 @@ class Stretches:
             for i, name in enumerate(REGISTERS_32):
                 setattr(regs, name, values[i] & MASK32)     # unicorn writes 4 bytes of each
         vcpu.set_regs(regs)
-        insn = self._instruction(uc, pc)
+        if insn is None:
+            insn = self._instruction(uc, pc)
         if error is not None or self._fault is not None or insn is None or uses_vector_state(insn):
             self._give_back_vector_state()
         reason = ("an access outside RAM" if error is not None else
@@ -442,39 +443,14 @@ class Stretches:
             lines.append(f"{reason:<28}{count:>10}")
         return "\n".join(lines)
 
-    def _load_system(self, uc, sregs) -> None:
-        """What kvm_sregs holds, into the software CPU (segment descriptors are loaded
-        from the descriptor tables by selector, as the CPU loads them)."""
-        self._blocks.clear()                    # other page tables may map other code
-        uc.reg_write(X.UC_X86_REG_MSR, (MSR_EFER, sregs.efer))
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, sregs.gdt.base, sregs.gdt.limit, 0))
-        uc.reg_write(X.UC_X86_REG_IDTR, (0, sregs.idt.base, sregs.idt.limit, 0))
-        for index, name in ((4, "cr4"), (3, "cr3"), (0, "cr0")):
-            uc.reg_write(getattr(X, f"UC_X86_REG_CR{index}"), getattr(sregs, name))
-        uc.reg_write(X.UC_X86_REG_CS, sregs.cs.selector)
-        for name, reg in (("ds", X.UC_X86_REG_DS), ("es", X.UC_X86_REG_ES), ("ss", X.UC_X86_REG_SS),
-                          ("fs", X.UC_X86_REG_FS), ("gs", X.UC_X86_REG_GS)):
-            uc.reg_write(reg, getattr(sregs, name).selector)
-        if self._bits == 64:
-            uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
-            uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)
-
-    def _still_sensitive(self, uc, pc: int) -> bool:
-        """Whether the instruction at exit `pc` is still one only KVM executes: the code
-        there may have been replaced since. A stale exit is dropped."""
-        code = self._code(uc, pc, 15)
-        for insn in self._decoders[self._bits].disasm(code, pc, count=1):
-            if sensitive(insn):
-                return True
-            self._exits.discard(pc)
-            uc.ctl_set_exits(sorted(self._exits))
-            uc.ctl_remove_cache(pc, pc + 1)
-            return False
-        return True
+    def _drop_exit(self, uc, pc: int) -> None:
+        self._exits.discard(pc)
+        uc.ctl_set_exits(sorted(self._exits))
+        uc.ctl_remove_cache(pc, pc + 1)
 
     def _instruction(self, uc, pc: int):
         """The instruction at `pc` (capstone), or None."""
-        code = self._code(uc, pc, 15)
+        code = self._code(uc, pc, MAX_INSTRUCTION)
         return next(self._decoders[self._bits].disasm(code, pc, count=1), None)
 
     def _give_back_vector_state(self) -> None:
@@ -484,15 +460,21 @@ class Stretches:
             store_fpu(self._current.uc, self.vcpu, self._fpu, ALL, self._current.bits)
             self._fpu = None
 
-    def _serve(self, uc, pc: int) -> bool:
-        """Serve the instruction at exit `pc` here when its result is known: port I/O to
-        tinyvmm's devices, CPUID and the RDMSRs KVM answered before. False: KVM executes it."""
-        code = self._code(uc, pc, 2)
-        if code == CPUID or code == RDMSR:
-            reg = self._current.reg if self._current else NAMED[64]
+    @property
+    def _reg(self) -> dict[str, int]:
+        assert self._current is not None        # a stretch is running
+        return self._current.reg
+
+    def _serve(self, uc, pc: int, code: bytes) -> bool:
+        """Serve the instruction at exit `pc` (`code`: its bytes) here when its result is
+        known: port I/O to tinyvmm's devices, CPUID and the RDMSRs KVM answered before.
+        False: KVM executes it."""
+        if code[:2] == CPUID or code[:2] == RDMSR:
+            reg = self._reg
             rax, rcx = uc.reg_read(reg["ax"]) & MASK32, uc.reg_read(reg["cx"]) & MASK32
             if code == CPUID:
-                key: tuple[int, ...] = (pc, 0xA2, rax, rcx, self._sregs.cr4 if self._sregs else 0)
+                assert self._sregs is not None
+                key: tuple[int, ...] = (pc, 0xA2, rax, rcx, self._sregs.cr4)
             elif rcx in STABLE_MSRS:
                 key = (pc, 0x32, rcx)
             else:
@@ -508,7 +490,7 @@ class Stretches:
             return True
         if code[:1] == b"\x0f" and code[1:2] in (b"\x30", b"\x01"):   # wrmsr, xsetbv and kin
             self._answers.clear()
-        return self._serve_port(uc, pc)
+        return self._serve_port(uc, pc, code)
 
     def _learn(self, regs) -> None:
         """KVM has executed the CPUID or RDMSR at self._learning's address: keep its answer."""
@@ -522,10 +504,9 @@ class Stretches:
             answer = (regs.rax, regs.rdx)
         self._answers[(opcode,) + tuple(inputs)] = answer
 
-    def _serve_port(self, uc, pc: int) -> bool:
-        """IN or OUT to one of tinyvmm's devices at `pc`: served here; False for anything
-        else (string I/O, the in-kernel ports)."""
-        code = self._code(uc, pc, 3)
+    def _serve_port(self, uc, pc: int, code: bytes) -> bool:
+        """IN or OUT to one of tinyvmm's devices at `pc` (`code`: its bytes): served here;
+        False for anything else (string I/O, the in-kernel ports)."""
         if not code:
             return False
         operand16 = code[0] == 0x66
@@ -541,7 +522,7 @@ class Stretches:
         size = 1 if op in (0xE4, 0xE6, 0xEC, 0xEE) else (2 if operand16 else 4)
         if any(p in self.in_kernel for p in range(port, port + size)):
             return False
-        reg = self._current.reg if self._current else NAMED[64]
+        reg = self._reg
         rax = uc.reg_read(reg["ax"])
         started = time.perf_counter_ns()
         is_out = op in (0xE6, 0xE7, 0xEE, 0xEF)
