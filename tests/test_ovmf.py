@@ -63,30 +63,34 @@ class Shell:
         assert found >= 0, f"no {text!r} after {seconds} s:\n{self.transcript()}"
         return found + len(text)
 
-    def type(self, line: str, start: int, seconds: float = 120) -> tuple[str, int]:
-        """Type `line` and Enter at the prompt; the command's output and where it ends."""
+    def _send(self, line: str) -> None:
+        """`line` and Enter, a key at a time."""
         assert self.process.stdin is not None
         for char in line + "\r":
             self.process.stdin.write(char.encode())
             self.process.stdin.flush()
             time.sleep(0.05)
+
+    def type(self, line: str, start: int, seconds: float = 120) -> tuple[str, int]:
+        """Type `line` and Enter at the prompt; the command's output and where it ends."""
+        self._send(line)
         end = self.wait_for(PROMPT, start, seconds)
         return _plain(self.output[start:end]), end
 
     def finish(self, seconds: float = 120) -> int:
-        assert self.process.stdin is not None
-        for char in "reset -s\r":
-            self.process.stdin.write(char.encode())
-            self.process.stdin.flush()
-            time.sleep(0.05)
-        try:
-            status = self.process.wait(seconds)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+        """`reset -s`: the run's exit status."""
+        self._send("reset -s")
+        status = self.process.wait(seconds)
         self._read()
         return status
+
+    def __enter__(self) -> "Shell":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def transcript(self) -> str:
         assert self.process.stderr is not None
@@ -106,8 +110,7 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
     variables = tmp_path / "OVMF_VARS.fd"
     shutil.copyfile(OVMF_VARS, variables)
 
-    shell = Shell(variables)
-    try:
+    with Shell(variables) as shell:
         at = shell.wait_for(PROMPT, 0, BOOT_S)
         assert b"UEFI v2" in shell.output
         listing, at = shell.type("pci", at)
@@ -118,18 +121,9 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
         shown, at = shell.type(f"setvar TinyvmmTest -guid {VENDOR}", at)
         assert "74 69 6E 79 76 6D 6D" in shown, shown
         assert shell.finish() == 0, shell.transcript()
-    finally:
-        if shell.process.poll() is None:
-            shell.process.kill()
-            shell.process.wait()
 
-    shell = Shell(variables)                 # a new machine on the same variable store
-    try:
+    with Shell(variables) as shell:            # a new machine on the same variable store
         at = shell.wait_for(PROMPT, 0, BOOT_S)
         shown, at = shell.type(f"setvar TinyvmmTest -guid {VENDOR}", at)
         assert "74 69 6E 79 76 6D 6D" in shown, shown
         assert shell.finish() == 0, shell.transcript()
-    finally:
-        if shell.process.poll() is None:
-            shell.process.kill()
-            shell.process.wait()
