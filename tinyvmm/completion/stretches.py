@@ -32,7 +32,8 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from ..x86 import CR0_PE, EFER_LMA, MAX_INSTRUCTION, RFLAGS_IF, RFLAGS_VM
+from ..debug.disasm import code_bits
+from ..x86 import MAX_INSTRUCTION, RFLAGS_IF, RFLAGS_VM
 from .paging import PAGE_SIZE as PAGE
 from .paging import translate
 from .softcpu import ALL, load_fpu, load_system, map_slots, store_fpu
@@ -334,20 +335,22 @@ class Stretches:
     def run(self, stop_wanted=lambda: False) -> str:
         """Run the vCPU in the software CPU from the state KVM holds, and hand it back:
         STEP when KVM is to execute the next instruction, FREE when the vCPU is in a mode
-        left to KVM (real mode, virtual-8086 mode, user mode, a segmented CS)."""
+        left to KVM (16-bit code, real mode or not, virtual-8086 mode, user mode, a
+        segmented CS)."""
         vcpu = self.vcpu
         sregs = vcpu.get_sregs()
         regs = vcpu.get_regs()
         if self._learning is not None:
             self._learn(regs)
-        if not sregs.cr0 & CR0_PE or regs.rflags & RFLAGS_VM or sregs.cs.base or sregs.ss.dpl:
+        bits = code_bits(sregs)
+        if bits == 16 or regs.rflags & RFLAGS_VM or sregs.cs.base or sregs.ss.dpl:
             self._give_back_vector_state()
             self._stale = True                  # KVM runs freely: it may write anything
             return FREE
         started = time.perf_counter_ns()
         self.stretches += 1
         self._sregs = sregs
-        self._bits = 64 if (sregs.efer & EFER_LMA and sregs.cs.l) else 32
+        self._bits = bits
         engine = self._engine(self._bits)
         uc = engine.uc
         if self._written or self._stale:
