@@ -1,8 +1,9 @@
-"""Firmware through the software CPU (--software-cpu on) against KVM alone, on this host.
+"""Firmware and Linux through the software CPU (--software-cpu on) against KVM alone, on this host.
 
-Debian's unmodified SeaBIOS (bios.bin, to "No bootable device") and OVMF (OVMF_CODE.fd and a
-fresh copy of OVMF_VARS.fd as QEMU's two pflash units, to the UEFI Shell's prompt) run through
-the Python API; the time is from the first KVM_RUN to the text on the console. The modes are
+Debian's unmodified SeaBIOS (bios.bin, to "No bootable device"), OVMF (OVMF_CODE.fd and a
+fresh copy of OVMF_VARS.fd as QEMU's two pflash units, to the UEFI Shell's prompt) and the
+test kernel (its PVH entry with its initramfs, to the init's last line) run through the
+Python API; the time is from the first KVM_RUN to the text on the console. The modes are
 interleaved run by run. OVMF under KVM alone takes about 14 minutes on an emulating host, so it
 is measured only with --ovmf-kvm-alone.
 
@@ -31,6 +32,11 @@ def seconds_to(firmware: str, mode: str) -> tuple[float, str]:
             options = dict(drives=[f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                                    f"if=pflash,format=raw,unit=1,file={variables}"])
             text, image = "Shell> ", None
+        elif firmware == "linux":
+            from tinyvmm import KernelSpec
+            from tinyvmm.boot.payload import DEFAULT_INITRD, DEFAULT_VMLINUX
+            options = dict(kernel=KernelSpec(DEFAULT_VMLINUX, initrd=DEFAULT_INITRD))
+            text, image = "init: restarting the machine", None
         else:
             options, text, image = {}, "No bootable device", str(SEABIOS)
         with Machine(image, serial="none", software_cpu=mode, **options) as machine:
@@ -49,7 +55,7 @@ def main() -> None:
     parser.add_argument("--ovmf-kvm-alone", action="store_true",
                         help="also time OVMF under KVM alone (about 14 minutes a run here)")
     args = parser.parse_args()
-    plan = [("seabios", "off"), ("seabios", "on"), ("ovmf", "on")]
+    plan = [("seabios", "off"), ("seabios", "on"), ("ovmf", "on"), ("linux", "off"), ("linux", "on")]
     if args.ovmf_kvm_alone:
         plan.append(("ovmf", "off"))
     times: dict[tuple[str, str], list[float]] = {key: [] for key in plan}
@@ -63,7 +69,7 @@ def main() -> None:
                   flush=True)
     print("\n| firmware, to | --software-cpu | median | min-max |\n|---|---|---|---|")
     for (firmware, mode), values in times.items():
-        to = "Shell>" if firmware == "ovmf" else "No bootable device"
+        to = {"ovmf": "Shell>", "linux": "its init's end"}.get(firmware, "No bootable device")
         print(f"| {firmware}, {to} | {mode} | {statistics.median(values):.2f} s | "
               f"{min(values):.2f}-{max(values):.2f} s |")
     for key, stats in notes.items():

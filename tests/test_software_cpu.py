@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from command_line import tinyvmm
+from payloads import KERNEL_INITRD, ROOT, VMLINUX
 
 from tinyvmm.errors import ConfigError
 from tinyvmm.spec import KernelSpec, MachineSpec, check_software_cpu
@@ -34,6 +35,7 @@ def decode(code: bytes, bits: int = 64):
     (b"\xea\x00\x10\x00\x00\x08\x00", 32), (b"\xff\x2c\x24", 64), (b"\x48\xcb", 64),  # far jmp, ret
     (b"\x0f\x01\xf8", 64), (b"\x0f\x05", 64), (b"\x48\x0f\x07", 64),        # swapgs, syscall, sysret
     (b"\x0f\xae\x20", 64), (b"\x0f\x01\xd1", 64),                           # xsave, xsetbv
+    (b"\x0f\x01\x38", 64), (b"\x66\x0f\x38\x82\x00", 64),                  # invlpg, invpcid
 ])
 def test_what_only_kvm_executes(code, bits):
     assert sensitive(decode(code, bits))
@@ -46,7 +48,7 @@ def test_what_only_kvm_executes(code, bits):
     b"\xff\x24\x24", b"\xff\x14\x24", b"\xff\xd0", b"\xc3",   # near jumps, calls and ret
     b"\xf3\xa4", b"\xf3\x48\xab",       # rep movsb, rep stosq
     b"\x0f\x01\xca", b"\x0f\x01\xcb",   # clac, stac
-    b"\x0f\x01\x38", b"\xf3\x0f\xb8\xc1",   # invlpg, popcnt
+    b"\xf3\x0f\xb8\xc1",                # popcnt
     b"\x66\x0f\xef\xc0", b"\xdb\xe3",   # pxor, fninit: x87/SSE state stays in the software CPU
 ])
 def test_what_the_software_cpu_executes(code):
@@ -81,8 +83,12 @@ def test_on_refuses_a_run_it_cannot_serve_before_anything_starts(option, named):
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("tinyvmm: --software-cpu on runs one vCPU"), result.stderr
     assert named in result.stderr
-    with pytest.raises(ConfigError, match="kernel boot"):
-        MachineSpec(kernel=KernelSpec("bzImage"), software_cpu="on")
+
+
+def test_a_kernel_boot_shares_the_debug_registers_with_it():
+    # The kernel-entry mark and run(until_address=) set execution breakpoints only: the
+    # software CPU stops before their addresses and KVM, its breakpoint set, executes them.
+    assert MachineSpec(kernel=KernelSpec("bzImage"), software_cpu="on").software_cpu == "on"
 
 
 def _seabios_log(tmp_path, mode: str) -> tuple[str, str]:
@@ -115,3 +121,48 @@ def test_seabios_logs_the_same_machine_through_the_software_cpu(tmp_path):
                 if not any(word in line.lower() for word in ("mhz", "tsc", "pmtimer", "kvmclock"))]
     assert steady(by_software) == steady(by_kvm)
     assert "Found 3 PCI devices" in by_software
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.slow
+@pytest.mark.parametrize("boot", [["--kernel", str(VMLINUX), "--initrd", str(KERNEL_INITRD)], []],
+                         ids=["pvh", "bios-dma"])
+def test_linux_runs_its_init_through_the_software_cpu(boot):
+    """The test kernel, with its kernel-entry mark, from its entry (PVH) or through tinyvmm's
+    BIOS and DMA ROM (real mode stays with KVM) to its init: the init's system calls run in
+    user mode under KVM, Linux's fw_cfg driver lists the files, the machine restarts."""
+    result = tinyvmm("boot", *boot, "--software-cpu", "on", "--stats", "--timeout", "300",
+                     "--fw-cfg", "name=opt/tinyvmm/test,string=hello", cwd=ROOT, timeout=400)
+    console, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, console[-3000:] + err[-3000:]
+    assert "TINYVMM-INIT-OK" in console
+    assert "fw_cfg: opt/tinyvmm/test = hello" in console
+    assert "init: restarting the machine" in console
+    stretches = int(err.split("software CPU:")[1].split()[0])
+    assert stretches > 100
+
+
+def _symbol(name: str) -> int:
+    from elftools.elf.elffile import ELFFile
+    with open(VMLINUX, "rb") as file:
+        symbols = ELFFile(file).get_section_by_name(".symtab").get_symbol_by_name(name)
+    assert symbols, f"{name} is not in {VMLINUX}"
+    return symbols[0]["st_value"]
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_a_breakpoint_stops_the_software_cpu_at_its_address():
+    # start_kernel is 64-bit code the software CPU runs: it stops before the address and
+    # KVM, its debug registers set, reports the breakpoint
+    from tinyvmm import Machine
+    from tinyvmm.outcome import Outcome
+    address = _symbol("start_kernel")
+    spec = MachineSpec(kernel=KernelSpec(str(VMLINUX), initrd=str(KERNEL_INITRD)), software_cpu="on")
+    with Machine(spec) as machine:
+        result = machine.run(until_address=address, timeout=120)
+        assert result.outcome is Outcome.BREAKPOINT, result.message
+        assert machine.runner.vcpu.get_regs().rip == address
+        assert machine.runner.stretches.stretches > 10

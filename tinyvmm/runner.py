@@ -17,6 +17,7 @@ from collections import deque
 from . import layout
 from .completion import Completer
 from .kvm import abi
+from .kvm.debugregs import execution_addresses
 from .kvm.ioctl import KvmError
 from .outcome import Outcome, RunResult
 from .x86 import RFLAGS_IF
@@ -359,17 +360,17 @@ class Runner:
         mode = self.software_cpu
         if mode == "off":
             return False
-        alone = (self.lock is None and self.guest_debug.holder is None and self.debugger is None
-                 and self.stepper is None)
+        guest_debug = self.guest_debug
+        alone = (self.lock is None and (guest_debug.holder is None or guest_debug.breakpoints_only)
+                 and self.debugger is None and self.stepper is None)
         if mode == "on":
             if not alone:
                 from .errors import ConfigError
                 from .spec import SOFTWARE_CPU_ALONE
-                holder = self.guest_debug.holder
+                holder = guest_debug.holder
                 held = f" (here: {holder})" if holder else ""
-                raise ConfigError(f"{SOFTWARE_CPU_ALONE}: not with --smp above 1, --gdb, --trace "
-                                  f"steps, a kernel boot (its kernel-entry mark) or "
-                                  f"run(until_address=){held}")
+                raise ConfigError(f"{SOFTWARE_CPU_ALONE}: not with --smp above 1, --gdb or "
+                                  f"--trace steps{held}")
             return True
         from .kvm.system import is_emulating_host
         return alone and is_emulating_host() and _software_cpu_installed()
@@ -481,6 +482,7 @@ class Runner:
         kvm_run = self._kvm_run()
         counts = self.exit_counts
         leader = self.leader
+        guest_debug = self.guest_debug
         EXIT_IO, EXIT_MMIO, EXIT_DEBUG = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_EXIT_DEBUG
         stepping = False
         stats = self.stats
@@ -495,14 +497,18 @@ class Runner:
         if board.stop_request is not None:
             return board.stop_request
         boundary = True
+        delivering = False
         try:
             while True:
                 if boundary:
-                    step = stretches.run(stop_wanted) == STEP
+                    # What a completion injected KVM delivers first (KVM_GET_VCPU_EVENTS
+                    # does not show an injected #BP: the software CPU could not tell).
+                    step = delivering or stretches.run(stop_wanted, guest_debug.breakpoints) == STEP
+                    delivering = False
                     if board.stop_request is not None:
                         return board.stop_request
                     if step != stepping:
-                        vcpu.set_guest_debug(SINGLE_STEP if step else 0)
+                        guest_debug.step(step)
                         stepping = step
                     boundary = False
                 if stats is not None:
@@ -534,20 +540,25 @@ class Runner:
                 elif reason == EXIT_MMIO:
                     self._mmio(mm, self.tracer)
                     run_page.immediate_exit = 1
-                elif reason == EXIT_DEBUG and stepping:
+                elif reason == EXIT_DEBUG:
+                    # a step, or the holder's breakpoint (a step onto its address counts too)
+                    on_exit = guest_debug.on_exit
+                    ended = on_exit(run_page.exit.debug) if on_exit is not None else None
+                    if ended:
+                        return ended
                     boundary = True
                 else:
                     ended = self._other_exit(reason)
                     if ended:
                         return ended
-                    boundary = True
+                    boundary = delivering = True
                 if stats is not None:
                     stats.handler_ns[reason] += clock() - left
                 if board.stop_request is not None:
                     return board.stop_request
         finally:
             if stepping:
-                vcpu.set_guest_debug(0)
+                guest_debug.step(False)
 
     def _kvm_run(self) -> Callable:
         """KVM_RUN as the loop calls it: bare with one vCPU; with several, the device lock is
@@ -742,30 +753,54 @@ class GuestDebug:
     """The vCPU's debug registers (KVM_SET_GUEST_DEBUG) and the KVM_EXIT_DEBUG they cause, held
     by one user at a time: gdb, --trace steps, the boot's kernel-entry mark, Machine.step() or
     Machine.run(until_address=...). The holder's `on_exit` gets kvm_run.debug and returns None
-    to go on, or an (Outcome, message) to end the run."""
+    to go on, or an (Outcome, message) to end the run. The software CPU's loop adds its single
+    steps to what the holder set (`step`), where the holder sets execution breakpoints only."""
 
     def __init__(self, vcpu: Vcpu):
         self.vcpu = vcpu
         self.holder: str | None = None
         self.on_exit: Callable | None = None
+        self.breakpoints_only = False       # the holder sets nothing but execution breakpoints
+        self._control = 0
+        self._debugreg: list[int] | None = None
+        self._stepping = False
 
-    def claim(self, holder: str, on_exit: Callable) -> None:
+    def claim(self, holder: str, on_exit: Callable, breakpoints_only: bool = False) -> None:
         """Take the debug registers for `holder` (a name the refusal of the next claim gives);
-        ConfigError while someone else holds them."""
+        ConfigError while someone else holds them. `breakpoints_only`: the holder promises to
+        set execution breakpoints alone, which the software CPU honours."""
         if self.holder is not None:
             from .errors import ConfigError
             raise ConfigError(f"the vCPU's debug registers are taken by {self.holder}")
-        self.holder, self.on_exit = holder, on_exit
+        self.holder, self.on_exit, self.breakpoints_only = holder, on_exit, breakpoints_only
 
     def set(self, control: int, debugreg: list[int] | None = None) -> None:
         """KVM_SET_GUEST_DEBUG (tinyvmm.kvm.debugregs spells `control` and `debugreg`)."""
-        self.vcpu.set_guest_debug(control, debugreg)
+        self._control, self._debugreg = control, debugreg
+        self._apply()
+
+    def step(self, on: bool) -> None:
+        """The software CPU's loop: KVM stops after each instruction (or not), on top of the
+        holder's breakpoints."""
+        self._stepping = on
+        self._apply()
+
+    @property
+    def breakpoints(self) -> frozenset[int]:
+        """The linear addresses of the holder's execution breakpoints."""
+        return execution_addresses(self._debugreg) if self._control else frozenset()
+
+    def _apply(self) -> None:
+        control = self._control | (SINGLE_STEP if self._stepping else 0)
+        self.vcpu.set_guest_debug(control, self._debugreg if self._control else None)
 
     def release(self) -> None:
         """Give the debug registers back, cleared (nothing happens when nobody holds them)."""
         if self.holder is not None:
             self.holder = self.on_exit = None
-            self.vcpu.set_guest_debug(0)
+            self.breakpoints_only = False
+            self._control, self._debugreg = 0, None
+            self._apply()
 
 
 def _software_cpu_installed() -> bool:

@@ -370,7 +370,7 @@ class MachineSpec:
     debug      a DebugSpec
     software_cpu   "on": privileged guest code runs in the software CPU between the instructions
                only KVM executes (tinyvmm.completion.stretches), for a run with one vCPU that
-               no debugger, step trace or kernel-entry mark observes; "off" (the default): KVM
+               no debugger or step trace observes; "off" (the default): KVM
                runs all of it; "auto": "on" where KVM emulates guest code (kvm_pvm) and the run
                allows it
     """
@@ -425,7 +425,7 @@ class MachineSpec:
         if self.software_cpu == "on":
             held = ("--smp above 1" if self.smp > 1 else "--gdb" if self.debug.gdb is not None else
                     "--trace steps" if self.debug.trace is not None and self.debug.trace.steps else
-                    "a kernel boot (its kernel-entry mark)" if self.kernel is not None else None)
+                    None)
             if held:
                 raise ConfigError(f"{SOFTWARE_CPU_ALONE}: not with {held}")
         if self.kernel is not None and self.kernel.boot == "direct" and self.runs_firmware:

@@ -107,7 +107,7 @@ def _break_at(runner: Runner, address: int) -> Callable[[], None]:
         return None
     guest_debug = runner.guest_debug
     try:
-        guest_debug.claim("until_address", on_debug_exit)
+        guest_debug.claim("until_address", on_debug_exit, breakpoints_only=True)
     except ConfigError as exc:
         raise ConfigError(f"until_address: {exc}") from exc
     guest_debug.set(USE_HARDWARE_BREAKPOINTS, execution_breakpoint(address))

@@ -40,7 +40,8 @@ class BootMarks:
         self.entry_milestone = entry_milestone
         fw_cfg.on_select = self._on_select
         if entry is not None:
-            runner.guest_debug.claim("the boot's kernel-entry mark", self._on_debug_exit)
+            runner.guest_debug.claim("the boot's kernel-entry mark", self._on_debug_exit,
+                                     breakpoints_only=True)
 
     def _on_select(self, key: int) -> None:
         if key & 0x3FFF in KERNEL_KEYS:

@@ -215,9 +215,19 @@ def _load_control(uc, sregs) -> None:
 
 
 def _load_segments(uc, sregs, bits: int) -> None:
+    """Raises unicorn.UcError where a selector names no descriptor the software CPU can
+    load (it takes a segment's base and limit from the tables, not from kvm_sregs)."""
     uc.reg_write(X.UC_X86_REG_CS, sregs.cs.selector)
     for name, reg in DATA_SEGMENTS:
-        uc.reg_write(reg, getattr(sregs, name).selector)
+        try:
+            uc.reg_write(reg, getattr(sregs, name).selector)
+        except unicorn.UcError:
+            if bits != 64:
+                raise
+            # 64-bit code ignores a data segment's base (FS's and GS's are written below)
+            # and limit: the null selector runs it the same. Linux's PVH entry reaches its
+            # 64-bit code with FS and GS still holding selectors of the loader's table.
+            uc.reg_write(reg, 0)
     if bits == 64:
         uc.reg_write(X.UC_X86_REG_FS_BASE, sregs.fs.base)
         uc.reg_write(X.UC_X86_REG_GS_BASE, sregs.gs.base)

@@ -15,11 +15,19 @@ CPU faults on, and every access outside guest RAM (MMIO, writes to ROM), is left
 well. Served inside a stretch instead: port I/O to tinyvmm's own devices, and CPUID and
 RDMSR of a few MSRs once KVM has answered them for the same inputs. A run lasts at most a
 few milliseconds; with interrupts enabled the stretch then ends, so KVM's in-kernel irqchip
-delivers what is pending (STI runs in the software CPU: an interrupt waits for that end).
+delivers what is pending (STI and POPF run in the software CPU: the watchdog sees them set
+IF, and an interrupt waits for the slice's end).
 
 Each block of code is decoded once, when the software CPU translates it and before it
 runs (UC_HOOK_EDGE_GENERATED, and the block a run starts with): the instructions above
-become the software CPU's exits, so translated code stops exactly before them.
+become the software CPU's exits, so translated code stops exactly before them. So do the
+execution breakpoints of whoever holds the debug registers (the boot's kernel-entry mark,
+run(until_address=)): KVM executes the instruction there with its breakpoint set.
+
+A fault stops the software CPU at the faulting instruction, which KVM executes again and
+delivers; an access outside RAM stops it before the instruction too (unicorn checks after
+every memory access). An event KVM is to deliver (a completion's #BP, a fault it raised)
+is delivered before the software CPU runs again.
 """
 
 import ctypes
@@ -54,12 +62,17 @@ KVM_ONLY = frozenset((
     "int", "int1", "int3", "into", "iret", "iretd", "iretq",
     "syscall", "sysret", "sysretq", "sysenter", "sysexit", "swapgs",
     "monitor", "mwait", "xsetbv", "xgetbv", "invd", "wbinvd", "vmcall", "vmmcall", "rsm",
+    # TLB flushes: KVM's shadow page tables (user mode runs on them) learn of the guest's
+    # page-table changes through them, which the software CPU writes to RAM unseen (before
+    # the vCPU first reaches user mode there is nothing to learn: the software CPU runs them)
+    "invlpg", "invpcid", "invlpga",
     "xsave", "xsave64", "xsaveopt", "xsaveopt64", "xsavec", "xsavec64", "xsaves", "xsaves64",
     "xrstor", "xrstor64", "xrstors", "xrstors64", "getsec", "rdpid", "rdpkru", "wrpkru",
     # what changes kvm_sregs
     "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "lds", "les", "lfs", "lgs", "lss",
     "ljmp", "lcall", "retf", "retfq", "retfw", "lret", "lretq", "wrfsbase", "wrgsbase",
 ))
+TLB_FLUSHES = frozenset(("invlpg", "invpcid", "invlpga"))
 SEGMENTS = ("cs", "ds", "es", "ss", "fs", "gs")
 SYSTEM_REGISTER = re.compile(r"[cd]r\d+")
 PORT_IO = frozenset(("in", "out"))
@@ -124,9 +137,12 @@ class Watchdog:
         self._uc = uc
         self.generation = 0          # moves at each run
         self.running = False
-        self.sliced = True           # stop the run at its slice's end; else only when urgent
+        self.sliced = True           # stop the run at its slice's end; else when urgent or
+                                     # once the guest enabled interrupts (STI, POPF)
+        self.flags = X.UC_X86_REG_EFLAGS     # read from the watchdog's thread: IF is exact
         self.urgent: Callable[[], bool] = lambda: False
         self.ticks = SLICE_TICKS
+        self.stops = 0               # emu_stop calls made
         threading.Thread(target=_watch, args=(weakref.ref(self),), name="software CPU watchdog",
                          daemon=True).start()
 
@@ -137,8 +153,10 @@ class Watchdog:
             state[0], state[1] = generation, 0
             return
         state[1] += 1
-        if state[1] >= self.ticks and (self.sliced or self.urgent()):
+        if state[1] >= self.ticks and (self.sliced or self.urgent()
+                                       or self._uc.reg_read(self.flags) & RFLAGS_IF):
             # A stop that lands after the run ended is absorbed by the next run's start.
+            self.stops += 1
             self._uc.emu_stop()
             state[1] = 0
 
@@ -167,10 +185,17 @@ class _Engine:
         uc.hook_add(unicorn.UC_HOOK_INTR, on_interrupt)
         uc.ctl_exits_enabled(True)
         self.exits: set[int] = set()         # where translated code stops for KVM
+        self.breakpoints: frozenset[int] = frozenset()   # the debug registers' holder's, too
         self.first_run = True
         self.sregs_raw = b""                 # kvm_sregs as last loaded
         self.mapped = None                   # the SlotMap's `updates` mapped
         self.watchdog = Watchdog(uc)
+        # The CPU as made, restored after a fault: the software CPU records a fault as in
+        # flight until it delivers it, which it never does here (KVM executes the
+        # instruction again and delivers it), so the next fault would be taken for a double
+        # fault, the one after for a triple fault, which stops it without a word. A page
+        # fault while it translates code for a control call is recorded the same way.
+        self.clean = uc.context_save()
         self.reg = NAMED[bits]
         ids = GPR_IDS if bits == 64 else GPR_IDS_32
         self.count = len(ids)
@@ -204,6 +229,8 @@ class Stretches:
         self._blocks: dict[tuple[int, int], tuple] = {}
         self._new_exits: list[int] = []
         self._fault: int | None = None
+        self._enabled = False                # RFLAGS.IF as the vCPU was last handed to KVM
+        self._user_seen = False              # the vCPU has run user code: TLB flushes go to KVM
         self._fpu = None                     # kvm_fpu while the software CPU holds the state
         # What KVM answered to CPUID (by leaf, subleaf and CR4) and to RDMSR of MSRs that only
         # WRMSR changes, served again inside a stretch; the one KVM executes now, to learn.
@@ -270,7 +297,7 @@ class Stretches:
             code = string_at(host, size)
             stops, done = [], 0
             for insn in self._decoders[self._bits].disasm(code, address):
-                if sensitive(insn):
+                if sensitive(insn) and (self._user_seen or insn.mnemonic not in TLB_FLUSHES):
                     stops.append(insn.address)
                 done += insn.size
             if done < size:                     # bytes the decoder does not know: KVM decides
@@ -329,23 +356,56 @@ class Stretches:
             self._exits.add(stop)
             uc.ctl_remove_cache(stop, stop + 1)     # every block holding it is translated again
         self._new_exits.clear()
-        uc.ctl_set_exits(sorted(self._exits))
+        self._set_exits(uc)
+
+    def _set_exits(self, uc) -> None:
+        engine = self._current
+        assert engine is not None
+        uc.ctl_set_exits(sorted(engine.exits | engine.breakpoints))
+
+    def _set_breakpoints(self, uc, breakpoints: frozenset[int]) -> None:
+        engine = self._current
+        assert engine is not None
+        for address in breakpoints ^ engine.breakpoints:
+            uc.ctl_remove_cache(address, address + 1)
+        engine.breakpoints = breakpoints
+        self._set_exits(uc)
 
     # --- a run ------------------------------------------------------------
-    def run(self, stop_wanted=lambda: False) -> str:
+    def run(self, stop_wanted=lambda: False, breakpoints: frozenset[int] = frozenset()) -> str:
         """Run the vCPU in the software CPU from the state KVM holds, and hand it back:
         STEP when KVM is to execute the next instruction, FREE when the vCPU is in a mode
         left to KVM (16-bit code, real mode or not, virtual-8086 mode, user mode, a
-        segmented CS)."""
+        segmented CS). `stop_wanted()` is asked when a slice ends; a stretch stops before
+        the linear addresses in `breakpoints` (KVM then executes them, its debug registers
+        set)."""
         vcpu = self.vcpu
         sregs = vcpu.get_sregs()
         regs = vcpu.get_regs()
         if self._learning is not None:
             self._learn(regs)
+        events = vcpu.get_vcpu_events()
+        if (events.exception.injected or events.exception.pending or events.interrupt.injected
+                or events.nmi[0] or events.nmi[1]):
+            # An event KVM delivers at its next entry (a completion's #BP, a fault it raised
+            # while stepping): the software CPU must not run past it.
+            self._give_back_vector_state()
+            return STEP
+        enabled = bool(regs.rflags & RFLAGS_IF)
+        if enabled and not self._enabled and self.vcpu.lapic_requests():
+            # KVM's instruction enabled interrupts (IRET) with one waiting in the local
+            # APIC: KVM takes one more step, at whose entry it delivers it. Entries after
+            # the registers were set from the software CPU deliver the PIC's interrupts
+            # but not the local APIC's here (its timer's went untaken for good).
+            self._enabled = True
+            self._give_back_vector_state()
+            return STEP
+        self._enabled = enabled
         bits = code_bits(sregs)
         if bits == 16 or regs.rflags & RFLAGS_VM or sregs.cs.base or sregs.ss.dpl:
             self._give_back_vector_state()
             self._stale = True                  # KVM runs freely: it may write anything
+            self._user_seen |= bool(sregs.ss.dpl)   # (and blocks are decoded again)
             return FREE
         started = time.perf_counter_ns()
         self.stretches += 1
@@ -356,9 +416,18 @@ class Stretches:
         if self._written or self._stale:
             self._drop_rewritten_code(uc)
         raw = bytes(sregs)
+        if breakpoints != engine.breakpoints:
+            self._set_breakpoints(uc, breakpoints)
         if raw != engine.sregs_raw:
             self._blocks.clear()                # other page tables may map other code
-            load_system(uc, sregs, engine.bits)
+            engine.sregs_raw = b""
+            try:
+                load_system(uc, sregs, engine.bits)
+            except unicorn.UcError:
+                # A segment whose selector names no valid descriptor (the PVH entry's, before
+                # the kernel's own GDT): KVM executes on until the tables match the registers.
+                self._handed("a segment outside its table", started)
+                return STEP
             engine.sregs_raw = raw
         values = engine.values
         if engine.bits == 64:
@@ -373,6 +442,7 @@ class Stretches:
         pc = regs.rip
         reg = engine.reg
         watchdog = engine.watchdog
+        silent = False                          # the software CPU stopped for no reason it gives
         while True:
             self._fault = None
             insn = None                         # the KVM-only instruction the run stopped at
@@ -387,13 +457,15 @@ class Stretches:
                 if self._new_exits:
                     self._add_exits(uc)
                     continue
-            # Only a run with interrupts enabled is cut at its slice's end (then KVM delivers
-            # them); one without, only for a signal: a stop from the watchdog's thread in
-            # OVMF's SEC decompressor once left it at a wrong address.
+            # A run with interrupts enabled is cut at its slice's end (then KVM delivers
+            # them); one without only once the guest enables them (a stop from the watchdog's
+            # thread while they were disabled in OVMF's SEC decompressor once left it at a
+            # wrong address).
             watchdog.sliced = bool(uc.reg_read(reg["flags"]) & RFLAGS_IF)
             watchdog.urgent = stop_wanted
             watchdog.generation += 1
             watchdog.running = True
+            stops = watchdog.stops
             try:
                 uc.emu_start(pc, 0)
                 error = None
@@ -401,40 +473,64 @@ class Stretches:
                 error = exc                     # outside guest RAM, or written read-only
             watchdog.running = False
             pc = uc.reg_read(reg["ip"])
+            sliced = watchdog.stops != stops    # the watchdog ended this run (or is about to)
             if error is not None or self._fault is not None:
                 break
             if self._new_exits:
                 self._add_exits(uc)
                 continue
+            if pc in breakpoints:
+                break
             if pc in self._exits:
                 insn = self._instruction(uc, pc)
                 if insn is not None and not sensitive(insn):
                     self._drop_exit(uc, pc)         # the code there was replaced since
                     continue
-                if self._serve(uc, pc, bytes(insn.bytes) if insn is not None else b""):
-                    pc = uc.reg_read(reg["ip"])
+                if not self._serve(uc, pc, bytes(insn.bytes) if insn is not None else b""):
+                    break
+                pc = uc.reg_read(reg["ip"])
+                if not sliced:
                     continue
+            elif not sliced and not stop_wanted():
+                silent = True                   # a triple fault (see _Engine.clean)
                 break
             # The slice ended: KVM delivers what is pending, if interrupts are enabled.
             if uc.reg_read(reg["flags"]) & RFLAGS_IF or stop_wanted():
                 break
-        uclib.uc_reg_read_batch(uc._uch, engine.ids, engine.pointers, engine.count)
+        self._read_regs(engine, regs)
+        vcpu.set_regs(regs)
+        self._enabled = bool(regs.rflags & RFLAGS_IF)
+        if insn is None:
+            insn = self._instruction(uc, pc)
+        faulted = self._fault is not None or silent
+        if faulted or error is not None or insn is None or uses_vector_state(insn):
+            self._give_back_vector_state()
+        if faulted:
+            uc.context_restore(engine.clean)
+            engine.sregs_raw = b""              # loaded again at the next stretch
+        reason = ("an access outside RAM" if error is not None else
+                  "a fault" if self._fault is not None else
+                  "a stop without a cause" if silent else
+                  "a breakpoint" if pc in breakpoints else
+                  insn.mnemonic if insn is not None and pc in self._exits else "the slice's end")
+        self._handed(reason, started)
+        return STEP
+
+    def _handed(self, reason: str, started: int) -> None:
+        self.handed[reason] = self.handed.get(reason, 0) + 1
+        self.ns += time.perf_counter_ns() - started
+
+    @staticmethod
+    def _read_regs(engine: _Engine, regs) -> None:
+        """The software CPU's registers into kvm_regs `regs` (in 32-bit code, the low halves
+        of the legacy registers: the rest stays)."""
+        values = engine.values
+        uclib.uc_reg_read_batch(engine.uc._uch, engine.ids, engine.pointers, engine.count)
         if engine.bits == 64:
             ctypes.memmove(ctypes.addressof(regs), values, REGS_SIZE)
         else:
             for i, name in enumerate(REGISTERS_32):
                 setattr(regs, name, values[i] & MASK32)     # unicorn writes 4 bytes of each
-        vcpu.set_regs(regs)
-        if insn is None:
-            insn = self._instruction(uc, pc)
-        if error is not None or self._fault is not None or insn is None or uses_vector_state(insn):
-            self._give_back_vector_state()
-        reason = ("an access outside RAM" if error is not None else
-                  "a fault" if self._fault is not None else
-                  insn.mnemonic if insn is not None and pc in self._exits else "the slice's end")
-        self.handed[reason] = self.handed.get(reason, 0) + 1
-        self.ns += time.perf_counter_ns() - started
-        return STEP
 
     def table(self) -> str:
         """--stats: the stretches, and what ended them."""
@@ -448,7 +544,7 @@ class Stretches:
 
     def _drop_exit(self, uc, pc: int) -> None:
         self._exits.discard(pc)
-        uc.ctl_set_exits(sorted(self._exits))
+        self._set_exits(uc)
         uc.ctl_remove_cache(pc, pc + 1)
 
     def _instruction(self, uc, pc: int):

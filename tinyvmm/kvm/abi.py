@@ -159,6 +159,11 @@ class kvm_pit_config(_Struct):
     _fields_ = [("flags", c_uint32), ("pad", c_uint32 * 15)]
 
 
+class kvm_lapic_state(_Struct):
+    """The local APIC's register page (KVM_GET_LAPIC): register R at byte offset R."""
+    _fields_ = [("regs", c_uint8 * 1024)]
+
+
 KVM_PIT_SPEAKER_DUMMY = 1
 
 
@@ -391,6 +396,7 @@ KVM_CREATE_IRQCHIP = IO(0x60)                                # KVM_CAP_IRQCHIP
 KVM_IRQ_LINE = IOW(0x61, kvm_irq_level)
 KVM_IRQFD = IOW(0x76, kvm_irqfd)                             # KVM_CAP_IRQFD
 KVM_CREATE_PIT2 = IOW(0x77, kvm_pit_config)                  # KVM_CAP_PIT2
+KVM_GET_LAPIC = IOR(0x8E, kvm_lapic_state)
 KVM_IOEVENTFD = IOW(0x79, kvm_ioeventfd)                     # KVM_CAP_IOEVENTFD
 # vCPU fd
 KVM_RUN = IO(0x80)

@@ -33,6 +33,15 @@ def execution_breakpoint(address: int) -> list[int]:
     return registers.debugreg()
 
 
+def execution_addresses(debugreg: list[int] | None) -> frozenset[int]:
+    """The linear addresses of the enabled execution breakpoints in debugreg[0..7]."""
+    if not debugreg:
+        return frozenset()
+    dr7 = debugreg[7]
+    return frozenset(debugreg[n] for n in range(DEBUG_SLOTS)
+                     if dr7 >> (2 * n) & 3 and (dr7 >> (16 + 4 * n)) & 3 == DR7_RW_EXECUTE)
+
+
 class DebugRegisters:
     """The four hardware breakpoint slots, as KVM_SET_GUEST_DEBUG's debugreg[0..3] and DR7."""
 

@@ -42,6 +42,13 @@ class Vcpu:
         mask = abi.kvm_signal_mask_sigset(8, sum(1 << (int(n) - 1) for n in blocked))
         ioctl(self.fd, abi.KVM_SET_SIGNAL_MASK, mask)
 
+    def lapic_requests(self) -> bool:
+        """Whether the local APIC holds an interrupt request (any IRR bit; KVM_GET_LAPIC)."""
+        state = abi.kvm_lapic_state()
+        ioctl(self.fd, abi.KVM_GET_LAPIC, state)
+        irr = bytes(state.regs)[0x200:0x280]           # eight 32-bit words, 16 bytes apart
+        return any(irr[16 * i:16 * i + 4] != bytes(4) for i in range(8))
+
     def get_mp_state(self) -> int:
         """KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE, _HALTED, ... (in-kernel irqchip only)."""
         state = abi.kvm_mp_state()
