@@ -33,9 +33,8 @@ def seconds_to(firmware: str, mode: str) -> tuple[float, str]:
                                    f"if=pflash,format=raw,unit=1,file={variables}"])
             text, image = "Shell> ", None
         elif firmware == "linux":
-            from tinyvmm import KernelSpec
             from tinyvmm.boot.payload import DEFAULT_INITRD, DEFAULT_VMLINUX
-            options = dict(kernel=KernelSpec(DEFAULT_VMLINUX, initrd=DEFAULT_INITRD))
+            options = dict(kernel=DEFAULT_VMLINUX, initrd=DEFAULT_INITRD)
             text, image = "init: restarting the machine", None
         else:
             options, text, image = {}, "No bootable device", str(SEABIOS)
