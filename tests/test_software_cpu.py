@@ -1,10 +1,14 @@
 """The software CPU (tinyvmm.completion.stretches): which instructions only KVM executes, the
 option's rules, and unmodified firmware run through it giving what KVM alone gives."""
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from command_line import tinyvmm
+from command_line import start_tinyvmm, tinyvmm
+from guest_build import build_guest
 from payloads import KERNEL_INITRD, ROOT, VMLINUX
 
 from tinyvmm.errors import ConfigError
@@ -89,6 +93,34 @@ def test_a_kernel_boot_shares_the_debug_registers_with_it():
     # The kernel-entry mark and run(until_address=) set execution breakpoints only: the
     # software CPU stops before their addresses and KVM, its breakpoint set, executes them.
     assert MachineSpec(kernel=KernelSpec("bzImage"), software_cpu="on").software_cpu == "on"
+
+
+@pytest.mark.kvm
+def test_a_guest_spinning_with_interrupts_off_still_times_out():
+    """The timeout's signal handler cannot run while the software CPU executes: its watchdog
+    sees the deadline itself."""
+    image = build_guest("spin_pm32")
+    start = time.monotonic()
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--software-cpu", "on",
+                     "--debugcon", "stdio", "--timeout", "1", "--stats")
+    assert time.monotonic() - start < 20
+    assert result.returncode == 4, result.stderr.decode()
+    assert result.stdout == b"spinning\n"
+    assert b"software CPU:" in result.stderr                  # it ran the loop
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+def test_a_guest_spinning_with_interrupts_off_ends_at_a_signal(signum, status):
+    image = build_guest("spin_pm32")
+    process = start_tinyvmm("run", "--bios", str(image.bin_path), "--software-cpu", "on",
+                            "--debugcon", "stdio", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(9) == b"spinning\n"
+    time.sleep(0.5)                                             # into the loop
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == status, err.decode()
+    assert b"interrupted" in err and b"Traceback" not in err
 
 
 def _seabios_log(tmp_path, mode: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ which the loop checks after every device access.
 from __future__ import annotations
 
 import fcntl
+import os
 import signal
 import struct
 import threading
@@ -94,6 +95,7 @@ class Runner:
         self._signal: Outcome | None = None
         self._deadline: float | None = None
         self._signal_message = ""
+        self._wakeup: _Wakeup | None = None     # the software CPU's view of signals
         # The leader's, for the whole run: which vCPU ended it first and how; the halt check's
         # round and each vCPU's answer (vCPU index: (round, idle description or None)).
         self._ended: tuple[Runner, Outcome, str] | None = None
@@ -208,6 +210,7 @@ class Runner:
         now = time.monotonic()
         self._deadline = now + self.timeout if self.timeout else None
         self._arm_alarm(now)
+        self._wakeup = _Wakeup() if self.software_cpu != "off" else None
         return previous
 
     def _arm_alarm(self, now: float) -> None:
@@ -260,6 +263,9 @@ class Runner:
     def _restore_signals(self, previous) -> None:
         if previous is None:
             return
+        if self._wakeup is not None:
+            self._wakeup.close()
+            self._wakeup = None
         signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -489,8 +495,15 @@ class Runner:
         clock = time.perf_counter_ns
         stretches.port_stats = stats.port_access if stats is not None else None
 
+        wakeup, deadline = leader._wakeup, leader._deadline
+        monotonic = time.monotonic
+
         def stop_wanted() -> bool:
-            return leader._signal is not None or board.stop_request is not None
+            """Asked from the watchdog's thread too, where a guest spinning with interrupts
+            disabled keeps Python's signal handlers from running."""
+            return (leader._signal is not None or board.stop_request is not None
+                    or (wakeup is not None and wakeup.ending())
+                    or (deadline is not None and monotonic() >= deadline))
 
         if board.first_run_ns is None:
             board.first_run_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -806,6 +819,35 @@ class GuestDebug:
 def _software_cpu_installed() -> bool:
     from importlib.util import find_spec
     return find_spec("unicorn") is not None and find_spec("capstone") is not None
+
+
+class _Wakeup:
+    """The signals that end a run (Ctrl-C, SIGTERM, SIGHUP), seen from any thread: Python runs
+    its handlers on the main thread between two bytecodes, never while the software CPU is
+    inside one call, so a guest spinning there with interrupts disabled would outlive them.
+    signal.set_wakeup_fd makes the C-level handler write each signal's number to a pipe."""
+
+    ENDING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self.ended = False
+
+    def ending(self) -> bool:
+        """Whether one of ENDING has arrived since the run began."""
+        if not self.ended:
+            try:
+                numbers = os.read(self._read, 256)
+            except BlockingIOError:
+                return False
+            self.ended = any(number in self.ENDING for number in numbers)
+        return self.ended
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._read)
+        os.close(self._write)
 
 
 def _take_kicks() -> None:
