@@ -7,7 +7,11 @@
  *
  *   1. mounts proc on /proc, sysfs on /sys and devtmpfs on /dev;
  *   2. prints the marker line INIT_MARKER to /dev/console;
- *   3. lists every QEMU fw_cfg file the kernel exposes under
+ *   3. loads /qemu_fw_cfg.ko with finit_module when the initramfs holds
+ *      it (a distribution kernel builds the fw_cfg sysfs driver as a
+ *      module; its initramfs for tinyvmm appends the kernel's own), and
+ *      says "fw_cfg: module loaded" or "fw_cfg: module refused (-ERRNO)";
+ *      then lists every QEMU fw_cfg file the kernel exposes under
  *      /sys/firmware/qemu_fw_cfg/by_name, one "fw_cfg: NAME (size N)"
  *      line each, or "fw_cfg: not present"; the contents of files under
  *      "opt/" (the user's own, -fw_cfg name=opt/...) follow their name as
@@ -40,6 +44,7 @@
 #define INIT_MARKER "TINYVMM-INIT-OK"
 
 #define FW_CFG_BY_NAME "/sys/firmware/qemu_fw_cfg/by_name"
+#define FW_CFG_MODULE "/qemu_fw_cfg.ko"
 #define CPUS_ONLINE "/sys/devices/system/cpu/online"
 #define DISK "/dev/vda"
 #define DISK_SIZE "/sys/block/vda/size"
@@ -61,6 +66,7 @@
 #define NR_mount 165
 #define NR_reboot 169
 #define NR_getdents64 217
+#define NR_finit_module 313
 
 #define O_RDONLY 0
 #define O_WRONLY 1
@@ -263,6 +269,41 @@ static long walk(char *path, unsigned long len, unsigned long name_at)
 	return count;
 }
 
+/* Writes the negative errno `ret` as "-N" into buf (at least 24 bytes). */
+static void errno_text(long ret, char *buf)
+{
+	char digits[24];
+	int n = 0, i = 0;
+	unsigned long value = (unsigned long)-ret;
+
+	do
+		digits[n++] = (char)('0' + value % 10);
+	while ((value /= 10) && n < 20);
+	buf[i++] = '-';
+	while (n)
+		buf[i++] = digits[--n];
+	buf[i] = 0;
+}
+
+/* The driver a distribution kernel builds as a module, when the initramfs has it. */
+static void load_fw_cfg_module(void)
+{
+	char text[24];
+	long fd = syscall3(NR_open, (long)FW_CFG_MODULE, O_RDONLY | O_CLOEXEC, 0);
+	long ret;
+
+	if (fd < 0)
+		return;
+	ret = syscall3(NR_finit_module, fd, (long)"", 0);
+	syscall3(NR_close, fd, 0, 0);
+	if (ret == 0) {
+		put_line("fw_cfg: module loaded", "", "");
+		return;
+	}
+	errno_text(ret, text);
+	put_line("fw_cfg: module refused (", text, ")");
+}
+
 static void list_fw_cfg(void)
 {
 	char path[PATH_BUF];
@@ -366,6 +407,7 @@ __attribute__((noreturn, used)) static void init_main(void)
 	/* Over the initramfs's /dev: block devices appear only there. */
 	mount_fs("devtmpfs", "/dev");
 	put_line(INIT_MARKER, "", "");
+	load_fw_cfg_module();
 	list_fw_cfg();
 	show_cpus();
 	show_disk();

@@ -14,6 +14,8 @@ APT_PACKAGES=(
     seabios qemu-system-data                # real firmware: SeaBIOS, qboot, QEMU's option ROMs
     acpica-tools                            # iasl: the ACPI tables are checked by disassembly
     linux-image-amd64                       # bench --payload distro: Debian's kernel and initramfs
+    linux-image-cloud-amd64                 # a distribution kernel booted to the test init
+    ovmf                                    # UEFI firmware (OVMF_CODE.fd, OVMF_VARS.fd)
     linux-source-6.1 bc flex bison libelf-dev lz4 cpio xz-utils   # the test kernel
 )
 

@@ -1,6 +1,7 @@
 """The test payloads (firmware/tests/payload.S, a bzImage; pvh_payload.S, an ELF PVH kernel) and an
 initrd, built once per session; where the test kernels of `make -C kernels` are."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,49 @@ def pc_kernel() -> PcKernel:
             pytest.fail(f"the pc test kernel {path} is missing: run make -C kernels pc, or set "
                         f"{boot_defaults.KERNELS_VARIABLE} to a folder whose pc/ holds it")
     return PC_KERNEL
+
+
+CLOUD_PACKAGE = "linux-image-cloud-amd64"
+
+
+def cloud_kernel() -> tuple[Path, Path]:
+    """Debian's cloud kernel (the newest /boot/vmlinuz-*-cloud-amd64) and its fw_cfg sysfs
+    driver, which it builds as a module; skips the test, naming the package, when either
+    is absent."""
+    kernels = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64"),
+                     key=lambda path: [int(part) if part.isdigit() else part
+                                       for part in re.split(r"(\d+)", path.name)])
+    if not kernels:
+        pytest.skip(f"needs Debian's cloud kernel /boot/vmlinuz-*-cloud-amd64 ({CLOUD_PACKAGE}; "
+                    "make setup installs it)")
+    kernel = kernels[-1]
+    version = kernel.name.removeprefix("vmlinuz-")
+    module = Path("/usr/lib/modules") / version / "kernel/drivers/firmware/qemu_fw_cfg.ko"
+    for candidate in (module, module.with_name(module.name + ".xz")):
+        if candidate.exists():
+            return kernel, candidate
+    pytest.skip(f"{kernel} has no {module} ({CLOUD_PACKAGE})")
+
+
+def _cpio_entry(name: str, data: bytes, mode: int) -> bytes:
+    """One member of a "newc" cpio archive (the initramfs format), padded to 4 bytes."""
+    fields = (1, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+    header = b"070701" + b"".join(b"%08X" % field for field in fields) + name.encode() + b"\0"
+    header += bytes(-len(header) % 4)
+    return header + data + bytes(-len(data) % 4)
+
+
+def initramfs_with_module(base: Path, module: Path, out: Path) -> Path:
+    """The test initramfs `base` with `module` appended as /qemu_fw_cfg.ko (a second archive:
+    the kernel unpacks them in turn), where the test init loads it. An .xz module is
+    unpacked (finit_module takes it plain)."""
+    import lzma
+    data = module.read_bytes()
+    if module.suffix == ".xz":
+        data = lzma.decompress(data)
+    extra = _cpio_entry("qemu_fw_cfg.ko", data, 0o100644) + _cpio_entry("TRAILER!!!", b"", 0)
+    out.write_bytes(base.read_bytes() + extra + bytes(-len(extra) % 512))
+    return out
 
 
 def toolchain_missing() -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from command_line import start_tinyvmm, tinyvmm
 from guest_build import build_guest
-from payloads import KERNEL_INITRD, ROOT, VMLINUX
+from payloads import KERNEL_INITRD, ROOT, VMLINUX, cloud_kernel, initramfs_with_module
 
 from tinyvmm.errors import ConfigError
 from tinyvmm.spec import KernelSpec, MachineSpec, check_software_cpu
@@ -173,6 +173,26 @@ def test_linux_runs_its_init_through_the_software_cpu(boot):
     assert "init: restarting the machine" in console
     stretches = int(err.split("software CPU:")[1].split()[0])
     assert stretches > 100
+
+
+@pytest.mark.kvm
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_debians_cloud_kernel_runs_the_test_init(tmp_path):
+    """A distribution kernel (PTI, retpolines, its own CPU features, the fw_cfg driver as a
+    module) through tinyvmm's BIOS and DMA ROM to the test init, which loads the driver and
+    lists the files; ACPI powers the machine off."""
+    kernel, module = cloud_kernel()
+    initrd = initramfs_with_module(KERNEL_INITRD, module, tmp_path / "initramfs.cpio")
+    result = tinyvmm("boot", "--kernel", str(kernel), "--initrd", str(initrd), "--software-cpu",
+                     "on", "--stats", "--timeout", "900", cwd=ROOT, timeout=1000)
+    console, err = result.stdout.decode(errors="replace"), result.stderr.decode()
+    assert result.returncode == 0, console[-3000:] + err[-3000:]
+    assert "Linux version" in console and "cloud-amd64" in console
+    assert "TINYVMM-INIT-OK" in console
+    assert "fw_cfg: module loaded" in console
+    assert "fw_cfg: etc/e820 (size " in console
+    assert "init: powering the machine off" in console
 
 
 def _symbol(name: str) -> int:
