@@ -41,6 +41,7 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
 from ..debug.disasm import code_bits
+from ..kvm import abi
 from ..x86 import MAX_INSTRUCTION, RFLAGS_IF, RFLAGS_VM
 from .paging import PAGE_SIZE as PAGE
 from .paging import translate
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 STEP, FREE = "step", "free"
+STI = b"\xfb"
 TICK_S = 0.002                      # the watchdog's period
 SLICE_TICKS = 2                     # a run lasts at most ~4 ms: then KVM delivers interrupts
 ANALYSIS_MAX = 65536
@@ -142,23 +144,40 @@ class Watchdog:
         self.flags = X.UC_X86_REG_EFLAGS     # read from the watchdog's thread: IF is exact
         self.urgent: Callable[[], bool] = lambda: False
         self.ticks = SLICE_TICKS
-        self.stops = 0               # emu_stop calls made
+        self._stopped = 0            # the generation of the last run the watchdog stopped
+        self._lock = threading.Lock()
         threading.Thread(target=_watch, args=(weakref.ref(self),), name="software CPU watchdog",
                          daemon=True).start()
 
+    def start(self) -> int:
+        """A run begins: its generation (stopped() tells whether the watchdog ended it)."""
+        with self._lock:
+            self.generation += 1
+            self.running = True
+            return self.generation
+
+    def end(self) -> None:
+        with self._lock:
+            self.running = False
+
+    def stopped(self, generation: int) -> bool:
+        """Whether the watchdog stopped the run `generation` (a stop meant for one run never
+        lands in another: both sides hold the lock)."""
+        return self._stopped == generation
+
     def check(self, state: list[int]) -> None:
         """One tick: `state` is [the run generation seen, ticks it has lasted]."""
-        generation = self.generation
-        if not self.running or generation != state[0]:
-            state[0], state[1] = generation, 0
-            return
-        state[1] += 1
-        if state[1] >= self.ticks and (self.sliced or self.urgent()
-                                       or self._uc.reg_read(self.flags) & RFLAGS_IF):
-            # A stop that lands after the run ended is absorbed by the next run's start.
-            self.stops += 1
-            self._uc.emu_stop()
-            state[1] = 0
+        with self._lock:
+            generation = self.generation
+            if not self.running or generation != state[0]:
+                state[0], state[1] = generation, 0
+                return
+            state[1] += 1
+            if state[1] >= self.ticks and (self.sliced or self.urgent()
+                                           or self._uc.reg_read(self.flags) & RFLAGS_IF):
+                self._stopped = generation
+                self._uc.emu_stop()
+                state[1] = 0
 
 
 def _watch(reference: weakref.ref) -> None:
@@ -244,6 +263,7 @@ class Stretches:
         memory.write_observer = self._on_write
         # what the run did, for --stats
         self.stretches = 0                   # runs in the software CPU
+        self.shadows = 0                     # handed to KVM inside an STI shadow
         self.handed: dict[str, int] = {}     # why each ended: the instruction KVM executed next
         self.ports_served = 0                # port accesses served inside a stretch
         self.port_stats: Callable[[int, bool, int, int], object] | None = None   # --stats' port table
@@ -439,7 +459,7 @@ class Stretches:
         if self._fpu is None:
             self._fpu = vcpu.get_fpu()
             load_fpu(uc, self._fpu, ALL, engine.bits)
-        pc = regs.rip
+        pc = started_at = regs.rip
         reg = engine.reg
         watchdog = engine.watchdog
         silent = False                          # the software CPU stopped for no reason it gives
@@ -463,17 +483,15 @@ class Stretches:
             # wrong address).
             watchdog.sliced = bool(uc.reg_read(reg["flags"]) & RFLAGS_IF)
             watchdog.urgent = stop_wanted
-            watchdog.generation += 1
-            watchdog.running = True
-            stops = watchdog.stops
+            generation = watchdog.start()
             try:
                 uc.emu_start(pc, 0)
                 error = None
             except unicorn.UcError as exc:
                 error = exc                     # outside guest RAM, or written read-only
-            watchdog.running = False
+            watchdog.end()
             pc = uc.reg_read(reg["ip"])
-            sliced = watchdog.stops != stops    # the watchdog ended this run (or is about to)
+            sliced = watchdog.stopped(generation)
             if error is not None or self._fault is not None:
                 break
             if self._new_exits:
@@ -500,6 +518,14 @@ class Stretches:
         self._read_regs(engine, regs)
         vcpu.set_regs(regs)
         self._enabled = bool(regs.rflags & RFLAGS_IF)
+        if self._enabled and pc != started_at and self._code(uc, pc - 1, 1) == STI:
+            # STI's interrupt shadow: the instruction after it runs before any interrupt
+            # (KVM cannot tell from the registers; OVMF's nested-interrupt TPL code counts on it)
+            events = vcpu.get_vcpu_events()
+            events.interrupt.shadow = abi.KVM_X86_SHADOW_INT_STI
+            events.flags = abi.KVM_VCPUEVENT_VALID_SHADOW
+            vcpu.set_vcpu_events(events)
+            self.shadows += 1
         if insn is None:
             insn = self._instruction(uc, pc)
         faulted = self._fault is not None or silent
@@ -534,7 +560,8 @@ class Stretches:
 
     def table(self) -> str:
         """--stats: the stretches, and what ended them."""
-        lines = [f"software CPU: {self.stretches} stretches, {self.ns / 1e9:.3f} s; "
+        lines = [f"software CPU: {self.stretches} stretches ({self.shadows} handed in an STI "
+                 f"shadow), {self.ns / 1e9:.3f} s; "
                  f"{self.ports_served} port accesses, {self.served_instructions} CPUID and RDMSR "
                  "served in them",
                  f"{'handed to KVM at':<28}{'times':>10}"]

@@ -243,6 +243,11 @@ class kvm_vcpu_events(_Struct):
     ]
 
 
+KVM_VCPUEVENT_VALID_SHADOW = 0x4     # kvm_vcpu_events.flags: interrupt.shadow is meant
+KVM_X86_SHADOW_INT_MOV_SS = 0x1      # interrupt.shadow: after MOV SS or POP SS
+KVM_X86_SHADOW_INT_STI = 0x2         # after STI
+
+
 class kvm_translation(_Struct):
     _fields_ = [("linear_address", c_uint64), ("physical_address", c_uint64),
                 ("valid", c_uint8), ("writeable", c_uint8), ("usermode", c_uint8),
