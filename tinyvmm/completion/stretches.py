@@ -55,6 +55,10 @@ STEP, FREE = "step", "free"
 STI = b"\xfb"
 TICK_S = 0.002                      # the watchdog's period
 SLICE_TICKS = 2                     # a run lasts at most ~4 ms: then KVM delivers interrupts
+# A run begun with interrupts disabled that has enabled them (STI, POPF) is cut after ~50 ms:
+# late enough to leave OVMF's short critical sections alone (cut at once, about one OVMF
+# boot in seven crashed), soon enough for a kernel that waits for its timer's ticks.
+ENABLED_TICKS = 25
 ANALYSIS_MAX = 65536
 
 # What only KVM executes (capstone mnemonics, prefixes dropped).
@@ -140,7 +144,8 @@ class Watchdog:
         self.generation = 0          # moves at each run
         self.running = False
         self.sliced = True           # stop the run at its slice's end; else when urgent or
-                                     # once the guest enabled interrupts (STI, POPF)
+                                     # once the guest enabled interrupts (STI, POPF) and
+                                     # ENABLED_TICKS have passed
         self.flags = X.UC_X86_REG_EFLAGS     # read from the watchdog's thread: IF is exact
         self.urgent: Callable[[], bool] = lambda: False
         self.ticks = SLICE_TICKS
@@ -173,8 +178,9 @@ class Watchdog:
                 state[0], state[1] = generation, 0
                 return
             state[1] += 1
-            if state[1] >= self.ticks and (self.sliced or self.urgent()
-                                           or self._uc.reg_read(self.flags) & RFLAGS_IF):
+            if state[1] >= self.ticks and (
+                    self.sliced or self.urgent()
+                    or state[1] >= ENABLED_TICKS and self._uc.reg_read(self.flags) & RFLAGS_IF):
                 self._stopped = generation
                 self._uc.emu_stop()
                 state[1] = 0
