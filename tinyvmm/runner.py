@@ -777,6 +777,9 @@ class GuestDebug:
         self._control = 0
         self._debugreg: list[int] | None = None
         self._stepping = False
+        # the linear addresses of the holder's execution breakpoints (the software CPU's
+        # loop reads them before every stretch: worked out when they are set)
+        self.breakpoints: frozenset[int] = frozenset()
 
     def claim(self, holder: str, on_exit: Callable, breakpoints_only: bool = False) -> None:
         """Take the debug registers for `holder` (a name the refusal of the next claim gives);
@@ -790,6 +793,7 @@ class GuestDebug:
     def set(self, control: int, debugreg: list[int] | None = None) -> None:
         """KVM_SET_GUEST_DEBUG (tinyvmm.kvm.debugregs spells `control` and `debugreg`)."""
         self._control, self._debugreg = control, debugreg
+        self.breakpoints = execution_addresses(debugreg) if control else frozenset()
         self._apply()
 
     def step(self, on: bool) -> None:
@@ -797,11 +801,6 @@ class GuestDebug:
         holder's breakpoints."""
         self._stepping = on
         self._apply()
-
-    @property
-    def breakpoints(self) -> frozenset[int]:
-        """The linear addresses of the holder's execution breakpoints."""
-        return execution_addresses(self._debugreg) if self._control else frozenset()
 
     def _apply(self) -> None:
         control = self._control | (SINGLE_STEP if self._stepping else 0)
@@ -813,6 +812,7 @@ class GuestDebug:
             self.holder = self.on_exit = None
             self.breakpoints_only = False
             self._control, self._debugreg = 0, None
+            self.breakpoints = frozenset()
             self._apply()
 
 

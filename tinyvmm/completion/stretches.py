@@ -526,7 +526,8 @@ class Stretches:
         self._enabled = bool(regs.rflags & RFLAGS_IF)
         if self._enabled and pc != started_at and self._code(uc, pc - 1, 1) == STI:
             # STI's interrupt shadow: the instruction after it runs before any interrupt
-            # (KVM cannot tell from the registers; OVMF's nested-interrupt TPL code counts on it)
+            # (KVM cannot tell from the registers; `sti; hlt` would otherwise take the
+            # interrupt before the HLT and then sleep until the next one)
             events = vcpu.get_vcpu_events()
             events.interrupt.shadow = abi.KVM_X86_SHADOW_INT_STI
             events.flags = abi.KVM_VCPUEVENT_VALID_SHADOW
