@@ -1,12 +1,16 @@
 # Entry points for a fresh machine: `make setup`, `make test`, `make lint`, `make bench`,
 # `make fuzz-smoke` (every fuzz target for 2 seconds, fuzz/README.md).
-.PHONY: setup test lint bench firmware kernels fuzz-smoke
+# `make test-slow` the tests the default run leaves out (whole-firmware and distribution boots).
+.PHONY: setup test test-slow lint bench firmware kernels fuzz-smoke
 
 setup:
 	scripts/setup.sh
 
 test:
 	.venv/bin/python -m pytest -q
+
+test-slow:
+	.venv/bin/python -m pytest -q -m slow
 
 lint:
 	.venv/bin/ruff check tinyvmm tests benchmarks examples fuzz

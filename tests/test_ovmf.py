@@ -16,7 +16,10 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 VENDOR = "3b2a9c4e-6f1d-4c7a-9e58-0d2b7a61c4f3"      # a vendor GUID of the test's own
 PROMPT = b"Shell> "
-BOOT_S = 420                                           # to the prompt, with room for a slow host
+# One run's limit: the boot to the prompt (about 40 s here; room for a slow host) and the
+# commands. A boot that hangs ends in tinyvmm's timeout report (where the vCPU was), which the
+# test's failure then shows.
+RUN_S = 600
 
 pytestmark = [pytest.mark.kvm, pytest.mark.slow,
               pytest.mark.skipif(not (OVMF_CODE.exists() and OVMF_VARS.exists()),
@@ -31,7 +34,7 @@ class Shell:
         command = [sys.executable, "-m", "tinyvmm", "run", "--software-cpu", "on",
                    "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                    "--drive", f"if=pflash,format=raw,unit=1,file={variables}",
-                   "--serial", "stdio", "--timeout", str(2 * BOOT_S)]
+                   "--serial", "stdio", "--timeout", str(RUN_S)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE)
         assert self.process.stdout is not None
@@ -49,7 +52,8 @@ class Shell:
             time.sleep(0.05)
 
     def wait_for(self, text: bytes, start: int, seconds: float) -> int:
-        """Where `text` appears in the output after `start`; fails after `seconds`."""
+        """Where `text` appears in the output after `start`; fails after `seconds`, or when
+        the run ends without it (its report then in the failure)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             found = self.output.find(text, start)
@@ -111,7 +115,7 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
     shutil.copyfile(OVMF_VARS, variables)
 
     with Shell(variables) as shell:
-        at = shell.wait_for(PROMPT, 0, BOOT_S)
+        at = shell.wait_for(PROMPT, 0, RUN_S + 30)
         assert b"UEFI v2" in shell.output
         listing, at = shell.type("pci", at)
         # QEMU's pc machine as OVMF enumerates it: i440FX, PIIX3 ISA, PIIX4 PM
@@ -123,7 +127,7 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
         assert shell.finish() == 0, shell.transcript()
 
     with Shell(variables) as shell:            # a new machine on the same variable store
-        at = shell.wait_for(PROMPT, 0, BOOT_S)
+        at = shell.wait_for(PROMPT, 0, RUN_S + 30)
         shown, at = shell.type(f"setvar TinyvmmTest -guid {VENDOR}", at)
         assert "74 69 6E 79 76 6D 6D" in shown, shown
         assert shell.finish() == 0, shell.transcript()
