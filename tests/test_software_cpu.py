@@ -218,3 +218,23 @@ def test_a_breakpoint_stops_the_software_cpu_at_its_address():
         assert result.outcome is Outcome.BREAKPOINT, result.message
         assert machine.runner.vcpu.get_regs().rip == address
         assert machine.runner.stretches.stretches > 10
+
+
+@pytest.mark.kvm
+def test_a_script_stops_at_a_breakpoint_again_and_steps_through_the_software_cpu():
+    # Running on from a breakpoint steps over its instruction first, and step() steps: KVM
+    # executes those (a software-CPU machine refused them with a ConfigError before).
+    from tinyvmm import Machine
+    from tinyvmm.debug.symbols import SymbolFile
+    from tinyvmm.outcome import Outcome
+    image = build_guest("spin_pm32")
+    spin = SymbolFile(image.elf_path).address_of("spin")       # linear, as CS base 0 runs it
+    with Machine(image.bin_path.read_bytes(), mem=16 << 20, software_cpu="on") as machine:
+        for _ in range(3):
+            result = machine.run(until_address=spin, timeout=60)
+            assert result.outcome is Outcome.BREAKPOINT, result.message
+            assert machine.regs().rip == spin
+        assert machine.runner.stretches.stretches >= 1      # the loop ran in the software CPU
+        lines = machine.step(2)
+        assert len(lines) == 2 and all("jmp" in line for line in lines), lines
+        assert machine.regs().rip == spin

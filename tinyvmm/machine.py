@@ -190,9 +190,11 @@ class Machine:
         `--trace steps` prints it: mode, CS:IP (or RIP), bytes, disassembly (capstone). The
         vCPU stops before the next instruction. An instruction that exits to a device (an
         I/O port, MMIO) is served as in run(). Fewer lines come back when the guest ends
-        first (a crash, a reset, stop()): last_result says how the stepping ended."""
+        first (a crash, a reset, stop()): last_result says how the stepping ended. With
+        software_cpu "on", KVM executes the steps (the software CPU runs the runs)."""
         from .debug.steps import StepTracer
         from .debug.trace import StepSpec
+        from .runner import API_STEPS
         board = self._check_idle()
         check_type("count", count, int)
         if not 1 <= count <= 10 ** 6:
@@ -203,7 +205,7 @@ class Machine:
         class Lines:        # what StepTracer writes its lines to
             step = lines.append
         try:
-            StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols, holder="step()",
+            StepTracer(board, runner, Lines, StepSpec(count + 1), self.symbols, holder=API_STEPS,
                        on_limit=lambda: board.request_stop(Outcome.STOPPED, _STEPS_DONE.format(count)))
         except ConfigError as exc:
             raise ConfigError(f"step: {exc}") from exc

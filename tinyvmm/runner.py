@@ -23,6 +23,10 @@ from .kvm.ioctl import KvmError
 from .outcome import Outcome, RunResult
 from .x86 import RFLAGS_IF
 
+# The holder Machine.step() takes the debug registers as: with --software-cpu on, its steps
+# (and the step over a breakpoint run(until_address=) takes) are KVM's.
+API_STEPS = "step()"
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -370,6 +374,8 @@ class Runner:
         alone = (self.lock is None and (guest_debug.holder is None or guest_debug.breakpoints_only)
                  and self.debugger is None and self.stepper is None)
         if mode == "on":
+            if not alone and self._api_steps():
+                return False                    # step(): KVM executes them, one at a time
             if not alone:
                 from .errors import ConfigError
                 from .spec import SOFTWARE_CPU_ALONE
@@ -380,6 +386,11 @@ class Runner:
             return True
         from .kvm.system import is_emulating_host
         return alone and is_emulating_host() and _software_cpu_installed()
+
+    def _api_steps(self) -> bool:
+        """Whether this run is the API's step() alone (nothing else observes the vCPU)."""
+        return (self.stepper is not None and self.guest_debug.holder == API_STEPS
+                and self.lock is None and self.debugger is None)
 
     def _vcpu_ended(self, cpu: Runner, ended: tuple[Outcome, str]) -> None:
         """`cpu`'s loop returned `ended`: the first vCPU to end ends the run (the others see
@@ -572,6 +583,7 @@ class Runner:
         finally:
             if stepping:
                 guest_debug.step(False)
+            stretches.settle()                  # the vCPU's whole state with KVM between runs
 
     def _kvm_run(self) -> Callable:
         """KVM_RUN as the loop calls it: bare with one vCPU; with several, the device lock is

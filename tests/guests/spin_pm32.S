@@ -13,7 +13,9 @@ protected:
     mov %ax, %ds
     mov %ax, %ss
     outb %al, $0x80                 /* an exit: the software CPU takes over from here */
-1:  jmp 1b
+    .globl spin
+spin:
+    jmp spin
 
     TEST_GDT
 text: .asciz "spinning\n"

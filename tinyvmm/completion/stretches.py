@@ -586,6 +586,11 @@ class Stretches:
         code = self._code(uc, pc, MAX_INSTRUCTION)
         return next(self._decoders[self._bits].disasm(code, pc, count=1), None)
 
+    def settle(self) -> None:
+        """A run ends: KVM holds the vCPU's whole state again (the x87/SSE state the software
+        CPU kept between stretches), for whatever reads it or runs the vCPU next."""
+        self._give_back_vector_state()
+
     def _give_back_vector_state(self) -> None:
         """The x87/SSE state the software CPU holds, to KVM (it is taken again at the next
         stretch)."""
