@@ -131,3 +131,21 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
         shown, at = shell.type(f"setvar TinyvmmTest -guid {VENDOR}", at)
         assert "74 69 6E 79 76 6D 6D" in shown, shown
         assert shell.finish() == 0, shell.transcript()
+
+
+def test_a_report_names_the_uefi_module_the_vcpu_is_in(tmp_path):
+    # OVMF's images carry no debug symbols here: the report finds the image's headers in
+    # memory and names it by its firmware-volume file ("LocalApicTimerDxe+0x7e0")
+    import re
+    variables = tmp_path / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, variables)
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--software-cpu", "on",
+                             "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                             "--drive", f"if=pflash,format=raw,unit=1,file={variables}",
+                             "--timeout", "15"], capture_output=True, timeout=300)
+    report = result.stderr.decode()
+    assert result.returncode == 4, report
+    where = re.search(r"where: long 0038:[0-9a-f]{16} (\w+)\+0x[0-9a-f]+\n", report)
+    assert where, report
+    from tinyvmm.debug.uefi_images import modules
+    assert where[1] in {name for name, _ in modules(OVMF_CODE.read_bytes())}, report

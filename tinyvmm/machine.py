@@ -95,7 +95,7 @@ class Machine:
         try:
             from .debug.session import DebugSession, symbol_loader
             self._debug = DebugSession(built.board, built.runner, spec.debug,
-                                       symbol_loader(spec, self.boot))
+                                       symbol_loader(spec, self.boot, built.board, built.runner))
         except BaseException:
             built.close()
             raise

@@ -105,13 +105,23 @@ class LazySymbols:
         return getattr(self.loaded(), name)
 
 
-def symbol_loader(spec: MachineSpec, boot: str | None) -> Callable[[], SymbolTable]:
+def symbol_loader(spec: MachineSpec, boot: str | None, board: Board | None = None,
+                  runner: Runner | None = None) -> Callable[[], SymbolTable]:
     """What reads the symbols of a machine built from `spec` (its kernel booted by `boot`):
-    the spec's symbol files, then the ELF files kept beside what it runs."""
+    the spec's symbol files, then the ELF files kept beside what it runs; with its `board`
+    and `runner`, last the UEFI modules its firmware holds (tinyvmm.debug.uefi_images), found
+    in guest memory."""
     def load() -> SymbolTable:
         from .symbols import SymbolTable
         given = list(spec.debug.symbols)
-        return SymbolTable(given + default_symbol_files(spec, boot, given))
+        files = given + default_symbol_files(spec, boot, given)
+        if board is not None and runner is not None and board.memory.rom is not None:
+            from .gdb.linear import LinearMemory
+            from .uefi_images import UefiImages
+            memory = LinearMemory(runner.vcpu, board.memory)
+            rom = board.memory.rom
+            files.append(UefiImages(lambda: bytes(rom), memory.read))
+        return SymbolTable(files)
     return load
 
 

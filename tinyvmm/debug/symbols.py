@@ -140,7 +140,8 @@ class SymbolTable:
         return None
 
     def gdb_commands(self) -> list[str]:
-        return [f.gdb_command() for f in self.files]
+        """gdb's commands to load the files' symbols (a source without a file has none)."""
+        return [command for f in self.files if (command := f.gdb_command()) is not None]
 
 
 def parse_symbol_spec(spec: str) -> SymbolFile:
