@@ -52,4 +52,6 @@ def test_fw_cfg_items_are_qemus(tmp_path, mem_mib):
     different = {name: (ours[name], qemu[name]) for name in ours
                  if name not in OWN_CONTENTS and ours[name] != qemu[name]}
     assert different == {}
-    assert qemu["etc/e820"][0] in (60, 80)          # the comparison saw the memory map
+    # the comparison saw the memory map: KVM's pages, low RAM, on an AMD host QEMU's
+    # HyperTransport hole, above 4 GiB the rest (20 bytes an entry)
+    assert qemu["etc/e820"][0] in (40, 60, 80)
