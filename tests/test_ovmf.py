@@ -4,6 +4,7 @@ on COM1, its commands seeing the machine, a non-volatile variable surviving a re
 emulating host takes about 14 minutes to the shell."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,26 @@ pytestmark = [pytest.mark.kvm, pytest.mark.slow,
               pytest.mark.skipif(not (OVMF_CODE.exists() and OVMF_VARS.exists()),
                                  reason="needs /usr/share/OVMF/OVMF_CODE.fd and OVMF_VARS.fd "
                                         "(Debian package ovmf; make setup)")]
+
+
+class SoftwareCpuCorruption(AssertionError):
+    """A boot that ended the way issue 23's open software-CPU bug ends OVMF on an emulating
+    host (about one boot in five here): OVMF's own exception dump (a #GP or #PF in DxeCore on
+    state it corrupted), or the vCPU executing zeros after a jump to about address 0 in SEC.
+    The tests that boot OVMF expect it (xfail, not strict); any other failure fails them."""
+
+
+ZEROS_RUN = re.compile(r"=> [0-9a-f]{4}:[0-9a-f]+ +00 00 +add byte ptr \[rax\], al")
+
+
+def known_corruption(console: bytes, transcript: str) -> bool:
+    """Whether a boot ended as SoftwareCpuCorruption says."""
+    return b"!!!! X64 Exception Type" in console or ZEROS_RUN.search(transcript) is not None
+
+
+# Issue 23's open bug: a boot may end as SoftwareCpuCorruption says; the run is reported.
+KNOWN_BUG = pytest.mark.xfail(raises=SoftwareCpuCorruption, strict=False,
+                              reason="issue 23: the software CPU corrupts about one OVMF boot in five")
 
 
 class Shell:
@@ -64,7 +85,11 @@ class Shell:
                 break
             self._read()
         found = self.output.find(text, start)
-        assert found >= 0, f"no {text!r} after {seconds} s:\n{self.transcript()}"
+        if found < 0:
+            transcript = self.transcript()
+            if known_corruption(self.output, transcript):
+                raise SoftwareCpuCorruption(f"no {text!r}: {transcript}")
+            raise AssertionError(f"no {text!r} after {seconds} s:\n{transcript}")
         return found + len(text)
 
     def _send(self, line: str) -> None:
@@ -106,10 +131,10 @@ class Shell:
 
 def _plain(data: bytes) -> str:
     """Console output without its ANSI escape sequences."""
-    import re
     return re.sub(r"\x1b\[[0-9;=?]*[A-Za-z]", "", data.decode(errors="replace"))
 
 
+@KNOWN_BUG
 def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
     variables = tmp_path / "OVMF_VARS.fd"
     shutil.copyfile(OVMF_VARS, variables)
@@ -133,10 +158,10 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
         assert shell.finish() == 0, shell.transcript()
 
 
+@KNOWN_BUG
 def test_a_report_names_the_uefi_module_the_vcpu_is_in(tmp_path):
     # OVMF's images carry no debug symbols here: the report finds the image's headers in
     # memory and names it by its firmware-volume file ("LocalApicTimerDxe+0x7e0")
-    import re
     variables = tmp_path / "OVMF_VARS.fd"
     shutil.copyfile(OVMF_VARS, variables)
     result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--software-cpu", "on",
@@ -146,6 +171,8 @@ def test_a_report_names_the_uefi_module_the_vcpu_is_in(tmp_path):
     report = result.stderr.decode()
     assert result.returncode == 4, report
     where = re.search(r"where: long 0038:[0-9a-f]{16} (\w+)\+0x[0-9a-f]+\n", report)
+    if where is None and known_corruption(result.stdout, report):
+        raise SoftwareCpuCorruption(report)
     assert where, report
     from tinyvmm.debug.uefi_images import modules
     assert where[1] in {name for name, _ in modules(OVMF_CODE.read_bytes())}, report
