@@ -5,7 +5,7 @@ import ctypes
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyvmm.completion import Completer, exit_instruction, fastpaths
@@ -87,11 +87,11 @@ def _gate(offset: int, dpl: int = 0, present: bool = True, kind: int = 0xE) -> b
     return low.to_bytes(8, "little") + (offset >> 32).to_bytes(4, "little") + bytes(4)
 
 
-def long_mode_state():
+def long_mode_state(ram=None):
     """(vcpu, memory, ram): a long-mode vCPU at CPL 0 with 4 MiB of RAM mapped at 0 and at
     KERNEL_BASE (2 MiB pages), an IDT of 256 present interrupt gates (DPL 0, vector 0x80 DPL 3)
-    and RIP at CODE."""
-    ram = bytearray(RAM_SIZE)
+    and RIP at CODE. `ram`, if given, is the 4 MiB buffer to use (zeroed)."""
+    ram = bytearray(RAM_SIZE) if ram is None else ram
 
     def put(gpa, value):
         ram[gpa:gpa + 8] = value.to_bytes(8, "little")
@@ -348,14 +348,19 @@ def test_an_access_outside_guest_ram_is_refused(cpu_state):
     assert bytes(vcpu.regs) == before
 
 
-@pytest.mark.parametrize("code", [fastpaths.CLAC, fastpaths.STAC, b"\xcc",
-                                  bytes.fromhex("480fc70e"), bytes.fromhex("0fc70e")])
+@pytest.mark.parametrize("code,user", [
+    (fastpaths.CLAC, False), (fastpaths.STAC, False), (b"\xcc", False),
+    (bytes.fromhex("480fc70e"), False), (bytes.fromhex("0fc70e"), False),
+    (b"\xcd\x81", False), (b"\xcd\x80", True),      # int n through a gate that allows it
+    (b"\xcc", True), (b"\xcd\x81", True)])           # ... and through one that does not: #GP
 @pytest.mark.parametrize("equal", [True, False])
-def test_the_software_cpu_agrees_with_the_fast_paths(code, equal):
+def test_the_software_cpu_agrees_with_the_fast_paths(code, user, equal):
     results = []
     for complete in (lambda m: fastpaths.complete(_cpu(m), _code(m[2], code)), lambda m: _soft(m, code)):
         m = long_mode_state()
         vcpu, _, ram = m
+        if user:
+            _at_user_level(vcpu)
         vcpu.regs.rflags = 0x46 | 1 << 18
         vcpu.regs.rsi = KERNEL_BASE + 0x30010           # the cmpxchg8b/16b operand
         ram[0x30010:0x30020] = bytes(range(1, 17))
@@ -396,15 +401,22 @@ def test_the_completer_counts_and_names_what_it_cannot_do(cpu_state):
     assert outcome is Outcome.CRASH and "DELIVERY_EV" in message
 
 
-registers = st.integers(0, (1 << 64) - 1)
+# Any value, or one at an edge of guest RAM (a store there may straddle it).
+registers = st.integers(0, (1 << 64) - 1) | st.sampled_from(
+    [(base + offset) % (1 << 64) for base in (0, KERNEL_BASE)
+     for offset in (-8, -1, RAM_SIZE - 8, RAM_SIZE - 1)])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+GUARD = 64 << 10
+
+
+@settings(max_examples=150, deadline=None)
 @given(code=st.binary(min_size=1, max_size=15), rax=registers, rbx=registers, rsp=registers,
        rflags=st.integers(0, 0x3F_FFFF), long_mode=st.booleans())
-def test_random_instructions_complete_or_are_refused(cpu_state, code, rax, rbx, rsp, rflags,
-                                                     long_mode):
-    vcpu, memory, ram = cpu_state
+def test_random_instructions_complete_or_are_refused(code, rax, rbx, rsp, rflags, long_mode):
+    # Guest RAM is the middle of a larger buffer: what lies either side must stay as it was.
+    host = bytearray(b"\xa5" * GUARD + bytes(RAM_SIZE) + b"\xa5" * GUARD)
+    vcpu, memory, ram = long_mode_state(memoryview(host)[GUARD:GUARD + RAM_SIZE])
     vcpu.regs.rip = KERNEL_BASE + CODE
     vcpu.regs.rax, vcpu.regs.rbx, vcpu.regs.rsp, vcpu.regs.rflags = rax, rbx, rsp, rflags | 2
     if not long_mode:                    # flat 32-bit protected mode, no paging
@@ -413,6 +425,7 @@ def test_random_instructions_complete_or_are_refused(cpu_state, code, rax, rbx, 
     completer = Completer(vcpu, memory, Slots(ram))
     result = completer.complete(_internal(_code(ram, code)))
     assert result is None or (result[0] is Outcome.CRASH and "could not be completed" in result[1])
+    assert host[:GUARD] == host[-GUARD:] == b"\xa5" * GUARD
 
 
 @pytest.mark.parametrize("cmdline,warned", [

@@ -1,5 +1,6 @@
 """`tinyvmm run` with tiny guests on /dev/kvm: output, statuses, crash reports, timeouts."""
 
+import re
 import signal
 import subprocess
 import time
@@ -159,6 +160,25 @@ def test_report_file_holds_the_last_runs_crash_report(tmp_path):
     assert fine.returncode == 0 and not report.exists()             # no stale report left
     refused = tinyvmm("run", "--bios", "bios.bin", "--report", str(tmp_path))
     assert refused.returncode == 2 and b"is a directory" in refused.stderr
+
+
+def test_trace_completions_and_stats_show_what_the_host_left_to_tinyvmm():
+    """The triple-fault guest's int3 (protected mode, empty IDT): an emulating host leaves
+    it to tinyvmm, which delivers it as the CPU would (#GP, selector error 3 * 8 + 2)."""
+    from tinyvmm.kvm.system import is_emulating_host
+    crash = tinyvmm("run", "--bios", str(build_guest("triple_fault").bin_path), "--serial", "none",
+                    "--trace", "completions", "--stats", "--timeout", "30", text=True)
+    assert crash.returncode == 3, crash.stderr
+    traced = [line.split(None, 2) for line in crash.stderr.splitlines() if " complete " in line]
+    if not is_emulating_host():
+        assert traced == [] and "\ncompleted " not in crash.stderr
+        return
+    assert len(traced) == 1, crash.stderr
+    float(traced[0][0])                                   # seconds since the start
+    assert re.fullmatch(r"int3: exit at 0xf[0-9a-f]{4}, the guest goes on with exception 13 \(0x1a\)",
+                        traced[0][2]), traced
+    table = crash.stderr.split("\ncompleted ", 1)[1].splitlines()
+    assert table[0].split() == ["count", "time", "each"] and table[1].split()[:2] == ["int3", "1"]
 
 
 def test_a_report_file_that_cannot_be_written_is_refused_before_the_run(tmp_path):

@@ -46,6 +46,8 @@ MODES = {16: unicorn.UC_MODE_16, 32: unicorn.UC_MODE_32, 64: unicorn.UC_MODE_64}
 # CPU may know an instruction the software CPU does not.
 NO_ERROR_CODE = {0, 1, 3, 4, 5, 7, 16, 18, 19}
 TRAPS = {1, 3, 4}                    # RIP after the instruction (int1/int3/into)
+# What a protected-mode gate's DPL applies to (not int1, nor an exception the CPU raises).
+SOFTWARE_INTERRUPTS = ("int3", "int", "into")
 UD = 6
 NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
          10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC",
@@ -130,8 +132,10 @@ class SoftCpu:
         label = NAMES.get(vector, f"vector {vector}")
         if vector == UD:
             raise Refused("the software CPU does not know it either (#UD)")
-        if vector >= 32:
-            return software_interrupt(cpu, vector, length)
+        if vector >= 32 or (name in SOFTWARE_INTERRUPTS and cpu.sregs.cr0 & 1):
+            # Through the gate as the CPU would: its DPL checked against the CPL (#GP).
+            completed = software_interrupt(cpu, vector, length)
+            return name if name == "into" else completed
         if vector not in NO_ERROR_CODE:
             raise Refused(f"it raised {label}, whose error code the software CPU does not give")
         if vector in TRAPS:
