@@ -185,6 +185,7 @@ def test_summary_keys_counters_and_milliseconds():
     ("--plot", "x.txt", "must end in .svg or .png"),
     ("--json", "/nonexistent/x.json", "cannot write in /nonexistent"),
     ("--plot", "/nonexistent/p.svg", "cannot write in /nonexistent"),
+    ("--initrd", "/nonexistent", "--initrd goes with --kernel"),   # not silently ignored
 ])
 def test_bench_outputs_are_checked_before_the_first_boot(option, value, message):
     started = time.monotonic()

@@ -42,6 +42,24 @@ def test_a_reset_before_the_expected_text_is_status_6_and_after_it_status_0():
     assert tinyvmm("run", "--bios", str(image.bin_path)).returncode == 0    # a reset, unwatched
 
 
+@pytest.mark.parametrize("point,said", [("banner", "the kernel printed its banner"),
+                                         ("init", "the test init printed its first line")])
+def test_a_reset_before_the_stop_at_point_is_status_6(point, said, capsys):
+    # `tinyvmm boot` ends this way when its kernel panics (and resets) before the point; the
+    # hello guest resets at once, and the command line's launch() is the same for every guest
+    from tinyvmm.cli.launch import RunOptions, launch
+    from tinyvmm.spec import MachineSpec
+    spec = MachineSpec(firmware=build_guest("hello").bin_path.read_bytes(), serial="none")
+    assert launch(spec, RunOptions(timeout=30, stop_at=point)) == 6
+    assert capsys.readouterr().err.strip() == f"tinyvmm: guest reset before {said}"
+    assert launch(spec, RunOptions(timeout=30)) == 0
+
+
+def test_stop_at_and_stop_at_kernel_are_one_choice():
+    both = tinyvmm("boot", "--stop-at", "init", "--stop-at-kernel")
+    assert both.returncode == 2 and b"not allowed with" in both.stderr
+
+
 def test_io_string_unclaimed_mmio_cmos():
     image = build_guest("io_checks")
     result = tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "stdio",

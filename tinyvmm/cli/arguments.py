@@ -157,9 +157,9 @@ def add_hardware_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--software-cpu", choices=SOFTWARE_CPU_MODES, default="off",
                         help="run privileged guest code in a software CPU (unicorn) between "
                              "the instructions only KVM executes: many times faster where KVM "
-                             "emulates guest code (OVMF); for one vCPU and no debugger, step "
-                             "trace or kernel boot; auto = on where KVM emulates guest code "
-                             "(default off)")
+                             "emulates guest code (OVMF, a kernel's boot); for one vCPU with "
+                             "no debugger or step trace; auto = on where KVM emulates guest "
+                             "code (default off)")
 
 
 def add_machine_options(parser: argparse.ArgumentParser) -> None:

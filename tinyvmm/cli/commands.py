@@ -62,13 +62,15 @@ def _add_boot(commands) -> None:
     boot.add_argument("--timing-json", metavar="PATH",
                       help="write the boot timeline (milestones, banner; exits and bytes moved "
                            "at each) as JSON, for tinyvmm bench")
-    boot.add_argument("--stop-at", choices=("kernel", "banner", "init"),
-                      help="end the run (status 0) when the ROM jumps into the kernel, when "
-                           "the kernel prints its \"Linux version\" banner on COM1, or at the test "
-                           "init's first line (TINYVMM-INIT-OK); unlike --expect, it adds no "
-                           "debug console the firmware would write to")
-    boot.add_argument("--stop-at-kernel", dest="stop_at", action="store_const", const="kernel",
-                      help="the same as --stop-at kernel")
+    stop_at = boot.add_mutually_exclusive_group()
+    stop_at.add_argument("--stop-at", choices=("kernel", "banner", "init"),
+                         help="end the run (status 0) when the ROM jumps into the kernel, when "
+                              "the kernel prints its \"Linux version\" banner on COM1, or at the "
+                              "test init's first line (TINYVMM-INIT-OK); a machine that resets or "
+                              "powers off before it ends with status 6, as with --expect; unlike "
+                              "--expect, it adds no debug console the firmware would write to")
+    stop_at.add_argument("--stop-at-kernel", dest="stop_at", action="store_const", const="kernel",
+                         help="the same as --stop-at kernel")
     add_machine_options(boot)
     add_fw_cfg_options(boot)
     boot.set_defaults(func=cmd_boot)
@@ -286,6 +288,9 @@ def bench_payloads(args: argparse.Namespace, options, scratch: str) -> tuple:
     if names and (options.kernel is not None or options.initrd is not None):
         raise ConfigError("bench: --payload chooses the kernel and initrd itself; give either "
                           "--payload or --kernel/--initrd")
+    if options.initrd is not None and options.kernel is None:
+        raise ConfigError("bench: --initrd goes with --kernel; without it the rows boot the test "
+                          "and distro payloads, which bring their own")
     if options.kernel is not None:
         return (check_bench_payload(BenchPayload(os.path.basename(options.kernel), options.kernel,
                                                  options.initrd, options.vmlinux), options),)

@@ -110,12 +110,19 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         print(f"tinyvmm: {result.outcome.description}: {result.message}", file=sys.stderr)
     elif result.outcome is Outcome.OUTPUT_CLOSED:
         return quiet_stdout()
-    elif spec.expect and result.outcome in (Outcome.RESET, Outcome.POWEROFF):
+    elif (spec.expect or options.stop_at) and result.outcome in (Outcome.RESET, Outcome.POWEROFF):
         # The end a user waited for never came: a reset is how Linux ends after a panic.
-        print(f"tinyvmm: {result.outcome.description} before {spec.expect.decode(errors='replace')!r} "
-              "appeared", file=sys.stderr)
+        awaited = (f"{spec.expect.decode(errors='replace')!r} appeared" if spec.expect
+                   else STOP_POINTS[options.stop_at])
+        print(f"tinyvmm: {result.outcome.description} before {awaited}", file=sys.stderr)
         return EXIT_EXPECT_MISSED
     return result.status
+
+
+# --stop-at's points, as a run that ended before one says it.
+STOP_POINTS = {"kernel": "the boot ROM jumped into the kernel",
+               "banner": "the kernel printed its banner",
+               "init": "the test init printed its first line"}
 
 
 def keep_report(path: str, report: str | None) -> None:

@@ -12,15 +12,16 @@ EXIT_EXPECT_MISSED = 6
 
 STATUS_HELP = """\
 exit status:
-  0    the guest reset or powered off (without --expect), --expect text was seen, Ctrl-A x
-       was typed, or the reader of the console output went away
+  0    the guest reset or powered off (without --expect or --stop-at), --expect text was
+       seen or the --stop-at point reached, Ctrl-A x was typed, or the reader of the console
+       output went away
   1    tinyvmm could not run the guest (no usable /dev/kvm, a KVM call failed, no host
        memory for its RAM) or could not write a result
   2    bad usage: an unknown option, a value out of range, an unreadable or malformed file
   3    the guest crashed (triple fault, KVM internal error, failed entry); a report goes to stderr
   4    --timeout passed first (a report goes to stderr)
   5    the guest halted for good (HLT with interrupts disabled; not looked for under --gdb)
-  6    the guest reset or powered off before the --expect text appeared
+  6    the guest reset or powered off before the --expect text appeared (or the --stop-at point)
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP)
 """
 
