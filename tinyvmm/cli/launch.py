@@ -113,7 +113,7 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
     elif (spec.expect or options.stop_at) and result.outcome in (Outcome.RESET, Outcome.POWEROFF):
         # The end a user waited for never came: a reset is how Linux ends after a panic.
         awaited = (f"{spec.expect.decode(errors='replace')!r} appeared" if spec.expect
-                   else STOP_POINTS[options.stop_at])
+                   else STOP_POINTS[options.stop_at or ""])
         print(f"tinyvmm: {result.outcome.description} before {awaited}", file=sys.stderr)
         return EXIT_EXPECT_MISSED
     return result.status
