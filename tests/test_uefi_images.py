@@ -85,7 +85,7 @@ def test_a_loaded_image_is_found_from_any_address_inside_it():
         if not 0 <= linear < len(memory):
             raise ValueError("not guest memory")
         return bytes(memory[linear:linear + size])
-    images = UefiImages(FIRMWARE, read)
+    images = UefiImages(lambda: FIRMWARE, read)
     symbol, offset = images.lookup(base + 0x5678)
     assert (symbol.name, symbol.address, symbol.size, offset) == ("TestDriver", base, 0x8000, 0x5678)
     assert images.lookup(base + 0x8000) is None             # past SizeOfImage

@@ -8,12 +8,18 @@ holds the module's name ("DxeCore"), often inside an LZMA-compressed volume. The
 matched to loaded images by the parts of their headers a loader leaves as they are.
 """
 
+from __future__ import annotations
+
 import hashlib
 import lzma
 import struct
 import uuid
 
 from .symbols import Symbol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FV_SIGNATURE = b"_FVH"                  # at offset 40 of a firmware volume header
 FV_SIGNATURE_OFFSET = 40
@@ -34,9 +40,10 @@ SECTION_HEADER = 40
 
 
 def fingerprint(image: bytes) -> tuple[bytes, int, int] | None:
-    """(key, header offset, size in memory) of the PE32/PE32+ or TE image that `image`
+    """(key, header length, size in memory) of the PE32/PE32+ or TE image that `image`
     starts with, or None. The key covers the COFF (or TE) header's fixed fields, the entry
-    point and the section table, which loading leaves unchanged (ImageBase it rewrites)."""
+    point and the section table, which loading leaves unchanged (ImageBase it rewrites);
+    the header length counts the bytes up to the section table's end."""
     if image[:2] == b"MZ" and len(image) >= 0x40:
         pe = struct.unpack_from("<I", image, 0x3C)[0]
         if pe > 0x1000 or image[pe:pe + 4] != b"PE\0\0" or len(image) < pe + 24 + 96:
@@ -53,7 +60,7 @@ def fingerprint(image: bytes) -> tuple[bytes, int, int] | None:
         if sections > 96 or len(image) < end:
             return None
         key = image[pe + 4:pe + 24] + struct.pack("<I", entry) + image[table:end]
-        return hashlib.sha1(key).digest(), 0, size
+        return hashlib.sha1(key).digest(), end, size
     if image[:2] == b"VZ" and len(image) >= TE_HEADER:
         sections, stripped, entry = image[4], struct.unpack_from("<H", image, 6)[0], \
             struct.unpack_from("<I", image, 8)[0]
@@ -66,7 +73,7 @@ def fingerprint(image: bytes) -> tuple[bytes, int, int] | None:
         # a TE image's RVAs count from where its stripped PE headers would have begun
         size = sum(extent) - stripped + TE_HEADER
         key = image[:4] + struct.pack("<I", entry) + table
-        return hashlib.sha1(key).digest(), 0, max(size, TE_HEADER)
+        return hashlib.sha1(key).digest(), end, max(size, TE_HEADER)
     return None
 
 
@@ -161,38 +168,43 @@ def _sections(data: bytes, images: list[bytes], name: list[str], found: list[tup
 
 class UefiImages:
     """A symbol source (as tinyvmm.debug.symbols.SymbolFile looks addresses up) for UEFI
-    firmware: `firmware` is the flash image's bytes (or a callable giving them, read at the
-    first lookup), `read(linear, size)` reads guest memory as the vCPU sees it (bytes, fewer
-    where it stops; raises ValueError or OSError where it cannot read at all). An address is
-    named "Module+0xoffset", the module's base being its image's headers."""
+    firmware: `firmware()` gives the flash image's bytes (called at the first lookup),
+    `read(linear, size)` reads guest memory as the vCPU sees it (bytes, fewer where it
+    stops; raises ValueError or OSError where it cannot read at all). An address is named
+    "Module+0xoffset", the module's base being its image's headers."""
 
-    path = None                             # not a file: nothing for gdb to load
-
-    def __init__(self, firmware, read):
+    def __init__(self, firmware: Callable[[], bytes], read: Callable[[int, int], bytes]):
         self._firmware = firmware
         self._read = read
         self._names: dict[bytes, str] | None = None
-        self._found: list[tuple[int, int, str]] = []     # (base, end, name) seen so far
+        # (base, end, name, headers) of the images seen so far: one is still there while
+        # its headers (up to the section table's end) read the same
+        self._found: list[tuple[int, int, str, bytes]] = []
         self._nothing: set[int] = set()         # pages looked up in vain (until it fills)
 
     def names(self) -> dict[bytes, str]:
         if self._names is None:
-            firmware = self._firmware() if callable(self._firmware) else self._firmware
-            self._names = index_firmware(firmware or b"")
+            self._names = index_firmware(self._firmware() or b"")
         return self._names
 
     def lookup(self, linear: int) -> tuple[Symbol, int] | None:
-        for base, end, name in self._found:
-            if base <= linear < end and self._image_at(base) == (base, end, name):
+        for base, end, name, headers in self._found:
+            if base <= linear < end and self._reads(base, headers):
                 return Symbol(base, end - base, name, 0), linear - base
         image = self._scan(linear)
         if image is None:
             return None
-        base, end, name = image
+        base, end, name, _ = image
         self._found = [f for f in self._found if f[0] != base][-63:] + [image]
         return Symbol(base, end - base, name, 0), linear - base
 
-    def _scan(self, linear: int) -> tuple[int, int, str] | None:
+    def _reads(self, base: int, headers: bytes) -> bool:
+        try:
+            return self._read(base, len(headers)) == headers
+        except (ValueError, OSError):
+            return False
+
+    def _scan(self, linear: int) -> tuple[int, int, str, bytes] | None:
         """The image below `linear` whose extent covers it: headers looked for page by page
         downwards, through readable memory only."""
         page = linear - linear % PAGE
@@ -220,17 +232,19 @@ class UefiImages:
         self._nothing.add(page)
         return None
 
-    def _image_at(self, base: int) -> tuple[int, int, str] | None:
+    def _image_at(self, base: int) -> tuple[int, int, str, bytes] | None:
         try:
-            found = fingerprint(self._read(base, 0x1000))
+            page = self._read(base, PAGE)
         except (ValueError, OSError):
             return None
+        found = fingerprint(page)
         if found is None or found[0] not in self.names():
             return None
-        return base, base + found[2], self.names()[found[0]]
+        key, header_length, size = found
+        return base, base + size, self.names()[key], page[:header_length]
 
     def address_of(self, name: str) -> int | None:
-        return next((base for base, _, known in self._found if known == name), None)
+        return next((base for base, _, known, _ in self._found if known == name), None)
 
     def gdb_command(self) -> str | None:
         return None
