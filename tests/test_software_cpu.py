@@ -96,6 +96,21 @@ def test_a_kernel_boot_shares_the_debug_registers_with_it():
 
 
 @pytest.mark.kvm
+def test_a_tlb_flush_kvm_executes_reaches_the_software_cpu():
+    """A page remapped and the TLB flushed with `mov cr3` of the same value (KVM executes
+    it; kvm_sregs do not change): the next read through the page sees the new page."""
+    image = build_guest("tlb_flush")
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--software-cpu", "on",
+                     "--debugcon", "stdio", "--serial", "none", "--timeout", "30", "--stats")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"ABABABAB\n"
+    assert b"software CPU:" in result.stderr
+    plain = tinyvmm("run", "--bios", str(image.bin_path), "--debugcon", "stdio", "--serial",
+                    "none", "--timeout", "30")
+    assert plain.stdout == b"ABABABAB\n"            # what KVM alone does
+
+
+@pytest.mark.kvm
 def test_a_guest_spinning_with_interrupts_off_still_times_out():
     """The timeout's signal handler cannot run while the software CPU executes: its watchdog
     sees the deadline itself."""

@@ -442,6 +442,11 @@ class Stretches:
         uc = engine.uc
         if self._written or self._stale:
             self._drop_rewritten_code(uc)
+        # The software CPU's TLB holds the translations of the last stretch; since then KVM
+        # may have executed a TLB flush (`mov cr3` with the same value, `invlpg` once user
+        # code has run) after the guest rewrote its page tables, which leaves kvm_sregs as
+        # they were: translations are looked up again, or freed pages would still be used.
+        uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
         raw = bytes(sregs)
         if breakpoints != engine.breakpoints:
             self._set_breakpoints(uc, breakpoints)
