@@ -6,7 +6,8 @@ import pytest
 from guest_memory import guest_memory
 
 from tinyvmm import layout
-from tinyvmm.memory import MEMMOVE_MIN, GuestMemory, GuestMemoryError, buffer_address, copy_into
+from tinyvmm.memory import (MEMMOVE_MIN, ZERO_BY_DISCARD_MIN, GuestMemory, GuestMemoryError,
+                            buffer_address, copy_into)
 
 
 @pytest.fixture
@@ -132,6 +133,17 @@ def test_buffer_address_of_read_only_and_writable_buffers():
     assert buffer_address(memoryview(data)[3:]) == ctypes.cast(data, ctypes.c_void_p).value + 3
     array = bytearray(16)
     assert buffer_address(array) == ctypes.addressof(ctypes.c_char.from_buffer(array))
+
+
+@pytest.mark.parametrize("size", [ZERO_BY_DISCARD_MIN - 1, ZERO_BY_DISCARD_MIN, 0xE1AD9])
+def test_a_zero_fill_clears_its_range_and_nothing_else(size):
+    # from ZERO_BY_DISCARD_MIN the whole pages inside are dropped and the edges written
+    memory = GuestMemory.for_layout(32 * layout.MiB, bytes(4096))
+    start = 0x1000000 + 0x527
+    memory.fill(start - 16, size + 32, 0x5A)
+    memory.fill(start, size)
+    assert memory.read(start, size) == bytes(size)
+    assert memory.read(start - 16, 16) == memory.read(start + size, 16) == b"\x5a" * 16
 
 
 @pytest.mark.parametrize("size", [4096, MEMMOVE_MIN + 12345])
