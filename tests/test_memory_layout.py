@@ -6,8 +6,14 @@ import pytest
 from guest_memory import guest_memory
 
 from tinyvmm import layout
-from tinyvmm.memory import (MEMMOVE_MIN, ZERO_BY_DISCARD_MIN, GuestMemory, GuestMemoryError,
-                            buffer_address, copy_into)
+from tinyvmm.memory import (
+    MEMMOVE_MIN,
+    ZERO_BY_DISCARD_MIN,
+    GuestMemory,
+    GuestMemoryError,
+    buffer_address,
+    copy_into,
+)
 
 
 @pytest.fixture
