@@ -16,6 +16,7 @@ APT_PACKAGES=(
     linux-image-amd64                       # bench --payload distro: Debian's kernel and initramfs
     linux-image-cloud-amd64                 # a distribution kernel booted to the test init
     ovmf                                    # UEFI firmware (OVMF_CODE.fd, OVMF_VARS.fd)
+    mtools gdisk                            # an EFI system partition (FAT in GPT) made in a test
     linux-source-6.1 bc flex bison libelf-dev lz4 cpio xz-utils   # the test kernel
 )
 
