@@ -111,6 +111,19 @@ def test_a_tlb_flush_kvm_executes_reaches_the_software_cpu():
 
 
 @pytest.mark.kvm
+@pytest.mark.parametrize("software_cpu", ["off", "on"])
+def test_a_pam_change_served_inside_a_stretch_is_seen_by_the_next_instruction(software_cpu):
+    # the guest shadows the BIOS segment into RAM, writes a byte there, maps the ROM back and
+    # reads the byte at once: the ROM's ("R"), not the RAM's ("!")
+    from tinyvmm import Machine
+    with Machine(build_guest("pam_lock").bin_path.read_bytes(), software_cpu=software_cpu,
+                 debugcon=None) as guest:
+        result = guest.run(timeout=30)
+        assert result.outcome.name == "RESET", guest.summary()
+        assert guest.debugcon_output == b"MR\n"
+
+
+@pytest.mark.kvm
 def test_a_guest_spinning_with_interrupts_off_still_times_out():
     """The timeout's signal handler cannot run while the software CPU executes: its watchdog
     sees the deadline itself."""

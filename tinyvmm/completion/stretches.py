@@ -518,6 +518,7 @@ class Stretches:
                     continue
                 if not self._serve(uc, pc, bytes(insn.bytes) if insn is not None else b""):
                     break
+                self._after_device(uc, engine)
                 pc = uc.reg_read(reg["ip"])
                 if not sliced:
                     continue
@@ -596,6 +597,18 @@ class Stretches:
         """A run ends: KVM holds the vCPU's whole state again (the x87/SSE state the software
         CPU kept between stretches), for whatever reads it or runs the vCPU next."""
         self._give_back_vector_state()
+
+    def _after_device(self, uc, engine: _Engine) -> None:
+        """A device served inside the stretch may have moved memory (the PAM registers, a
+        flash unit's mode) or written code (DMA): the software CPU sees it before it goes
+        on, as KVM would at its next instruction."""
+        if engine.mapped != self.slots.updates:
+            map_slots(uc, self.slots)
+            engine.mapped = self.slots.updates
+            uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+            self._stale = True                  # its translations may be of the old memory
+        if self._written or self._stale:
+            self._drop_rewritten_code(uc)
 
     def _give_back_vector_state(self) -> None:
         """The x87/SSE state the software CPU holds, to KVM (it is taken again at the next
