@@ -54,11 +54,18 @@ if TYPE_CHECKING:
 STEP, FREE = "step", "free"
 STI = b"\xfb"
 TICK_S = 0.002                      # the watchdog's period
-SLICE_TICKS = 2                     # a run lasts at most ~4 ms: then KVM delivers interrupts
+# A run with interrupts enabled ends at the first instruction only KVM executes (then KVM
+# delivers what is pending), which in firmware and kernels comes every few hundred us; the
+# watchdog cuts one that has lasted ~10 ms (a loop waiting for a timer tick), and the run
+# still goes on to the next such instruction unless another slice passes. Handing KVM
+# whatever instruction came next every ~4 ms crashed OVMF's boots (about one in five, one in
+# two with Linux after it); with no cut at all 15 of 15 reached the shell and 3 of 3 ran
+# Linux to its init. Each ~10 ms waited costs a kernel waiting for its tick: ~50 ms made the
+# test kernel's boot to its init 1.8 times as long, ~10 ms 1.2 times.
+SLICE_TICKS = 5
 # A run begun with interrupts disabled that has enabled them (STI, POPF) is cut after ~50 ms:
 # late enough to leave OVMF's short critical sections alone (cut at once, about one OVMF
-# boot in seven crashed; at 50 ms about one in thirteen still does, an open bug), soon enough
-# for a kernel that waits for its timer's ticks.
+# boot in seven crashed), soon enough for a kernel that waits for its timer's ticks.
 ENABLED_TICKS = 25
 ANALYSIS_MAX = 65536
 
@@ -127,6 +134,12 @@ def sensitive(insn) -> bool:
         operands = [operand.strip() for operand in insn.op_str.split(",")]
         return operands[0] in SEGMENTS or any(SYSTEM_REGISTER.fullmatch(o) for o in operands)
     return name == "pop" and insn.op_str in SEGMENTS
+
+
+def flushes_tlb(insn) -> bool:
+    """Whether `insn` (a capstone instruction) may drop translations: a TLB flush, or a move
+    to a control register (CR3 reloaded with the same value flushes without changing it)."""
+    return insn.mnemonic in TLB_FLUSHES or (insn.mnemonic == "mov" and insn.op_str.startswith("cr"))
 
 
 def uses_vector_state(insn) -> bool:
@@ -213,6 +226,7 @@ class _Engine:
         self.exits: set[int] = set()         # where translated code stops for KVM
         self.breakpoints: frozenset[int] = frozenset()   # the debug registers' holder's, too
         self.first_run = True
+        self.tlb_stale = False               # KVM may have flushed the TLB since it ran
         self.sregs_raw = b""                 # kvm_sregs as last loaded
         self.mapped = None                   # the SlotMap's `updates` mapped
         self.watchdog = Watchdog(uc)
@@ -432,6 +446,7 @@ class Stretches:
         if bits == 16 or regs.rflags & RFLAGS_VM or sregs.cs.base or sregs.ss.dpl:
             self._give_back_vector_state()
             self._stale = True                  # KVM runs freely: it may write anything
+            self._tlb_flushed()
             self._user_seen |= bool(sregs.ss.dpl)   # (and blocks are decoded again)
             return FREE
         started = time.perf_counter_ns()
@@ -442,11 +457,12 @@ class Stretches:
         uc = engine.uc
         if self._written or self._stale:
             self._drop_rewritten_code(uc)
-        # The software CPU's TLB holds the translations of the last stretch; since then KVM
-        # may have executed a TLB flush (`mov cr3` with the same value, `invlpg` once user
-        # code has run) after the guest rewrote its page tables, which leaves kvm_sregs as
-        # they were: translations are looked up again, or freed pages would still be used.
-        uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        if engine.tlb_stale:
+            # KVM executed a TLB flush since this engine last ran (`mov cr3` of the same
+            # value, `invlpg` once user code has run), which leaves kvm_sregs as they were:
+            # without this the software CPU would go on using translations the guest dropped.
+            uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+            engine.tlb_stale = False
         raw = bytes(sregs)
         if breakpoints != engine.breakpoints:
             self._set_breakpoints(uc, breakpoints)
@@ -475,6 +491,7 @@ class Stretches:
         reg = engine.reg
         watchdog = engine.watchdog
         silent = False                          # the software CPU stopped for no reason it gives
+        cut = False                             # the watchdog cut the run once: end at an exit
         while True:
             self._fault = None
             insn = None                         # the KVM-only instruction the run stopped at
@@ -516,6 +533,8 @@ class Stretches:
                 if insn is not None and not sensitive(insn):
                     self._drop_exit(uc, pc)         # the code there was replaced since
                     continue
+                if cut and uc.reg_read(reg["flags"]) & RFLAGS_IF:
+                    break                           # KVM executes it and delivers interrupts
                 if not self._serve(uc, pc, bytes(insn.bytes) if insn is not None else b""):
                     break
                 self._after_device(uc, engine)
@@ -525,9 +544,11 @@ class Stretches:
             elif not sliced and not stop_wanted():
                 silent = True                   # a triple fault (see _Engine.clean)
                 break
-            # The slice ended: KVM delivers what is pending, if interrupts are enabled.
-            if uc.reg_read(reg["flags"]) & RFLAGS_IF or stop_wanted():
+            # The slice ended: KVM delivers what is pending, if interrupts are enabled, at
+            # the next instruction only it executes (or here, after a second slice).
+            if stop_wanted() or (uc.reg_read(reg["flags"]) & RFLAGS_IF and (cut or pc in self._exits)):
                 break
+            cut = True
         self._read_regs(engine, regs)
         vcpu.set_regs(regs)
         self._enabled = bool(regs.rflags & RFLAGS_IF)
@@ -554,7 +575,14 @@ class Stretches:
                   "a breakpoint" if pc in breakpoints else
                   insn.mnemonic if insn is not None and pc in self._exits else "the slice's end")
         self._handed(reason, started)
+        if insn is not None and pc in self._exits and flushes_tlb(insn):
+            self._tlb_flushed()
         return STEP
+
+    def _tlb_flushed(self) -> None:
+        """KVM is to run what may flush the TLB: every engine looks translations up again."""
+        for engine in self._engines.values():
+            engine.tlb_stale = True
 
     def _handed(self, reason: str, started: int) -> None:
         self.handed[reason] = self.handed.get(reason, 0) + 1
