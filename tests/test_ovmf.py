@@ -48,7 +48,7 @@ def known_corruption(console: bytes, transcript: str) -> bool:
 
 # Issue 23's open bug: a boot may end as SoftwareCpuCorruption says; the run is reported.
 KNOWN_BUG = pytest.mark.xfail(raises=SoftwareCpuCorruption, strict=False,
-                              reason="issue 23: the software CPU corrupts about one OVMF boot in five")
+                              reason="issue 23: the software CPU has corrupted OVMF boots (an open bug)")
 
 
 class Shell:
