@@ -51,14 +51,26 @@ KNOWN_BUG = pytest.mark.xfail(raises=SoftwareCpuCorruption, strict=False,
                               reason="issue 23: the software CPU has corrupted OVMF boots (an open bug)")
 
 
+def ovmf_command(command: str, variables: Path) -> list[str]:
+    """`tinyvmm COMMAND` with the software CPU on Debian's OVMF: QEMU's two pflash units, the
+    code read-only and `variables` the store."""
+    return [sys.executable, "-m", "tinyvmm", command, "--software-cpu", "on",
+            "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "--drive", f"if=pflash,format=raw,unit=1,file={variables}"]
+
+
+def fresh_variables(tmp_path: Path) -> Path:
+    """A copy of Debian's empty variable store in `tmp_path`."""
+    variables = tmp_path / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, variables)
+    return variables
+
+
 class Shell:
     """One OVMF run on COM1 (--serial stdio over pipes), typed at like a person at a terminal."""
 
     def __init__(self, variables: Path):
-        command = [sys.executable, "-m", "tinyvmm", "run", "--software-cpu", "on",
-                   "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                   "--drive", f"if=pflash,format=raw,unit=1,file={variables}",
-                   "--serial", "stdio", "--timeout", str(RUN_S)]
+        command = ovmf_command("run", variables) + ["--serial", "stdio", "--timeout", str(RUN_S)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE)
         assert self.process.stdout is not None
@@ -139,8 +151,7 @@ def _plain(data: bytes) -> str:
 
 @KNOWN_BUG
 def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
-    variables = tmp_path / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, variables)
+    variables = fresh_variables(tmp_path)
 
     with Shell(variables) as shell:
         at = shell.wait_for(PROMPT, 0, RUN_S + 30)
@@ -165,12 +176,9 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
 def test_a_report_names_the_uefi_module_the_vcpu_is_in(tmp_path):
     # OVMF's images carry no debug symbols here: the report finds the image's headers in
     # memory and names it by its firmware-volume file ("LocalApicTimerDxe+0x7e0")
-    variables = tmp_path / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, variables)
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--software-cpu", "on",
-                             "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                             "--drive", f"if=pflash,format=raw,unit=1,file={variables}",
-                             "--timeout", "15"], capture_output=True, timeout=300)
+    variables = fresh_variables(tmp_path)
+    result = subprocess.run(ovmf_command("run", variables) + ["--timeout", "15"],
+                            capture_output=True, timeout=300)
     report = result.stderr.decode()
     assert result.returncode == 4, report
     where = re.search(r"where: long 0038:[0-9a-f]{16} (\w+)\+0x[0-9a-f]+\n", report)
@@ -206,14 +214,10 @@ def test_ovmf_boots_linux_through_its_fw_cfg_kernel_loader(tmp_path, dma):
     from payloads import KERNEL_INITRD, cloud_kernel, initramfs_with_module
     kernel, module = cloud_kernel()
     initrd = initramfs_with_module(KERNEL_INITRD, module, tmp_path / "initramfs.cpio")
-    variables = tmp_path / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, variables)
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "boot", "--software-cpu", "on",
-                             "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                             "--drive", f"if=pflash,format=raw,unit=1,file={variables}",
-                             "--kernel", str(kernel), "--initrd", str(initrd),
-                             *([] if dma else ["--no-fw-cfg-dma"]), "--timeout", str(RUN_S)],
-                            capture_output=True, timeout=RUN_S + 60)
+    variables = fresh_variables(tmp_path)
+    result = subprocess.run(ovmf_command("boot", variables) + [
+        "--kernel", str(kernel), "--initrd", str(initrd), *([] if dma else ["--no-fw-cfg-dma"]),
+        "--timeout", str(RUN_S)], capture_output=True, timeout=RUN_S + 60)
     check_linux_boot(result, "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID")
 
 
@@ -258,12 +262,8 @@ def test_ovmf_boots_linux_from_an_efi_system_partition_on_a_virtio_disk(tmp_path
     kernel, module = cloud_kernel()
     initrd = initramfs_with_module(KERNEL_INITRD, module, tmp_path / "initramfs.cpio")
     disk = esp_disk(tmp_path / "esp.img", kernel, initrd, kernel_cmdline(None, dma=True))
-    variables = tmp_path / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, variables)
-    result = subprocess.run([sys.executable, "-m", "tinyvmm", "run", "--software-cpu", "on",
-                             "--drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                             "--drive", f"if=pflash,format=raw,unit=1,file={variables}",
-                             "--drive", f"file={disk},if=virtio,format=raw",
-                             "--timeout", str(RUN_S)],
-                            stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_S + 60)
+    variables = fresh_variables(tmp_path)
+    result = subprocess.run(ovmf_command("run", variables) + [
+        "--drive", f"file={disk},if=virtio,format=raw", "--timeout", str(RUN_S)],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_S + 60)
     check_linux_boot(result, "EFI stub: Loaded initrd from command line option")

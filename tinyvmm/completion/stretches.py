@@ -244,6 +244,19 @@ class _Engine:
         base = ctypes.addressof(self.values)
         self.pointers = (ctypes.c_void_p * self.count)(*(base + 8 * i for i in range(self.count)))
 
+    def follow_slots(self, slots) -> bool:
+        """Map guest memory again if the VM's memory slots changed since; whether it did."""
+        if self.mapped == slots.updates:
+            return False
+        map_slots(self.uc, slots)
+        self.mapped = slots.updates
+        self.flush_tlb()
+        return True
+
+    def flush_tlb(self) -> None:
+        self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        self.tlb_stale = False
+
 
 class Stretches:
     """Runs one vCPU's privileged code in the software CPU (see the module's docstring).
@@ -305,9 +318,7 @@ class Stretches:
             self._give_back_vector_state()      # the other engine held it
             self._blocks.clear()
             self._current = engine
-        if engine.mapped != self.slots.updates:
-            map_slots(engine.uc, self.slots)
-            engine.mapped = self.slots.updates
+        engine.follow_slots(self.slots)
         return engine
 
     def _on_interrupt(self, uc, vector: int, _user) -> None:
@@ -461,8 +472,7 @@ class Stretches:
             # KVM executed a TLB flush since this engine last ran (`mov cr3` of the same
             # value, `invlpg` once user code has run), which leaves kvm_sregs as they were:
             # without this the software CPU would go on using translations the guest dropped.
-            uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
-            engine.tlb_stale = False
+            engine.flush_tlb()
         raw = bytes(sregs)
         if breakpoints != engine.breakpoints:
             self._set_breakpoints(uc, breakpoints)
@@ -630,10 +640,7 @@ class Stretches:
         """A device served inside the stretch may have moved memory (the PAM registers, a
         flash unit's mode) or written code (DMA): the software CPU sees it before it goes
         on, as KVM would at its next instruction."""
-        if engine.mapped != self.slots.updates:
-            map_slots(uc, self.slots)
-            engine.mapped = self.slots.updates
-            uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        if engine.follow_slots(self.slots):
             self._stale = True                  # its translations may be of the old memory
         if self._written or self._stale:
             self._drop_rewritten_code(uc)
