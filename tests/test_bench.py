@@ -16,6 +16,7 @@ from tinyvmm import bench, cli
 from tinyvmm.bench import firmware, payloads, plot
 from tinyvmm.bench import qemu as bench_qemu
 from tinyvmm.boot import payload as bench_payload
+from tinyvmm.boot.marks import EFI_STUB_LINE
 
 PHASE_KEYS = {"vmm_startup_s", "bios_startup_s", "kernel_setup_s", "total_s"}
 
@@ -232,22 +233,48 @@ def test_firmware_option_is_repeatable_and_comma_separated():
     assert bench_args("--firmware", " seabios , qboot ").firmware == ("seabios", "qboot")
 
 
-@pytest.mark.parametrize("value", ["ovmf", "seabios,ovmf", ",", ""])
+@pytest.mark.parametrize("value", ["uefi", "seabios,edk2", ",", ""])
 def test_unknown_firmware_is_a_usage_error(value, capsys):
     with pytest.raises(SystemExit) as exit:
         bench_args("--firmware", value)
     assert exit.value.code == cli.EXIT_USAGE
-    assert "the firmware must be seabios or qboot" in capsys.readouterr().err
+    assert "the firmware must be seabios or qboot or ovmf" in capsys.readouterr().err
 
 
 def test_firmware_systems_come_in_table_order():
     assert bench.firmware_systems([]) == {}
-    assert list(bench.firmware_systems(["qboot", "seabios", "qboot"])) == [
-        "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy", "tinyvmm-qboot"]
+    assert list(bench.firmware_systems(["ovmf", "qboot", "seabios", "qboot"])) == [
+        "tinyvmm-seabios-dma", "tinyvmm-seabios-legacy", "tinyvmm-qboot", "tinyvmm-ovmf-dma",
+        "tinyvmm-ovmf-legacy"]
+
+
+def test_the_ovmf_rows_boot_a_kernel_with_an_efi_stub():
+    # the test kernel has none: the test payload's OVMF rows boot the pc kernel beside it
+    test = bench.efi_kernel_args(bench_args())
+    assert test[0::2] == ["--kernel", "--initrd"]
+    assert Path(test[1]).parent.name == "pc" and Path(test[1]).name == "bzImage"
+    assert Path(test[3]) == Path(test[1]).with_name("initramfs.cpio")
+    systems = bench.firmware_systems(["ovmf", "qboot"], test)
+    assert systems["tinyvmm-ovmf-dma"][:4] == test and systems["tinyvmm-qboot"][:1] == ["--bios"]
+    assert bench.efi_kernel_args(bench_args("--kernel", "bz")) == []     # a given kernel's own
+
+
+def test_the_ovmf_rows_end_kernel_setup_at_the_efi_stubs_first_line():
+    proc = subprocess.Popen(["sh", "-c", "printf 'BdsDxe: starting\\nEFI stub: Loaded initrd\\n'; "
+                             "sleep 0.3; printf 'Linux version 6.1\\n'; sleep 5"],
+                            stdout=subprocess.PIPE)
+    lines: dict = {}
+    try:
+        banner = bench_qemu._wait_for_banner(proc, time.monotonic(), 10, None, lines)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert banner is not None and 0 < lines[EFI_STUB_LINE] < banner
+    assert banner - lines[EFI_STUB_LINE] > 0.2
 
 
 def boot_command(system):
-    argv = {**bench.SYSTEMS, **bench.firmware_systems(["seabios", "qboot"])}[system]
+    argv = {**bench.SYSTEMS, **bench.firmware_systems(["seabios", "qboot", "ovmf"])}[system]
     args = bench_args("--no-banner", "--mem", "128M", "--kernel", "bz", "--append", "console=ttyS0")
     command = bench.boot_command(args, argv, Path("t.json"), Path("s.txt"))
     assert command[:len(bench.TINYVMM) + 1] == bench.TINYVMM + ["boot"]
@@ -272,6 +299,11 @@ def test_boot_command_of_each_system():
     assert option(seabios_legacy, "--bios") == "/usr/share/seabios/bios.bin"
     assert option(seabios_legacy, "--option-rom") == "/usr/share/qemu/linuxboot.bin"
     assert "--no-fw-cfg-dma" in seabios_legacy
+    for system in ("tinyvmm-ovmf-dma", "tinyvmm-ovmf-legacy"):
+        ovmf = boot_command(system)
+        assert option(ovmf, "--bios") == firmware.OVMF_CODE == "/usr/share/OVMF/OVMF_CODE.fd"
+        assert option(ovmf, "--software-cpu") == "auto"
+        assert ("--no-fw-cfg-dma" in ovmf) == system.endswith("legacy")
     qboot = boot_command("tinyvmm-qboot")
     assert option(qboot, "--bios") == "/usr/share/qemu/qboot.rom"
     assert "--option-rom" not in qboot and "--no-fw-cfg-dma" not in qboot
@@ -295,6 +327,8 @@ def test_qemu_runs_the_same_firmware_files():
     assert option(commands["qemu-seabios-legacy"], "-global") == "fw_cfg_io.dma_enabled=off"
     assert "-global" not in commands["qemu-seabios-dma"]
     assert option(commands["qemu-qboot"], "-bios") == firmware.QBOOT
+    assert option(commands["qemu-ovmf-dma"], "-bios") == firmware.OVMF_CODE
+    assert option(commands["qemu-ovmf-legacy"], "-global") == "fw_cfg_io.dma_enabled=off"
     for command in commands.values():
         assert option(command, "-kernel") == "bz" and option(command, "-initrd") == "initrd"
         assert command.count("-bios") == 1

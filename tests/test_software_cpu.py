@@ -1,6 +1,7 @@
 """The software CPU (tinyvmm.completion.stretches): which instructions only KVM executes, the
 option's rules, and unmodified firmware run through it giving what KVM alone gives."""
 
+import re
 import signal
 import subprocess
 import time
@@ -135,6 +136,33 @@ def test_a_guest_spinning_with_interrupts_off_still_times_out():
     assert result.returncode == 4, result.stderr.decode()
     assert result.stdout == b"spinning\n"
     assert b"software CPU:" in result.stderr                  # it ran the loop
+
+
+@pytest.mark.kvm
+def test_a_guest_polling_a_port_the_software_cpu_serves_still_times_out():
+    """Each read is served inside the software CPU's run: the run's slice spans them, so the
+    watchdog still sees the deadline."""
+    image = build_guest("poll_pm32")
+    start = time.monotonic()
+    result = tinyvmm("run", "--bios", str(image.bin_path), "--software-cpu", "on",
+                     "--debugcon", "stdio", "--timeout", "1", "--stats", timeout=60)
+    assert time.monotonic() - start < 20
+    assert result.returncode == 4, result.stderr.decode()
+    assert result.stdout == b"polling\n"
+    assert b"timeout" in result.stderr
+    # the loop's reads were served inside the software CPU's run, not by exits
+    assert re.search(rb"0x0071 +cmos +in +\d{4,}", result.stderr), result.stderr.decode()
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("software_cpu", ["off", "on"])
+def test_a_reset_served_inside_a_stretch_ends_the_run_before_the_next_instruction(software_cpu):
+    from tinyvmm import Machine
+    with Machine(build_guest("reset_pm32").bin_path.read_bytes(), software_cpu=software_cpu,
+                 debugcon=None) as guest:
+        result = guest.run(timeout=30)
+        assert result.outcome.name == "RESET", guest.summary()
+        assert guest.debugcon_output == b""
 
 
 @pytest.mark.kvm

@@ -9,10 +9,7 @@ start:
 
     .code32
 protected:
-    mov $SEL_DATA, %ax
-    mov %ax, %ds
-    mov %ax, %ss
-    outb %al, $0x80                 /* an exit: the software CPU takes over from here */
+    FLAT32_DATA
     .globl spin
 spin:
     jmp spin

@@ -14,9 +14,10 @@ vmlinux beside it), whose vCPU starts in the kernel, so that its BIOS startup an
 kernel setup are empty and its total is its VMM startup.
 
 With `--firmware`, tinyvmm also boots the posting's own firmware, unmodified: SeaBIOS
-with QEMU's linuxboot_dma.bin or linuxboot.bin, and qboot. They write no milestones;
-tinyvmm marks the same two moments for them (milestone 5 at the first select of a
-kernel item, milestone 3 when the guest reaches the kernel entry).
+with QEMU's linuxboot_dma.bin or linuxboot.bin, and qboot; and OVMF. They write no
+milestones; tinyvmm marks the same two moments for them (milestone 5 at the first select
+of a kernel item, milestone 3 when the guest reaches the kernel entry; under OVMF, when
+the kernel's EFI stub prints its first line).
 """
 
 import compileall
@@ -33,11 +34,20 @@ import time
 from pathlib import Path
 
 from .. import layout
-from .firmware import FIRMWARE, FIRMWARE_FILES, LINUXBOOT, LINUXBOOT_DMA, QBOOT, SEABIOS
+from .firmware import (
+    EFI_SYSTEMS,
+    FIRMWARE,
+    FIRMWARE_FILES,
+    LINUXBOOT,
+    LINUXBOOT_DMA,
+    OVMF_CODE,
+    QBOOT,
+    SEABIOS,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from dataclasses import dataclass
 else:
     from ..record import dataclass
@@ -132,10 +142,22 @@ def parse_firmware(text: str) -> list[str]:
     return parse_names(text, FIRMWARE, "firmware")
 
 
-def firmware_systems(names) -> dict:
-    """The systems `--firmware` adds, in table order: name -> `tinyvmm boot` arguments."""
-    return {system: argv for name in FIRMWARE if name in names
-            for system, argv in FIRMWARE[name].items()}
+def firmware_systems(names, efi_kernel: "Sequence[str]" = ()) -> dict:
+    """The systems `--firmware` adds, in table order: name -> `tinyvmm boot` arguments; those
+    that start the kernel through its EFI stub get `efi_kernel` in front (efi_kernel_args)."""
+    return {system: (list(efi_kernel) if system in EFI_SYSTEMS else []) + argv
+            for name in FIRMWARE if name in names for system, argv in FIRMWARE[name].items()}
+
+
+def efi_kernel_args(options: BenchOptions) -> list[str]:
+    """The kernel of the rows through UEFI firmware: the payload's own (none here), else, for
+    the test payload, the pc kernel and its initramfs (kernels/pc.config has the EFI stub the
+    test kernel lacks)."""
+    if options.kernel is not None:
+        return []
+    from ..boot.payload import DEFAULT_KERNEL_DIR
+    pc = os.path.join(DEFAULT_KERNEL_DIR, "pc")
+    return ["--kernel", os.path.join(pc, "bzImage"), "--initrd", os.path.join(pc, "initramfs.cpio")]
 
 
 def firmware_missing(names) -> str | None:
@@ -216,12 +238,12 @@ def child_env(environ=None) -> dict:
 
 
 def report_libraries() -> list[str]:
-    """Where capstone and pyelftools are installed: without site-packages (-S) a crash report
-    inside the bench would lose its disassembly and symbols. Only those folders, not site's
-    start-up hooks, so the fast start stays."""
+    """Where capstone, pyelftools and unicorn are installed: without site-packages (-S) a
+    crash report inside the bench would lose its disassembly and symbols, and an OVMF row
+    its software CPU. Only those folders, not site's start-up hooks, so the fast start stays."""
     import importlib.util
     folders = []
-    for name in ("capstone", "elftools"):
+    for name in ("capstone", "elftools", "unicorn"):
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
             folders.append(os.path.dirname(list(spec.submodule_search_locations)[0]))
@@ -411,6 +433,12 @@ def comparisons(summary: dict) -> list[str]:
              "tinyvmm-dma", "banner_s"),
             ("tinyvmm PVH ROM kernel setup, legacy / DMA", "tinyvmm-pvh-legacy", "tinyvmm-pvh-dma",
              "kernel_setup_s"),
+            ("tinyvmm+OVMF kernel setup, legacy / DMA", "tinyvmm-ovmf-legacy", "tinyvmm-ovmf-dma",
+             "kernel_setup_s"),
+            ("QEMU+OVMF kernel setup, legacy / DMA", "qemu-ovmf-legacy", "qemu-ovmf-dma",
+             "kernel_setup_s"),
+            ("tinyvmm+OVMF DMA total / QEMU+OVMF DMA total", "tinyvmm-ovmf-dma", "qemu-ovmf-dma",
+             "total_s"),
             ("tinyvmm direct PVH VMM startup / bzImage through firmware (DMA) VMM startup", "tinyvmm-pvh",
              "tinyvmm-dma", "vmm_startup_s")):
         value = ratio(a, b, phase)
@@ -427,7 +455,23 @@ def firmware_notes(summary: dict) -> list[str]:
                      f"{LINUXBOOT_DMA} (DMA) or {LINUXBOOT} (legacy).")
     if any("qboot" in system for system in summary):
         notes.append(f"qboot columns: {QBOOT}.")
+    if any(system in EFI_SYSTEMS for system in summary):
+        notes.append(f"OVMF columns: {OVMF_CODE} as a ROM image; BIOS startup ends at its first "
+                     "select of a kernel item, kernel setup at the EFI stub's first line (the "
+                     "kernel's entry, at an address OVMF chose); the test payload's OVMF columns "
+                     "boot the pc kernel (kernels/build/pc), whose EFI stub the test kernel lacks.")
+        from ..kvm.system import is_emulating_host
+        if is_emulating_host() and any(system.startswith("qemu-") for system in summary):
+            notes.append("QEMU + OVMF: not run: under this host's KVM QEMU stops at OVMF's first "
+                         "x87 instruction, which tinyvmm completes.")
     return notes
+
+
+def qemu_runs_ovmf(options: BenchOptions) -> bool:
+    """Whether the QEMU + OVMF rows run: with --firmware ovmf, where KVM executes OVMF
+    (not where it emulates guest code: firmware_notes says so instead)."""
+    from ..kvm.system import is_emulating_host
+    return "ovmf" in options.firmware and not is_emulating_host()
 
 
 def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
@@ -441,14 +485,17 @@ def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
         return None
     kernel = options.kernel or DEFAULT_KERNEL
     initrd = bench_initrd(options)
+    efi = efi_kernel_args(options)
+    efi_kernel, efi_initrd = (efi[1], efi[3]) if efi else (kernel, initrd)
 
     def run(system, workdir, index):
-        dma = system != "qemu-seabios-legacy"
+        dma = system not in bench_qemu.LEGACY_SYSTEMS
         cmdline = kernel_cmdline(options.append, dma, options.append_as_is)
         image = vmlinux if system in bench_qemu.PVH_SYSTEMS else kernel
         assert image is not None        # PVH systems are asked for only with a vmlinux
+        files = (efi_kernel, efi_initrd) if system in bench_qemu.OVMF_SYSTEMS else (image, initrd)
         try:
-            return bench_qemu.qemu_run(system, options, cmdline, image, initrd, workdir, index)
+            return bench_qemu.qemu_run(system, options, cmdline, *files, workdir, index)
         except RuntimeError as exc:
             raise BenchError(f"{system}: {exc}") from None
     return run
@@ -640,16 +687,18 @@ def payload_systems(options: BenchOptions) -> dict:
     boots = {name: argv for name, argv in SYSTEMS.items()
              if name != "tinyvmm-direct64" or options.direct64}
     boots.update(pvh_systems(options.vmlinux, bench_initrd(options)))
-    boots.update(firmware_systems(options.firmware))
+    boots.update(firmware_systems(options.firmware, efi_kernel_args(options)))
     systems: dict[str, Callable[[Path, int], dict]] = {
         name: functools.partial(_tinyvmm_system, options, name, argv) for name, argv in boots.items()}
     if options.vs_qemu:
+        from .qemu import OVMF_SYSTEMS as QEMU_OVMF_SYSTEMS
         from .qemu import PVH_SYSTEMS as QEMU_PVH_SYSTEMS
         from .qemu import SYSTEMS as QEMU_SYSTEMS
         run_qemu = qemu_runner(options, options.vmlinux)
         if run_qemu:
             systems.update({name: functools.partial(run_qemu, name) for name in QEMU_SYSTEMS
-                            if options.vmlinux or name not in QEMU_PVH_SYSTEMS})
+                            if (options.vmlinux or name not in QEMU_PVH_SYSTEMS)
+                            and (name not in QEMU_OVMF_SYSTEMS or qemu_runs_ovmf(options))})
     return systems
 
 
@@ -713,8 +762,10 @@ def _bench(options: BenchOptions, plan: tuple[dict, dict, dict], workdir: Path) 
         mine = [run for run in runs if run["payload"] == name]
         summaries[name] = summary = summarize(mine)
         files = payload_files(payload_opts, payloads[name])
+        # (not under OVMF, whose kernel setup holds the rest of its boot, not only the copy)
         memcpy = {system: reference(entry["setup"]["dma_bytes"]) for system, entry in summary.items()
-                  if entry.get("setup", {}).get("dma_bytes") and entry.get("kernel_setup_s")}
+                  if entry.get("setup", {}).get("dma_bytes") and entry.get("kernel_setup_s")
+                  and system not in EFI_SYSTEMS}
         results[name] = {"files": files, "ends_at": goals[name], "memcpy_s": memcpy,
                          "summary": summary}
         sys.stdout.write(("\n" if name != next(iter(per_payload)) else "")

@@ -7,7 +7,9 @@ gettimeofday() stamps, and reads the serial console from a pipe:
   BIOS startup   -> the first select of a kernel item (KERNEL_KEYS): the boot ROM
                   (SeaBIOS's linuxboot ROMs) or qboot itself starts loading Linux
   kernel setup   -> the last select of a kernel item: loading ends (the last item
-                  read is small, the command line, or moved by DMA)
+                  read is small, the command line, or moved by DMA); under OVMF, which
+                  goes on booting after it loaded the kernel, -> the EFI stub's first
+                  line on the console, as tinyvmm's OVMF rows end it
   banner         process start -> "Linux version" on the serial console
 """
 
@@ -20,8 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..boot.marks import EFI_STUB_LINE
 from ..fw_cfg.items import KERNEL_KEYS
-from .firmware import FIRMWARE_FILES, QBOOT, SEABIOS
+from .firmware import FIRMWARE_FILES, OVMF_CODE, QBOOT, SEABIOS
 
 KVM_RUN_TYPE = "0xae80"
 LINE = re.compile(r"^\d+@(\d+)\.(\d+):(\w+) (.*)$")
@@ -35,7 +38,13 @@ SYSTEMS = {
     "qemu-seabios-legacy": ["-bios", SEABIOS, "-global", "fw_cfg_io.dma_enabled=off"],
     "qemu-qboot": ["-bios", QBOOT],
     "qemu-qboot-pvh": ["-bios", QBOOT],
+    "qemu-ovmf-dma": ["-bios", OVMF_CODE],
+    "qemu-ovmf-legacy": ["-bios", OVMF_CODE, "-global", "fw_cfg_io.dma_enabled=off"],
 }
+# Booted only with `--firmware ovmf`, and not where KVM emulates guest code (QEMU stops at
+# OVMF's first x87 instruction there); they boot a kernel with an EFI stub.
+OVMF_SYSTEMS = ("qemu-ovmf-dma", "qemu-ovmf-legacy")
+LEGACY_SYSTEMS = ("qemu-seabios-legacy", "qemu-ovmf-legacy")
 # The systems given the vmlinux instead of the bzImage: QEMU boots an ELF kernel through
 # its PVH entry (qboot reads it from fw_cfg; QEMU has loaded the segments).
 PVH_SYSTEMS = ("qemu-qboot-pvh",)
@@ -92,8 +101,12 @@ def qemu_run(system: str, options, cmdline: str, kernel: str, initrd: str | None
     command = qemu_command(system, options, cmdline, kernel, initrd, log)
     start_wall, start = time.time_ns(), time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    seen: dict[bytes, float] = {}
     try:
-        banner = _wait_for_banner(proc, start, options.timeout, log if options.no_banner else None)
+        efi = system in OVMF_SYSTEMS
+        banner = _wait_for_banner(proc, start, options.timeout,
+                                  log if options.no_banner and not efi else None, seen,
+                                  stop_at_stub=options.no_banner and efi)
     except BaseException:                   # an interrupted bench leaves no QEMU behind
         proc.kill()
         proc.wait()
@@ -106,13 +119,21 @@ def qemu_run(system: str, options, cmdline: str, kernel: str, initrd: str | None
         proc.wait()
     result = parse_trace(log.read_text(errors="replace"), start_wall)
     result["banner_s"] = banner
+    if system in OVMF_SYSTEMS:
+        if EFI_STUB_LINE not in seen:
+            raise RuntimeError("the kernel's EFI stub printed nothing on the console")
+        entry = seen[EFI_STUB_LINE]
+        result["kernel_setup_s"] = entry - result["total_s"] + result["kernel_setup_s"]
+        result["total_s"] = entry
     log.unlink()
     return result
 
 
-def _wait_for_banner(proc, start: float, timeout: float, log: Path | None) -> float | None:
+def _wait_for_banner(proc, start: float, timeout: float, log: Path | None,
+                     lines: dict[bytes, float], stop_at_stub: bool = False) -> float | None:
     """Seconds from start to "Linux version" on the console; with `log`, stop at the
-    command line's select instead (no banner)."""
+    command line's select instead (no banner), with `stop_at_stub` at the EFI stub's first
+    line. `lines` gets the seconds at which that line appeared, if it did."""
     seen = b""
     fd = proc.stdout.fileno()
     while time.monotonic() - start < timeout:
@@ -122,6 +143,10 @@ def _wait_for_banner(proc, start: float, timeout: float, log: Path | None) -> fl
             if not data:
                 return None
             seen = (seen + data)[-4096:]
+            if EFI_STUB_LINE not in lines and EFI_STUB_LINE in seen:
+                lines[EFI_STUB_LINE] = time.monotonic() - start
+                if stop_at_stub:
+                    return None
             if log is None and b"Linux version" in seen:
                 return time.monotonic() - start
         if log is not None and log.exists() and "key 0x0015" in log.read_text(errors="replace"):

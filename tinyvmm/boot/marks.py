@@ -9,7 +9,10 @@ does it but closer to the event:
   kernel entry (0xf4 = 3)  the first instruction of the kernel's real-mode entry
                            (setup address + 0x200), or for an ELF kernel (0xf4 = 4)
                            its PVH entry, caught by an execution breakpoint in
-                           debug register 0, so no guest code changes
+                           debug register 0, so no guest code changes; under UEFI
+                           firmware (OVMF), which starts a bzImage through its EFI stub
+                           at an address of its choosing, the stub's first line on COM1
+                           (EFI_STUB_LINE: it says where it found the initrd)
 
 A milestone the firmware wrote itself wins: a synthesized one is dropped when
 the same value was already seen. The breakpoint is armed only at do_boot and
@@ -27,12 +30,17 @@ if TYPE_CHECKING:
     from ..board import Board
 
 
+EFI_STUB_LINE = b"EFI stub: "
+
+
 class BootMarks:
     """Watches one run of `board` for do_boot and the kernel's entry; `entry` is a linear
-    address, and reaching it is recorded as `entry_milestone` on port 0xf4."""
+    address, and reaching it is recorded as `entry_milestone` on port 0xf4; `entry_line`, if
+    given instead, is the kernel's first output on COM1, recorded the same way."""
 
     def __init__(self, board: "Board", runner, fw_cfg, entry: int | None,
-                 entry_milestone: int = layout.MILESTONE_LINUX_START_BOOT):
+                 entry_milestone: int = layout.MILESTONE_LINUX_START_BOOT,
+                 entry_line: bytes | None = None):
         self.board = board
         self.runner = runner
         self.fw_cfg = fw_cfg
@@ -42,6 +50,11 @@ class BootMarks:
         if entry is not None:
             runner.guest_debug.claim("the boot's kernel-entry mark", self._on_debug_exit,
                                      breakpoints_only=True)
+        if entry_line is not None:
+            board.config.serial.watch(entry_line, self._on_entry_line)
+
+    def _on_entry_line(self) -> None:
+        self.board.mark_milestone("milestone_linux", self.entry_milestone)
 
     def _on_select(self, key: int) -> None:
         if key & 0x3FFF in KERNEL_KEYS:

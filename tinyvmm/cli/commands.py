@@ -64,7 +64,9 @@ def _add_boot(commands) -> None:
                            "at each) as JSON, for tinyvmm bench")
     stop_at = boot.add_mutually_exclusive_group()
     stop_at.add_argument("--stop-at", choices=("kernel", "banner", "init"),
-                         help="end the run (status 0) when the ROM jumps into the kernel, when "
+                         help="end the run (status 0) when the firmware starts the kernel (the boot "
+                              "ROM jumps to its entry; under UEFI firmware, its EFI stub prints "
+                              "its first line), when "
                               "the kernel prints its \"Linux version\" banner on COM1, or at the "
                               "test init's first line (TINYVMM-INIT-OK); a machine that resets or "
                               "powers off before it ends with status 6, as with --expect; unlike "
@@ -129,10 +131,13 @@ def _add_bench(commands) -> None:
                             "SeaBIOS with the legacy linuxboot, and qboot (SeaBIOS is "
                             "/usr/share/seabios/bios.bin)")
     bench.add_argument("--firmware", type=firmware, action="extend", default=[],
-                       metavar="seabios,qboot",
+                       metavar="seabios,qboot,ovmf",
                        help="also boot tinyvmm with unmodified firmware: seabios (SeaBIOS with "
-                            "QEMU's linuxboot_dma.bin, and with linuxboot.bin and no fw_cfg DMA) "
-                            "and/or qboot; repeatable or comma-separated")
+                            "QEMU's linuxboot_dma.bin, and with linuxboot.bin and no fw_cfg DMA), "
+                            "qboot, and/or ovmf (Debian's OVMF_CODE.fd as --bios, with fw_cfg DMA "
+                            "and without; through the software CPU where KVM emulates guest code, "
+                            "about 20 s a boot there; the test payload's OVMF rows boot the pc "
+                            "kernel, which has an EFI stub); repeatable or comma-separated")
     bench.add_argument("--payload", type=payload, action="extend", default=[], metavar="test,distro",
                        help="what the rows boot: test (the test kernel and initramfs, "
                             "kernels/build) and/or distro (Debian's own kernel and initramfs from "

@@ -52,10 +52,14 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
         steps = spec.debug.trace.steps if spec.debug.trace else None
         firmware_boot = payload is not None and payload.boot == "firmware"
         if firmware_boot and payload is not None and spec.debug.gdb is None:
-            from ..boot.marks import BootMarks
-            # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
-            entry = (None,) if steps is not None else payload.kernel_entry()
-            BootMarks(board, runner, machine.fw_cfg, *entry)
+            from ..boot.marks import EFI_STUB_LINE, BootMarks
+            from ..firmware import is_uefi
+            if is_uefi(machine.firmware):
+                BootMarks(board, runner, machine.fw_cfg, None, entry_line=EFI_STUB_LINE)
+            else:
+                # --trace steps owns guest debugging: no kernel-entry breakpoint beside it
+                entry = (None,) if steps is not None else payload.kernel_entry()
+                BootMarks(board, runner, machine.fw_cfg, *entry)
         timeline = None
         if options.timing_json:
             from ..timeline import BootTimeline
@@ -65,7 +69,7 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
                 board.request_stop(Outcome.EXPECTED, "the vCPU starts in the kernel")
             else:
                 board.stop_at_milestone("milestone_linux", payload.kernel_entry()[1],
-                                        "the boot ROM jumped into the kernel")
+                                        STOP_POINTS["kernel"])
         elif options.stop_at in ("banner", "init"):
             # Watched on COM1 alone: unlike --expect, this connects no debug console, so the
             # firmware sees the same machine whichever moment a run ends at.
@@ -120,7 +124,7 @@ def launch(spec: MachineSpec, options: RunOptions) -> int:
 
 
 # --stop-at's points, as a run that ended before one says it.
-STOP_POINTS = {"kernel": "the boot ROM jumped into the kernel",
+STOP_POINTS = {"kernel": "the firmware started the kernel",
                "banner": "the kernel printed its banner",
                "init": "the test init printed its first line"}
 

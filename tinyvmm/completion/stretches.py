@@ -149,55 +149,60 @@ def uses_vector_state(insn) -> bool:
 
 
 class Watchdog:
-    """Stops the software CPU when a run has lasted `ticks` periods: one thread for the
-    machine's life (unicorn's own timeout starts and joins a thread per run, ~150 us). The
-    thread holds the watchdog weakly and ends once the machine is gone."""
+    """Stops the software CPU when a slice has lasted `ticks` periods: one thread for the
+    machine's life (unicorn's own timeout starts and joins a thread per run, ~150 us). A
+    slice spans the runs of a stretch between its cuts, the device accesses served between
+    them included (a guest polling a port must not run on unseen). The thread holds the
+    watchdog weakly and ends once the machine is gone."""
 
     def __init__(self, uc):
         self._uc = uc
-        self.generation = 0          # moves at each run
-        self.running = False
+        self.generation = 0          # moves at each slice
+        self.running = False         # unicorn is running (only then is it stopped)
         self.sliced = True           # stop the run at its slice's end; else when urgent or
                                      # once the guest enabled interrupts (STI, POPF) and
                                      # ENABLED_TICKS have passed
         self.flags = X.UC_X86_REG_EFLAGS     # read from the watchdog's thread: IF is exact
         self.urgent: Callable[[], bool] = lambda: False
         self.ticks = SLICE_TICKS
-        self._stopped = 0            # the generation of the last run the watchdog stopped
+        self._stopped = 0            # the generation of the last slice the watchdog ended
         self._lock = threading.Lock()
         threading.Thread(target=_watch, args=(weakref.ref(self),), name="software CPU watchdog",
                          daemon=True).start()
 
-    def start(self) -> int:
-        """A run begins: its generation (stopped() tells whether the watchdog ended it)."""
+    def slice(self) -> int:
+        """A slice begins: its generation (stopped() tells whether the watchdog ended it)."""
         with self._lock:
             self.generation += 1
-            self.running = True
             return self.generation
+
+    def resume(self) -> None:
+        """Unicorn runs (again) in the current slice."""
+        with self._lock:
+            self.running = True
 
     def end(self) -> None:
         with self._lock:
             self.running = False
 
     def stopped(self, generation: int) -> bool:
-        """Whether the watchdog stopped the run `generation` (a stop meant for one run never
-        lands in another: both sides hold the lock)."""
+        """Whether the watchdog ended the slice `generation` (a stop meant for one slice
+        never lands in another: both sides hold the lock)."""
         return self._stopped == generation
 
     def check(self, state: list[int]) -> None:
-        """One tick: `state` is [the run generation seen, ticks it has lasted]."""
+        """One tick: `state` is [the slice's generation seen, ticks it has lasted]."""
         with self._lock:
             generation = self.generation
-            if not self.running or generation != state[0]:
+            if generation != state[0]:
                 state[0], state[1] = generation, 0
                 return
             state[1] += 1
-            if state[1] >= self.ticks and (
+            if self.running and self._stopped != generation and state[1] >= self.ticks and (
                     self.sliced or self.urgent()
                     or state[1] >= ENABLED_TICKS and self._uc.reg_read(self.flags) & RFLAGS_IF):
                 self._stopped = generation
                 self._uc.emu_stop()
-                state[1] = 0
 
 
 def _watch(reference: weakref.ref) -> None:
@@ -502,6 +507,7 @@ class Stretches:
         watchdog = engine.watchdog
         silent = False                          # the software CPU stopped for no reason it gives
         cut = False                             # the watchdog cut the run once: end at an exit
+        generation = watchdog.slice()
         while True:
             self._fault = None
             insn = None                         # the KVM-only instruction the run stopped at
@@ -522,7 +528,7 @@ class Stretches:
             # wrong address).
             watchdog.sliced = bool(uc.reg_read(reg["flags"]) & RFLAGS_IF)
             watchdog.urgent = stop_wanted
-            generation = watchdog.start()
+            watchdog.resume()
             try:
                 uc.emu_start(pc, 0)
                 error = None
@@ -549,6 +555,8 @@ class Stretches:
                     break
                 self._after_device(uc, engine)
                 pc = uc.reg_read(reg["ip"])
+                if stop_wanted():
+                    break                           # the access ended the run (power-off)
                 if not sliced:
                     continue
             elif not sliced and not stop_wanted():
@@ -559,6 +567,7 @@ class Stretches:
             if stop_wanted() or (uc.reg_read(reg["flags"]) & RFLAGS_IF and (cut or pc in self._exits)):
                 break
             cut = True
+            generation = watchdog.slice()
         self._read_regs(engine, regs)
         vcpu.set_regs(regs)
         self._enabled = bool(regs.rflags & RFLAGS_IF)

@@ -15,14 +15,13 @@ import lzma
 import struct
 import uuid
 
+from ..firmware import FV_SIGNATURE, FV_SIGNATURE_OFFSET
 from .symbols import Symbol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-FV_SIGNATURE = b"_FVH"                  # at offset 40 of a firmware volume header
-FV_SIGNATURE_OFFSET = 40
 FFS_HEADER = 24
 FFS_LARGE_FILE = 0x01                   # attribute: a 32-byte header with a 64-bit size
 FFS_FREE_SPACE = 0xF0                   # file type of the padding at a volume's end

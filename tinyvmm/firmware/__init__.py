@@ -52,6 +52,19 @@ def pvh_name(dma: bool = True) -> str:
     return PVH_DMA if dma else PVH
 
 
+# A UEFI (PI) firmware image begins with a firmware volume, whose header holds this
+# signature at this offset (PI specification, volume 3, EFI_FIRMWARE_VOLUME_HEADER):
+# OVMF_CODE.fd, and OVMF.fd whose first volume is the variable store.
+FV_SIGNATURE = b"_FVH"
+FV_SIGNATURE_OFFSET = 40
+
+
+def is_uefi(image: bytes) -> bool:
+    """Whether the firmware image `image` (or flash unit 0) is UEFI firmware such as OVMF:
+    it starts with a firmware volume."""
+    return image[FV_SIGNATURE_OFFSET:FV_SIGNATURE_OFFSET + len(FV_SIGNATURE)] == FV_SIGNATURE
+
+
 RESET_VECTOR_OFFSET = 0xFFF0        # in a 64 KiB image: linear 0xffff0 (and 0xfffffff0)
 
 
