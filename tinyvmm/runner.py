@@ -510,8 +510,8 @@ class Runner:
         monotonic = time.monotonic
 
         def stop_wanted() -> bool:
-            """Asked from the watchdog's thread too, where a guest spinning with interrupts
-            disabled keeps Python's signal handlers from running."""
+            """Asked by the software CPU between its runs too, where a guest spinning with
+            interrupts disabled keeps Python's signal handlers from running."""
             return (leader._signal is not None or board.stop_request is not None
                     or (wakeup is not None and wakeup.ending())
                     or (deadline is not None and monotonic() >= deadline))

@@ -15,8 +15,12 @@ CPU faults on, and every access outside guest RAM (MMIO, writes to ROM), is left
 well. Served inside a stretch instead: port I/O to tinyvmm's own devices, and CPUID and
 RDMSR of a few MSRs once KVM has answered them for the same inputs. A run lasts at most a
 few milliseconds; with interrupts enabled the stretch then ends, so KVM's in-kernel irqchip
-delivers what is pending (STI and POPF run in the software CPU: the watchdog sees them set
-IF, and an interrupt waits for the slice's end).
+delivers what is pending (STI and POPF run in the software CPU, and an interrupt waits for
+the slice's end).
+
+A run of the software CPU ends at the start of a translated block a few milliseconds on
+(tinyvmm.completion.preempt: never mid-instruction); between runs the stretch looks at the
+clock, the run's end (--timeout, a signal, a power-off) and IF.
 
 Each block of code is decoded once, when the software CPU translates it and before it
 runs (UC_HOOK_EDGE_GENERATED, and the block a run starts with): the instructions above
@@ -32,9 +36,7 @@ is delivered before the software CPU runs again.
 
 import ctypes
 import re
-import threading
 import time
-import weakref
 
 import unicorn
 from unicorn import x86_const as X
@@ -45,6 +47,7 @@ from ..kvm import abi
 from ..x86 import MAX_INSTRUCTION, RFLAGS_IF, RFLAGS_VM
 from .paging import PAGE_SIZE as PAGE
 from .paging import translate
+from .preempt import Preemption, Ticker
 from .softcpu import ALL, load_fpu, load_system, map_slots, store_fpu
 
 TYPE_CHECKING = False           # True for type checkers only
@@ -53,20 +56,17 @@ if TYPE_CHECKING:
 
 STEP, FREE = "step", "free"
 STI = b"\xfb"
-TICK_S = 0.002                      # the watchdog's period
 # A run with interrupts enabled ends at the first instruction only KVM executes (then KVM
-# delivers what is pending), which in firmware and kernels comes every few hundred us; the
-# watchdog cuts one that has lasted ~10 ms (a loop waiting for a timer tick), and the run
-# still goes on to the next such instruction unless another slice passes. Handing KVM
-# whatever instruction came next every ~4 ms crashed OVMF's boots (about one in five, one in
-# two with Linux after it); with no cut at all 15 of 15 reached the shell and 3 of 3 ran
-# Linux to its init. Each ~10 ms waited costs a kernel waiting for its tick: ~50 ms made the
-# test kernel's boot to its init 1.8 times as long, ~10 ms 1.2 times.
-SLICE_TICKS = 5
+# delivers what is pending), which in firmware and kernels comes every few hundred us; one
+# that has lasted SLICE_NS (a loop waiting for a timer tick) still goes on to the next such
+# instruction unless another slice passes. Handing KVM whatever instruction came next every
+# ~4 ms crashed OVMF's boots more often; each ~10 ms waited costs a kernel waiting for its
+# tick (~50 ms made the test kernel's boot to its init 1.8 times as long, ~10 ms 1.2 times).
+SLICE_NS = 10_000_000
 # A run begun with interrupts disabled that has enabled them (STI, POPF) is cut after ~50 ms:
-# late enough to leave OVMF's short critical sections alone (cut at once, about one OVMF
-# boot in seven crashed), soon enough for a kernel that waits for its timer's ticks.
-ENABLED_TICKS = 25
+# late enough to leave OVMF's short critical sections alone, soon enough for a kernel that
+# waits for its timer's ticks.
+ENABLED_NS = 50_000_000
 ANALYSIS_MAX = 65536
 
 # What only KVM executes (capstone mnemonics, prefixes dropped).
@@ -148,77 +148,9 @@ def uses_vector_state(insn) -> bool:
     return any((insn.group_name(g) or "").startswith(VECTOR_GROUPS) for g in insn.groups)
 
 
-class Watchdog:
-    """Stops the software CPU when a slice has lasted `ticks` periods: one thread for the
-    machine's life (unicorn's own timeout starts and joins a thread per run, ~150 us). A
-    slice spans the runs of a stretch between its cuts, the device accesses served between
-    them included (a guest polling a port must not run on unseen). The thread holds the
-    watchdog weakly and ends once the machine is gone."""
-
-    def __init__(self, uc):
-        self._uc = uc
-        self.generation = 0          # moves at each slice
-        self.running = False         # unicorn is running (only then is it stopped)
-        self.sliced = True           # stop the run at its slice's end; else when urgent or
-                                     # once the guest enabled interrupts (STI, POPF) and
-                                     # ENABLED_TICKS have passed
-        self.flags = X.UC_X86_REG_EFLAGS     # read from the watchdog's thread: IF is exact
-        self.urgent: Callable[[], bool] = lambda: False
-        self.ticks = SLICE_TICKS
-        self._stopped = 0            # the generation of the last slice the watchdog ended
-        self._lock = threading.Lock()
-        threading.Thread(target=_watch, args=(weakref.ref(self),), name="software CPU watchdog",
-                         daemon=True).start()
-
-    def slice(self) -> int:
-        """A slice begins: its generation (stopped() tells whether the watchdog ended it)."""
-        with self._lock:
-            self.generation += 1
-            return self.generation
-
-    def resume(self) -> None:
-        """Unicorn runs (again) in the current slice."""
-        with self._lock:
-            self.running = True
-
-    def end(self) -> None:
-        with self._lock:
-            self.running = False
-
-    def stopped(self, generation: int) -> bool:
-        """Whether the watchdog ended the slice `generation` (a stop meant for one slice
-        never lands in another: both sides hold the lock)."""
-        return self._stopped == generation
-
-    def check(self, state: list[int]) -> None:
-        """One tick: `state` is [the slice's generation seen, ticks it has lasted]."""
-        with self._lock:
-            generation = self.generation
-            if generation != state[0]:
-                state[0], state[1] = generation, 0
-                return
-            state[1] += 1
-            if self.running and self._stopped != generation and state[1] >= self.ticks and (
-                    self.sliced or self.urgent()
-                    or state[1] >= ENABLED_TICKS and self._uc.reg_read(self.flags) & RFLAGS_IF):
-                self._stopped = generation
-                self._uc.emu_stop()
-
-
-def _watch(reference: weakref.ref) -> None:
-    state = [-1, 0]
-    while True:
-        time.sleep(TICK_S)
-        watchdog = reference()
-        if watchdog is None:
-            return
-        watchdog.check(state)
-        del watchdog
-
-
 class _Engine:
     """A software CPU for one code size (unicorn takes a 32-bit or a 64-bit mode when made),
-    with its exits and its watchdog."""
+    with its exits."""
 
     def __init__(self, bits: int, on_translated, on_interrupt):
         self.bits = bits
@@ -234,7 +166,7 @@ class _Engine:
         self.tlb_stale = False               # KVM may have flushed the TLB since it ran
         self.sregs_raw = b""                 # kvm_sregs as last loaded
         self.mapped = None                   # the SlotMap's `updates` mapped
-        self.watchdog = Watchdog(uc)
+        self.preemption = Preemption(uc)     # ends a run at a block's start, from a timer
         # The CPU as made, restored after a fault: the software CPU records a fault as in
         # flight until it delivers it, which it never does here (KVM executes the
         # instruction again and delivers it), so the next fault would be taken for a double
@@ -308,6 +240,7 @@ class Stretches:
         self.port_stats: Callable[[int, bool, int, int], object] | None = None   # --stats' port table
         self.served_instructions = 0         # CPUIDs and RDMSRs answered inside a stretch
         self.ns = 0                          # time in stretches, copies of state included
+        Ticker(self, lambda stretches: stretches._current and stretches._current.preemption)
 
     # --- the engine -------------------------------------------------------
     @property
@@ -504,10 +437,11 @@ class Stretches:
             load_fpu(uc, self._fpu, ALL, engine.bits)
         pc = started_at = regs.rip
         reg = engine.reg
-        watchdog = engine.watchdog
         silent = False                          # the software CPU stopped for no reason it gives
-        cut = False                             # the watchdog cut the run once: end at an exit
-        generation = watchdog.slice()
+        cut = False                             # a slice has ended once: end at an exit
+        clock = time.perf_counter_ns
+        slice_start = clock()
+        began_enabled = bool(regs.rflags & RFLAGS_IF)
         while True:
             self._fault = None
             insn = None                         # the KVM-only instruction the run stopped at
@@ -522,21 +456,13 @@ class Stretches:
                 if self._new_exits:
                     self._add_exits(uc)
                     continue
-            # A run with interrupts enabled is cut at its slice's end (then KVM delivers
-            # them); one without only once the guest enables them (a stop from the watchdog's
-            # thread while they were disabled in OVMF's SEC decompressor once left it at a
-            # wrong address).
-            watchdog.sliced = bool(uc.reg_read(reg["flags"]) & RFLAGS_IF)
-            watchdog.urgent = stop_wanted
-            watchdog.resume()
+            engine.preemption.clear()
             try:
                 uc.emu_start(pc, 0)
                 error = None
             except unicorn.UcError as exc:
                 error = exc                     # outside guest RAM, or written read-only
-            watchdog.end()
             pc = uc.reg_read(reg["ip"])
-            sliced = watchdog.stopped(generation)
             if error is not None or self._fault is not None:
                 break
             if self._new_exits:
@@ -544,12 +470,18 @@ class Stretches:
                 continue
             if pc in breakpoints:
                 break
+            # A run with interrupts enabled is sliced (then KVM delivers them); one begun
+            # without them only once it has enabled them and lasted longer.
+            flags = uc.reg_read(reg["flags"])
+            elapsed = clock() - slice_start
+            sliced = (elapsed >= SLICE_NS if began_enabled else
+                      elapsed >= ENABLED_NS and bool(flags & RFLAGS_IF)) or stop_wanted()
             if pc in self._exits:
                 insn = self._instruction(uc, pc)
                 if insn is not None and not sensitive(insn):
                     self._drop_exit(uc, pc)         # the code there was replaced since
                     continue
-                if cut and uc.reg_read(reg["flags"]) & RFLAGS_IF:
+                if cut and flags & RFLAGS_IF:
                     break                           # KVM executes it and delivers interrupts
                 if not self._serve(uc, pc, bytes(insn.bytes) if insn is not None else b""):
                     break
@@ -559,15 +491,18 @@ class Stretches:
                     break                           # the access ended the run (power-off)
                 if not sliced:
                     continue
-            elif not sliced and not stop_wanted():
+            elif not engine.preemption.asked:
                 silent = True                   # a triple fault (see _Engine.clean)
                 break
+            elif not sliced:
+                continue                        # a tick: the slice goes on
             # The slice ended: KVM delivers what is pending, if interrupts are enabled, at
             # the next instruction only it executes (or here, after a second slice).
-            if stop_wanted() or (uc.reg_read(reg["flags"]) & RFLAGS_IF and (cut or pc in self._exits)):
+            if stop_wanted() or (flags & RFLAGS_IF and (cut or pc in self._exits)):
                 break
             cut = True
-            generation = watchdog.slice()
+            slice_start = clock()
+            began_enabled = bool(flags & RFLAGS_IF)
         self._read_regs(engine, regs)
         vcpu.set_regs(regs)
         self._enabled = bool(regs.rflags & RFLAGS_IF)
