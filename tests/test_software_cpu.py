@@ -60,6 +60,36 @@ def test_what_the_software_cpu_executes(code):
     assert not sensitive(decode(code))
 
 
+def test_a_flagged_run_stops_before_a_block_even_in_a_loop_of_one_instruction():
+    # the preemption hook (native code) ends the run at the next block's start once the flag
+    # is set from another thread; nothing of that block has run
+    import threading
+
+    import unicorn
+
+    from tinyvmm.completion.preempt import Preemption
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"\x48\xff\x04\x25\x00\x18\x00\x00\xeb\xf6")  # inc qword [0x1800]; jmp
+    preemption = Preemption(uc)
+    timer = threading.Timer(0.05, preemption.request)
+    timer.start()
+    started = time.monotonic()
+    uc.emu_start(0x1000, 0)
+    assert time.monotonic() - started < 5 and preemption.asked
+    assert uc.reg_read(unicorn.x86_const.UC_X86_REG_RIP) == 0x1000
+    preemption.clear()
+    count = int.from_bytes(uc.mem_read(0x1800, 8), "little")
+    assert count > 1000
+    spin = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)   # jmp $
+    spin.mem_map(0x1000, 0x1000)
+    spin.mem_write(0x1000, b"\xeb\xfe")
+    stop = Preemption(spin)
+    threading.Timer(0.05, stop.request).start()
+    spin.emu_start(0x1000, 0)
+    assert spin.reg_read(unicorn.x86_const.UC_X86_REG_RIP) == 0x1000 and stop.asked
+
+
 def test_x87_and_sse_instructions_are_told_apart():
     assert uses_vector_state(decode(b"\x66\x0f\xef\xc0"))      # pxor
     assert uses_vector_state(decode(b"\xdb\xe3"))              # fninit

@@ -59,9 +59,9 @@ STI = b"\xfb"
 # A run with interrupts enabled ends at the first instruction only KVM executes (then KVM
 # delivers what is pending), which in firmware and kernels comes every few hundred us; one
 # that has lasted SLICE_NS (a loop waiting for a timer tick) still goes on to the next such
-# instruction unless another slice passes. Handing KVM whatever instruction came next every
-# ~4 ms crashed OVMF's boots more often; each ~10 ms waited costs a kernel waiting for its
-# tick (~50 ms made the test kernel's boot to its init 1.8 times as long, ~10 ms 1.2 times).
+# instruction unless another slice passes (OVMF's boots, corrupted then by the way runs were
+# stopped (see preempt), crashed less often so). Each ~10 ms waited costs a kernel waiting for
+# its tick (~50 ms made the test kernel's boot to its init 1.8 times as long, ~10 ms 1.2 times).
 SLICE_NS = 10_000_000
 # A run begun with interrupts disabled that has enabled them (STI, POPF) is cut after ~50 ms:
 # late enough to leave OVMF's short critical sections alone, soon enough for a kernel that
