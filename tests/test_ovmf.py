@@ -1,7 +1,8 @@
-"""Unmodified OVMF (Debian's ovmf package) on tinyvmm: QEMU's two pflash units, the UEFI Shell
-on COM1, its commands seeing the machine, a non-volatile variable surviving a restart, and
-`reset -s` powering off. Run through the software CPU (--software-cpu on): under KVM alone an
-emulating host takes about 14 minutes to the shell."""
+"""Unmodified OVMF (Debian's ovmf package) on tinyvmm: QEMU's two pflash units or a ROM image,
+the UEFI Shell on COM1, its commands seeing the machine, a non-volatile variable surviving a
+restart, `reset -s` powering off, and Linux started through OVMF (from fw_cfg, and from a
+virtio disk's EFI system partition) to its init. Run through the software CPU
+(--software-cpu on): under KVM alone an emulating host takes about 14 minutes to the shell."""
 
 import json
 import os
@@ -27,29 +28,6 @@ pytestmark = [pytest.mark.kvm, pytest.mark.slow,
               pytest.mark.skipif(not (OVMF_CODE.exists() and OVMF_VARS.exists()),
                                  reason="needs /usr/share/OVMF/OVMF_CODE.fd and OVMF_VARS.fd "
                                         "(Debian package ovmf; make setup)")]
-
-
-class SoftwareCpuCorruption(AssertionError):
-    """A boot that ended the way issue 23's open software-CPU bug ends OVMF on an emulating
-    host: OVMF's own exception dump (a #GP or #PF in DxeCore on state it corrupted), the vCPU
-    executing zeros after a jump to about address 0 in SEC, or, where OVMF started Linux
-    (which runs through the software CPU too), the kernel's oops. The tests that boot OVMF
-    expect it (xfail, not strict); any other failure fails them."""
-
-
-ZEROS_RUN = re.compile(r"=> [0-9a-f]{4}:[0-9a-f]+ +00 00 +add byte ptr \[rax\], al")
-KERNEL_OOPS = (b"BUG: unable to handle", b"general protection fault", b"invalid opcode:")
-
-
-def known_corruption(console: bytes, transcript: str) -> bool:
-    """Whether a boot ended as SoftwareCpuCorruption says."""
-    return (b"!!!! X64 Exception Type" in console or any(oops in console for oops in KERNEL_OOPS)
-            or ZEROS_RUN.search(transcript) is not None)
-
-
-# Issue 23's open bug: a boot may end as SoftwareCpuCorruption says; the run is reported.
-KNOWN_BUG = pytest.mark.xfail(raises=SoftwareCpuCorruption, strict=False,
-                              reason="issue 23: the software CPU has corrupted OVMF boots (an open bug)")
 
 
 def ovmf_command(command: str, variables: Path) -> list[str]:
@@ -109,10 +87,7 @@ class Shell:
             self._read()
         found = self.output.find(text, start)
         if found < 0:
-            transcript = self.transcript()
-            if known_corruption(self.output, transcript):
-                raise SoftwareCpuCorruption(f"no {text!r}: {transcript}")
-            raise AssertionError(f"no {text!r} after {seconds} s:\n{transcript}")
+            raise AssertionError(f"no {text!r} after {seconds} s:\n{self.transcript()}")
         return found + len(text)
 
     def _send(self, line: str) -> None:
@@ -157,7 +132,6 @@ def _plain(data: bytes) -> str:
     return re.sub(r"\x1b\[[0-9;=?]*[A-Za-z]", "", data.decode(errors="replace"))
 
 
-@KNOWN_BUG
 def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
     variables = fresh_variables(tmp_path)
 
@@ -181,7 +155,6 @@ def test_ovmf_reaches_the_shell_and_keeps_a_variable_across_a_restart(tmp_path):
 
 
 @pytest.mark.parametrize("image", ["code", "combined"])
-@KNOWN_BUG
 def test_ovmf_as_a_rom_image_reaches_the_shell_with_variables_in_ram(tmp_path, image):
     # --bios maps the image read-only, as QEMU's -bios: OVMF finds no flash and keeps its
     # variables in RAM. "combined" is OVMF.fd's layout (the variable store's volume, then
@@ -201,7 +174,6 @@ def test_ovmf_as_a_rom_image_reaches_the_shell_with_variables_in_ram(tmp_path, i
     assert firmware.read_bytes() == before          # a ROM: nothing reached the file
 
 
-@KNOWN_BUG
 def test_a_report_names_the_uefi_module_the_vcpu_is_in(tmp_path):
     # OVMF's images carry no debug symbols here: the report finds the image's headers in
     # memory and names it by its firmware-volume file ("LocalApicTimerDxe+0x7e0")
@@ -211,8 +183,6 @@ def test_a_report_names_the_uefi_module_the_vcpu_is_in(tmp_path):
     report = result.stderr.decode()
     assert result.returncode == 4, report
     where = re.search(r"where: long 0038:[0-9a-f]{16} (\w+)\+0x[0-9a-f]+\n", report)
-    if where is None and known_corruption(result.stdout, report):
-        raise SoftwareCpuCorruption(report)
     assert where, report
     from tinyvmm.debug.uefi_images import modules
     assert where[1] in {name for name, _ in modules(OVMF_CODE.read_bytes())}, report
@@ -224,8 +194,6 @@ def check_linux_boot(result: subprocess.CompletedProcess, how: str) -> None:
     powered the machine off (status 0)."""
     console, err = _plain(result.stdout), result.stderr.decode(errors="replace")
     context = console[-3000:] + "\n--- stderr ---\n" + err[-3000:]
-    if "TINYVMM-INIT-OK" not in console and known_corruption(result.stdout, err):
-        raise SoftwareCpuCorruption(context)
     assert result.returncode == 0, context
     for line in (how, "cloud-amd64", "TINYVMM-INIT-OK", "fw_cfg: etc/e820 (size ",
                  "init: powering the machine off"):
@@ -234,7 +202,6 @@ def check_linux_boot(result: subprocess.CompletedProcess, how: str) -> None:
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("dma", [True, False], ids=["dma", "legacy"])
-@KNOWN_BUG
 def test_ovmf_boots_linux_through_its_fw_cfg_kernel_loader(tmp_path, dma):
     # OVMF reads the kernel, initrd and command line from fw_cfg (through DMA, or the data
     # port when the device offers no DMA), starts the kernel's EFI stub, which takes the
@@ -253,12 +220,11 @@ def test_ovmf_boots_linux_through_its_fw_cfg_kernel_loader(tmp_path, dma):
 @pytest.mark.kernel
 @pytest.mark.parametrize("firmware, dma", [("bios", True), ("pflash", False)],
                          ids=["bios-dma", "pflash-legacy"])
-@KNOWN_BUG
-def test_ovmf_boots_the_pc_test_kernel_through_its_efi_stub_to_its_init(tmp_path, firmware, dma):
+def test_ovmf_boots_the_pc_test_kernel_through_its_efi_stub_to_its_init(tmp_path, firmware, dma,
+                                                                         pc_kernel):
     # kernels/pc.config has the EFI stub: OVMF loads the bzImage from fw_cfg as a PE image
     # and starts it; the test init lists fw_cfg and powers off through ACPI.
-    from payloads import pc_kernel
-    kernel = pc_kernel()
+    kernel = pc_kernel
     command = (bios_command("boot", OVMF_CODE) if firmware == "bios"
                else ovmf_command("boot", fresh_variables(tmp_path)))
     timing = tmp_path / "timing.json"
@@ -268,8 +234,6 @@ def test_ovmf_boots_the_pc_test_kernel_through_its_efi_stub_to_its_init(tmp_path
         capture_output=True, timeout=RUN_S + 60)
     console, err = _plain(result.stdout), result.stderr.decode(errors="replace")
     context = console[-3000:] + "\n--- stderr ---\n" + err[-3000:]
-    if "TINYVMM-INIT-OK" not in console and known_corruption(result.stdout, err):
-        raise SoftwareCpuCorruption(context)
     assert result.returncode == 0, context
     for line in ("EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID", "TINYVMM-INIT-OK",
                  "fw_cfg: etc/e820 (size ", "init: powering the machine off"):
@@ -315,7 +279,6 @@ def esp_disk(path: Path, kernel: Path, initrd: Path, cmdline: str) -> Path:
 
 
 @pytest.mark.kernel
-@KNOWN_BUG
 def test_ovmf_boots_linux_from_an_efi_system_partition_on_a_virtio_disk(tmp_path):
     # OVMF's own virtio-pci and virtio-blk drivers read the disk, its FAT driver the ESP; the
     # disk has no EFI/BOOT/BOOTX64.EFI (a kernel started from there gets no command line, so
