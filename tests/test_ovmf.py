@@ -295,3 +295,25 @@ def test_ovmf_boots_linux_from_an_efi_system_partition_on_a_virtio_disk(tmp_path
         "--drive", f"file={disk},if=virtio,format=raw", "--timeout", str(RUN_S)],
         stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_S + 60)
     check_linux_boot(result, "EFI stub: Loaded initrd from command line option")
+
+
+@pytest.mark.kernel
+def test_the_bench_times_ovmf_loading_the_kernel_by_dma_and_through_the_data_port(tmp_path):
+    # BIOS startup to OVMF's first select of a kernel item, kernel setup to the EFI stub's
+    # first line, the pc kernel's whole payload moved between (by DMA, or byte by byte)
+    from payloads import PC_KERNEL
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "tinyvmm", "bench", "--firmware", "ovmf",
+                             "--systems", "tinyvmm-ovmf-dma,tinyvmm-ovmf-legacy", "--runs", "1",
+                             "--no-banner", "--payload", "test", "--json", str(out)],
+                            capture_output=True, timeout=2 * RUN_S)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    table = result.stdout.decode()
+    summary = json.loads(out.read_text())["payloads"]["test"]["summary"]
+    size = PC_KERNEL.bzimage.stat().st_size
+    dma, legacy = summary["tinyvmm-ovmf-dma"], summary["tinyvmm-ovmf-legacy"]
+    for entry in (dma, legacy):
+        assert entry["bios_startup_s"] > 0 and entry["kernel_setup_s"] > 0
+    assert dma["setup"]["dma_bytes"] > size and legacy["setup"]["pio_bytes"] > size
+    assert "tinyvmm+OVMF kernel setup, legacy / DMA" in table
+    assert "OVMF columns: /usr/share/OVMF/OVMF_CODE.fd" in table

@@ -109,6 +109,13 @@ GPR_IDS_32 = (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG
 REGISTERS_32 = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "rip", "rflags")
 string_at = ctypes.string_at
 CPUID, RDMSR = b"\x0f\xa2", b"\x0f\x32"
+MOV_FROM_DR, MOV_TO_DR, MOV_FROM_CR = b"\x0f\x21", b"\x0f\x23", b"\x0f\x20"
+# General registers in their encoding's order (a ModRM r/m field without REX.B)
+ENCODED_GPRS = {64: (X.UC_X86_REG_RAX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX, X.UC_X86_REG_RBX,
+                     X.UC_X86_REG_RSP, X.UC_X86_REG_RBP, X.UC_X86_REG_RSI, X.UC_X86_REG_RDI),
+                32: (X.UC_X86_REG_EAX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX, X.UC_X86_REG_EBX,
+                     X.UC_X86_REG_ESP, X.UC_X86_REG_EBP, X.UC_X86_REG_ESI, X.UC_X86_REG_EDI)}
+DR7_GD = 1 << 13
 MASK32 = 0xFFFF_FFFF
 # MSRs only WRMSR changes, whose RDMSR is answered again as KVM answered it: the APIC base,
 # MTRRcap, the MTRR default type.
@@ -222,6 +229,7 @@ class Stretches:
         self._enabled = False                # RFLAGS.IF as the vCPU was last handed to KVM
         self._user_seen = False              # the vCPU has run user code: TLB flushes go to KVM
         self._fpu = None                     # kvm_fpu while the software CPU holds the state
+        self._debugregs = None               # kvm_debugregs, read at a stretch's first need
         # What KVM answered to CPUID (by leaf, subleaf and CR4) and to RDMSR of MSRs that only
         # WRMSR changes, served again inside a stretch; the one KVM executes now, to learn.
         self._answers: dict[tuple[int, ...], tuple[int, ...]] = {}
@@ -238,7 +246,7 @@ class Stretches:
         self.handed: dict[str, int] = {}     # why each ended: the instruction KVM executed next
         self.ports_served = 0                # port accesses served inside a stretch
         self.port_stats: Callable[[int, bool, int, int], object] | None = None   # --stats' port table
-        self.served_instructions = 0         # CPUIDs and RDMSRs answered inside a stretch
+        self.served_instructions = 0         # CPUIDs, RDMSRs, debug-register moves served
         self.ns = 0                          # time in stretches, copies of state included
         Ticker(self, lambda stretches: stretches._current and stretches._current.preemption)
 
@@ -399,6 +407,7 @@ class Stretches:
             self._user_seen |= bool(sregs.ss.dpl)   # (and blocks are decoded again)
             return FREE
         started = time.perf_counter_ns()
+        self._debugregs = None                  # KVM may have changed them since
         self.stretches += 1
         self._sregs = sregs
         self._bits = bits
@@ -558,8 +567,8 @@ class Stretches:
         """--stats: the stretches, and what ended them."""
         lines = [f"software CPU: {self.stretches} stretches ({self.shadows} handed in an STI "
                  f"shadow), {self.ns / 1e9:.3f} s; "
-                 f"{self.ports_served} port accesses, {self.served_instructions} CPUID and RDMSR "
-                 "served in them",
+                 f"{self.ports_served} port accesses, {self.served_instructions} CPUID, RDMSR, "
+                 "control- and debug-register moves served in them",
                  f"{'handed to KVM at':<28}{'times':>10}"]
         for reason, count in sorted(self.handed.items(), key=lambda item: -item[1])[:12]:
             lines.append(f"{reason:<28}{count:>10}")
@@ -626,7 +635,43 @@ class Stretches:
             return True
         if code[:1] == b"\x0f" and code[1:2] in (b"\x30", b"\x01"):   # wrmsr, xsetbv and kin
             self._answers.clear()
+        if code[:2] in (MOV_FROM_DR, MOV_TO_DR):
+            return self._serve_debug_register(uc, pc, code)
+        if code[:2] == MOV_FROM_CR and len(code) >= 3 and code[2] >> 6 == 3 \
+                and (code[2] >> 3) & 7 in (0, 2, 3, 4):
+            # a read of CR0, CR2, CR3 or CR4: kvm_sregs hold them as the stretch began, and
+            # nothing in a stretch changes them (interrupt entries save them all)
+            assert self._sregs is not None
+            value = getattr(self._sregs, f"cr{(code[2] >> 3) & 7}")
+            uc.reg_write(ENCODED_GPRS[self._bits][code[2] & 7], value)
+            uc.reg_write(self._reg["ip"], pc + 3)
+            self.served_instructions += 1
+            return True
         return self._serve_port(uc, pc, code)
+
+    def _serve_debug_register(self, uc, pc: int, code: bytes) -> bool:
+        """`mov r, drN` answered from the guest's debug registers, and `mov drN, r` of the
+        value they already hold skipped (firmware's interrupt entry saves and restores all of
+        them: OVMF's took about 20 hand-offs to KVM per timer tick). DR4/DR5, a REX prefix
+        (DR8 and above, or R8-R15) and DR7.GD (a #DB on every access) go to KVM."""
+        if len(code) < 3 or code[2] >> 6 != 3 or (code[2] >> 3) & 7 in (4, 5):
+            return False
+        number, register = (code[2] >> 3) & 7, code[2] & 7
+        if self._debugregs is None:
+            self._debugregs = self.vcpu.get_debugregs()
+        debugregs = self._debugregs
+        if debugregs.dr7 & DR7_GD:
+            return False
+        value_of = {0: debugregs.db[0], 1: debugregs.db[1], 2: debugregs.db[2],
+                    3: debugregs.db[3], 6: debugregs.dr6, 7: debugregs.dr7}
+        gpr = ENCODED_GPRS[self._bits][register]
+        if code[:2] == MOV_FROM_DR:
+            uc.reg_write(gpr, value_of[number])
+        elif uc.reg_read(gpr) != value_of[number]:
+            return False
+        uc.reg_write(self._reg["ip"], pc + 3)
+        self.served_instructions += 1
+        return True
 
     def _learn(self, regs) -> None:
         """KVM has executed the CPUID or RDMSR at self._learning's address: keep its answer."""

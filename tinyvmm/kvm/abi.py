@@ -243,6 +243,12 @@ class kvm_vcpu_events(_Struct):
     ]
 
 
+class kvm_debugregs(_Struct):
+    """The guest's own debug registers (128 bytes): DR0-DR3, DR6, DR7."""
+    _fields_ = [("db", c_uint64 * 4), ("dr6", c_uint64), ("dr7", c_uint64), ("flags", c_uint64),
+                ("reserved", c_uint64 * 9)]
+
+
 KVM_VCPUEVENT_VALID_SHADOW = 0x4     # kvm_vcpu_events.flags: interrupt.shadow is meant
 KVM_X86_SHADOW_INT_MOV_SS = 0x1      # interrupt.shadow: after MOV SS or POP SS
 KVM_X86_SHADOW_INT_STI = 0x2         # after STI
@@ -421,6 +427,7 @@ KVM_GET_CPUID2 = IOWR(0x91, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = IOW(0x9B, kvm_guest_debug)             # KVM_CAP_SET_GUEST_DEBUG
 KVM_GET_VCPU_EVENTS = IOR(0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = IOW(0xA0, kvm_vcpu_events)
+KVM_GET_DEBUGREGS = IOR(0xA1, kvm_debugregs)
 
 IOCTL_NAMES = {
     value: name for name, value in dict(globals()).items()

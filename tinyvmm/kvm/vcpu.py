@@ -84,6 +84,12 @@ class Vcpu:
         ioctl(self.fd, abi.KVM_GET_VCPU_EVENTS, events)
         return events
 
+    def get_debugregs(self) -> abi.kvm_debugregs:
+        """KVM_GET_DEBUGREGS: the guest's own DR0-DR3, DR6 and DR7 (not a debugger's)."""
+        debugregs = abi.kvm_debugregs()
+        ioctl(self.fd, abi.KVM_GET_DEBUGREGS, debugregs)
+        return debugregs
+
     def set_vcpu_events(self, events: abi.kvm_vcpu_events) -> None:
         """KVM_SET_VCPU_EVENTS: what is injected here is delivered at the next KVM_RUN."""
         ioctl(self.fd, abi.KVM_SET_VCPU_EVENTS, events)
