@@ -195,6 +195,19 @@ def test_a_reset_served_inside_a_stretch_ends_the_run_before_the_next_instructio
 
 
 @pytest.mark.kvm
+@pytest.mark.parametrize("software_cpu", ["off", "on"])
+def test_debug_and_control_register_reads_are_served_as_kvm_answers_them(software_cpu):
+    from tinyvmm import Machine
+    with Machine(build_guest("dr_moves").bin_path.read_bytes(), software_cpu=software_cpu,
+                 debugcon=None) as guest:
+        result = guest.run(timeout=30)
+        assert result.outcome.name == "RESET", guest.summary()
+        assert guest.debugcon_output == b"DC\n"
+        if software_cpu == "on":        # the reads and the same-value write stayed in a stretch
+            assert guest.runner.stretches.served_instructions >= 4
+
+
+@pytest.mark.kvm
 def test_an_instruction_that_wrote_memory_never_runs_twice_across_slices():
     # 2^25 read-modify-write instructions with interrupts enabled: the software CPU ends a
     # slice every ~10 ms, and the counter must come out exact (a run stopped from another

@@ -169,7 +169,6 @@ class _Engine:
         uc.ctl_exits_enabled(True)
         self.exits: set[int] = set()         # where translated code stops for KVM
         self.breakpoints: frozenset[int] = frozenset()   # the debug registers' holder's, too
-        self.first_run = True
         self.tlb_stale = False               # KVM may have flushed the TLB since it ran
         self.sregs_raw = b""                 # kvm_sregs as last loaded
         self.mapped = None                   # the SlotMap's `updates` mapped
@@ -454,17 +453,17 @@ class Stretches:
         while True:
             self._fault = None
             insn = None                         # the KVM-only instruction the run stopped at
-            if engine.first_run:
-                # The engine's first block is translated before the hook can see it (the hook
-                # hears of a block with the one run before it): it is checked here.
-                if self._host_address(uc, pc, 1) is None:
-                    break
-                first = uc.ctl_request_cache(pc)
-                engine.first_run = False
-                self._check_block(uc, first[0], first[2])
-                if self._new_exits:
-                    self._add_exits(uc)
-                    continue
+            # The block a run starts with is translated before the hook can see it (unicorn
+            # tells of a new block only when another jumps to it), so it would run unchecked:
+            # after KVM executed an exit, the code after it is such a block. It is looked up
+            # (translated if new) and checked here.
+            if self._host_address(uc, pc, 1) is None:
+                break
+            first = uc.ctl_request_cache(pc)
+            self._check_block(uc, first[0], first[2])
+            if self._new_exits:
+                self._add_exits(uc)
+                continue
             engine.preemption.clear()
             try:
                 uc.emu_start(pc, 0)
