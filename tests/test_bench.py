@@ -250,13 +250,15 @@ def test_firmware_systems_come_in_table_order():
 
 def test_the_ovmf_rows_boot_a_kernel_with_an_efi_stub():
     # the test kernel has none: the test payload's OVMF rows boot the pc kernel beside it
-    test = bench.efi_kernel_args(bench_args())
-    assert test[0::2] == ["--kernel", "--initrd"]
-    assert Path(test[1]).parent.name == "pc" and Path(test[1]).name == "bzImage"
-    assert Path(test[3]) == Path(test[1]).with_name("initramfs.cpio")
+    test = bench.efi_kernel(bench_args())
+    assert test is not None
+    kernel, initrd = test
+    assert Path(kernel).parent.name == "pc" and Path(kernel).name == "bzImage"
+    assert Path(initrd) == Path(kernel).with_name("initramfs.cpio")
     systems = bench.firmware_systems(["ovmf", "qboot"], test)
-    assert systems["tinyvmm-ovmf-dma"][:4] == test and systems["tinyvmm-qboot"][:1] == ["--bios"]
-    assert bench.efi_kernel_args(bench_args("--kernel", "bz")) == []     # a given kernel's own
+    assert systems["tinyvmm-ovmf-dma"][:4] == ["--kernel", kernel, "--initrd", initrd]
+    assert systems["tinyvmm-qboot"][:1] == ["--bios"]
+    assert bench.efi_kernel(bench_args("--kernel", "bz")) is None     # a given kernel's own
 
 
 def test_the_ovmf_rows_end_kernel_setup_at_the_efi_stubs_first_line():

@@ -47,7 +47,7 @@ from .firmware import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
     from dataclasses import dataclass
 else:
     from ..record import dataclass
@@ -142,22 +142,23 @@ def parse_firmware(text: str) -> list[str]:
     return parse_names(text, FIRMWARE, "firmware")
 
 
-def firmware_systems(names, efi_kernel: "Sequence[str]" = ()) -> dict:
+def firmware_systems(names, efi_kernel: "tuple[str, str] | None" = None) -> dict:
     """The systems `--firmware` adds, in table order: name -> `tinyvmm boot` arguments; those
-    that start the kernel through its EFI stub get `efi_kernel` in front (efi_kernel_args)."""
-    return {system: (list(efi_kernel) if system in EFI_SYSTEMS else []) + argv
+    that start the kernel through its EFI stub boot `efi_kernel` (kernel, initrd) if given."""
+    efi = ["--kernel", efi_kernel[0], "--initrd", efi_kernel[1]] if efi_kernel else []
+    return {system: (efi if system in EFI_SYSTEMS else []) + argv
             for name in FIRMWARE if name in names for system, argv in FIRMWARE[name].items()}
 
 
-def efi_kernel_args(options: BenchOptions) -> list[str]:
-    """The kernel of the rows through UEFI firmware: the payload's own (none here), else, for
-    the test payload, the pc kernel and its initramfs (kernels/pc.config has the EFI stub the
-    test kernel lacks)."""
+def efi_kernel(options: BenchOptions) -> tuple[str, str] | None:
+    """(kernel, initrd) of the rows through UEFI firmware when they are not the payload's own:
+    for the test payload, the pc kernel and its initramfs (kernels/pc.config has the EFI stub
+    the test kernel lacks); None when a kernel was given."""
     if options.kernel is not None:
-        return []
+        return None
     from ..boot.payload import DEFAULT_KERNEL_DIR
     pc = os.path.join(DEFAULT_KERNEL_DIR, "pc")
-    return ["--kernel", os.path.join(pc, "bzImage"), "--initrd", os.path.join(pc, "initramfs.cpio")]
+    return os.path.join(pc, "bzImage"), os.path.join(pc, "initramfs.cpio")
 
 
 def firmware_missing(names) -> str | None:
@@ -485,15 +486,14 @@ def qemu_runner(options: BenchOptions, vmlinux: str | None = None):
         return None
     kernel = options.kernel or DEFAULT_KERNEL
     initrd = bench_initrd(options)
-    efi = efi_kernel_args(options)
-    efi_kernel, efi_initrd = (efi[1], efi[3]) if efi else (kernel, initrd)
+    efi_files = efi_kernel(options) or (kernel, initrd)
 
     def run(system, workdir, index):
         dma = system not in bench_qemu.LEGACY_SYSTEMS
         cmdline = kernel_cmdline(options.append, dma, options.append_as_is)
         image = vmlinux if system in bench_qemu.PVH_SYSTEMS else kernel
         assert image is not None        # PVH systems are asked for only with a vmlinux
-        files = (efi_kernel, efi_initrd) if system in bench_qemu.OVMF_SYSTEMS else (image, initrd)
+        files = efi_files if system in bench_qemu.OVMF_SYSTEMS else (image, initrd)
         try:
             return bench_qemu.qemu_run(system, options, cmdline, *files, workdir, index)
         except RuntimeError as exc:
@@ -687,7 +687,7 @@ def payload_systems(options: BenchOptions) -> dict:
     boots = {name: argv for name, argv in SYSTEMS.items()
              if name != "tinyvmm-direct64" or options.direct64}
     boots.update(pvh_systems(options.vmlinux, bench_initrd(options)))
-    boots.update(firmware_systems(options.firmware, efi_kernel_args(options)))
+    boots.update(firmware_systems(options.firmware, efi_kernel(options)))
     systems: dict[str, Callable[[Path, int], dict]] = {
         name: functools.partial(_tinyvmm_system, options, name, argv) for name, argv in boots.items()}
     if options.vs_qemu:

@@ -634,39 +634,38 @@ class Stretches:
             return True
         if code[:1] == b"\x0f" and code[1:2] in (b"\x30", b"\x01"):   # wrmsr, xsetbv and kin
             self._answers.clear()
-        if code[:2] in (MOV_FROM_DR, MOV_TO_DR):
-            return self._serve_debug_register(uc, pc, code)
-        if code[:2] == MOV_FROM_CR and len(code) >= 3 and code[2] >> 6 == 3 \
-                and (code[2] >> 3) & 7 in (0, 2, 3, 4):
-            # a read of CR0, CR2, CR3 or CR4: kvm_sregs hold them as the stretch began, and
-            # nothing in a stretch changes them (interrupt entries save them all)
-            assert self._sregs is not None
-            value = getattr(self._sregs, f"cr{(code[2] >> 3) & 7}")
-            uc.reg_write(ENCODED_GPRS[self._bits][code[2] & 7], value)
-            uc.reg_write(self._reg["ip"], pc + 3)
-            self.served_instructions += 1
-            return True
+        if code[:2] in (MOV_FROM_CR, MOV_FROM_DR, MOV_TO_DR):
+            return self._serve_register_move(uc, pc, code)
         return self._serve_port(uc, pc, code)
 
-    def _serve_debug_register(self, uc, pc: int, code: bytes) -> bool:
-        """`mov r, drN` answered from the guest's debug registers, and `mov drN, r` of the
-        value they already hold skipped (firmware's interrupt entry saves and restores all of
-        them: OVMF's took about 20 hand-offs to KVM per timer tick). DR4/DR5, a REX prefix
-        (DR8 and above, or R8-R15) and DR7.GD (a #DB on every access) go to KVM."""
-        if len(code) < 3 or code[2] >> 6 != 3 or (code[2] >> 3) & 7 in (4, 5):
+    def _serve_register_move(self, uc, pc: int, code: bytes) -> bool:
+        """`mov r, crN` (CR0, CR2, CR3, CR4: kvm_sregs hold them as the stretch began, and
+        nothing in a stretch changes them) and `mov r, drN` answered here, and `mov drN, r` of
+        the value the debug register already holds skipped: firmware's interrupt entry saves
+        (and restores) them all, which in OVMF took about 20 hand-offs to KVM per timer tick.
+        Other control registers, DR4/DR5, a REX prefix (DR8 and above, or R8-R15) and DR7.GD
+        (a #DB on every access) go to KVM."""
+        if len(code) < 3 or code[2] >> 6 != 3:
             return False
-        number, register = (code[2] >> 3) & 7, code[2] & 7
-        if self._debugregs is None:
-            self._debugregs = self.vcpu.get_debugregs()
-        debugregs = self._debugregs
-        if debugregs.dr7 & DR7_GD:
-            return False
-        value_of = {0: debugregs.db[0], 1: debugregs.db[1], 2: debugregs.db[2],
-                    3: debugregs.db[3], 6: debugregs.dr6, 7: debugregs.dr7}
-        gpr = ENCODED_GPRS[self._bits][register]
-        if code[:2] == MOV_FROM_DR:
-            uc.reg_write(gpr, value_of[number])
-        elif uc.reg_read(gpr) != value_of[number]:
+        number, gpr = (code[2] >> 3) & 7, ENCODED_GPRS[self._bits][code[2] & 7]
+        if code[:2] == MOV_FROM_CR:
+            if number not in (0, 2, 3, 4):
+                return False
+            assert self._sregs is not None
+            value = getattr(self._sregs, f"cr{number}")
+        else:
+            if number in (4, 5):
+                return False
+            if self._debugregs is None:
+                self._debugregs = self.vcpu.get_debugregs()
+            debugregs = self._debugregs
+            if debugregs.dr7 & DR7_GD:
+                return False
+            value = debugregs.db[number] if number < 4 else \
+                debugregs.dr6 if number == 6 else debugregs.dr7
+        if code[:2] != MOV_TO_DR:
+            uc.reg_write(gpr, value)
+        elif uc.reg_read(gpr) != value:
             return False
         uc.reg_write(self._reg["ip"], pc + 3)
         self.served_instructions += 1
