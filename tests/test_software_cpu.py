@@ -126,6 +126,17 @@ def test_a_kernel_boot_shares_the_debug_registers_with_it():
     assert MachineSpec(kernel=KernelSpec("bzImage"), software_cpu="on").software_cpu == "on"
 
 
+def run_to_reset(guest_name: str, software_cpu: str, timeout: float = 30):
+    """Run test guest `guest_name` to its keyboard-controller reset: (its debug console's
+    output, the run's Stretches or None without the software CPU)."""
+    from tinyvmm import Machine
+    with Machine(build_guest(guest_name).bin_path.read_bytes(), software_cpu=software_cpu,
+                 debugcon=None) as guest:
+        result = guest.run(timeout=timeout)
+        assert result.outcome.name == "RESET", guest.summary()
+        return guest.debugcon_output, guest.runner.stretches
+
+
 @pytest.mark.kvm
 def test_a_tlb_flush_kvm_executes_reaches_the_software_cpu():
     """A page remapped and the TLB flushed with `mov cr3` of the same value (KVM executes
@@ -146,12 +157,7 @@ def test_a_tlb_flush_kvm_executes_reaches_the_software_cpu():
 def test_a_pam_change_served_inside_a_stretch_is_seen_by_the_next_instruction(software_cpu):
     # the guest shadows the BIOS segment into RAM, writes a byte there, maps the ROM back and
     # reads the byte at once: the ROM's ("R"), not the RAM's ("!")
-    from tinyvmm import Machine
-    with Machine(build_guest("pam_lock").bin_path.read_bytes(), software_cpu=software_cpu,
-                 debugcon=None) as guest:
-        result = guest.run(timeout=30)
-        assert result.outcome.name == "RESET", guest.summary()
-        assert guest.debugcon_output == b"MR\n"
+    assert run_to_reset("pam_lock", software_cpu)[0] == b"MR\n"
 
 
 @pytest.mark.kvm
@@ -186,25 +192,16 @@ def test_a_guest_polling_a_port_the_software_cpu_serves_still_times_out():
 @pytest.mark.kvm
 @pytest.mark.parametrize("software_cpu", ["off", "on"])
 def test_a_reset_served_inside_a_stretch_ends_the_run_before_the_next_instruction(software_cpu):
-    from tinyvmm import Machine
-    with Machine(build_guest("reset_pm32").bin_path.read_bytes(), software_cpu=software_cpu,
-                 debugcon=None) as guest:
-        result = guest.run(timeout=30)
-        assert result.outcome.name == "RESET", guest.summary()
-        assert guest.debugcon_output == b""
+    assert run_to_reset("reset_pm32", software_cpu)[0] == b""
 
 
 @pytest.mark.kvm
 @pytest.mark.parametrize("software_cpu", ["off", "on"])
 def test_debug_and_control_register_reads_are_served_as_kvm_answers_them(software_cpu):
-    from tinyvmm import Machine
-    with Machine(build_guest("dr_moves").bin_path.read_bytes(), software_cpu=software_cpu,
-                 debugcon=None) as guest:
-        result = guest.run(timeout=30)
-        assert result.outcome.name == "RESET", guest.summary()
-        assert guest.debugcon_output == b"DC\n"
-        if software_cpu == "on":        # the reads and the same-value write stayed in a stretch
-            assert guest.runner.stretches.served_instructions >= 4
+    output, stretches = run_to_reset("dr_moves", software_cpu)
+    assert output == b"DC\n"
+    if software_cpu == "on":        # the reads and the same-value write stayed in a stretch
+        assert stretches is not None and stretches.served_instructions >= 4
 
 
 @pytest.mark.kvm
@@ -212,13 +209,9 @@ def test_an_instruction_that_wrote_memory_never_runs_twice_across_slices():
     # 2^25 read-modify-write instructions with interrupts enabled: the software CPU ends a
     # slice every ~10 ms, and the counter must come out exact (a run stopped from another
     # thread after an instruction's store went on from that instruction: "BAD")
-    from tinyvmm import Machine
-    with Machine(build_guest("rmw_count").bin_path.read_bytes(), software_cpu="on",
-                 debugcon=None) as guest:
-        result = guest.run(timeout=120)
-        assert result.outcome.name == "RESET", guest.summary()
-        assert guest.debugcon_output == b"OK\n"
-        assert guest.runner.stretches.handed.get("the slice's end", 0) > 5, guest.summary()
+    output, stretches = run_to_reset("rmw_count", "on", timeout=120)
+    assert output == b"OK\n"
+    assert stretches is not None and stretches.handed.get("the slice's end", 0) > 5, stretches.table()
 
 
 @pytest.mark.kvm
